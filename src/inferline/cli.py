@@ -1,0 +1,111 @@
+"""The `inferline` command. Errors print as one line (`--debug` shows the traceback)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import traceback
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from inferline.errors import InferlineError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Run trained ML models over files, tables, streams, SQL and HTTP.",
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+@app.command()
+def run(
+    pipeline: Annotated[str, typer.Argument(help="Pipeline YAML file.")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a spec value: dotted.key=value.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Stop after reading N rows.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on a terminal.")] = True,
+) -> None:
+    """Run a pipeline on the local engine."""
+    from inferline.engine.local import LocalEngine
+    from inferline.pipeline import load_spec
+    from inferline.progress import ProgressDisplay, print_summary
+
+    spec = load_spec(pipeline, set_ or [])
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    display = ProgressDisplay(err, enabled=progress and err.is_terminal, label=spec.name)
+    engine = LocalEngine(spec, limit=limit, stop=stop, on_progress=display.update)
+    with display:
+        summary = engine.run()
+    print_summary(out, summary)
+
+
+@app.command()
+def quickstart(
+    example: Annotated[str, typer.Argument(help="Which example: iris.")] = "iris",
+    root: Annotated[str, typer.Option(help="Folder for the example's files.")] = "examples",
+) -> None:
+    """Build an example (trains its model on first use) and run its pipeline."""
+    from inferline.engine.local import LocalEngine
+    from inferline.pipeline import load_spec
+    from inferline.progress import print_summary
+
+    if example != "iris":
+        raise InferlineError(f"quickstart: unknown example {example!r}; expected iris")
+    from inferline.examples import iris
+
+    paths = iris.build(os.path.join(root, "iris"))
+    out.print(f"example ready: data {paths['data']}, models {paths['joblib']} and {paths['onnx']}")
+    spec = load_spec(paths["pipeline"])
+    summary = LocalEngine(spec).run()
+    print_summary(out, summary)
+    import duckdb
+
+    assert spec.sink.path is not None and spec.sink.table is not None
+    with duckdb.connect(spec.sink.path, read_only=True) as con:
+        query = (
+            f"SELECT key, sepal_length, petal_length, target, prediction, model_id "
+            f"FROM {spec.sink.table} ORDER BY key LIMIT 5"
+        )
+        out.print(str(con.sql(query)))
+    out.print("look at all of them with:")
+    out.print(
+        f"  python -c \"import duckdb; duckdb.connect('{spec.sink.path}')"
+        f".sql('SELECT prediction, count(*) FROM {spec.sink.table} GROUP BY 1').show()\""
+    )
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    # First Ctrl-C/SIGTERM: finish the batch in flight, commit, ack, exit 0.
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+
+def main() -> None:
+    """Entry point: run the app, turning `InferlineError`s into one-line messages."""
+    debug = "--debug" in sys.argv[1:]
+    if debug:
+        sys.argv.remove("--debug")
+    try:
+        app()
+    except InferlineError as exc:
+        if debug:
+            traceback.print_exc()
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

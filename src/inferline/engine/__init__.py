@@ -1,0 +1,1 @@
+"""Executors: the local threaded engine and the Apache Beam translation."""

@@ -1,0 +1,1 @@
+"""Example projects built on first use from data that ships inside packages."""

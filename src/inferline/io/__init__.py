@@ -1,0 +1,1 @@
+"""Sources and sinks: one module per kind behind the `Source`/`Sink` protocols."""

@@ -1,0 +1,153 @@
+"""File sinks: Parquet, JSONL and CSV, written to `<path>.partial` and renamed on success.
+
+A failed run leaves the previous output untouched and its partial output beside it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import IO, Any
+
+import duckdb
+import fsspec
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from inferline.errors import SinkError
+
+
+class _FileSink:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._handle: IO[bytes] | None = None
+        self._fs: Any = None
+        self._partial = ""
+        self.rows = 0
+
+    def describe(self) -> str:
+        return self.path
+
+    def open(self) -> None:
+        self._fs, _, (target,) = fsspec.get_fs_token_paths(self.path)
+        parent = os.path.dirname(target)
+        if parent:
+            self._fs.makedirs(parent, exist_ok=True)
+        self._partial = target + ".partial"
+        try:
+            self._handle = self._fs.open(self._partial, "wb")
+        except OSError as exc:
+            raise SinkError(f"{self.path}: cannot write ({exc})") from None
+        self._target = target
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+
+    def _finish(self) -> None:
+        """Subclasses close their writer here."""
+
+    def close(self) -> None:
+        if self._handle is None:
+            return
+        self._finish()
+        self._handle.close()
+        self._handle = None
+        self._fs.mv(self._partial, self._target)
+
+    def abort(self) -> None:
+        """Close without replacing the previous output; the partial file stays for inspection."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+class ParquetSink(_FileSink):
+    """One Parquet file; the schema is fixed by the first batch."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._writer is None:
+            assert self._handle is not None
+            self._writer = pq.ParquetWriter(self._handle, batch.schema)
+        elif batch.schema != self._writer.schema:
+            batch = batch.cast(self._writer.schema)
+        self._writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def _finish(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class JsonlSink(_FileSink):
+    """Newline-delimited JSON, one object per row (DuckDB's `to_json`, vectorised)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._con = duckdb.connect()
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        assert self._handle is not None
+        self._con.register("_b", batch)
+        try:
+            ((lines,),) = self._con.execute(
+                "SELECT string_agg(to_json(_b)::VARCHAR, chr(10)) FROM _b"
+            ).fetchall()
+        finally:
+            self._con.unregister("_b")
+        self._handle.write((lines + "\n").encode("utf-8"))
+        self.rows += batch.num_rows
+
+
+class CsvSink(_FileSink):
+    """CSV with a header; list and struct columns are written as JSON text."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._writer: pa_csv.CSVWriter | None = None
+        self._con = duckdb.connect()
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        batch = self._flatten(batch)
+        if self._writer is None:
+            assert self._handle is not None
+            self._writer = pa_csv.CSVWriter(self._handle, batch.schema)
+        self._writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def _flatten(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        nested = [
+            f.name
+            for f in batch.schema
+            if pa.types.is_list(f.type)
+            or pa.types.is_struct(f.type)
+            or pa.types.is_large_list(f.type)
+            or pa.types.is_fixed_size_list(f.type)
+        ]
+        if not nested:
+            return batch
+        self._con.register("_b", batch)
+        try:
+            cols = ", ".join(
+                f'to_json("{f.name}")::VARCHAR AS "{f.name}"' if f.name in nested else f'"{f.name}"'
+                for f in batch.schema
+            )
+            table = self._con.sql(f"SELECT {cols} FROM _b").to_arrow_table()
+        finally:
+            self._con.unregister("_b")
+        return table.combine_chunks().to_batches()[0] if table.num_rows else batch
+
+    def _finish(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -1,0 +1,151 @@
+"""The `ModelHandler` protocol and framework detection.
+
+A handler knows one framework: `load(uri)` returns the framework's model object and
+`predict(model, inputs)` runs it on a whole batch. Framework modules are imported lazily,
+so a missing extra only fails when that framework is used, with one line naming the extra.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from inferline.errors import ModelError
+
+# framework -> (module, class). Adding a framework is one new module and one line here.
+FRAMEWORKS: dict[str, tuple[str, str]] = {
+    "sklearn": ("inferline.models.sklearn", "SklearnHandler"),
+    "onnx": ("inferline.models.onnx", "OnnxHandler"),
+    "torch": ("inferline.models.torch", "TorchHandler"),
+    "keras": ("inferline.models.keras", "KerasHandler"),
+    "remote": ("inferline.models.remote", "RemoteHandler"),
+}
+
+SUFFIXES: dict[str, str] = {
+    ".joblib": "sklearn",
+    ".pkl": "sklearn",
+    ".pickle": "sklearn",
+    ".skops": "sklearn",
+    ".onnx": "onnx",
+    ".pt": "torch",
+    ".pts": "torch",
+    ".pth": "torch",
+    ".keras": "keras",
+    ".h5": "keras",
+}
+
+
+@dataclass
+class Prediction:
+    """What a handler returns for a batch of n rows.
+
+    `prediction` has n rows (1-D labels/values, or 2-D raw outputs); `scores` is an
+    optional (n, k) float array of probabilities or extra outputs.
+    """
+
+    prediction: np.ndarray
+    scores: np.ndarray | None = None
+
+
+@runtime_checkable
+class ModelHandler(Protocol):
+    """Loads and runs one framework's models on whole batches.
+
+    Example:
+        >>> handler = handler_for("models/iris.onnx")  # doctest: +SKIP
+        >>> model = handler.load("models/iris.onnx")  # doctest: +SKIP
+        >>> handler.predict(model, features).prediction  # doctest: +SKIP
+    """
+
+    framework: str
+    batch_size: int | None
+
+    def load(self, uri: str) -> Any: ...
+
+    def predict(self, model: Any, inputs: np.ndarray) -> Prediction: ...
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model with its identity; `model_id` travels with every prediction."""
+
+    name: str
+    version: str
+    uri: str
+    handler: ModelHandler
+    model: Any
+    inputs: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    def predict(self, inputs: np.ndarray) -> Prediction:
+        return self.handler.predict(self.model, inputs)
+
+
+def detect_framework(uri: str) -> str:
+    """Framework for a model file from its suffix, e.g. `.onnx` -> `onnx`."""
+    path = PurePosixPath(uri.rstrip("/"))
+    framework = SUFFIXES.get(path.suffix.lower())
+    if framework is not None:
+        return framework
+    if "://" not in uri and os.path.isdir(uri):
+        if os.path.exists(os.path.join(uri, "saved_model.pb")):
+            raise ModelError(
+                f"model {uri}: TensorFlow SavedModel directories are not supported; "
+                "export to ONNX (tf2onnx) or a .keras file"
+            )
+    known = ", ".join(sorted(SUFFIXES))
+    raise ModelError(
+        f"model {uri}: unknown model format {path.suffix or '(no suffix)'!r}; "
+        f"expected one of {known} or set framework: in the model spec"
+    )
+
+
+def handler_for(
+    uri: str, *, framework: str | None = None, options: dict[str, Any] | None = None
+) -> ModelHandler:
+    """The handler for `uri`, from `framework` or else the file suffix."""
+    name = framework or detect_framework(uri)
+    if name not in FRAMEWORKS:
+        known = ", ".join(sorted(FRAMEWORKS))
+        raise ModelError(f"model {uri}: unknown framework {name!r}; expected one of {known}")
+    module_name, class_name = FRAMEWORKS[name]
+    module = importlib.import_module(module_name)
+    cls = getattr(module, class_name)
+    handler: ModelHandler = cls(**(options or {}))
+    return handler
+
+
+def is_remote_uri(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def ensure_trusted(uri: str, *, what: str = "pickled model") -> None:
+    """Refuse to unpickle from places the user has not trusted.
+
+    Pickle runs code on load. Local files are trusted by default; remote URIs are not
+    unless listed (by prefix) in INFERLINE_TRUSTED_PATHS (os.pathsep-separated). When
+    INFERLINE_TRUSTED_PATHS is set, local files must be under one of its entries too.
+    """
+    trusted = [p for p in os.environ.get("INFERLINE_TRUSTED_PATHS", "").split(os.pathsep) if p]
+    if not trusted:
+        if not is_remote_uri(uri):
+            return
+    else:
+        target = uri if is_remote_uri(uri) else os.path.realpath(uri.removeprefix("file://"))
+        for prefix in trusted:
+            root = prefix if is_remote_uri(prefix) else os.path.realpath(prefix)
+            if target == root or target.startswith(root.rstrip("/") + "/"):
+                return
+    raise ModelError(
+        f"model {uri}: refusing to load a {what} from an untrusted location; "
+        "use the safe .skops or .onnx format, or add its folder to INFERLINE_TRUSTED_PATHS"
+    )

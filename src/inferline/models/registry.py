@@ -1,0 +1,130 @@
+"""Model names and versions: resolving a spec to the current version and loading it.
+
+A plain `uri:` may be a glob; the newest match is the current version. A file's version
+is the number at the end of its name (`iris-3.onnx` -> `3`) or else its name; the newest
+match is the highest number, or the most recently modified file when names have none.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+
+from inferline.errors import ModelError
+from inferline.models.base import LoadedModel, handler_for
+from inferline.pipeline import ModelSpec
+
+_TRAILING_NUMBER = re.compile(r"(\d+)$")
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One file of a model: where it is and what version it is."""
+
+    uri: str
+    version: str
+    mtime: float
+
+
+def version_of(uri: str) -> str:
+    stem = os.path.basename(uri.rstrip("/"))
+    stem = stem.split(".")[0] if "." in stem else stem
+    match = _TRAILING_NUMBER.search(stem)
+    return match.group(1) if match else stem
+
+
+def list_versions(pattern: str) -> list[ModelVersion]:
+    """Every file matching `pattern`, oldest first."""
+    fs, _, paths = fsspec.get_fs_token_paths(pattern)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    prefix = "" if protocol in ("file", "local") else f"{protocol}://"
+    found = []
+    for path in paths:
+        try:
+            info = fs.info(path)
+        except FileNotFoundError:
+            continue
+        mtime = info.get("mtime") or info.get("created") or 0
+        if hasattr(mtime, "timestamp"):
+            mtime = mtime.timestamp()
+        uri = prefix + path
+        found.append(ModelVersion(uri=uri, version=version_of(uri), mtime=float(mtime)))
+    numeric = all(v.version.isdigit() for v in found)
+    if numeric:
+        found.sort(key=lambda v: (int(v.version), v.mtime))
+    else:
+        found.sort(key=lambda v: (v.mtime, v.uri))
+    return found
+
+
+def resolve_uri(spec: ModelSpec) -> ModelVersion:
+    """The version of `spec` to load now: `spec.version` if pinned, else the newest."""
+    if spec.uri is None:
+        raise ModelError(f"model {spec.name}: no uri: given")
+    versions = list_versions(spec.uri)
+    if not versions:
+        raise ModelError(f"model {spec.name}: no model file matches {spec.uri}")
+    if spec.version is not None:
+        for candidate in versions:
+            if candidate.version == str(spec.version):
+                return candidate
+        known = ", ".join(v.version for v in versions)
+        raise ModelError(f"model {spec.name}: no version {spec.version} in {spec.uri} (have {known})")
+    return versions[-1]
+
+
+def handler_options(spec: ModelSpec, framework: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if framework in ("sklearn", "onnx"):
+        options["scores"] = spec.scores
+    if framework in ("onnx", "torch", "keras"):
+        options["device"] = spec.device
+    return options
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Resolve and load the current version of `spec`.
+
+    Example:
+        >>> model = load_model(ModelSpec(name="iris", uri="models/iris-*.joblib"))  # doctest: +SKIP
+        >>> model.model_id  # doctest: +SKIP
+        'iris/2'
+    """
+    version = resolve_uri(spec)
+    return load_version(spec, version.uri, version.version)
+
+
+def load_version(spec: ModelSpec, uri: str, version: str) -> LoadedModel:
+    from inferline.models.base import detect_framework
+
+    framework = spec.framework or detect_framework(uri)
+    handler = handler_for(uri, framework=framework, options=handler_options(spec, framework))
+    model = handler.load(uri)
+    return LoadedModel(
+        name=spec.name,
+        version=version,
+        uri=uri,
+        handler=handler,
+        model=model,
+        inputs=spec.input_columns,
+    )
+
+
+class ModelRef:
+    """The engine's handle on a model: `current()` is what the next batch should use.
+
+    This one is fixed for the run; a watching registry swaps what `current()` returns.
+    """
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self._loaded = loaded
+
+    def current(self) -> LoadedModel:
+        return self._loaded
+
+    def close(self) -> None:
+        """Stop any background work."""

@@ -1,0 +1,282 @@
+"""The pipeline spec: YAML or a dict -> validated dataclasses, with one-line errors.
+
+Paths in a spec are relative to the current directory (as with most CLIs), so
+`inferline run examples/iris/pipeline.yaml` is run from the project root.
+
+Example:
+    >>> spec = parse_spec({
+    ...     "name": "iris",
+    ...     "source": {"kind": "csv", "path": "data/*.csv"},
+    ...     "model": {"name": "iris", "uri": "models/*.joblib", "inputs": ["a", "b"]},
+    ...     "sink": {"kind": "parquet", "path": "out.parquet"},
+    ... })
+    >>> spec.batch.max_size
+    4096
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from inferline.errors import SpecError
+
+SOURCE_KINDS = ("csv", "jsonl", "parquet", "images", "objects", "table", "topic", "pubsub", "kafka")
+SINK_KINDS = ("duckdb", "parquet", "jsonl", "csv", "topic", "bigquery")
+FILE_SINK_KINDS = ("parquet", "jsonl", "csv")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class SourceSpec(_Spec):
+    """Where rows come from: files, images, objects, a table or a topic."""
+
+    kind: str
+    path: str | None = None
+    url: str | None = None
+    topic: str | None = None
+    table: str | None = None
+    resize: list[int] | None = None
+    mode: str | None = None
+    scale: float | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    layout: str | None = None
+    load: str | None = None
+    workers: int | None = None
+    group: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in SOURCE_KINDS:
+            raise ValueError(f"unknown source kind {value!r}; expected one of {', '.join(SOURCE_KINDS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _has_location(self) -> SourceSpec:
+        if self.kind in ("csv", "jsonl", "parquet", "images", "objects") and not self.path:
+            raise ValueError(f"source kind {self.kind!r} needs path: (a file, glob or URI)")
+        return self
+
+
+class ModelSpec(_Spec):
+    """One model: a name plus a URI/glob or a store; framework detected from the file."""
+
+    name: str
+    uri: str | None = None
+    store: str | None = None
+    url: str | None = None
+    framework: str | None = None
+    inputs: list[str] | str | None = None
+    watch: bool = False
+    watch_interval: float = 1.0
+    model_class: str | None = None
+    model_params: dict[str, Any] = Field(default_factory=dict)
+    device: str = "cpu"
+    handler: str | None = None
+    labels: str | None = None
+    top_k: int | None = None
+    output: str | None = None
+    scores: bool = True
+    version: str | None = None
+    auth_env: str | None = None
+    timeout: float | None = None
+
+    @model_validator(mode="after")
+    def _has_location(self) -> ModelSpec:
+        if not (self.uri or self.store or self.url):
+            raise ValueError(f"model {self.name!r} needs uri: (a file or glob) or store:")
+        return self
+
+    @property
+    def input_columns(self) -> list[str]:
+        if self.inputs is None:
+            return []
+        return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
+
+
+class SinkSpec(_Spec):
+    """Where results go: a DuckDB table, a file, or a topic."""
+
+    kind: str
+    path: str | None = None
+    table: str | None = None
+    url: str | None = None
+    topic: str | None = None
+    split: dict[str, Any] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in SINK_KINDS:
+            raise ValueError(f"unknown sink kind {value!r}; expected one of {', '.join(SINK_KINDS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _has_location(self) -> SinkSpec:
+        if self.kind in ("duckdb", *FILE_SINK_KINDS) and not self.path:
+            raise ValueError(f"sink kind {self.kind!r} needs path:")
+        return self
+
+    def describe(self) -> str:
+        if self.kind == "duckdb":
+            return f"{self.path} table {self.table}"
+        if self.kind == "topic":
+            return f"topic {self.topic} at {self.url}"
+        return str(self.path or self.table)
+
+
+class BatchSpec(_Spec):
+    """Micro-batching: a batch closes at `max_size` rows or after `max_wait_ms`."""
+
+    max_size: int = Field(default=4096, gt=0)
+    max_wait_ms: float = Field(default=50, ge=0)
+
+
+class PipelineSpec(_Spec):
+    """A whole pipeline: source -> [steps] -> model(s) -> [output mapping] -> sink."""
+
+    name: str = "pipeline"
+    source: SourceSpec
+    model: ModelSpec | None = None
+    models: list[ModelSpec] | None = None
+    steps: list[dict[str, Any]] = Field(default_factory=list)
+    key: str | None = None
+    keep: list[str] | None = None
+    output: dict[str, Any] | None = None
+    sink: SinkSpec
+    dead_letter: SinkSpec | str | bool | None = None
+    batch: BatchSpec = Field(default_factory=BatchSpec)
+    origin: str = Field(default="<dict>", exclude=True)
+
+    @model_validator(mode="after")
+    def _one_model_form(self) -> PipelineSpec:
+        if self.model is not None and self.models is not None:
+            raise ValueError("give either model: or models:, not both")
+        if self.sink.kind == "duckdb" and not self.sink.table:
+            self.sink.table = _default_table(self.name)
+        return self
+
+    @property
+    def all_models(self) -> list[ModelSpec]:
+        if self.models is not None:
+            return list(self.models)
+        return [self.model] if self.model is not None else []
+
+    def dead_letter_spec(self) -> SinkSpec | None:
+        """The dead-letter sink: explicit, or `<table>_errors` / `<file>_errors.jsonl`."""
+        value = self.dead_letter
+        if value is False:
+            return None
+        if isinstance(value, SinkSpec):
+            return value
+        if isinstance(value, str):
+            if self.sink.kind == "duckdb" and not _looks_like_path(value):
+                return SinkSpec(kind="duckdb", path=self.sink.path, table=value)
+            return SinkSpec(kind=_kind_from_suffix(value), path=value)
+        if self.sink.kind == "duckdb":
+            return SinkSpec(kind="duckdb", path=self.sink.path, table=f"{self.sink.table}_errors")
+        if self.sink.kind in FILE_SINK_KINDS and self.sink.path:
+            stem = os.path.splitext(self.sink.path)[0]
+            return SinkSpec(kind="jsonl", path=f"{stem}_errors.jsonl")
+        return SinkSpec(kind="jsonl", path=f"{_default_table(self.name)}_errors.jsonl")
+
+
+def _default_table(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() else "_" for c in name).strip("_") or "pipeline"
+    return f"{cleaned}_predictions"
+
+
+def _looks_like_path(value: str) -> bool:
+    return "/" in value or "." in value
+
+
+def _kind_from_suffix(path: str) -> str:
+    suffix = os.path.splitext(path)[1].lstrip(".").lower()
+    if suffix in FILE_SINK_KINDS:
+        return suffix
+    if suffix in ("duckdb", "db"):
+        return "duckdb"
+    return "jsonl"
+
+
+def parse_spec(raw: Any, *, origin: str = "<dict>") -> PipelineSpec:
+    """Validate a spec given as a dict; errors name `origin` and the field."""
+    if not isinstance(raw, dict):
+        raise SpecError(
+            f"{origin}: expected a mapping with source:, model: and sink:, got {type(raw).__name__}"
+        )
+    try:
+        spec = PipelineSpec.model_validate({**raw, "origin": origin})
+    except ValidationError as exc:
+        raise SpecError(_one_line(origin, exc)) from None
+    return spec
+
+
+def load_spec(path: str, overrides: list[str] | None = None) -> PipelineSpec:
+    """Read a YAML spec, apply `dotted.key=value` overrides, validate.
+
+    Example:
+        >>> spec = load_spec("examples/iris/pipeline.yaml", ["batch.max_size=100"])  # doctest: +SKIP
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: pipeline file not found") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a directory, expected a pipeline YAML file") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{path}:{where}: malformed YAML: {problem}") from None
+    for override in overrides or []:
+        raw = apply_override(raw if isinstance(raw, dict) else {}, override, origin=path)
+    return parse_spec(raw, origin=path)
+
+
+def apply_override(raw: dict[str, Any], override: str, *, origin: str = "--set") -> dict[str, Any]:
+    """Set `a.b.c=value` in a nested dict; the value is parsed as a YAML scalar."""
+    if "=" not in override:
+        raise SpecError(f"--set {override!r}: expected dotted.key=value, e.g. batch.max_size=1000")
+    dotted, _, text = override.partition("=")
+    keys = [k for k in dotted.strip().split(".") if k]
+    if not keys:
+        raise SpecError(f"--set {override!r}: empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value
+    return raw
+
+
+def _one_line(origin: str, exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-after"))
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif error["type"] == "missing":
+            message = "required field is missing"
+        parts.append(f"{loc}: {message}" if loc else message)
+    return f"{origin}: " + "; ".join(parts)

@@ -1,0 +1,73 @@
+"""Progress bar and run summary for the CLI (rich), kept out of the engine."""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from inferline.engine.local import RunStats, RunSummary
+
+
+class ProgressDisplay:
+    """Rows, rows/s and, when the input size is known, a bar with an ETA."""
+
+    def __init__(self, console: Console, *, enabled: bool, label: str) -> None:
+        self.enabled = enabled
+        self.label = label
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._started = time.monotonic()
+        if enabled:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[rows]:>12,} rows"),
+                TextColumn("{task.fields[rate]:>10,.0f} rows/s"),
+                TextColumn("{task.fields[dead]} dead"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=False,
+            )
+
+    def __enter__(self) -> ProgressDisplay:
+        if self._progress is not None:
+            self._progress.start()
+            self._task = self._progress.add_task(self.label, total=None, rows=0, rate=0.0, dead=0)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, stats: RunStats) -> None:
+        if self._progress is None or self._task is None:
+            return
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        self._progress.update(
+            self._task,
+            total=stats.total_bytes or None,
+            completed=stats.bytes_done,
+            rows=stats.rows_read,
+            rate=stats.rows_read / elapsed,
+            dead=stats.rows_dead,
+        )
+
+
+def print_summary(console: Console, summary: RunSummary) -> None:
+    """The end-of-run summary: counts, speed, model versions, where output went."""
+    console.print(
+        f"{summary.pipeline}: {summary.rows_read:,} rows read, {summary.rows_predicted:,} predicted, "
+        f"{summary.rows_dead:,} dead-lettered in {summary.seconds:.2f} s "
+        f"({summary.rows_per_second:,.0f} rows/s)",
+        markup=False,
+    )
+    if summary.model_ids:
+        console.print(f"model: {', '.join(summary.model_ids)}", markup=False)
+    console.print(f"output: {summary.output}", markup=False)
+    if summary.dead_letter:
+        console.print(f"dead letters: {summary.dead_letter}", markup=False)

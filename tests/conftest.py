@@ -1,0 +1,62 @@
+"""Shared fixtures: a built iris example, and a way to run the CLI as a user would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from inferline.examples import iris
+
+CliRunner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="session")
+def iris_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/iris built once per test session (data, .joblib and .onnx models)."""
+    root = tmp_path_factory.mktemp("iris-example") / "examples" / "iris"
+    iris.build(str(root))
+    return root
+
+
+@pytest.fixture
+def project(tmp_path: Path, iris_example: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh working directory holding a copy of examples/iris; the cwd of the test."""
+    shutil.copytree(iris_example, tmp_path / "examples" / "iris")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def cli(project: Path) -> CliRunner:
+    """Run `inferline ...` in a subprocess in the project directory."""
+
+    def run(
+        *args: str,
+        check: bool = True,
+        timeout: float = 120,
+        env: dict[str, str] | None = None,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, **(env or {})}
+        result = subprocess.run(
+            [sys.executable, "-m", "inferline", *args],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+            input=input,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"inferline {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    return run

@@ -1,0 +1,161 @@
+"""Bad input gives one clear line, a non-zero exit, and loses nothing already written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import yaml
+
+from tests.conftest import CliRunner
+
+
+def _spec(project: Path) -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load(Path("examples/iris/pipeline.yaml").read_text())
+
+
+def _write(spec: dict, name: str = "p.yaml") -> str:  # type: ignore[type-arg]
+    Path(name).write_text(yaml.safe_dump(spec))
+    return name
+
+
+def _one_line_error(result: object) -> str:
+    stderr = result.stderr
+    assert result.returncode != 0
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in stderr
+    return str(lines[0])
+
+
+def test_malformed_yaml_names_file_and_line(project: Path, cli: CliRunner) -> None:
+    Path("bad.yaml").write_text("name: x\nsource: {kind: csv, path: [unclosed\n")
+    line = _one_line_error(cli("run", "bad.yaml", check=False))
+    assert "bad.yaml" in line and "malformed YAML" in line and "line" in line
+
+
+def test_unknown_source_and_sink_kinds(project: Path, cli: CliRunner) -> None:
+    spec = _spec(project)
+    spec["source"]["kind"] = "xls"
+    line = _one_line_error(cli("run", _write(spec), check=False))
+    assert "source.kind" in line and "'xls'" in line and "csv" in line
+    spec = _spec(project)
+    spec["sink"]["kind"] = "oracle"
+    line = _one_line_error(cli("run", _write(spec), check=False))
+    assert "sink.kind" in line and "'oracle'" in line
+
+
+def test_unknown_field_is_named(project: Path, cli: CliRunner) -> None:
+    spec = _spec(project)
+    spec["model"]["inptus"] = ["a"]
+    line = _one_line_error(cli("run", _write(spec), check=False))
+    assert "model.inptus: unknown field" in line
+
+
+def test_missing_input_column(project: Path, cli: CliRunner) -> None:
+    line = _one_line_error(
+        cli(
+            "run",
+            "examples/iris/pipeline.yaml",
+            "--set",
+            "model.inputs=[sepal_length, petal_size]",
+            check=False,
+        )
+    )
+    assert "'petal_size' not found" in line and "model iris" in line
+
+
+def test_non_numeric_value_is_dead_lettered_and_the_rest_predicted(project: Path, cli: CliRunner) -> None:
+    csv_path = Path("examples/iris/data/iris.csv")
+    lines = csv_path.read_text().splitlines()
+    cells = lines[5].split(",")
+    cells[2] = "abc"
+    lines[5] = ",".join(cells)
+    lines.insert(9, "1,2,3")  # too few columns: cannot be parsed
+    csv_path.write_text("\n".join(lines) + "\n")
+    result = cli("run", "examples/iris/pipeline.yaml")
+    assert "149 predicted, 2 dead-lettered" in result.stdout
+    with duckdb.connect("warehouse.duckdb") as con:
+        dead = con.execute(
+            "SELECT key, raw, error, stage FROM iris_predictions_errors ORDER BY stage"
+        ).fetchall()
+        ((count,),) = con.execute("SELECT count(*) FROM iris_predictions").fetchall()
+    assert count == 149
+    features, parse = dead
+    assert features[0] == "4" and "'sepal_width'" in features[2] and "'abc' is not a number" in features[2]
+    assert json.loads(features[1])["sepal_width"] == "abc"
+    assert parse[3] == "parse" and "expected 6 columns, got 3" in parse[2] and parse[1] == "1,2,3"
+
+
+def test_missing_corrupt_and_unknown_model_files(project: Path, cli: CliRunner) -> None:
+    line = _one_line_error(
+        cli("run", "examples/iris/pipeline.yaml", "--set", "model.uri=nothing/*.joblib", check=False)
+    )
+    assert "model iris" in line and "no model file matches nothing/*.joblib" in line
+    Path("broken-1.joblib").write_bytes(b"not a pickle at all")
+    line = _one_line_error(
+        cli("run", "examples/iris/pipeline.yaml", "--set", "model.uri=broken-1.joblib", check=False)
+    )
+    assert "broken-1.joblib" in line and "cannot load" in line
+    Path("model.xyz").write_bytes(b"??")
+    line = _one_line_error(
+        cli("run", "examples/iris/pipeline.yaml", "--set", "model.uri=model.xyz", check=False)
+    )
+    assert "unknown model format '.xyz'" in line and "framework:" in line
+    Path("broken-2.onnx").write_bytes(b"garbage")
+    line = _one_line_error(
+        cli("run", "examples/iris/pipeline.yaml", "--set", "model.uri=broken-2.onnx", check=False)
+    )
+    assert "broken-2.onnx" in line and "cannot load ONNX model" in line
+
+
+def test_conflicting_table_schema_fails_and_keeps_existing_rows(project: Path, cli: CliRunner) -> None:
+    with duckdb.connect("warehouse.duckdb") as con:
+        con.execute("CREATE TABLE iris_predictions (key VARCHAR PRIMARY KEY, prediction VARCHAR)")
+        con.execute("INSERT INTO iris_predictions VALUES ('old', 'setosa')")
+    line = _one_line_error(cli("run", "examples/iris/pipeline.yaml", check=False))
+    assert "warehouse.duckdb table iris_predictions" in line
+    assert "--set sink.table" in line
+    with duckdb.connect("warehouse.duckdb") as con:
+        assert con.execute("SELECT * FROM iris_predictions").fetchall() == [("old", "setosa")]
+
+
+def test_failed_file_output_keeps_the_previous_file(project: Path, cli: CliRunner) -> None:
+    cli("run", "examples/iris/pipeline.yaml", "--set", "sink.kind=parquet", "--set", "sink.path=p.parquet")
+    before = Path("p.parquet").read_bytes()
+    result = cli(
+        "run",
+        "examples/iris/pipeline.yaml",
+        "--set",
+        "sink.kind=parquet",
+        "--set",
+        "sink.path=p.parquet",
+        "--set",
+        "model.inputs=[nope]",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert Path("p.parquet").read_bytes() == before
+
+
+def test_untrusted_pickle_is_refused(project: Path, cli: CliRunner) -> None:
+    line = _one_line_error(
+        cli(
+            "run", "examples/iris/pipeline.yaml", check=False, env={"INFERLINE_TRUSTED_PATHS": "/nonexistent"}
+        )
+    )
+    assert "untrusted location" in line and "INFERLINE_TRUSTED_PATHS" in line
+    ok = cli("run", "examples/iris/pipeline.yaml", env={"INFERLINE_TRUSTED_PATHS": str(project / "examples")})
+    assert "150 predicted" in ok.stdout
+
+
+def test_missing_pipeline_file(project: Path, cli: CliRunner) -> None:
+    line = _one_line_error(cli("run", "nope.yaml", check=False))
+    assert "nope.yaml: pipeline file not found" in line
+
+
+def test_debug_shows_the_traceback(project: Path, cli: CliRunner) -> None:
+    result = cli("--debug", "run", "nope.yaml", check=False)
+    assert "Traceback" in result.stderr and result.returncode == 1
