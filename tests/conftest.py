@@ -11,7 +11,18 @@ from pathlib import Path
 
 import pytest
 
+import inferline
 from inferline.examples import iris
+
+# Subprocesses import the same inferline as the tests, wherever it lives.
+SRC = str(Path(inferline.__file__).resolve().parents[1])
+
+
+def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process: ours, with inferline importable."""
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH", "")) if p)
+    return env
 
 CliRunner = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -43,7 +54,7 @@ def cli(project: Path) -> CliRunner:
         env: dict[str, str] | None = None,
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        full_env = {**os.environ, **(env or {})}
+        full_env = subprocess_env(env)
         result = subprocess.run(
             [sys.executable, "-m", "inferline", *args],
             cwd=project,

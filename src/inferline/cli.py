@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from inferline.commands import register_all
 from inferline.errors import InferlineError
 
 app = typer.Typer(
@@ -81,6 +82,9 @@ def quickstart(
         f"  python -c \"import duckdb; duckdb.connect('{spec.sink.path}')"
         f".sql('SELECT prediction, count(*) FROM {spec.sink.table} GROUP BY 1').show()\""
     )
+
+
+register_all(app)
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

@@ -1,0 +1,18 @@
+"""CLI sub-commands beyond `run`/`quickstart`: one module per noun, each with `register(app)`.
+
+A new command is one new module here plus its name in `COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+COMMANDS: tuple[str, ...] = ()
+
+
+def register_all(app: typer.Typer) -> None:
+    for name in COMMANDS:
+        module = importlib.import_module(f"inferline.commands.{name}")
+        module.register(app)
