@@ -24,6 +24,7 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH", "")) if p)
     return env
 
+
 CliRunner = Callable[..., subprocess.CompletedProcess[str]]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +87,7 @@ class LocalEngine:
         models: list[ModelRef] | None = None,
         clock: Callable[[], float] = time.monotonic,
         queue_depth: int = 4,
+        workers: int | None = None,
     ) -> None:
         self.spec = spec
         self.limit = limit
@@ -94,6 +95,7 @@ class LocalEngine:
         self.on_progress = on_progress
         self.clock = clock
         self.queue_depth = queue_depth
+        self.workers = workers
         self.stats = RunStats()
         self._models = models
         self._failure: BaseException | None = None
@@ -114,6 +116,7 @@ class LocalEngine:
     def _read(self, source: Source, out: queue.Queue[Any]) -> None:
         try:
             remaining = self.limit
+            seq = 0
             for batch in source.batches():
                 if self.stop.is_set():
                     break
@@ -124,7 +127,8 @@ class LocalEngine:
                         batch.data = batch.data.slice(0, remaining)
                         batch.keys = batch.keys.slice(0, remaining)
                     remaining -= batch.data.num_rows
-                self._put(out, batch)
+                self._put(out, (seq, batch))
+                seq += 1
         except BaseException as exc:  # handed to the writer, which re-raises it
             self._fail(exc)
         finally:
@@ -135,8 +139,11 @@ class LocalEngine:
             while True:
                 item = inbox.get()
                 if item is _DONE:
+                    # Let the other predict workers see the end too.
+                    self._put(inbox, _DONE, force=True)
                     break
-                self._put(out, self.process(item, [r.current() for r in refs]))
+                seq, batch = item
+                self._put(out, (seq, self.process(batch, [r.current() for r in refs])))
         except BaseException as exc:
             self._fail(exc)
         finally:
@@ -199,23 +206,24 @@ class LocalEngine:
         sink.open()
         read_q: queue.Queue[Any] = queue.Queue(self.queue_depth)
         write_q: queue.Queue[Any] = queue.Queue(self.queue_depth)
+        workers = self.workers if self.workers is not None else _default_workers(refs)
         threads = [
-            threading.Thread(target=self._read, args=(source, read_q), name="inferline-read", daemon=True),
+            threading.Thread(target=self._read, args=(source, read_q), name="inferline-read", daemon=True)
+        ]
+        threads += [
             threading.Thread(
                 target=self._predict_stage,
                 args=(refs, read_q, write_q),
-                name="inferline-predict",
+                name=f"inferline-predict-{i}",
                 daemon=True,
-            ),
+            )
+            for i in range(workers)
         ]
         for thread in threads:
             thread.start()
         ok = False
         try:
-            while True:
-                item = write_q.get()
-                if item is _DONE:
-                    break
+            for item in _in_order(write_q, workers):
                 if item.dead:
                     if dead_sink is None and dead_spec is not None:
                         dead_sink = make_sink(dead_spec, origin=self.spec.origin)
@@ -283,6 +291,33 @@ class LocalEngine:
         if self._failure is None:
             self._failure = exc
         self.stop.set()
+
+
+def _default_workers(refs: list[ModelRef]) -> int:
+    # Models that run single-threaded but release the GIL (scikit-learn) get one predict
+    # worker per core; frameworks with their own thread pools (onnxruntime, torch) get one.
+    hints = [getattr(ref.current().handler, "parallel_batches", 1) or 1 for ref in refs]
+    return max(1, min(hints)) if hints else 1
+
+
+def _in_order(q: queue.Queue[Any], producers: int) -> Iterator[_Work]:
+    """Items from `producers` workers, back in the order the reader numbered them."""
+    pending: dict[int, _Work] = {}
+    expected = 0
+    done = 0
+    while done < producers:
+        item = q.get()
+        if item is _DONE:
+            done += 1
+            continue
+        seq, work = item
+        pending[seq] = work
+        while expected in pending:
+            yield pending.pop(expected)
+            expected += 1
+    # After a failure some numbers never arrive; what did arrive is still written in order.
+    for seq in sorted(pending):
+        yield pending[seq]
 
 
 def predict_isolating(model: LoadedModel, matrix: np.ndarray) -> tuple[Prediction, dict[int, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
 from typing import Any
 
@@ -28,6 +29,8 @@ class SklearnHandler:
     def __init__(self, *, batch_size: int | None = None, scores: bool = True) -> None:
         self.batch_size = batch_size
         self.scores = scores
+        # Estimators predict on one core and release the GIL: one batch per core at a time.
+        self.parallel_batches = os.cpu_count() or 1
 
     def load(self, uri: str) -> Any:
         require("sklearn", "sklearn")
