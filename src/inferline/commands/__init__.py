@@ -9,7 +9,7 @@ import importlib
 
 import typer
 
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("models",)
 
 
 def register_all(app: typer.Typer) -> None:
