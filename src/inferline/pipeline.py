@@ -85,7 +85,7 @@ class ModelSpec(_Spec):
     top_k: int | None = None
     output: str | None = None
     scores: bool = True
-    version: str | None = None
+    version: str | int | None = None
     auth_env: str | None = None
     timeout: float | None = None
 

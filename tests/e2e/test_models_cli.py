@@ -61,3 +61,18 @@ def test_errors_are_one_line(project: Path, cli: CliRunner) -> None:
     cli("models", "add", "iris", ONNX)
     result = cli("models", "pin", "iris", "5", check=False)
     assert result.returncode == 1 and "model 'iris' has no version 5 (have: 1)" in result.stderr
+
+
+def test_pipeline_reads_its_model_from_the_store(project: Path, cli: CliRunner) -> None:
+    cli("models", "add", "iris", JOBLIB)
+    cli("models", "add", "iris", ONNX)
+    store_model = ["--set", "model.uri=null", "--set", "model.store=model_store"]
+    result = cli("run", "examples/iris/pipeline.yaml", *store_model)
+    assert "150 predicted" in result.stdout and "model: iris/2" in result.stdout
+    cli("models", "pin", "iris", "1")
+    assert "model: iris/1" in cli("run", "examples/iris/pipeline.yaml", *store_model).stdout
+    spec_pin = cli("run", "examples/iris/pipeline.yaml", *store_model, "--set", "model.version=2").stdout
+    assert "model: iris/2" in spec_pin
+    result = cli("run", "examples/iris/pipeline.yaml", *store_model, "--set", "model.version=7", check=False)
+    assert result.returncode == 1
+    assert "error: model store model_store: model 'iris' has no version 7 (have: 1, 2)" in result.stderr

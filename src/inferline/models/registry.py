@@ -16,6 +16,7 @@ import fsspec
 
 from inferline.errors import ModelError
 from inferline.models.base import LoadedModel, handler_for
+from inferline.models.store import ModelStore, StoreVersion, load_store_version
 from inferline.pipeline import ModelSpec
 
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
@@ -94,8 +95,35 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         >>> model.model_id  # doctest: +SKIP
         'iris/2'
     """
+    if spec.store:
+        return load_from_store(spec, store_version(spec))
     version = resolve_uri(spec)
     return load_version(spec, version.uri, version.version)
+
+
+def store_version(spec: ModelSpec) -> StoreVersion:
+    """The store version `spec` asks for: its `version:`, else the store's pin, else the newest."""
+    if spec.store is None:
+        raise ModelError(f"model {spec.name}: no store: given")
+    store = ModelStore(spec.store)
+    if spec.version is None:
+        return store.current(spec.name)
+    if not str(spec.version).isdigit():
+        raise ModelError(
+            f"model {spec.name}: version {spec.version!r} must be a version number from the store "
+            f"(see: inferline models versions {spec.name} --store {spec.store})"
+        )
+    return store.get(spec.name, int(spec.version))
+
+
+def load_from_store(spec: ModelSpec, found: StoreVersion) -> LoadedModel:
+    framework = spec.framework or found.framework
+    return load_store_version(
+        found,
+        framework=framework,
+        inputs=spec.input_columns or None,
+        handler_options=handler_options(spec, framework),
+    )
 
 
 def load_version(spec: ModelSpec, uri: str, version: str) -> LoadedModel:
