@@ -9,7 +9,7 @@ import importlib
 
 import typer
 
-COMMANDS: tuple[str, ...] = ("models",)
+COMMANDS: tuple[str, ...] = ("models", "serve")
 
 
 def register_all(app: typer.Typer) -> None:

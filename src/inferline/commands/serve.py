@@ -1,0 +1,88 @@
+"""`inferline serve --models STORE`: the HTTP model server (TorchServe + KServe v2 APIs)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from inferline.errors import InferlineError, require
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        models: Annotated[str, typer.Option("--models", help="Model store folder or URI.")] = "model_store",
+        host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = (
+            "127.0.0.1"
+        ),
+        port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+        token: Annotated[
+            str | None,
+            typer.Option(help="Bearer token required by the management API.", envvar="INFERLINE_TOKEN"),
+        ] = None,
+        max_body: Annotated[int, typer.Option(help="Largest request body in bytes (else 413).")] = 16 * 2**20,
+        batch_size: Annotated[int, typer.Option(help="Most rows per model call.")] = 32,
+        max_batch_delay: Annotated[
+            float, typer.Option(help="Most milliseconds a request waits for others to batch with.")
+        ] = 5.0,
+        max_queue: Annotated[
+            int, typer.Option(help="Requests waiting per model version before answering 503.")
+        ] = 1024,
+        watch_interval: Annotated[
+            float, typer.Option(help="Seconds between checks of the store for new versions (0: never).")
+        ] = 1.0,
+    ) -> None:
+        """Serve every model in the store over HTTP (TorchServe and KServe v2 APIs)."""
+        if not is_loopback(host) and not token:
+            raise InferlineError(
+                f"serve: binding {host} exposes the management API to the network; "
+                "pass --token TOKEN (or bind --host 127.0.0.1)"
+            )
+        for name, value in (
+            ("--batch-size", batch_size),
+            ("--max-body", max_body),
+            ("--max-queue", max_queue),
+        ):
+            if value < 1:
+                raise InferlineError(f"serve: {name} {value}; expected a positive number")
+        require("starlette", "serve")
+        uvicorn = require("uvicorn", "serve")
+        from inferline.models.store import ModelStore
+        from inferline.serve.app import create_app
+        from inferline.serve.models import BatchSettings
+        from inferline.serve.state import ServerConfig, ServerState
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        config = ServerConfig(
+            token=token,
+            max_body=max_body,
+            settings=BatchSettings(
+                batch_size=batch_size, max_batch_delay_ms=max_batch_delay, max_queue=max_queue
+            ),
+            watch_interval=watch_interval,
+        )
+        state = ServerState(config, store=ModelStore(models))
+        assert state.catalog is not None
+        loaded = state.catalog.load_all()
+        print(
+            f"serving {', '.join(loaded) or 'no models yet'} from {models} on http://{host}:{port}",
+            file=sys.stderr,
+            flush=True,
+        )
+        uvicorn.run(  # type: ignore[attr-defined]
+            create_app(state), host=host, port=port, log_level="warning", access_log=False
+        )

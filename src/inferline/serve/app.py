@@ -1,0 +1,84 @@
+"""The ASGI app: the route table of every protocol module, JSON errors, and the store watcher.
+
+Each module in `ROUTE_MODULES` has `routes() -> list[BaseRoute]`; a new protocol or page (a
+dashboard at `GET /`) is one new module and one line here. Handlers reach the server state
+as `request.app.state.server` (`inferline.serve.state.server_of`).
+
+Example:
+    >>> state = ServerState(ServerConfig(), store=ModelStore("model_store"))  # doctest: +SKIP
+    >>> uvicorn.run(create_app(state), port=8080)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from inferline.serve.http import ApiError
+from inferline.serve.metrics import CONTENT_TYPE
+from inferline.serve.state import ServerConfig, ServerState, api_error, server_of, unexpected_error
+
+ROUTE_MODULES: tuple[str, ...] = (
+    "inferline.serve.torchserve",
+    "inferline.serve.v2",
+    "inferline.serve.management",
+)
+
+__all__ = ["ROUTE_MODULES", "ServerConfig", "ServerState", "create_app"]
+
+
+async def metrics(request: Request) -> Response:
+    return Response(server_of(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    name = HTTPStatus(exc.status_code).phrase.replace(" ", "")
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    if exc.status_code == 404:
+        message += "; see /predictions/{name}, /v2/models/{name}/infer, /models, /metrics"
+    return ApiError(exc.status_code, name, message, headers=dict(exc.headers or {})).response()
+
+
+def all_routes() -> list[BaseRoute]:
+    routes: list[BaseRoute] = [Route("/metrics", metrics, methods=["GET"])]
+    for module_name in ROUTE_MODULES:
+        routes.extend(importlib.import_module(module_name).routes())
+    return routes
+
+
+def create_app(state: ServerState) -> Starlette:
+    """The server's app; the store watcher runs while the app is up."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        watcher = None
+        if state.catalog is not None and state.config.watch_interval > 0:
+            watcher = asyncio.create_task(state.catalog.watch(state.config.watch_interval))
+        state.ready = True
+        try:
+            yield
+        finally:
+            state.ready = False
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            await state.models.close()
+
+    app = Starlette(
+        routes=all_routes(),
+        lifespan=lifespan,
+        exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: unexpected_error},
+    )
+    app.state.server = state
+    return app

@@ -1,0 +1,217 @@
+"""Dynamic batching: concurrent requests for one model version run as one `predict` call.
+
+A `DynamicBatcher` owns a bounded queue and one asyncio task. The task takes the first
+waiting request, then gathers more until the batch holds `batch_size` rows or the
+`max_batch_delay` deadline (on `time.monotonic()`) passes, runs the whole batch in one call
+and hands each request its own rows back. It never waits for requests that do not exist:
+when nothing else for this model is queued or still being received, the batch runs at once,
+so a lone request pays no delay. Batches whose model calls have been measured cheaper than
+`inline_below_ms` run on the event loop (a thread hop costs more than they do); others run
+on a dedicated worker thread so the loop keeps serving sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from inferline.errors import InferlineError
+from inferline.models.base import Prediction
+
+
+class QueueFullError(InferlineError, RuntimeError):
+    """The model's request queue is full; the client should retry later (HTTP 503)."""
+
+
+@dataclass
+class _Pending:
+    rows: np.ndarray
+    future: asyncio.Future[Prediction]
+
+
+BatchObserver = Callable[[int, float], None]
+
+
+class DynamicBatcher:
+    """Gathers concurrent `predict` calls for one model into batches.
+
+    Example:
+        >>> batcher = DynamicBatcher(model.predict, batch_size=32, max_batch_delay_ms=5)  # doctest: +SKIP
+        >>> prediction = await batcher.predict(np.array([[5.1, 3.5, 1.4, 0.2]]))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray], Prediction],
+        *,
+        batch_size: int = 32,
+        max_batch_delay_ms: float = 5.0,
+        max_queue: int = 1024,
+        inline_below_ms: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+        on_batch: BatchObserver | None = None,
+        name: str = "model",
+    ) -> None:
+        self.predict_batch = predict
+        self.batch_size = max(1, batch_size)
+        self.max_batch_delay_ms = max(0.0, max_batch_delay_ms)
+        self.max_queue = max(1, max_queue)
+        self.inline_below_ms = inline_below_ms
+        self.clock = clock
+        self.on_batch = on_batch
+        self.name = name
+        self.batches = 0
+        self._queue: deque[_Pending] = deque()
+        self._arriving = 0
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._cost_ms: float | None = None  # moving average of one model call
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting in the queue (not counting the batch being predicted)."""
+        return len(self._queue)
+
+    def expect(self) -> None:
+        """A request for this model is being received: worth waiting for when batching."""
+        self._arriving += 1
+
+    def unexpect(self) -> None:
+        self._arriving = max(0, self._arriving - 1)
+
+    async def predict(self, rows: np.ndarray, *, expected: bool = False) -> Prediction:
+        """Predict `rows` as part of a batch; raises `QueueFullError` when the queue is full.
+
+        `expected=True` says this call was announced with `expect()`.
+        """
+        if expected:
+            self.unexpect()
+        if len(self._queue) >= self.max_queue:
+            raise QueueFullError(
+                f"model {self.name}: request queue is full ({self.max_queue} waiting); retry shortly"
+            )
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done():
+            self._wakeup = asyncio.Event()
+            self._task = loop.create_task(self._run(), name=f"batcher:{self.name}")
+        future: asyncio.Future[Prediction] = loop.create_future()
+        self._queue.append(_Pending(rows, future))
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return await future
+
+    async def close(self) -> None:
+        """Answer what is queued, then stop the worker task and thread."""
+        while self._queue:
+            await asyncio.sleep(0.001)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        wakeup = self._wakeup
+        while True:
+            if not self._queue:
+                wakeup.clear()
+                await wakeup.wait()
+                continue
+            batch = await self._gather(wakeup)
+            await self._predict(batch)
+
+    async def _gather(self, wakeup: asyncio.Event) -> list[_Pending]:
+        batch = [self._queue.popleft()]
+        rows = len(batch[0].rows)
+        deadline = self.clock() + self.max_batch_delay_ms / 1000.0
+        while rows < self.batch_size:
+            if self._queue:
+                if rows + len(self._queue[0].rows) > self.batch_size:
+                    break
+                item = self._queue.popleft()
+                batch.append(item)
+                rows += len(item.rows)
+                continue
+            if self._arriving <= 0:
+                break
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                break
+            wakeup.clear()
+            try:
+                await asyncio.wait_for(wakeup.wait(), remaining)
+            except TimeoutError:
+                break
+        return batch
+
+    async def _predict(self, batch: list[_Pending]) -> None:
+        live = [p for p in batch if not p.future.done()]  # a client may have gone away
+        if not live:
+            return
+        inputs = live[0].rows if len(live) == 1 else np.concatenate([p.rows for p in live])
+        if self._cost_ms is not None and self._cost_ms < self.inline_below_ms:
+            outcome = self._call(live, inputs)
+        else:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"predict-{self.name}")
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(self._executor, self._call, live, inputs)
+        self.batches += 1
+        for pending, result in zip(live, outcome, strict=True):
+            if pending.future.done():
+                continue
+            if isinstance(result, BaseException):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)
+
+    def _call(self, live: list[_Pending], inputs: np.ndarray) -> list[Prediction | BaseException]:
+        start = time.perf_counter()
+        try:
+            whole = self.predict_batch(inputs)
+            results: list[Prediction | BaseException] = _split(whole, [len(p.rows) for p in live])
+        except Exception as exc:
+            if len(live) == 1:
+                results = [exc]
+            else:
+                # One bad request must not fail its neighbours: retry each on its own.
+                results = []
+                for pending in live:
+                    try:
+                        results.append(self.predict_batch(pending.rows))
+                    except Exception as single:
+                        results.append(single)
+        elapsed_ms = (time.perf_counter() - start) * 1000.0
+        cost = self._cost_ms
+        self._cost_ms = elapsed_ms if cost is None else 0.8 * cost + 0.2 * elapsed_ms
+        if self.on_batch is not None:
+            self.on_batch(len(inputs), elapsed_ms / 1000.0)
+        return results
+
+
+def _split(whole: Prediction, sizes: list[int]) -> list[Prediction | BaseException]:
+    total = sum(sizes)
+    if len(whole.prediction) != total:
+        error = ValueError(f"model returned {len(whole.prediction)} predictions for {total} rows")
+        return [error for _ in sizes]
+    if len(sizes) == 1:
+        return [whole]
+    out: list[Prediction | BaseException] = []
+    start = 0
+    for size in sizes:
+        end = start + size
+        scores = None if whole.scores is None else whole.scores[start:end]
+        out.append(Prediction(prediction=whole.prediction[start:end], scores=scores))
+        start = end
+    return out

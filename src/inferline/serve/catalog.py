@@ -1,0 +1,178 @@
+"""The server's view of the model store: load at start, follow new versions, manage.
+
+`StoreCatalog` polls the store every `interval` seconds (cheap: a directory listing and a few
+small JSON files, and it works for any fsspec URI). When a model's current version (pinned,
+else newest) changes, the new version is loaded on a worker thread and then becomes the
+default; requests already holding the old version finish on it. A version that fails to load
+is logged once and retried with backoff while the old one keeps serving.
+
+Management changes go through the store too, so a restarted server comes back the same:
+`register` adds a version, `set_default` pins. `unregister` only stops serving (files stay);
+the model comes back when it is registered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from inferline.errors import InferlineError
+from inferline.models.base import ensure_trusted
+from inferline.serve.http import ApiError, bad_request, not_found
+from inferline.serve.models import BatchSettings, ServedModels, ServedVersion
+
+log = logging.getLogger("inferline.serve")
+
+PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle", ".pt", ".pth")
+
+
+class StoreCatalog:
+    """Keeps `ServedModels` in step with a `ModelStore`.
+
+    Example:
+        >>> catalog = StoreCatalog(ModelStore("model_store"), served)  # doctest: +SKIP
+        >>> catalog.load_all()  # doctest: +SKIP
+        ['iris/2']
+    """
+
+    def __init__(self, store: Any, models: ServedModels) -> None:
+        self.store = store
+        self.models = models
+        self.hidden: set[str] = set()
+        self.hidden_versions: set[tuple[str, str]] = set()
+        self._failed: dict[tuple[str, str], tuple[int, float]] = {}
+
+    def load_all(self) -> list[str]:
+        """Load the current version of every model in the store (at start, before serving)."""
+        loaded = []
+        for name in self.store.names():
+            try:
+                found = self.store.current(name)
+                self.models.add(self.store.load(name, found.version), default=True, url=found.uri)
+                loaded.append(f"{name}/{found.version}")
+            except Exception as exc:  # one broken model must not keep the others down
+                log.warning("model %s: not served: %s", name, exc)
+        return loaded
+
+    async def watch(self, interval: float) -> None:
+        """Poll the store forever (cancel the task to stop)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sync()
+            except Exception as exc:
+                log.warning("model store %s: cannot read it: %s", self.store.root, exc)
+
+    async def sync(self) -> list[str]:
+        """Make each model's current store version its default; returns the swapped-in ids."""
+        current = await asyncio.to_thread(self._current_versions)
+        swapped = []
+        for name, found in current.items():
+            version = str(found.version)
+            model = self.models.models.get(name)
+            if model is not None and model.default == version:
+                continue
+            if model is not None and version in model.versions:
+                self.models.set_default(name, version)
+                swapped.append(f"{name}/{version}")
+                continue
+            key = (name, version)
+            if key in self.hidden_versions:
+                continue
+            attempts, retry_at = self._failed.get(key, (0, 0.0))
+            if time.monotonic() < retry_at:
+                continue
+            try:
+                loaded = await asyncio.to_thread(self.store.load, name, found.version)
+            except Exception as exc:
+                if attempts == 0:
+                    log.warning(
+                        "model %s/%s: cannot load, still serving the old version: %s", name, version, exc
+                    )
+                self._failed[key] = (attempts + 1, time.monotonic() + min(60.0, 2.0**attempts))
+                continue
+            self._failed.pop(key, None)
+            self.models.add(loaded, default=True, url=found.uri)
+            log.info("model %s: now serving version %s", name, version)
+            swapped.append(loaded.model_id)
+        return swapped
+
+    def _current_versions(self) -> dict[str, Any]:
+        found = {}
+        for name in self.store.names():
+            if name in self.hidden:
+                continue
+            try:
+                found[name] = self.store.current(name)
+            except InferlineError:
+                continue  # no complete version yet
+        return found
+
+    async def load_version(self, name: str, version: str) -> ServedVersion:
+        """A version asked for by number: load it from the store if it is there."""
+        if name in self.hidden or (name, version) in self.hidden_versions or not version.isdigit():
+            raise not_found(f"model {name!r} has no version {version!r} being served")
+        try:
+            await asyncio.to_thread(self.store.get, name, int(version))
+        except InferlineError as exc:
+            raise ApiError(404, "ModelVersionNotFound", str(exc)) from exc
+        try:
+            return await self.models.load(name, version, lambda: self.store.load(name, int(version)))
+        except InferlineError as exc:
+            raise ApiError(500, "ModelLoadError", str(exc)) from exc
+
+    async def register(
+        self, url: str, name: str, settings: BatchSettings, *, framework: str | None = None
+    ) -> ServedVersion:
+        """Add the file at `url` to the store as `name`'s next version and serve it."""
+        if url.lower().endswith(PICKLE_SUFFIXES):
+            try:
+                ensure_trusted(url)
+            except InferlineError as exc:
+                raise bad_request(f"POST /models: {exc}") from exc
+        try:
+            found = await asyncio.to_thread(self.store.add, name, url, framework=framework)
+        except InferlineError as exc:
+            raise bad_request(f"POST /models: {exc}") from exc
+        try:
+            loaded = await asyncio.to_thread(self.store.load, name, found.version)
+            pinned = await asyncio.to_thread(self.store.pinned, name)
+        except InferlineError as exc:
+            # A version that cannot load must not stay in the store for watchers to trip on.
+            await asyncio.to_thread(self.store.remove, name, found.version)
+            raise bad_request(f"POST /models: {exc}") from exc
+        self.hidden.discard(name)
+        self.hidden_versions.discard((name, str(found.version)))
+        served = self.models.add(loaded, default=pinned is None, url=found.uri)
+        self.models.set_settings(name, settings)
+        return served
+
+    async def set_default(self, name: str, version: str) -> ServedVersion:
+        """Pin `version` in the store (so it survives restarts and new versions) and serve it."""
+        served = await self.load_version(name, version)
+        try:
+            await asyncio.to_thread(self.store.pin, name, int(version))
+        except InferlineError as exc:
+            raise bad_request(str(exc)) from exc
+        self.models.set_default(name, version)
+        return served
+
+    async def unregister(self, name: str, version: str | None) -> None:
+        """Stop serving `name` (or one non-default version of it); the store keeps the files."""
+        model = self.models.models.get(name)
+        if model is None:
+            raise not_found(f"model {name!r} is not served; have {', '.join(self.models.names()) or 'none'}")
+        if version is None:
+            self.hidden.add(name)
+        else:
+            if version == model.default and len(model.versions) > 1:
+                raise bad_request(
+                    f"DELETE /models/{name}/{version}: it is the default version; "
+                    f"set another default first (PUT /models/{name}/VERSION/set-default)"
+                )
+            self.hidden_versions.add((name, version))
+            if version == model.default:
+                self.hidden.add(name)
+        await self.models.discard(name, version)

@@ -1,0 +1,90 @@
+"""HTTP plumbing: errors as JSON `{"code", "type", "message"}`, bodies with a size limit.
+
+Handlers raise `ApiError`; the app turns it (and any unexpected exception, as 500) into a
+JSON body, so a client always gets a parseable answer and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from inferline.errors import InferlineError
+
+JSON = "application/json"
+
+
+class ApiError(InferlineError):
+    """An error answered to the client with HTTP status `code`.
+
+    Example:
+        >>> raise ApiError(404, "ModelNotFound", "model iris: not found; have digits")  # doctest: +SKIP
+    """
+
+    def __init__(self, code: int, type_: str, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.type = type_
+        self.message = message
+        self.headers = headers or {}
+
+    def response(self) -> Response:
+        return json_response(
+            {"code": self.code, "type": self.type, "message": self.message},
+            status=self.code,
+            headers=self.headers,
+        )
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "BadRequest", message)
+
+
+def invalid_input(message: str) -> ApiError:
+    return ApiError(422, "InvalidInput", message)
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError(404, "ModelNotFound", message)
+
+
+def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    return Response(data, status_code=status, media_type=JSON, headers=headers)
+
+
+def parse_json(body: bytes, *, route: str) -> Any:
+    """`body` as JSON, or a 400 naming the route and where the JSON breaks."""
+    if not body:
+        raise bad_request(f"{route}: empty request body; expected JSON")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad_request(f"{route}: malformed JSON body ({exc})") from exc
+
+
+async def read_body(request: Request, max_body: int) -> bytes:
+    """The request body, or a 413 as soon as it is known to exceed `max_body` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_body:
+        raise too_large(int(declared), max_body)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_body:
+            raise too_large(size, max_body)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def too_large(size: int, max_body: int) -> ApiError:
+    return ApiError(
+        413,
+        "PayloadTooLarge",
+        f"request body of {size} bytes exceeds the limit of {max_body} bytes; "
+        "send fewer instances per request or start the server with a larger --max-body",
+    )

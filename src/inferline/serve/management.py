@@ -1,0 +1,173 @@
+"""TorchServe-shaped management API over the model store, guarded by a bearer token.
+
+    GET    /models                                  every served model
+    GET    /models/{name}[/{version}]               its versions (store + what is loaded)
+    POST   /models?url=...&model_name=...&batch_size=...&max_batch_delay=...
+    PUT    /models/{name}/{version}/set-default     pins the version in the store
+    DELETE /models/{name}[/{version}]               stops serving it (files stay in the store)
+
+With a token configured every route here needs `Authorization: Bearer TOKEN`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from inferline.errors import InferlineError
+from inferline.serve.catalog import StoreCatalog
+from inferline.serve.http import ApiError, bad_request, json_response, not_found
+from inferline.serve.models import BatchSettings
+from inferline.serve.state import ServerState, server_of
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def guarded(endpoint: Endpoint) -> Endpoint:
+    """`endpoint` behind the server's bearer token (when it has one)."""
+
+    async def check(request: Request) -> Response:
+        token = server_of(request).config.token
+        if token is not None:
+            header = request.headers.get("authorization", "")
+            scheme, _, given = header.partition(" ")
+            if scheme.lower() != "bearer" or not given:
+                raise ApiError(
+                    401,
+                    "Unauthorized",
+                    f"{request.method} {request.url.path}: management needs 'Authorization: Bearer TOKEN'",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            if not hmac.compare_digest(given.strip().encode(), token.encode()):
+                raise ApiError(403, "Forbidden", f"{request.method} {request.url.path}: wrong token")
+        return await endpoint(request)
+
+    return check
+
+
+def _catalog(state: ServerState) -> StoreCatalog:
+    if state.catalog is None:
+        raise bad_request("this server has no model store; start it with --models STORE")
+    return state.catalog
+
+
+async def list_models(request: Request) -> Response:
+    state = server_of(request)
+    models = [{"modelName": name, "modelUrl": state.models.models[name].url} for name in state.models.names()]
+    return json_response({"models": models})
+
+
+async def describe_model(request: Request) -> Response:
+    state = server_of(request)
+    name = request.path_params["name"]
+    wanted = request.path_params.get("version")
+    model = state.models.models.get(name)
+    if model is None:
+        raise not_found(f"model {name!r} is not served; have {', '.join(state.models.names()) or 'none'}")
+    records: dict[str, dict[str, Any]] = {}
+    if state.catalog is not None:
+        catalog = state.catalog
+        try:
+            stored = await asyncio.to_thread(catalog.store.versions, name)
+        except InferlineError:
+            stored = []
+        for found in stored:
+            version = str(found.version)
+            if (name, version) in catalog.hidden_versions:
+                continue
+            records[version] = {
+                "modelUrl": found.uri,
+                "framework": found.framework,
+                "inputs": found.inputs,
+                "created": found.created,
+            }
+    for version, served in model.versions.items():
+        records.setdefault(
+            version, {"modelUrl": served.loaded.uri, "framework": served.framework, "inputs": served.inputs}
+        )
+    if wanted is not None and wanted not in records:
+        raise ApiError(404, "ModelVersionNotFound", f"model {name!r} has no version {wanted!r}")
+    out = []
+    for version, record in records.items():
+        if wanted is not None and version != wanted:
+            continue
+        out.append(
+            {
+                "modelName": name,
+                "modelVersion": version,
+                **record,
+                "isDefault": version == model.default,
+                "loaded": version in model.versions,
+                "batchSize": model.settings.batch_size,
+                "maxBatchDelay": model.settings.max_batch_delay_ms,
+                "maxQueue": model.settings.max_queue,
+            }
+        )
+    return json_response(out)
+
+
+async def register_model(request: Request) -> Response:
+    state = server_of(request)
+    query = request.query_params
+    url = query.get("url")
+    if not url:
+        raise bad_request("POST /models: missing ?url=PATH of the model file to register")
+    name = query.get("model_name")
+    if not name:
+        raise bad_request("POST /models: missing ?model_name=NAME")
+    base = state.models.settings_for(name)
+    settings = BatchSettings(
+        batch_size=_int(query.get("batch_size"), "batch_size", base.batch_size),
+        max_batch_delay_ms=_int(
+            query.get("max_batch_delay"), "max_batch_delay", int(base.max_batch_delay_ms)
+        ),
+        max_queue=base.max_queue,
+    )
+    served = await _catalog(state).register(url, name, settings, framework=query.get("framework"))
+    return json_response(
+        {
+            "status": f'Model "{name}" Version: {served.version} registered with batch_size '
+            f"{settings.batch_size}",
+            "modelName": name,
+            "modelVersion": served.version,
+        }
+    )
+
+
+async def set_default(request: Request) -> Response:
+    name, version = request.path_params["name"], request.path_params["version"]
+    await _catalog(server_of(request)).set_default(name, version)
+    return json_response({"status": f'Default version of model "{name}" is now "{version}"'})
+
+
+async def unregister(request: Request) -> Response:
+    name, version = request.path_params["name"], request.path_params.get("version")
+    await _catalog(server_of(request)).unregister(name, version)
+    what = f'Model "{name}"' + (f' version "{version}"' if version else "")
+    return json_response({"status": f"{what} unregistered"})
+
+
+def _int(value: str | None, name: str, default: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) < 1 and name == "batch_size":
+        raise bad_request(f"POST /models: {name}={value!r}; expected a positive whole number")
+    return int(value)
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/models", guarded(list_models), methods=["GET"]),
+        Route("/models", guarded(register_model), methods=["POST"]),
+        Route("/models/{name}", guarded(describe_model), methods=["GET"]),
+        Route("/models/{name}", guarded(unregister), methods=["DELETE"]),
+        Route("/models/{name}/{version}", guarded(describe_model), methods=["GET"]),
+        Route("/models/{name}/{version}", guarded(unregister), methods=["DELETE"]),
+        Route("/models/{name}/{version}/set-default", guarded(set_default), methods=["PUT"]),
+    ]

@@ -1,0 +1,124 @@
+"""Prometheus metrics of one server: requests, latency, batch sizes, queue depth, versions.
+
+Each app has its own `CollectorRegistry`, so several apps (tests) never share counters.
+Label children are cached per model, so the request path does dictionary lookups only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ServerMetrics:
+    """The server's metrics; `render()` gives the Prometheus text format.
+
+    Example:
+        >>> metrics = ServerMetrics()
+        >>> metrics.request("iris", 200, 0.002)
+        >>> b"inferline_requests_total" in metrics.render()
+        True
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "inferline_requests",
+            "Inference requests by model and HTTP status.",
+            ["model", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "inferline_request_latency_seconds",
+            "Inference request latency, from body received to response ready.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "inferline_batch_size",
+            "Rows per model call made by the dynamic batcher.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_latency = Histogram(
+            "inferline_batch_predict_seconds",
+            "Time of one batched model call.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.versions = Gauge(
+            "inferline_model_version_loaded",
+            "1 for each loaded model version; label default=true marks the default one.",
+            ["model", "version", "default"],
+            registry=self.registry,
+        )
+        self._counters: dict[tuple[str, int], Counter] = {}
+        self._latencies: dict[str, Histogram] = {}
+
+    def request(self, model: str, status: int, seconds: float | None) -> None:
+        key = (model, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.requests.labels(model, str(status))
+        counter.inc()
+        if seconds is not None:
+            histogram = self._latencies.get(model)
+            if histogram is None:
+                histogram = self._latencies[model] = self.latency.labels(model)
+            histogram.observe(seconds)
+
+    def batch_observer(self, model: str) -> Callable[[int, float], None]:
+        """A callback for `DynamicBatcher(on_batch=...)` recording size and duration."""
+        sizes = self.batch_size.labels(model)
+        durations = self.batch_latency.labels(model)
+
+        def observe(rows: int, seconds: float) -> None:
+            sizes.observe(rows)
+            durations.observe(seconds)
+
+        return observe
+
+    def set_versions(self, loaded: dict[str, tuple[list[str], str | None]]) -> None:
+        """Replace the loaded-versions gauge: model -> (versions, default version)."""
+        self.versions.clear()
+        for model, (versions, default) in loaded.items():
+            for version in versions:
+                self.versions.labels(model, version, "true" if version == default else "false").set(1)
+
+    def watch_queues(self, depths: Callable[[], dict[str, int]]) -> None:
+        """Report `depths()` (model -> queued requests) as a gauge at scrape time."""
+        self.registry.register(_QueueDepth(depths))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _QueueDepth(Collector):
+    def __init__(self, depths: Callable[[], dict[str, int]]) -> None:
+        self._depths = depths
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        family = self._family()
+        for model, depth in sorted(self._depths().items()):
+            family.add_metric([model], depth)
+        return [family]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "inferline_queue_depth", "Requests waiting for a batch, per model.", labels=["model"]
+        )

@@ -1,0 +1,230 @@
+"""The served-model registry: name -> versions -> loaded model + its dynamic batcher.
+
+`ServedModels` keeps what the server answers with. Requests resolve a `ServedVersion` once,
+when they arrive, and finish on it: swapping the default version (a new version in the
+store, `set-default`) only changes which version the *next* request gets, so in-flight
+requests never fail across a swap. Loading always happens off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from inferline.models.base import LoadedModel, Prediction
+from inferline.serve.batching import DynamicBatcher
+from inferline.serve.http import ApiError, invalid_input, not_found
+from inferline.serve.metrics import ServerMetrics
+
+log = logging.getLogger("inferline.serve")
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How one model's requests are batched (TorchServe's `batch_size`/`max_batch_delay`)."""
+
+    batch_size: int = 32
+    max_batch_delay_ms: float = 5.0
+    max_queue: int = 1024
+
+
+class ServedVersion:
+    """One loaded version of a model, with the batcher its requests go through."""
+
+    def __init__(self, loaded: LoadedModel, settings: BatchSettings, metrics: ServerMetrics) -> None:
+        self.loaded = loaded
+        self.name = loaded.name
+        self.version = loaded.version
+        self.batcher = DynamicBatcher(
+            loaded.predict,
+            batch_size=settings.batch_size,
+            max_batch_delay_ms=settings.max_batch_delay_ms,
+            max_queue=settings.max_queue,
+            on_batch=metrics.batch_observer(loaded.name),
+            name=loaded.model_id,
+        )
+        self.row_shape: tuple[int, ...] | None = feature_shape(loaded)
+
+    @property
+    def model_id(self) -> str:
+        return self.loaded.model_id
+
+    @property
+    def inputs(self) -> list[str]:
+        return self.loaded.inputs
+
+    @property
+    def framework(self) -> str:
+        return self.loaded.handler.framework
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.loaded.metadata
+
+    def expected_shape(self) -> list[int]:
+        """The batch shape a request must have, -1 for the number of rows."""
+        return [-1, *(self.row_shape or ())] if self.row_shape is not None else [-1]
+
+    def check_rows(self, rows: np.ndarray, *, input_name: str = "input") -> np.ndarray:
+        """`rows` if its shape fits this model, else a 422 naming the input and expected shape."""
+        if self.row_shape is not None and tuple(rows.shape[1:]) != self.row_shape:
+            raise invalid_input(
+                f"model {self.model_id}: input {input_name!r} has shape {list(rows.shape)}; "
+                f"expected {self.expected_shape()}"
+                + (f" (features {', '.join(self.inputs)})" if self.inputs else "")
+            )
+        return rows
+
+    async def predict(self, rows: np.ndarray, *, expected: bool = False) -> Prediction:
+        return await self.batcher.predict(rows, expected=expected)
+
+
+def feature_shape(loaded: LoadedModel) -> tuple[int, ...] | None:
+    """The shape of one input row, when the model or its metadata says it."""
+    shape = loaded.metadata.get("input_shape")
+    if isinstance(shape, list) and all(isinstance(d, int) for d in shape):
+        return tuple(shape)
+    if loaded.inputs:
+        return (len(loaded.inputs),)
+    width = getattr(loaded.model, "n_features_in_", None)
+    if isinstance(width, int):
+        return (width,)
+    get_inputs = getattr(loaded.model, "get_inputs", None)  # onnxruntime.InferenceSession
+    if callable(get_inputs):
+        dims = list(get_inputs()[0].shape)[1:]
+        if dims and all(isinstance(d, int) for d in dims):
+            return tuple(dims)
+    return None
+
+
+@dataclass
+class ServedModel:
+    """All loaded versions of one model name and which one is the default."""
+
+    name: str
+    settings: BatchSettings
+    versions: dict[str, ServedVersion] = field(default_factory=dict)
+    default: str | None = None
+    url: str = ""
+
+
+Loader = Callable[[str, str | None], LoadedModel]
+
+
+class ServedModels:
+    """What the server answers with; `get(name, version)` is the request path's lookup.
+
+    Example:
+        >>> models = ServedModels(ServerMetrics())
+        >>> models.add(loaded_iris)  # doctest: +SKIP
+        >>> models.get("iris").model_id  # doctest: +SKIP
+        'iris/1'
+    """
+
+    def __init__(self, metrics: ServerMetrics, *, settings: BatchSettings | None = None) -> None:
+        self.metrics = metrics
+        self.settings = settings or BatchSettings()
+        self.models: dict[str, ServedModel] = {}
+        self._loading: dict[tuple[str, str], asyncio.Lock] = {}
+        metrics.watch_queues(self.queue_depths)
+
+    def names(self) -> list[str]:
+        return sorted(self.models)
+
+    def get(self, name: str, version: str | None = None) -> ServedVersion:
+        """The version a request should use: `version`, or the model's default."""
+        model = self.models.get(name)
+        if model is None or model.default is None:
+            raise not_found(f"model {name!r} is not served; have {', '.join(self.names()) or 'none'}")
+        key = model.default if version is None else version
+        served = model.versions.get(key)
+        if served is None:
+            have = ", ".join(sorted(model.versions, key=_version_key))
+            raise ApiError(
+                404, "ModelVersionNotFound", f"model {name!r} has no loaded version {key!r}; have {have}"
+            )
+        return served
+
+    def settings_for(self, name: str) -> BatchSettings:
+        model = self.models.get(name)
+        return model.settings if model is not None else self.settings
+
+    def add(self, loaded: LoadedModel, *, default: bool = True, url: str = "") -> ServedVersion:
+        """Serve `loaded`; with `default=True` the next requests for its name use it."""
+        model = self.models.get(loaded.name)
+        if model is None:
+            model = self.models[loaded.name] = ServedModel(loaded.name, self.settings, url=url)
+        served = ServedVersion(loaded, model.settings, self.metrics)
+        model.versions[loaded.version] = served
+        if default or model.default is None:
+            model.default = loaded.version
+        if url:
+            model.url = url
+        self._report_versions()
+        return served
+
+    def set_settings(self, name: str, settings: BatchSettings) -> None:
+        model = self.models.get(name)
+        if model is None:
+            return
+        model.settings = settings
+        for served in model.versions.values():
+            served.batcher.batch_size = settings.batch_size
+            served.batcher.max_batch_delay_ms = settings.max_batch_delay_ms
+            served.batcher.max_queue = settings.max_queue
+
+    def set_default(self, name: str, version: str) -> None:
+        self.get(name, version)
+        self.models[name].default = version
+        self._report_versions()
+
+    async def discard(self, name: str, version: str | None = None) -> None:
+        """Stop serving one version (or the whole model) once its queued requests are answered."""
+        model = self.models.get(name)
+        if model is None:
+            return
+        if version is None:
+            del self.models[name]
+            victims = list(model.versions.values())
+        else:
+            victim = model.versions.pop(version, None)
+            victims = [victim] if victim is not None else []
+            if model.default == version:
+                model.default = max(model.versions, key=_version_key) if model.versions else None
+            if model.default is None:
+                del self.models[name]
+        self._report_versions()
+        for served in victims:
+            await served.batcher.close()
+
+    async def load(self, name: str, version: str, loader: Callable[[], LoadedModel]) -> ServedVersion:
+        """Load a version off the event loop (once, however many requests ask for it)."""
+        lock = self._loading.setdefault((name, version), asyncio.Lock())
+        async with lock:
+            model = self.models.get(name)
+            if model is not None and version in model.versions:
+                return model.versions[version]
+            loaded = await asyncio.to_thread(loader)
+            return self.add(loaded, default=False)
+
+    def queue_depths(self) -> dict[str, int]:
+        return {
+            name: sum(v.batcher.depth for v in model.versions.values()) for name, model in self.models.items()
+        }
+
+    async def close(self) -> None:
+        for model in list(self.models.values()):
+            for served in model.versions.values():
+                await served.batcher.close()
+
+    def _report_versions(self) -> None:
+        self.metrics.set_versions({name: (list(m.versions), m.default) for name, m in self.models.items()})
+
+
+def _version_key(version: str) -> tuple[int, int | str]:
+    return (0, int(version)) if version.isdigit() else (1, version)
