@@ -36,8 +36,19 @@ def running_server(
     port = free_port()
     log = open(store.parent / f"server-{port}.log", "w+", encoding="utf-8")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "inferline", "serve", "--models", str(store), "--host", host,
-         "--port", str(port), *args],
+        [
+            sys.executable,
+            "-m",
+            "inferline",
+            "serve",
+            "--models",
+            str(store),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            *args,
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=subprocess_env(env),

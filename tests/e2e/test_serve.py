@@ -97,11 +97,15 @@ def error(response: httpx.Response, code: int, pattern: str) -> None:
 
 def test_errors_are_json_and_the_server_keeps_serving(server: str, svc: object) -> None:
     post = httpx.post
-    error(post(f"{server}/predictions/roses", json=[1, 2, 3, 4]), 404, r"model 'roses' is not served; have iris")
+    error(
+        post(f"{server}/predictions/roses", json=[1, 2, 3, 4]), 404, r"model 'roses' is not served; have iris"
+    )
     error(post(f"{server}/predictions/iris/9", json=[1, 2, 3, 4]), 404, r"has no version 9")
     error(post(f"{server}/v2/models/roses/infer", json={}), 404, r"model 'roses' is not served")
     error(
-        post(f"{server}/predictions/iris", content=b"[5.1, 3.5", headers={"content-type": "application/json"}),
+        post(
+            f"{server}/predictions/iris", content=b"[5.1, 3.5", headers={"content-type": "application/json"}
+        ),
         400,
         r"POST /predictions/iris: malformed JSON body",
     )
@@ -111,14 +115,18 @@ def test_errors_are_json_and_the_server_keeps_serving(server: str, svc: object) 
         422,
         r"input 'instances' has shape \[1, 3\]; expected \[-1, 4\]",
     )
-    error(post(f"{server}/predictions/iris", json=[["a", 2, 3, 4]]), 422, r"must be numbers of shape \[-1, 4\]")
+    error(
+        post(f"{server}/predictions/iris", json=[["a", 2, 3, 4]]), 422, r"must be numbers of shape \[-1, 4\]"
+    )
     error(
         post(f"{server}/predictions/iris", json=[{"sepal_length": 1}]),
         422,
         r"instance 0 lacks sepal_width, petal_length, petal_width",
     )
     bad_shape = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
-    error(post(f"{server}/v2/models/iris/infer", json=bad_shape), 422, r"input 'x' has shape \[1, 3\]; expected")
+    error(
+        post(f"{server}/v2/models/iris/infer", json=bad_shape), 422, r"input 'x' has shape \[1, 3\]; expected"
+    )
     bad_type = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]}]}
     error(post(f"{server}/v2/models/iris/infer", json=bad_type), 422, r"input 'x' has datatype 'BYTES'")
     bad_count = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}

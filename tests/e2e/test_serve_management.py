@@ -63,7 +63,11 @@ def test_register_set_default_unregister(
         assert added.status_code == 200, added.text
         assert added.json()["status"] == 'Model "iris" Version: 2 registered with batch_size 8'
         now = httpx.post(f"{base}/predictions/iris", json=row).json()
-        assert now == {"model_id": "iris/2", "predictions": [int(model.predict([row])[0])], "scores": [[0, 1, 0]]}
+        assert now == {
+            "model_id": "iris/2",
+            "predictions": [int(model.predict([row])[0])],
+            "scores": [[0, 1, 0]],
+        }
         versions = httpx.get(f"{base}/models/iris").json()
         assert [(v["modelVersion"], v["isDefault"], v["batchSize"]) for v in versions] == [
             ("1", False, 8),
@@ -137,7 +141,9 @@ def test_hot_swap_under_load_fails_no_request(
                     while not stop.is_set():
                         answer = await client.post("/predictions/iris", json=rows.tolist())
                         body = answer.json()
-                        seen.append((answer.status_code, body.get("model_id", ""), body.get("predictions", [])))
+                        seen.append(
+                            (answer.status_code, body.get("model_id", ""), body.get("predictions", []))
+                        )
 
                 await asyncio.gather(*(worker() for _ in range(8)))
 

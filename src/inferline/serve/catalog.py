@@ -133,7 +133,10 @@ class StoreCatalog:
             except InferlineError as exc:
                 raise bad_request(f"POST /models: {exc}") from exc
         try:
-            found = await asyncio.to_thread(self.store.add, name, url, framework=framework)
+            # A new version of a served model takes over its input names unless told otherwise.
+            model = self.models.models.get(name)
+            inputs = model.versions[model.default].inputs if model and model.default else None
+            found = await asyncio.to_thread(self.store.add, name, url, framework=framework, inputs=inputs)
         except InferlineError as exc:
             raise bad_request(f"POST /models: {exc}") from exc
         try:

@@ -1,0 +1,132 @@
+"""DynamicBatcher: gathering, size limits, the bounded queue, and isolation of bad requests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from inferline.models.base import Prediction
+from inferline.serve.batching import DynamicBatcher, QueueFullError
+
+
+class DoublingModel:
+    """A fake model that doubles its input and records the size of every call."""
+
+    def __init__(self, *, gate: threading.Event | None = None) -> None:
+        self.calls: list[int] = []
+        self.gate = gate
+
+    def predict(self, rows: np.ndarray) -> Prediction:
+        if self.gate is not None:
+            self.gate.wait(5)
+        if np.isnan(rows).any():
+            raise ValueError("NaN in input")
+        self.calls.append(len(rows))
+        return Prediction(prediction=rows[:, 0] * 2, scores=rows * 10)
+
+
+def test_concurrent_requests_share_a_model_call_and_get_their_own_rows() -> None:
+    model = DoublingModel()
+    batcher = DynamicBatcher(model.predict, batch_size=64, max_batch_delay_ms=50)
+
+    async def main() -> list[Prediction]:
+        for _ in range(10):
+            batcher.expect()
+        return await asyncio.gather(
+            *(batcher.predict(np.array([[float(i)], [i + 0.5]]), expected=True) for i in range(10))
+        )
+
+    results = asyncio.run(main())
+    assert model.calls == [20]
+    for i, result in enumerate(results):
+        assert result.prediction.tolist() == [2 * i, 2 * i + 1]
+        assert result.scores is not None and result.scores.tolist() == [[10 * i], [10 * i + 5]]
+
+
+def test_a_batch_never_exceeds_batch_size() -> None:
+    model = DoublingModel()
+    batcher = DynamicBatcher(model.predict, batch_size=4, max_batch_delay_ms=50)
+
+    async def main() -> None:
+        await asyncio.gather(*(batcher.predict(np.array([[1.0]])) for _ in range(10)))
+
+    asyncio.run(main())
+    assert sum(model.calls) == 10 and max(model.calls) <= 4 and model.calls[0] == 4
+
+
+def test_a_lone_request_does_not_wait_for_the_delay() -> None:
+    model = DoublingModel()
+    batcher = DynamicBatcher(model.predict, batch_size=32, max_batch_delay_ms=10_000)
+
+    async def main() -> Prediction:
+        return await asyncio.wait_for(batcher.predict(np.array([[3.0]])), 2)
+
+    assert asyncio.run(main()).prediction.tolist() == [6.0]
+
+
+def test_waits_for_announced_requests_until_the_deadline() -> None:
+    model = DoublingModel()
+    batcher = DynamicBatcher(model.predict, batch_size=32, max_batch_delay_ms=2_000)
+
+    async def main() -> None:
+        batcher.expect()
+        first = asyncio.ensure_future(batcher.predict(np.array([[1.0]])))
+        await asyncio.sleep(0.05)  # the announced request's body is still "arriving"
+        second = batcher.predict(np.array([[2.0]]), expected=True)
+        await asyncio.gather(first, second)
+
+    asyncio.run(main())
+    assert model.calls == [2]
+
+
+def test_full_queue_raises_queue_full() -> None:
+    gate = threading.Event()
+    model = DoublingModel(gate=gate)
+    batcher = DynamicBatcher(model.predict, batch_size=1, max_batch_delay_ms=0, max_queue=2)
+
+    async def main() -> None:
+        running = asyncio.ensure_future(batcher.predict(np.array([[1.0]])))
+        await asyncio.sleep(0.05)  # the first call is now blocked inside the model
+        queued = [asyncio.ensure_future(batcher.predict(np.array([[1.0]]))) for _ in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFullError, match=r"model model: request queue is full \(2 waiting\)"):
+            await batcher.predict(np.array([[1.0]]))
+        gate.set()
+        await asyncio.gather(running, *queued)
+
+    asyncio.run(main())
+    assert model.calls == [1, 1, 1]
+
+
+def test_one_bad_request_fails_alone() -> None:
+    model = DoublingModel()
+    batcher = DynamicBatcher(model.predict, batch_size=8, max_batch_delay_ms=50)
+
+    async def main() -> list[Prediction | BaseException]:
+        rows = [np.array([[1.0]]), np.array([[float("nan")]]), np.array([[3.0]])]
+        return await asyncio.gather(*(batcher.predict(r) for r in rows), return_exceptions=True)
+
+    good, bad, other = asyncio.run(main())
+    assert isinstance(bad, ValueError) and "NaN in input" in str(bad)
+    assert isinstance(good, Prediction) and good.prediction.tolist() == [2.0]
+    assert isinstance(other, Prediction) and other.prediction.tolist() == [6.0]
+
+
+def test_cheap_models_run_inline_after_the_first_measured_call() -> None:
+    threads: list[str] = []
+
+    def predict(rows: np.ndarray) -> Prediction:
+        threads.append(threading.current_thread().name)
+        return Prediction(prediction=rows[:, 0])
+
+    batcher = DynamicBatcher(predict, inline_below_ms=1000.0)
+
+    async def main() -> None:
+        for _ in range(3):
+            await batcher.predict(np.array([[1.0]]))
+
+    asyncio.run(main())
+    assert threads[0].startswith("predict-") and threads[1:] == [threading.main_thread().name] * 2
