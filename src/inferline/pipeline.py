@@ -76,7 +76,7 @@ class ModelSpec(_Spec):
     framework: str | None = None
     inputs: list[str] | str | None = None
     watch: bool = False
-    watch_interval: float = 1.0
+    watch_interval: float = Field(default=1.0, gt=0)
     model_class: str | None = None
     model_params: dict[str, Any] = Field(default_factory=dict)
     device: str = "cpu"

@@ -71,3 +71,5 @@ def print_summary(console: Console, summary: RunSummary) -> None:
     console.print(f"output: {summary.output}", markup=False)
     if summary.dead_letter:
         console.print(f"dead letters: {summary.dead_letter}", markup=False)
+    for message in summary.model_errors:
+        console.print(f"model load error: {message}", markup=False)

@@ -23,7 +23,8 @@ from inferline.errors import InferlineError, ModelError
 from inferline.io.base import DeadLetter, Sink, Source, SourceBatch, dead_letter_batch, row_as_json
 from inferline.io.factory import make_sink, make_source
 from inferline.models.base import LoadedModel, Prediction
-from inferline.models.registry import ModelRef, load_model
+from inferline.models.registry import ModelRef
+from inferline.models.watch import open_model_ref
 from inferline.pipeline import PipelineSpec
 
 _DONE = object()
@@ -41,6 +42,8 @@ class RunStats:
     total_bytes: int | None = None
     model_ids: set[str] = field(default_factory=set)
     latencies: list[float] = field(default_factory=list)
+    # Model versions that failed to load while watching (one message per version).
+    model_errors: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -56,6 +59,7 @@ class RunSummary:
     output: str
     dead_letter: str | None
     status: str = "ok"
+    model_errors: list[str] = field(default_factory=list)
 
     @property
     def rows_per_second(self) -> float:
@@ -104,7 +108,19 @@ class LocalEngine:
     def _open_models(self) -> list[ModelRef]:
         if self._models is not None:
             return self._models
-        return [ModelRef(load_model(m)) for m in self.spec.all_models]
+        refs: list[ModelRef] = []
+        try:
+            for spec in self.spec.all_models:
+                refs.append(open_model_ref(spec, on_error=self._model_error))
+        except BaseException:
+            for ref in refs:
+                ref.close()
+            raise
+        return refs
+
+    def _model_error(self, model: str, message: str) -> None:
+        # Called from a watcher thread; list.append is atomic.
+        self.stats.model_errors.append(message)
 
     def _string_columns(self) -> list[str]:
         names: list[str] = []
@@ -262,6 +278,7 @@ class LocalEngine:
             model_ids=sorted(self.stats.model_ids),
             output=sink.describe(),
             dead_letter=dead_sink.describe() if dead_sink is not None else None,
+            model_errors=list(self.stats.model_errors),
         )
 
     def _count(self, item: _Work) -> None:

@@ -1,0 +1,201 @@
+"""The local engine with `watch: true`: swaps between batches, tags every row, survives bad versions.
+
+The engine runs in-process over a source the test feeds one batch at a time, so the
+test decides exactly when each batch exists relative to `ModelStore.add`.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pyarrow as pa
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.dummy import DummyClassifier
+
+from inferline.engine.local import LocalEngine, RunSummary
+from inferline.examples.iris import FEATURES
+from inferline.io.base import SourceBatch
+from inferline.models.store import ModelStore
+from inferline.pipeline import parse_spec
+
+BATCH = 5
+
+
+class FeedSource:
+    """A bounded source whose batches the test hands over one at a time."""
+
+    bounded = True
+
+    def __init__(self) -> None:
+        self.pending: queue.Queue[SourceBatch | None] = queue.Queue()
+        self.acked: list[Any] = []
+
+    def open(self) -> None:
+        pass
+
+    def batches(self) -> Iterator[SourceBatch]:
+        while (batch := self.pending.get()) is not None:
+            yield batch
+
+    def ack(self, position: Any) -> None:
+        self.acked.append(position)
+
+    def total_bytes(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class Harness:
+    """Feeds iris rows to a running engine and waits for each batch to be written."""
+
+    def __init__(self, engine: LocalEngine, source: FeedSource) -> None:
+        self.engine, self.source = engine, source
+        iris = load_iris()
+        self.features, self.sent = iris.data, 0
+        self.summary: RunSummary | None = None
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.summary = self.engine.run()
+        except BaseException as exc:
+            self.failure = exc
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def feed(self) -> None:
+        start = self.sent % len(self.features)
+        rows = self.features[start : start + BATCH]
+        ids = list(range(self.sent, self.sent + len(rows)))
+        data = pa.RecordBatch.from_pydict(
+            {"id": ids, **{name: rows[:, j] for j, name in enumerate(FEATURES)}}
+        )
+        keys = pa.array([str(i) for i in ids])
+        self.source.pending.put(SourceBatch(data=data, keys=keys, position=ids[-1]))
+        self.sent += len(rows)
+        wait_for(lambda: self.engine.stats.rows_read >= self.sent or self.failure is not None)
+
+    def finish(self) -> RunSummary:
+        self.source.pending.put(None)
+        self.thread.join(timeout=30)
+        if self.failure is not None:
+            raise self.failure
+        assert self.summary is not None
+        return self.summary
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def store(tmp_path: Path, iris_example: Path) -> ModelStore:
+    store = ModelStore(str(tmp_path / "store"))
+    store.add("iris", str(iris_example / "models" / "iris-1.joblib"), inputs=FEATURES)
+    return store
+
+
+def constant_model(path: Path, label: int) -> str:
+    joblib.dump(
+        DummyClassifier(strategy="constant", constant=label).fit(np.zeros((3, 4)), [0, 1, label]), path
+    )
+    return str(path)
+
+
+def start_engine(
+    tmp_path: Path, store: ModelStore, monkeypatch: pytest.MonkeyPatch, *, watch: bool
+) -> Harness:
+    spec = parse_spec(
+        {
+            "name": "swap",
+            "source": {"kind": "jsonl", "path": "fed-by-the-test.jsonl"},
+            "model": {"name": "iris", "store": store.root, "watch": watch, "watch_interval": 0.2},
+            "key": "id",
+            "sink": {"kind": "jsonl", "path": str(tmp_path / "out.jsonl")},
+            "batch": {"max_size": BATCH},
+        }
+    )
+    source = FeedSource()
+    monkeypatch.setattr("inferline.engine.local.make_source", lambda spec, **options: source)
+    harness = Harness(LocalEngine(spec), source)
+    harness.start()
+    return harness
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_new_versions_swap_in_between_batches_and_bad_ones_are_reported(
+    tmp_path: Path, store: ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = start_engine(tmp_path, store, monkeypatch, watch=True)
+    for _ in range(3):
+        harness.feed()
+    store.add("iris", constant_model(tmp_path / "seven.joblib", 7))
+    added = time.monotonic()
+    while "iris/2" not in harness.engine.stats.model_ids:
+        assert time.monotonic() - added < 5.0, "no row from iris/2 within 5 s of the add"
+        harness.feed()
+    for _ in range(2):
+        harness.feed()
+    store.add("iris", str(_corrupt(tmp_path)))
+    wait_for(lambda: len(harness.engine.stats.model_errors) == 1)
+    for _ in range(3):
+        harness.feed()
+    summary = harness.finish()
+
+    rows = read_rows(tmp_path / "out.jsonl")
+    assert [r["key"] for r in rows] == [str(i) for i in range(harness.sent)]  # none lost or duplicated
+    models = [r["model_id"] for r in rows]
+    first_v2 = models.index("iris/2")
+    assert first_v2 >= 3 * BATCH and first_v2 % BATCH == 0  # swapped between batches
+    assert set(models[:first_v2]) == {"iris/1"} and set(models[first_v2:]) == {"iris/2"}
+    assert {r["prediction"] for r in rows[first_v2:]} == {7}
+    v1 = store.load("iris", 1)
+    before = np.array([[r[name] for name in FEATURES] for r in rows[:first_v2]])
+    assert [r["prediction"] for r in rows[:first_v2]] == v1.predict(before).prediction.tolist()
+    assert summary.model_ids == ["iris/1", "iris/2"]
+    assert len(summary.model_errors) == 1
+    assert "model iris/3: cannot load" in summary.model_errors[0]
+    assert "still serving iris/2" in summary.model_errors[0]
+
+
+def test_without_watch_one_version_serves_the_whole_run(
+    tmp_path: Path, store: ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = start_engine(tmp_path, store, monkeypatch, watch=False)
+    harness.feed()
+    store.add("iris", constant_model(tmp_path / "seven.joblib", 7))
+    store.pin("iris", 2)
+    for _ in range(5):
+        harness.feed()
+    summary = harness.finish()
+    rows = read_rows(tmp_path / "out.jsonl")
+    assert len(rows) == 6 * BATCH
+    assert {r["model_id"] for r in rows} == {"iris/1"} and summary.model_ids == ["iris/1"]
+    assert 7 not in {r["prediction"] for r in rows}
+
+
+def _corrupt(tmp_path: Path) -> Path:
+    path = tmp_path / "iris-broken.joblib"
+    path.write_bytes(b"\x80\x04 not really a pickle")
+    return path
