@@ -48,3 +48,7 @@ def require(module: str, extra: str) -> object:
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingExtraError(module, extra) from exc
+
+
+class SqlError(InferlineError, ValueError):
+    """A SQL statement cannot be translated or run: names the statement and the construct."""

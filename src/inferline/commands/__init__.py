@@ -9,7 +9,7 @@ import importlib
 
 import typer
 
-COMMANDS: tuple[str, ...] = ("models", "serve")
+COMMANDS: tuple[str, ...] = ("models", "serve", "sql")
 
 
 def register_all(app: typer.Typer) -> None:

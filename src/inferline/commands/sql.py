@@ -1,0 +1,123 @@
+"""`inferline sql`: run DuckDB SQL with predict()/decode_image() and BigQuery-ML statements."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime
+import decimal
+import json
+import sys
+from typing import Annotated, Any
+
+import pyarrow as pa
+import typer
+
+from inferline.errors import InferlineError
+
+FORMATS = ("table", "csv", "json")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="sql")(sql)
+
+
+def sql(
+    query: Annotated[str | None, typer.Argument(help="SQL to run (several statements: separate with ;).")] = None,
+    file: Annotated[str | None, typer.Option("-f", "--file", help="Read the SQL from this file.")] = None,
+    db: Annotated[str, typer.Option(help="DuckDB database file (default: in memory).")] = ":memory:",
+    store: Annotated[str | None, typer.Option(help="Model store folder for predict('name', ...).")] = None,
+    format_: Annotated[str, typer.Option("--format", help="Output: table | csv | json (JSON lines).")] = "table",
+    max_rows: Annotated[int, typer.Option(help="Rows shown by --format table.")] = 40,
+) -> None:
+    """Run SQL on DuckDB; prints the last statement's result.
+
+    predict('model', col, ...), predict_scores(...), predict_label(...) and
+    decode_image(blob[, height, width]) are available, as are BigQuery-ML statements:
+    CREATE EXTERNAL TABLE (object tables), CREATE MODEL, ML.PREDICT, ML.DECODE_IMAGE.
+    """
+    import inferline.sql
+
+    if format_ not in FORMATS:
+        raise InferlineError(f"--format {format_!r}: expected one of {', '.join(FORMATS)}")
+    if (query is None) == (file is None):
+        raise InferlineError("inferline sql: give a QUERY or -f FILE.sql (one of them)")
+    if file is not None:
+        try:
+            with open(file, encoding="utf-8") as handle:
+                script = handle.read()
+        except OSError as exc:
+            raise InferlineError(f"{file}: cannot read SQL file ({exc.strerror})") from None
+    else:
+        script = query or ""
+    with inferline.sql.connect(db, store=store) as con:
+        result = con.run_script(script)
+        table = con.fetch(result)
+        if table is None:
+            return
+        if format_ == "table":
+            _print_table(table, max_rows)
+        elif format_ == "csv":
+            _print_csv(table)
+        else:
+            _print_json(table)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    return value
+
+
+def _rows(table: pa.Table) -> Any:
+    for batch in table.to_batches():
+        yield from batch.to_pylist()
+
+
+def _print_json(table: pa.Table) -> None:
+    for row in _rows(table):
+        sys.stdout.write(json.dumps({k: _plain(v) for k, v in row.items()}) + "\n")
+
+
+def _print_csv(table: pa.Table) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(table.column_names)
+    for row in _rows(table):
+        cells = []
+        for value in row.values():
+            value = _plain(value)
+            cells.append(json.dumps(value) if isinstance(value, list | dict) else value)
+        writer.writerow(cells)
+
+
+def _cell(value: Any, width: int = 60) -> str:
+    value = _plain(value)
+    text = "NULL" if value is None else json.dumps(value) if isinstance(value, list | dict) else str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _print_table(table: pa.Table, max_rows: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    shown = table.slice(0, max_rows)
+    view = Table(show_header=True, header_style="bold", show_lines=False)
+    for name, field in zip(table.column_names, table.schema, strict=True):
+        numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
+        view.add_column(name, justify="right" if numeric else "left", overflow="fold")
+    for row in _rows(shown):
+        view.add_row(*(_cell(v) for v in row.values()))
+    console = Console(highlight=False, soft_wrap=False, width=max(80, Console().width))
+    console.print(view)
+    more = table.num_rows - shown.num_rows
+    console.print(f"{table.num_rows} row{'s' if table.num_rows != 1 else ''}" + (f" ({more} not shown)" if more else ""))

@@ -1,0 +1,267 @@
+"""BigQuery-ML statements -> DuckDB, with sqlglot (BigQuery dialect).
+
+Only statements that use BigQuery-ML (`CREATE MODEL`, `DROP MODEL`, `CREATE EXTERNAL TABLE`,
+`ML.<function>`) are parsed and translated; every other statement goes to DuckDB untouched,
+so native DuckDB SQL (and `predict(...)`) keeps working. `ds.t` names map to DuckDB
+schema `ds`, table `t`; a leading project (`proj.ds.t`) is dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+from sqlglot.tokens import Token, TokenType
+
+from inferline.errors import InferlineError, SqlError
+from inferline.sql import objects
+from inferline.sql.catalog import MODEL_TYPES, CatalogModel, drop_model, put_model
+from inferline.sql.mlpredict import predict_subquery
+from inferline.sql.resolver import ModelResolver
+
+SUPPORTED_ML = ("PREDICT", "DECODE_IMAGE")
+MODEL_OPTIONS = ("model_type", "model_path")
+TABLE_OPTIONS = ("uris", "object_metadata", "format", "max_staleness", "metadata_cache_mode")
+
+
+class Session(Protocol):
+    con: duckdb.DuckDBPyConnection
+    resolver: ModelResolver
+    errors: list[InferlineError]
+
+
+def _tokens(text: str) -> list[Token]:
+    try:
+        return list(sqlglot.tokenize(text, read="bigquery"))
+    except sqlglot.errors.TokenError:
+        return []
+
+
+def _words(tokens: list[Token]) -> list[str]:
+    return [t.text.upper() for t in tokens]
+
+
+def _statement_head(words: list[str]) -> list[str]:
+    """The first words with OR REPLACE / TEMP / IF [NOT] EXISTS dropped."""
+    skip = {"OR", "REPLACE", "TEMP", "TEMPORARY", "IF", "NOT", "EXISTS"}
+    return [w for w in words[:8] if w not in skip]
+
+
+def is_bigquery_ml(text: str) -> bool:
+    """Whether a statement needs translating (uses BigQuery-ML), judged from its tokens."""
+    tokens = _tokens(text)
+    words = _words(tokens)
+    head = _statement_head(words)
+    if len(head) >= 2 and head[0] in ("CREATE", "DROP", "ALTER") and head[1] == "MODEL":
+        return True
+    if words[:1] == ["EXPORT"] and "MODEL" in words[:3]:
+        return True
+    if len(head) >= 3 and head[0] == "CREATE" and head[1] == "EXTERNAL":
+        return True
+    return any(_ml_call(tokens, i) for i in range(len(tokens)))
+
+
+def _ml_call(tokens: list[Token], i: int) -> str | None:
+    if (
+        i + 2 < len(tokens)
+        and tokens[i].text.upper() == "ML"
+        and tokens[i + 1].token_type == TokenType.DOT
+        and (i == 0 or tokens[i - 1].token_type != TokenType.DOT)
+    ):
+        return tokens[i + 2].text.upper()
+    return None
+
+
+def translate(text: str, session: Session) -> list[str]:
+    """DuckDB statements for one BigQuery-ML statement (model DDL runs here and gives none)."""
+    tokens = _tokens(text)
+    words = _words(tokens)
+    head = _statement_head(words)
+    for i in range(len(tokens)):
+        name = _ml_call(tokens, i)
+        if name is not None and name not in SUPPORTED_ML:
+            raise SqlError(
+                f"ML.{name} is not supported; inferline runs ML.PREDICT and ML.DECODE_IMAGE "
+                "(train and evaluate models in Python, then CREATE MODEL to import them)"
+            )
+    if head[:2] in (["ALTER", "MODEL"],) or words[:1] == ["EXPORT"]:
+        raise SqlError(f"{words[0]} MODEL is not supported; use CREATE OR REPLACE MODEL to change a model")
+    if head[:2] == ["CREATE", "EXTERNAL"]:
+        text = _strip_connection(text, tokens)
+    try:
+        tree = sqlglot.parse_one(text, read="bigquery")
+    except sqlglot.errors.ParseError as exc:
+        raise SqlError(f"cannot parse as BigQuery SQL: {str(exc).splitlines()[0]}") from None
+    if isinstance(tree, exp.Create) and str(tree.args.get("kind", "")).upper() == "MODEL":
+        create_model(tree, session)
+        return []
+    if isinstance(tree, exp.Drop) and str(tree.args.get("kind", "")).upper() == "MODEL":
+        for table in tree.expressions or [tree.this]:
+            name = table_name(table)
+            drop_model(session.con, name, if_exists=bool(tree.args.get("exists")))
+            session.resolver.forget(name)
+        return []
+    if isinstance(tree, exp.Create) and _is_external(tree):
+        return create_external_table(tree)
+    return [translate_query(tree, session)]
+
+
+def _strip_connection(text: str, tokens: list[Token]) -> str:
+    # sqlglot cannot parse `WITH CONNECTION c`; a local table needs no connection anyway.
+    for i, token in enumerate(tokens[:-2]):
+        if token.token_type == TokenType.WITH and tokens[i + 1].text.upper() == "CONNECTION":
+            end = i + 2
+            while end + 2 < len(tokens) and tokens[end + 1].token_type == TokenType.DOT:
+                end += 2
+            return text[: token.start] + text[tokens[end].end + 1 :]
+    return text
+
+
+def table_name(table: Any) -> str:
+    """`proj.ds.t`, `ds.t` or a backquoted `ds.t` -> `ds.t` (the project is dropped)."""
+    if not isinstance(table, exp.Table):
+        raise SqlError(f"expected a name like dataset.name, got {table.sql('bigquery')}")
+    parts = [p.name for p in table.parts]
+    dotted = ".".join(parts).split(".")
+    return ".".join(dotted[-2:])
+
+
+def _value(node: exp.Expression, where: str) -> Any:
+    if isinstance(node, exp.Literal):
+        return node.this if node.is_string else float(node.this)
+    if isinstance(node, exp.Array):
+        return [_value(e, where) for e in node.expressions]
+    if isinstance(node, exp.Boolean):
+        return bool(node.this)
+    raise SqlError(f"{where}: option value {node.sql('bigquery')} is not a literal")
+
+
+def _options(create: exp.Create, where: str) -> tuple[dict[str, Any], list[exp.Expression]]:
+    options: dict[str, Any] = {}
+    others: list[exp.Expression] = []
+    props = create.args.get("properties")
+    for prop in props.expressions if props is not None else []:
+        if type(prop) is exp.Property:
+            options[prop.this.name.lower()] = _value(prop.args["value"], where)
+        else:
+            others.append(prop)
+    return options, others
+
+
+def create_model(create: exp.Create, session: Session) -> None:
+    name = table_name(create.this)
+    where = f"CREATE MODEL {name}"
+    options, others = _options(create, where)
+    inputs: list[str] = []
+    outputs: list[str] = []
+    for prop in others:
+        if isinstance(prop, exp.TransformModelProperty):
+            raise SqlError(f"{where}: TRANSFORM(...) is not supported; preprocess in the subquery of ML.PREDICT")
+        if isinstance(prop, exp.InputModelProperty):
+            inputs = [c.name for c in prop.this.expressions]
+        elif isinstance(prop, exp.OutputModelProperty):
+            outputs = [c.name for c in prop.this.expressions]
+        else:
+            raise SqlError(f"{where}: {prop.sql('bigquery')} is not supported")
+    model_type = str(options.get("model_type", "")).lower()
+    if create.expression is not None or (model_type and model_type not in MODEL_TYPES):
+        shown = f"model_type='{model_type}'" if model_type else "AS SELECT ..."
+        raise SqlError(
+            f"{where}: training ({shown}) is not supported; train in Python and import the file "
+            f"with model_type={'|'.join(repr(t) for t in MODEL_TYPES)} and model_path="
+        )
+    unknown = sorted(set(options) - set(MODEL_OPTIONS))
+    if unknown:
+        raise SqlError(f"{where}: option {unknown[0]!r} is not supported (supported: {', '.join(MODEL_OPTIONS)})")
+    if not model_type or "model_path" not in options:
+        raise SqlError(f"{where}: needs OPTIONS(model_type='sklearn'|'onnx'|..., model_path='path/or/*.glob')")
+    path = str(options["model_path"])
+    entry = CatalogModel(
+        name=name,
+        framework=MODEL_TYPES[model_type],
+        path=objects.normalize_uri(path),
+        inputs=inputs,
+        outputs=outputs,
+    )
+    put_model(session.con, entry, replace=bool(create.args.get("replace")))
+    session.resolver.forget(name)
+
+
+def _is_external(create: exp.Create) -> bool:
+    props = create.args.get("properties")
+    return props is not None and any(isinstance(p, exp.ExternalProperty) for p in props.expressions)
+
+
+def create_external_table(create: exp.Create) -> list[str]:
+    name = table_name(create.this)
+    where = f"CREATE EXTERNAL TABLE {name}"
+    options, _ = _options(create, where)
+    unknown = sorted(set(options) - set(TABLE_OPTIONS))
+    if unknown:
+        raise SqlError(f"{where}: option {unknown[0]!r} is not supported (supported: uris, object_metadata, format)")
+    uris = options.get("uris")
+    if isinstance(uris, str):
+        uris = [uris]
+    if not uris:
+        raise SqlError(f"{where}: needs OPTIONS(uris=['path/*', ...])")
+    uris = [objects.normalize_uri(str(u)) for u in uris]
+    replace = bool(create.args.get("replace"))
+    if_not_exists = bool(create.args.get("exists"))
+    schema = [f"CREATE SCHEMA IF NOT EXISTS {name.split('.')[0]}"] if "." in name else []
+    metadata = options.get("object_metadata")
+    if metadata is not None:
+        if str(metadata).upper() != "SIMPLE":
+            raise SqlError(f"{where}: object_metadata={metadata!r} is not supported; use 'SIMPLE'")
+        view = objects.object_table_sql(name, uris, replace=replace, if_not_exists=if_not_exists)
+        return [*schema, view]
+    fmt = str(options.get("format", "")).upper()
+    if fmt not in objects.FORMAT_READERS:
+        raise SqlError(
+            f"{where}: needs object_metadata='SIMPLE' (an object table) or "
+            f"format={'|'.join(repr(f) for f in objects.FORMAT_READERS)}"
+        )
+    return [*schema, objects.file_table_sql(name, uris, fmt, replace=replace, if_not_exists=if_not_exists)]
+
+
+def translate_query(tree: exp.Expression, session: Session) -> str:
+    """A query using ML.PREDICT / ML.DECODE_IMAGE -> DuckDB SQL (registering its UDFs)."""
+    for dot in list(tree.find_all(exp.Dot)):
+        if isinstance(dot.this, exp.Identifier) and dot.this.name.upper() == "ML":
+            call = dot.expression
+            if isinstance(call, exp.Anonymous) and call.name.upper() == "DECODE_IMAGE":
+                if len(call.expressions) != 1:
+                    raise SqlError("ML.DECODE_IMAGE takes one argument, the object table's data column")
+                dot.replace(exp.Anonymous(this="decode_image", expressions=list(call.expressions)))
+    predicts = list(tree.find_all(exp.Predict))
+    with_ = tree.args.get("with_") or tree.args.get("with")
+    ctes_sql = with_.sql("duckdb") if with_ is not None else ""
+    replacements: dict[str, str] = {}
+    for i, node in enumerate(predicts):
+        model = table_name(node.this)
+        where = f"ML.PREDICT(MODEL {model})"
+        if any(isinstance(n, exp.Predict) for n in node.expression.find_all(exp.Predict) if n is not node):
+            raise SqlError(f"{where}: nested ML.PREDICT is not supported; use a CTE or a table")
+        if node.args.get("params_struct") is not None:
+            raise SqlError(f"{where}: the STRUCT(...) options argument is not supported")
+        source = node.expression
+        if isinstance(source, exp.Subquery):
+            inner_sql = source.this.sql("duckdb")
+        elif isinstance(source, exp.Table):
+            inner_sql = f"SELECT * FROM {source.sql('duckdb')}"
+        else:
+            raise SqlError(f"{where}: expected (SELECT ...) or TABLE name as the second argument")
+        loaded = session.resolver.get(model)
+        placeholder = f"__inferline_ml_predict_slot_{i}"
+        replacements[placeholder] = predict_subquery(
+            session.con, loaded, model, inner_sql, ctes_sql, session.errors
+        )
+        holder = node.parent if isinstance(node.parent, exp.Table) else node
+        alias = holder.args.get("alias") if holder is not node else None
+        holder.replace(exp.Table(this=exp.to_identifier(placeholder), alias=alias))
+    sql = tree.sql("duckdb")
+    for placeholder, subquery in replacements.items():
+        sql = sql.replace(placeholder, subquery)
+    return sql
+

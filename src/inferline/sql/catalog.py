@@ -1,0 +1,87 @@
+"""The model catalog: a table in the database that `CREATE MODEL` writes and `predict()` reads.
+
+A row names a model (`ds.m`), its framework and a path or glob of model files; the newest
+match is the current version, as everywhere in inferline. The table is created on the first
+`CREATE MODEL`, so connecting to a database never changes it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import duckdb
+
+from inferline.errors import SqlError
+
+CATALOG_TABLE = "inferline_models"
+
+# BigQuery's model_type for imported models -> inferline framework.
+MODEL_TYPES: dict[str, str] = {
+    "sklearn": "sklearn",
+    "onnx": "onnx",
+    "pytorch": "torch",
+    "torch": "torch",
+    "keras": "keras",
+    "tensorflow": "keras",
+}
+
+
+@dataclass(frozen=True)
+class CatalogModel:
+    """One registered model: `name` is as written in SQL (`ds.m`), `path` a file or glob."""
+
+    name: str
+    framework: str
+    path: str
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+
+def _exists(con: duckdb.DuckDBPyConnection) -> bool:
+    rows = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'",
+        [CATALOG_TABLE],
+    ).fetchall()
+    return bool(rows[0][0])
+
+
+def get_model(con: duckdb.DuckDBPyConnection, name: str) -> CatalogModel | None:
+    """The catalog entry for `name` (case-insensitive), or None."""
+    if not _exists(con):
+        return None
+    rows = con.execute(
+        f"SELECT name, framework, path, inputs, outputs FROM {CATALOG_TABLE} WHERE lower(name) = lower(?)",
+        [name],
+    ).fetchall()
+    if not rows:
+        return None
+    name_, framework, path, inputs, outputs = rows[0]
+    return CatalogModel(
+        name=name_, framework=framework, path=path, inputs=json.loads(inputs), outputs=json.loads(outputs)
+    )
+
+
+def put_model(con: duckdb.DuckDBPyConnection, model: CatalogModel, *, replace: bool) -> bool:
+    """Register `model`; returns False when it exists and `replace` is off (IF NOT EXISTS)."""
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {CATALOG_TABLE} (name VARCHAR PRIMARY KEY, framework VARCHAR, "
+        "path VARCHAR, inputs VARCHAR, outputs VARCHAR, created TIMESTAMP DEFAULT current_timestamp)"
+    )
+    if get_model(con, model.name) is not None:
+        if not replace:
+            return False
+        drop_model(con, model.name)
+    con.execute(
+        f"INSERT INTO {CATALOG_TABLE} (name, framework, path, inputs, outputs) VALUES (?, ?, ?, ?, ?)",
+        [model.name, model.framework, model.path, json.dumps(model.inputs), json.dumps(model.outputs)],
+    )
+    return True
+
+
+def drop_model(con: duckdb.DuckDBPyConnection, name: str, *, if_exists: bool = True) -> None:
+    if get_model(con, name) is None:
+        if if_exists:
+            return
+        raise SqlError(f"DROP MODEL {name}: no such model; CREATE MODEL registers one")
+    con.execute(f"DELETE FROM {CATALOG_TABLE} WHERE lower(name) = lower(?)", [name])

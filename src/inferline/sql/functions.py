@@ -1,0 +1,171 @@
+"""The SQL functions: `predict`, `predict_scores`, `predict_label` and `decode_image`.
+
+DuckDB's Python UDFs take a fixed number of arguments and cannot be overloaded, so each
+public name is a typed TEMP MACRO with one overload per arity that packs the feature
+columns into a `DOUBLE[]` (vectorised, in DuckDB) and calls one Arrow UDF:
+
+    predict('iris', sepal_length, sepal_width, petal_length, petal_width)
+    predict('iris', features)                       -- a DOUBLE[] column
+    predict('digits', decode_image(data, 28, 28))   -- an image: FLOAT[][][]
+
+Each UDF call gets a whole chunk (DuckDB's 2048 rows) and makes one model call.
+`predict` returns DOUBLE (class numbers or values), `predict_label` VARCHAR (any label),
+`predict_scores` DOUBLE[] (class probabilities, or a model's raw output row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from inferline.errors import InferlineError, SqlError
+from inferline.models.base import LoadedModel, Prediction
+from inferline.sql.decode import IMAGE_TYPE, decode_column
+from inferline.sql.resolver import ModelResolver
+from inferline.sql.tensors import combine, list_tensor, model_layout, scatter, valid_rows
+
+# More feature columns than this: pass one list, predict('m', [a, b, ...]) or a DOUBLE[] column.
+MAX_ARITY = 32
+
+OUTPUTS: dict[str, tuple[str, pa.DataType]] = {
+    "predict": ("DOUBLE", pa.float64()),
+    "predict_scores": ("DOUBLE[]", pa.list_(pa.float64())),
+    "predict_label": ("VARCHAR", pa.string()),
+}
+
+UdfErrors = list[InferlineError]
+
+
+def register(con: duckdb.DuckDBPyConnection, resolver: ModelResolver, errors: UdfErrors) -> None:
+    """Create the functions on `con` (UDFs plus TEMP macros: nothing is stored in the file)."""
+    for public, (sql_type, arrow_type) in OUTPUTS.items():
+        body = _predict_udf(resolver, public, arrow_type, errors)
+        con.create_function(f"__inferline_{public}", body, ["VARCHAR", "DOUBLE[]"], sql_type, type="arrow")
+        con.create_function(
+            f"__inferline_{public}_image", body, ["VARCHAR", IMAGE_TYPE], sql_type, type="arrow"
+        )
+        con.execute(_macro_sql(public))
+    con.create_function(
+        "__inferline_decode_image",
+        _guard(decode_column, errors),
+        ["BLOB", "INTEGER", "INTEGER"],
+        IMAGE_TYPE,
+        type="arrow",
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP MACRO decode_image(data) AS __inferline_decode_image(data, 0, 0), "
+        "(data, height, width) AS __inferline_decode_image(data, height, width)"
+    )
+
+
+def _macro_sql(public: str) -> str:
+    udf = f"__inferline_{public}"
+    overloads = [
+        f"(model VARCHAR, x DOUBLE[]) AS {udf}(model, x)",
+        f"(model VARCHAR, x {IMAGE_TYPE}) AS {udf}_image(model, x)",
+    ]
+    for arity in range(1, MAX_ARITY + 1):
+        params = ", ".join(f"x{i} DOUBLE" for i in range(arity))
+        values = ", ".join(f"x{i}" for i in range(arity))
+        overloads.append(f"(model VARCHAR, {params}) AS {udf}(model, [{values}])")
+    return f"CREATE OR REPLACE TEMP MACRO {public}" + ", ".join(overloads)
+
+
+def _guard(fn: Callable[..., pa.Array], errors: UdfErrors) -> Callable[..., pa.Array]:
+    # DuckDB flattens a UDF's exception into its own message; keep ours to re-raise as is.
+    # DuckDB counts the Python function's parameters, so each arity gets its own wrapper.
+    def call(*args: pa.ChunkedArray) -> pa.Array:
+        try:
+            return fn(*(combine(a) for a in args))
+        except InferlineError as exc:
+            errors.append(exc)
+            raise
+
+    def call2(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.Array:
+        return call(a, b)
+
+    def call3(a: pa.ChunkedArray, b: pa.ChunkedArray, c: pa.ChunkedArray) -> pa.Array:
+        return call(a, b, c)
+
+    arity = fn.__code__.co_argcount
+    return call2 if arity == 2 else call3
+
+
+def _predict_udf(
+    resolver: ModelResolver, public: str, arrow_type: pa.DataType, errors: UdfErrors
+) -> Callable[..., pa.Array]:
+    def run(names: pa.Array, inputs: pa.Array) -> pa.Array:
+        unique = [v for v in pc.unique(names).to_pylist() if v is not None]
+        if len(unique) == 1 and not names.null_count:
+            return _predict_chunk(resolver.get(unique[0]), inputs, public, arrow_type)
+        # Several models in one chunk (a model name from a column): one call per model.
+        out = pa.nulls(len(names), arrow_type)
+        positions = np.arange(len(names))
+        parts, where = [], []
+        for name in unique:
+            mask = pc.equal(names, name).fill_null(False)
+            rows = positions[np.asarray(mask.to_numpy(zero_copy_only=False))]
+            parts.append(_predict_chunk(resolver.get(name), inputs.take(pa.array(rows)), public, arrow_type))
+            where.append(rows)
+        if not parts:
+            return out
+        values = pa.concat_arrays(parts)
+        order = np.full(len(names), -1, dtype=np.int64)
+        order[np.concatenate(where)] = np.arange(len(values))
+        return values.take(pa.array(order, mask=order < 0))
+
+    return _guard(run, errors)
+
+
+def _predict_chunk(loaded: LoadedModel, inputs: pa.Array, public: str, arrow_type: pa.DataType) -> pa.Array:
+    valid = valid_rows([inputs])
+    where = f"{public}({loaded.name!r})"
+    present = inputs if valid.all() else inputs.filter(pa.array(valid))
+    if len(present) == 0:
+        return pa.nulls(len(inputs), arrow_type)
+    tensor = model_layout(list_tensor(present, where=where), loaded)
+    prediction = run_model(loaded, tensor, where=where)
+    return scatter(_output(prediction, public, where), valid).cast(arrow_type)
+
+
+def run_model(loaded: LoadedModel, tensor: np.ndarray, *, where: str) -> Prediction:
+    """One model call on a chunk; a failure names the model and the input shape."""
+    try:
+        return loaded.predict(tensor)
+    except InferlineError:
+        raise
+    except Exception as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SqlError(
+            f"{where}: model {loaded.model_id} failed on input of shape {tuple(tensor.shape)} "
+            f"({type(exc).__name__}: {message}); check the number and order of the input columns"
+        ) from exc
+
+
+def _output(prediction: Prediction, public: str, where: str) -> pa.Array:
+    values = prediction.prediction
+    if public == "predict_scores":
+        scores = prediction.scores if prediction.scores is not None else values
+        return _list_rows(np.asarray(scores, dtype=np.float64))
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1:
+        raise SqlError(
+            f"{where}: the model returns {values.shape[1:]} values per row; use predict_scores(...)"
+        )
+    if public == "predict_label":
+        return pa.array(values.tolist() if values.dtype == object else values).cast(pa.string())
+    if not (np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_):
+        raise SqlError(f"{where}: the model predicts text labels; use predict_label(...) for them")
+    return pa.array(values.astype(np.float64, copy=False))
+
+
+def _list_rows(matrix: np.ndarray) -> pa.Array:
+    flat = np.ascontiguousarray(matrix).reshape(len(matrix), -1)
+    width = flat.shape[1]
+    offsets = pa.array(np.arange(0, (len(flat) + 1) * width, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(flat.reshape(-1)))

@@ -1,0 +1,244 @@
+"""`ML.PREDICT(MODEL m, (subquery))` -> a DuckDB subquery calling a model-specific Arrow UDF.
+
+The subquery's columns pass through; the model's outputs come first, named as BigQuery
+names them for imported models:
+
+- ONNX: the graph's output names (skl2onnx classifiers: `label`, `probabilities`);
+- a `CREATE MODEL ... OUTPUT(a ..., b ...)` clause: those names, in order;
+- other frameworks: `predicted_label` (plus `probabilities` when the model returns class
+  scores) for classifiers, `predicted_value` for the rest.
+
+Which subquery columns feed the model: the model's declared inputs (`INPUT(...)` clause,
+or the store's metadata), else scikit-learn's `feature_names_in_`, else the one array
+column (e.g. `ML.DECODE_IMAGE(data) AS image`), else every numeric column, in order.
+The output types come from running the model on the subquery's first rows (a LIMIT 8 probe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from inferline.errors import InferlineError, SqlError
+from inferline.models.base import LoadedModel, Prediction
+from inferline.sql.functions import run_model
+from inferline.sql.tensors import combine, list_tensor, model_layout, scalar_matrix, scatter, to_arrow, valid_rows
+
+NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+           "UBIGINT", "FLOAT", "DOUBLE", "BOOLEAN")
+PROBE_ROWS = 8
+
+
+@dataclass(frozen=True)
+class Output:
+    """One model output column: its SQL name and Arrow type."""
+
+    name: str
+    type: pa.DataType
+
+
+def choose_inputs(columns: list[str], types: list[str], loaded: LoadedModel, where: str) -> list[str]:
+    declared = list(loaded.inputs)
+    if declared:
+        missing = [c for c in declared if c not in columns]
+        if missing:
+            raise SqlError(
+                f"{where}: the subquery has no column(s) {', '.join(missing)} that the model takes "
+                f"(columns: {', '.join(columns)})"
+            )
+        return declared
+    names = getattr(loaded.model, "feature_names_in_", None)
+    if names is not None and all(str(n) in columns for n in names):
+        return [str(n) for n in names]
+    arrays = [c for c, t in zip(columns, types, strict=True) if t.endswith("]")]
+    if len(arrays) == 1:
+        return arrays
+    numeric = [c for c, t in zip(columns, types, strict=True) if t in NUMERIC or t.startswith("DECIMAL")]
+    if not numeric:
+        raise SqlError(
+            f"{where}: no input columns; the subquery has {', '.join(columns) or 'none'}: select "
+            "numeric feature columns or one array column"
+        )
+    expected = feature_count(loaded)
+    if expected is not None and len(numeric) != expected:
+        raise SqlError(
+            f"{where}: the model takes {expected} features but the subquery has {len(numeric)} numeric "
+            f"columns ({', '.join(numeric)}); select only the feature columns, or name them with "
+            f"CREATE MODEL ... INPUT(name FLOAT64, ...)"
+        )
+    return numeric
+
+
+def feature_count(loaded: LoadedModel) -> int | None:
+    """How many input features the model declares, when it says."""
+    count = getattr(loaded.model, "n_features_in_", None)
+    if isinstance(count, int):
+        return count
+    try:
+        shape = loaded.model.get_inputs()[0].shape
+    except (AttributeError, IndexError):
+        return None
+    return shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
+
+
+def output_names(loaded: LoadedModel, has_scores: bool) -> list[str]:
+    declared = loaded.metadata.get("outputs")
+    if declared:
+        return [str(n) for n in declared]
+    if loaded.handler.framework == "onnx":
+        try:
+            return [o.name for o in loaded.model.get_outputs()]
+        except AttributeError:
+            pass
+    if has_scores:
+        return ["predicted_label", "probabilities"]
+    return ["predicted_label"] if hasattr(loaded.model, "classes_") else ["predicted_value"]
+
+
+def outputs_of(loaded: LoadedModel, prediction: Prediction | None) -> list[Output]:
+    if prediction is None:
+        has_scores = hasattr(loaded.model, "predict_proba") or _onnx_outputs(loaded) > 1
+        types: list[pa.DataType] = [pa.float64(), pa.list_(pa.float64())]
+    else:
+        has_scores = prediction.scores is not None
+        types = [to_arrow(prediction.prediction).type, pa.list_(pa.float64())]
+    names = output_names(loaded, has_scores)
+    count = 2 if has_scores else 1
+    if len(names) < count:
+        names = names + [f"output_{i}" for i in range(len(names), count)]
+    return [Output(name, t) for name, t in zip(names[:count], types[:count], strict=True)]
+
+
+def _onnx_outputs(loaded: LoadedModel) -> int:
+    try:
+        return len(loaded.model.get_outputs())
+    except AttributeError:
+        return 0
+
+
+def features(fields: list[pa.Array], names: list[str], loaded: LoadedModel, where: str) -> np.ndarray:
+    if len(fields) == 1 and pa.types.is_list(fields[0].type):
+        return model_layout(list_tensor(fields[0], where=where), loaded)
+    return model_layout(scalar_matrix(fields, names, where=where), loaded)
+
+
+def predict_struct(
+    loaded: LoadedModel, inputs: list[str], outputs: list[Output], where: str
+) -> Callable[[pa.Array], pa.Array]:
+    """The UDF body: a struct of input columns -> a struct of output columns."""
+    struct_type = pa.struct([pa.field(o.name, o.type) for o in outputs])
+
+    def run(packed: pa.Array) -> pa.Array:
+        fields = [packed.field(i) for i in range(len(inputs))]
+        valid = valid_rows(fields)
+        present = [f.filter(pa.array(valid)) for f in fields] if not valid.all() else fields
+        if not present or len(present[0]) == 0:
+            return pa.nulls(len(packed), struct_type)
+        prediction = run_model(loaded, features(present, inputs, loaded, where), where=where)
+        values = [prediction.prediction, prediction.scores]
+        arrays = []
+        for output, value in zip(outputs, values, strict=False):
+            if value is None:
+                raise SqlError(f"{where}: the model returned no {output.name!r} output for this chunk")
+            arrays.append(scatter(_as_type(value, output.type, where), valid))
+        return pa.StructArray.from_arrays(arrays, fields=list(struct_type))
+
+    return run
+
+
+def _as_type(value: np.ndarray, t: pa.DataType, where: str) -> pa.Array:
+    if pa.types.is_list(t):
+        flat = np.asarray(value, dtype=np.float64).reshape(len(value), -1)
+        width = flat.shape[1]
+        offsets = pa.array(np.arange(0, (len(flat) + 1) * width, width, dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, pa.array(flat.reshape(-1)))
+    try:
+        return to_arrow(value).cast(t)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SqlError(f"{where}: the model's output changed type between chunks ({exc})") from None
+
+
+def sql_type(t: pa.DataType) -> str:
+    """The DuckDB spelling of an Arrow output type."""
+    if pa.types.is_list(t):
+        return sql_type(t.value_type) + "[]"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "VARCHAR"
+    if pa.types.is_boolean(t):
+        return "BOOLEAN"
+    if pa.types.is_integer(t):
+        return {8: "TINYINT", 16: "SMALLINT", 32: "INTEGER", 64: "BIGINT"}[t.bit_width]
+    if pa.types.is_float32(t):
+        return "FLOAT"
+    if pa.types.is_floating(t):
+        return "DOUBLE"
+    raise SqlError(f"model output of type {t} has no SQL type; expected numbers, text or arrays of numbers")
+
+
+def identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def predict_subquery(
+    con: duckdb.DuckDBPyConnection,
+    loaded: LoadedModel,
+    model_name: str,
+    inner_sql: str,
+    ctes_sql: str,
+    errors: list[InferlineError],
+) -> str:
+    """Register the UDF for one ML.PREDICT and return the DuckDB subquery replacing it."""
+    where = f"ML.PREDICT(MODEL {model_name})"
+    probe_sql = f"{ctes_sql} SELECT * FROM ({inner_sql}) AS __inferline_in LIMIT {PROBE_ROWS}"
+    try:
+        probe = con.sql(probe_sql)
+        columns = list(probe.columns)
+        types = [str(t) for t in probe.types]
+        sample = probe.to_arrow_table()
+    except duckdb.Error as exc:
+        raise SqlError(f"{where}: the input subquery fails: {str(exc).splitlines()[0]}") from None
+    inputs = choose_inputs(columns, types, loaded, where)
+    prediction = _probe_prediction(sample, inputs, loaded, where)
+    outputs = outputs_of(loaded, prediction)
+    clash = [o.name for o in outputs if o.name in columns]
+    if clash:
+        raise SqlError(f"{where}: the subquery already has column(s) {', '.join(clash)}; rename them")
+    input_types = dict(zip(columns, types, strict=True))
+    param = "STRUCT(" + ", ".join(f"{identifier(c)} {input_types[c]}" for c in inputs) + ")"
+    result = "STRUCT(" + ", ".join(f"{identifier(o.name)} {sql_type(o.type)}" for o in outputs) + ")"
+    key = "|".join([loaded.model_id, loaded.uri, param, result, str(id(loaded))])
+    udf = "__inferline_ml_predict_" + hashlib.sha1(key.encode()).hexdigest()[:12]
+    body = predict_struct(loaded, inputs, outputs, where)
+
+    def call(packed: pa.ChunkedArray) -> pa.Array:
+        try:
+            return body(combine(packed))
+        except InferlineError as exc:
+            errors.append(exc)
+            raise
+
+    try:
+        con.create_function(udf, call, [param], result, type="arrow")
+    except duckdb.NotImplementedException:
+        pass  # already registered by an earlier statement: same model, inputs and outputs
+    packed = "{" + ", ".join(f"'{c.replace(chr(39), chr(39) * 2)}': {identifier(c)}" for c in inputs) + "}"
+    return (
+        f"(SELECT __inferline_out.*, * EXCLUDE (__inferline_out) FROM "
+        f"(SELECT *, {udf}({packed}) AS __inferline_out FROM ({inner_sql}) AS __inferline_in))"
+    )
+
+
+def _probe_prediction(sample: pa.Table, inputs: list[str], loaded: LoadedModel, where: str) -> Prediction | None:
+    fields = [combine(sample.column(c)) for c in inputs]
+    valid = valid_rows(fields)
+    if not valid.any():
+        return None
+    present = [f.filter(pa.array(valid)) for f in fields]
+    tensor: Any = features(present, inputs, loaded, where)
+    return run_model(loaded, tensor, where=where)

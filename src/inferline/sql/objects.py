@@ -1,0 +1,124 @@
+"""Object tables: BigQuery's `CREATE EXTERNAL TABLE ... OPTIONS(object_metadata='SIMPLE')`.
+
+An object table is a DuckDB view over `read_blob(uris)` with BigQuery's columns
+`uri, generation, content_type, size, md5_hash, updated, metadata, data`. DuckDB pushes
+the projection into `read_blob`, so file contents are read only when `data` (or
+`md5_hash`) is selected. Local paths are stored absolute; other URIs (s3://, gs://,
+memory://, ...) are read through fsspec filesystems registered on the connection.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import duckdb
+
+from inferline.errors import MissingExtraError, SqlError
+from inferline.io.duckdb import quote
+
+CONTENT_TYPES: dict[str, str] = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "gif": "image/gif",
+    "bmp": "image/bmp",
+    "webp": "image/webp",
+    "tif": "image/tiff",
+    "tiff": "image/tiff",
+    "csv": "text/csv",
+    "txt": "text/plain",
+    "json": "application/json",
+    "jsonl": "application/jsonl",
+    "parquet": "application/vnd.apache.parquet",
+    "pdf": "application/pdf",
+    "wav": "audio/wav",
+    "mp3": "audio/mpeg",
+}
+
+# Filesystems DuckDB reads itself; anything else goes through fsspec.
+_NATIVE = ("file",)
+_PROTOCOL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+# For the file readers BigQuery's external tables name by `format`.
+FORMAT_READERS: dict[str, str] = {
+    "CSV": "read_csv",
+    "PARQUET": "read_parquet",
+    "NEWLINE_DELIMITED_JSON": "read_json",
+    "JSON": "read_json",
+}
+
+
+def sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def normalize_uri(uri: str) -> str:
+    """Local paths become absolute (the view must work from any directory); URIs stay."""
+    if uri.startswith("file://"):
+        uri = uri.removeprefix("file://")
+    if _PROTOCOL.match(uri):
+        return uri
+    return os.path.abspath(uri)
+
+
+def register_filesystems(con: duckdb.DuckDBPyConnection, uris: list[str]) -> None:
+    """Make fsspec URIs readable by DuckDB on this connection."""
+    import fsspec
+
+    for uri in uris:
+        match = _PROTOCOL.match(uri)
+        if match is None or match.group(1) in _NATIVE:
+            continue
+        protocol = match.group(1)
+        try:
+            fs = fsspec.filesystem(protocol)
+        except ImportError as exc:
+            module = getattr(exc, "name", None) or protocol
+            raise MissingExtraError(module, "gcp" if protocol in ("gs", "gcs") else "all") from exc
+        except ValueError as exc:
+            raise SqlError(f"object table uri {uri}: unknown protocol {protocol!r} ({exc})") from exc
+        if not con.filesystem_is_registered(fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol):
+            con.register_filesystem(fs)
+
+
+def restore_filesystems(con: duckdb.DuckDBPyConnection) -> None:
+    """On connect: register the filesystems the database's object tables read from."""
+    rows = con.execute("SELECT sql FROM duckdb_views() WHERE sql LIKE '%read_blob%'").fetchall()
+    uris = [m.group(0) for (sql,) in rows for m in re.finditer(r"'([a-zA-Z][a-zA-Z0-9+.-]*)://", sql)]
+    register_filesystems(con, [u.strip("'") for u in uris])
+
+
+def _content_type() -> str:
+    cases = " ".join(f"WHEN {sql_string(ext)} THEN {sql_string(ct)}" for ext, ct in CONTENT_TYPES.items())
+    return f"CASE lower(regexp_extract(filename, '\\.([^./]+)$', 1)) {cases} END"
+
+
+def _create_view(name: str, *, replace: bool, if_not_exists: bool) -> str:
+    if replace:
+        return f"CREATE OR REPLACE VIEW {quote(name)}"
+    return f"CREATE VIEW {'IF NOT EXISTS ' if if_not_exists else ''}{quote(name)}"
+
+
+def object_table_sql(name: str, uris: list[str], *, replace: bool, if_not_exists: bool) -> str:
+    """The view that is the object table `name` over `uris` (globs allowed)."""
+    files = "[" + ", ".join(sql_string(u) for u in uris) + "]"
+    return (
+        f"{_create_view(name, replace=replace, if_not_exists=if_not_exists)} AS SELECT "
+        "filename AS uri, "
+        "CAST(epoch_us(last_modified) AS BIGINT) AS generation, "
+        f"{_content_type()} AS content_type, "
+        "size, "
+        "md5(content) AS md5_hash, "
+        "CAST(last_modified AS TIMESTAMP) AS updated, "
+        "CAST([] AS STRUCT(name VARCHAR, value VARCHAR)[]) AS metadata, "
+        "content AS data "
+        f"FROM read_blob({files})"
+    )
+
+
+def file_table_sql(name: str, uris: list[str], fmt: str, *, replace: bool, if_not_exists: bool) -> str:
+    """A BigQuery external table over data files (CSV, Parquet, JSON lines) as a view."""
+    reader = FORMAT_READERS[fmt]
+    files = "[" + ", ".join(sql_string(u) for u in uris) + "]"
+    return f"{_create_view(name, replace=replace, if_not_exists=if_not_exists)} AS SELECT * FROM {reader}({files})"

@@ -1,0 +1,96 @@
+"""Model names in SQL -> loaded models: the database's catalog first, then the model store.
+
+Loaded models are cached per connection, so a query loads each model once, however many
+chunks it predicts. `CREATE OR REPLACE MODEL` through the same connection drops the cached one.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import duckdb
+
+from inferline.errors import SqlError
+from inferline.models.base import LoadedModel
+from inferline.sql.catalog import CatalogModel, get_model
+
+
+class ModelResolver:
+    """Finds and loads models by name for one connection.
+
+    Example:
+        >>> resolver = ModelResolver(con, store="model_store")  # doctest: +SKIP
+        >>> resolver.get("ds.iris").model_id  # doctest: +SKIP
+        'ds.iris/1'
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, store: str | None = None) -> None:
+        self.store = store
+        # Lookups run inside UDF calls, while the connection itself is busy with the query.
+        self._cursor = con.cursor()
+        self._cache: dict[str, LoadedModel] = {}
+        self._entries: dict[str, CatalogModel | None] = {}
+        self._lock = threading.Lock()
+
+    def entry(self, name: str) -> CatalogModel | None:
+        """The catalog entry for `name`, if the database has one."""
+        key = name.lower()
+        if key not in self._entries:
+            self._entries[key] = get_model(self._cursor, name)
+        return self._entries[key]
+
+    def get(self, name: str) -> LoadedModel:
+        key = name.lower()
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is None:
+                cached = self._load(name)
+                self._cache[key] = cached
+        return cached
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._cache.pop(name.lower(), None)
+            self._entries.pop(name.lower(), None)
+
+    def close(self) -> None:
+        self._cache.clear()
+        self._cursor.close()
+
+    def _load(self, name: str) -> LoadedModel:
+        entry = self.entry(name)
+        if entry is not None:
+            return load_catalog_model(entry)
+        if self.store is not None:
+            return self._load_from_store(name)
+        raise SqlError(
+            f"model {name!r} not found: register it with CREATE MODEL {name} "
+            "OPTIONS(model_type='sklearn', model_path='models/*.joblib') or pass --store DIR"
+        )
+
+    def _load_from_store(self, name: str) -> LoadedModel:
+        from inferline.models import store as store_module
+
+        model_store: Any = store_module.ModelStore(self.store)
+        loaded: LoadedModel = model_store.load(name)
+        return loaded
+
+
+def load_catalog_model(entry: CatalogModel) -> LoadedModel:
+    """Load the newest file matching a catalog entry's path."""
+    from inferline.models.registry import list_versions, load_version
+    from inferline.pipeline import ModelSpec
+
+    versions = list_versions(entry.path)
+    if not versions:
+        raise SqlError(f"model {entry.name}: no model file matches {entry.path}")
+    spec = ModelSpec(name=entry.name, uri=entry.path, framework=entry.framework, inputs=entry.inputs or None)
+    newest = versions[-1]
+    loaded = load_version(spec, newest.uri, newest.version)
+    if entry.outputs:
+        loaded.metadata["outputs"] = list(entry.outputs)
+    return loaded
