@@ -46,7 +46,9 @@ def best_of(repeats: int, fn: object) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_500_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="20k rows, one repeat")
@@ -63,8 +65,8 @@ def main() -> None:
         save_joblib(model, path)
         con = inferline.sql.connect()
         con.sql(f"CREATE MODEL iris OPTIONS(model_type='sklearn', model_path='{path}')")
-        con.duckdb.register("features", pa.table({name: matrix[:, i] for i, name in enumerate(FEATURES)}))
-        con.duckdb.execute("CREATE TABLE flowers AS SELECT * FROM features")
+        con.raw.register("features", pa.table({name: matrix[:, i] for i, name in enumerate(FEATURES)}))
+        con.raw.execute("CREATE TABLE flowers AS SELECT * FROM features")
         columns = ", ".join(FEATURES)
         query = f"SELECT predict('iris', {columns}) AS prediction FROM flowers"
         ml_query = f"SELECT * FROM ML.PREDICT(MODEL iris, (SELECT {columns} FROM flowers))"

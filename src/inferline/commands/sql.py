@@ -7,6 +7,7 @@ import csv
 import datetime
 import decimal
 import json
+import os
 import sys
 from typing import Annotated, Any
 
@@ -23,11 +24,20 @@ def register(app: typer.Typer) -> None:
 
 
 def sql(
-    query: Annotated[str | None, typer.Argument(help="SQL to run (several statements: separate with ;).")] = None,
+    query: Annotated[
+        str | None, typer.Argument(help="SQL to run (several statements: separate with ;).")
+    ] = None,
     file: Annotated[str | None, typer.Option("-f", "--file", help="Read the SQL from this file.")] = None,
     db: Annotated[str, typer.Option(help="DuckDB database file (default: in memory).")] = ":memory:",
-    store: Annotated[str | None, typer.Option(help="Model store folder for predict('name', ...).")] = None,
-    format_: Annotated[str, typer.Option("--format", help="Output: table | csv | json (JSON lines).")] = "table",
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Model store for predict('name', ...) (default: $INFERLINE_STORE or ./model_store)."
+        ),
+    ] = None,
+    format_: Annotated[
+        str, typer.Option("--format", help="Output: table | csv | json (JSON lines).")
+    ] = "table",
     max_rows: Annotated[int, typer.Option(help="Rows shown by --format table.")] = 40,
 ) -> None:
     """Run SQL on DuckDB; prints the last statement's result.
@@ -50,6 +60,11 @@ def sql(
             raise InferlineError(f"{file}: cannot read SQL file ({exc.strerror})") from None
     else:
         script = query or ""
+    if store is None:
+        from inferline.models.store import STORE_ENV, default_store
+
+        fallback = default_store()
+        store = fallback if os.environ.get(STORE_ENV) or os.path.isdir(fallback) else None
     with inferline.sql.connect(db, store=store) as con:
         result = con.run_script(script)
         table = con.fetch(result)
@@ -100,8 +115,18 @@ def _print_csv(table: pa.Table) -> None:
         writer.writerow(cells)
 
 
+def _short(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, list):
+        return [_short(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _short(v) for k, v in value.items()}
+    return value
+
+
 def _cell(value: Any, width: int = 60) -> str:
-    value = _plain(value)
+    value = _short(_plain(value))
     text = "NULL" if value is None else json.dumps(value) if isinstance(value, list | dict) else str(value)
     return text if len(text) <= width else text[: width - 3] + "..."
 
@@ -114,10 +139,14 @@ def _print_table(table: pa.Table, max_rows: int) -> None:
     view = Table(show_header=True, header_style="bold", show_lines=False)
     for name, field in zip(table.column_names, table.schema, strict=True):
         numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
-        view.add_column(name, justify="right" if numeric else "left", overflow="fold")
+        view.add_column(name, justify="right" if numeric else "left", no_wrap=True)
     for row in _rows(shown):
         view.add_row(*(_cell(v) for v in row.values()))
-    console = Console(highlight=False, soft_wrap=False, width=max(80, Console().width))
-    console.print(view)
+    # Piped output is not cut to 80 columns: a cell holds at most 60 characters.
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console = Console(highlight=False, soft_wrap=True, width=100_000)
+    console.print(view, crop=False)
     more = table.num_rows - shown.num_rows
-    console.print(f"{table.num_rows} row{'s' if table.num_rows != 1 else ''}" + (f" ({more} not shown)" if more else ""))
+    rows = f"{table.num_rows} row{'s' if table.num_rows != 1 else ''}"
+    console.print(rows + (f" ({more} not shown)" if more else ""))

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import duckdb
 import sqlglot
 from sqlglot import exp
-from sqlglot.tokens import Token, TokenType
+from sqlglot.tokenizer_core import Token, TokenType
 
 from inferline.errors import InferlineError, SqlError
 from inferline.sql import objects
@@ -98,7 +98,7 @@ def translate(text: str, session: Session) -> list[str]:
         create_model(tree, session)
         return []
     if isinstance(tree, exp.Drop) and str(tree.args.get("kind", "")).upper() == "MODEL":
-        for table in tree.expressions or [tree.this]:
+        for table in tree.args.get("tables") or [tree.this]:
             name = table_name(table)
             drop_model(session.con, name, if_exists=bool(tree.args.get("exists")))
             session.resolver.forget(name)
@@ -145,6 +145,8 @@ def _options(create: exp.Create, where: str) -> tuple[dict[str, Any], list[exp.E
     for prop in props.expressions if props is not None else []:
         if type(prop) is exp.Property:
             options[prop.this.name.lower()] = _value(prop.args["value"], where)
+        elif isinstance(prop, exp.FileFormatProperty):
+            options["format"] = _value(prop.this, where)
         else:
             others.append(prop)
     return options, others
@@ -158,7 +160,9 @@ def create_model(create: exp.Create, session: Session) -> None:
     outputs: list[str] = []
     for prop in others:
         if isinstance(prop, exp.TransformModelProperty):
-            raise SqlError(f"{where}: TRANSFORM(...) is not supported; preprocess in the subquery of ML.PREDICT")
+            raise SqlError(
+                f"{where}: TRANSFORM(...) is not supported; preprocess in the subquery of ML.PREDICT"
+            )
         if isinstance(prop, exp.InputModelProperty):
             inputs = [c.name for c in prop.this.expressions]
         elif isinstance(prop, exp.OutputModelProperty):
@@ -167,16 +171,21 @@ def create_model(create: exp.Create, session: Session) -> None:
             raise SqlError(f"{where}: {prop.sql('bigquery')} is not supported")
     model_type = str(options.get("model_type", "")).lower()
     if create.expression is not None or (model_type and model_type not in MODEL_TYPES):
-        shown = f"model_type='{model_type}'" if model_type else "AS SELECT ..."
+        importing = create.expression is not None and (not model_type or model_type in MODEL_TYPES)
+        shown = "AS SELECT ..." if importing else f"model_type='{model_type}'"
         raise SqlError(
             f"{where}: training ({shown}) is not supported; train in Python and import the file "
             f"with model_type={'|'.join(repr(t) for t in MODEL_TYPES)} and model_path="
         )
     unknown = sorted(set(options) - set(MODEL_OPTIONS))
     if unknown:
-        raise SqlError(f"{where}: option {unknown[0]!r} is not supported (supported: {', '.join(MODEL_OPTIONS)})")
+        raise SqlError(
+            f"{where}: option {unknown[0]!r} is not supported (supported: {', '.join(MODEL_OPTIONS)})"
+        )
     if not model_type or "model_path" not in options:
-        raise SqlError(f"{where}: needs OPTIONS(model_type='sklearn'|'onnx'|..., model_path='path/or/*.glob')")
+        raise SqlError(
+            f"{where}: needs OPTIONS(model_type='sklearn'|'onnx'|..., model_path='path/or/*.glob')"
+        )
     path = str(options["model_path"])
     entry = CatalogModel(
         name=name,
@@ -200,7 +209,9 @@ def create_external_table(create: exp.Create) -> list[str]:
     options, _ = _options(create, where)
     unknown = sorted(set(options) - set(TABLE_OPTIONS))
     if unknown:
-        raise SqlError(f"{where}: option {unknown[0]!r} is not supported (supported: uris, object_metadata, format)")
+        raise SqlError(
+            f"{where}: option {unknown[0]!r} is not supported (supported: uris, object_metadata, format)"
+        )
     uris = options.get("uris")
     if isinstance(uris, str):
         uris = [uris]
@@ -225,7 +236,7 @@ def create_external_table(create: exp.Create) -> list[str]:
     return [*schema, objects.file_table_sql(name, uris, fmt, replace=replace, if_not_exists=if_not_exists)]
 
 
-def translate_query(tree: exp.Expression, session: Session) -> str:
+def translate_query(tree: exp.Expr, session: Session) -> str:
     """A query using ML.PREDICT / ML.DECODE_IMAGE -> DuckDB SQL (registering its UDFs)."""
     for dot in list(tree.find_all(exp.Dot)):
         if isinstance(dot.this, exp.Identifier) and dot.this.name.upper() == "ML":
@@ -264,4 +275,3 @@ def translate_query(tree: exp.Expression, session: Session) -> str:
     for placeholder, subquery in replacements.items():
         sql = sql.replace(placeholder, subquery)
     return sql
-

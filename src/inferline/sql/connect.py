@@ -6,7 +6,7 @@
 
 The returned `SqlConnection` behaves as the DuckDB connection it wraps (every other
 attribute is DuckDB's); `sql()`/`execute()` also accept BigQuery-ML statements and
-scripts of several statements. `.duckdb` is the raw connection, on which `predict()`,
+scripts of several statements. `.raw` is the DuckDB connection, on which `predict()`,
 `predict_scores()`, `predict_label()` and `decode_image()` work too.
 """
 
@@ -41,7 +41,8 @@ class SqlConnection:
         self.resolver = ModelResolver(con, store=store)
 
     @property
-    def duckdb(self) -> duckdb.DuckDBPyConnection:
+    def raw(self) -> duckdb.DuckDBPyConnection:
+        """The wrapped DuckDB connection."""
         return self.con
 
     def __getattr__(self, name: str) -> Any:
@@ -64,6 +65,11 @@ class SqlConnection:
     def execute(self, query: str, parameters: object = None) -> SqlConnection:
         """DB-API style: translate BigQuery-ML if needed, then `execute` on DuckDB."""
         if bigquery.is_bigquery_ml(query):
+            if parameters:
+                raise SqlError(
+                    "statement 1: query parameters (?, $1) are not supported with BigQuery-ML statements; "
+                    "put the values in the SQL or use predict(...)"
+                )
             statements = self._translate(1, query)
             for statement in statements[:-1]:
                 self.con.execute(statement).fetchall()
@@ -119,7 +125,11 @@ class SqlConnection:
 
 def split_statements(script: str) -> list[str]:
     """Statements of a script, split on `;` outside strings and comments (DuckDB's tokenizer)."""
-    cuts = [pos for pos, kind in duckdb.tokenize(script) if kind == duckdb.token_type.operator and script[pos] == ";"]
+    cuts = [
+        pos
+        for pos, kind in duckdb.tokenize(script)
+        if kind == duckdb.token_type.operator and script[pos] == ";"
+    ]
     pieces, start = [], 0
     for cut in [*cuts, len(script)]:
         pieces.append(script[start:cut])

@@ -60,9 +60,7 @@ def _as_stored_channels(image: Any) -> Any:
 def images_to_arrow(images: list[np.ndarray | None]) -> pa.Array:
     """(h, w, c) arrays (None = NULL) -> one `list<list<list<float>>>` column."""
     present = [img for img in images if img is not None]
-    flat = (
-        np.concatenate([img.reshape(-1) for img in present]) if present else np.empty(0, np.float32)
-    )
+    flat = np.concatenate([img.reshape(-1) for img in present]) if present else np.empty(0, np.float32)
     shapes = np.array([img.shape if img is not None else (0, 0, 0) for img in images], dtype=np.int64)
     shapes = shapes.reshape(-1, 3)
     h, w, c = shapes[:, 0], shapes[:, 1], shapes[:, 2]

@@ -21,12 +21,13 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from duckdb.func import ARROW, SPECIAL
 
 from inferline.errors import InferlineError, SqlError
 from inferline.models.base import LoadedModel, Prediction
 from inferline.sql.decode import IMAGE_TYPE, decode_column
 from inferline.sql.resolver import ModelResolver
-from inferline.sql.tensors import combine, list_tensor, model_layout, scatter, valid_rows
+from inferline.sql.tensors import combine, complete_rows, list_tensor, model_layout, scatter
 
 # More feature columns than this: pass one list, predict('m', [a, b, ...]) or a DOUBLE[] column.
 MAX_ARITY = 32
@@ -44,17 +45,23 @@ def register(con: duckdb.DuckDBPyConnection, resolver: ModelResolver, errors: Ud
     """Create the functions on `con` (UDFs plus TEMP macros: nothing is stored in the file)."""
     for public, (sql_type, arrow_type) in OUTPUTS.items():
         body = _predict_udf(resolver, public, arrow_type, errors)
-        con.create_function(f"__inferline_{public}", body, ["VARCHAR", "DOUBLE[]"], sql_type, type="arrow")
-        con.create_function(
-            f"__inferline_{public}_image", body, ["VARCHAR", IMAGE_TYPE], sql_type, type="arrow"
-        )
+        for suffix, input_type in (("", "DOUBLE[]"), ("_image", IMAGE_TYPE)):
+            con.create_function(
+                f"__inferline_{public}{suffix}",
+                body,
+                ["VARCHAR", input_type],
+                sql_type,
+                type=ARROW,
+                null_handling=SPECIAL,
+            )
         con.execute(_macro_sql(public))
     con.create_function(
         "__inferline_decode_image",
         _guard(decode_column, errors),
         ["BLOB", "INTEGER", "INTEGER"],
         IMAGE_TYPE,
-        type="arrow",
+        type=ARROW,
+        null_handling=SPECIAL,
     )
     con.execute(
         "CREATE OR REPLACE TEMP MACRO decode_image(data) AS __inferline_decode_image(data, 0, 0), "
@@ -122,7 +129,7 @@ def _predict_udf(
 
 
 def _predict_chunk(loaded: LoadedModel, inputs: pa.Array, public: str, arrow_type: pa.DataType) -> pa.Array:
-    valid = valid_rows([inputs])
+    valid = complete_rows(inputs)
     where = f"{public}({loaded.name!r})"
     present = inputs if valid.all() else inputs.filter(pa.array(valid))
     if len(present) == 0:

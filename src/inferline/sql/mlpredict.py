@@ -24,14 +24,35 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+from duckdb.func import ARROW, SPECIAL
 
 from inferline.errors import InferlineError, SqlError
 from inferline.models.base import LoadedModel, Prediction
 from inferline.sql.functions import run_model
-from inferline.sql.tensors import combine, list_tensor, model_layout, scalar_matrix, scatter, to_arrow, valid_rows
+from inferline.sql.tensors import (
+    combine,
+    list_tensor,
+    model_layout,
+    scalar_matrix,
+    scatter,
+    to_arrow,
+    valid_rows,
+)
 
-NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
-           "UBIGINT", "FLOAT", "DOUBLE", "BOOLEAN")
+NUMERIC = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "FLOAT",
+    "DOUBLE",
+    "BOOLEAN",
+)
 PROBE_ROWS = 8
 
 
@@ -224,7 +245,7 @@ def predict_subquery(
             raise
 
     try:
-        con.create_function(udf, call, [param], result, type="arrow")
+        con.create_function(udf, call, [param], result, type=ARROW, null_handling=SPECIAL)
     except duckdb.NotImplementedException:
         pass  # already registered by an earlier statement: same model, inputs and outputs
     packed = "{" + ", ".join(f"'{c.replace(chr(39), chr(39) * 2)}': {identifier(c)}" for c in inputs) + "}"
@@ -234,7 +255,9 @@ def predict_subquery(
     )
 
 
-def _probe_prediction(sample: pa.Table, inputs: list[str], loaded: LoadedModel, where: str) -> Prediction | None:
+def _probe_prediction(
+    sample: pa.Table, inputs: list[str], loaded: LoadedModel, where: str
+) -> Prediction | None:
     fields = [combine(sample.column(c)) for c in inputs]
     valid = valid_rows(fields)
     if not valid.any():

@@ -78,7 +78,9 @@ def register_filesystems(con: duckdb.DuckDBPyConnection, uris: list[str]) -> Non
             raise MissingExtraError(module, "gcp" if protocol in ("gs", "gcs") else "all") from exc
         except ValueError as exc:
             raise SqlError(f"object table uri {uri}: unknown protocol {protocol!r} ({exc})") from exc
-        if not con.filesystem_is_registered(fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol):
+        if not con.filesystem_is_registered(
+            fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
+        ):
             con.register_filesystem(fs)
 
 
@@ -121,4 +123,5 @@ def file_table_sql(name: str, uris: list[str], fmt: str, *, replace: bool, if_no
     """A BigQuery external table over data files (CSV, Parquet, JSON lines) as a view."""
     reader = FORMAT_READERS[fmt]
     files = "[" + ", ".join(sql_string(u) for u in uris) + "]"
-    return f"{_create_view(name, replace=replace, if_not_exists=if_not_exists)} AS SELECT * FROM {reader}({files})"
+    view = _create_view(name, replace=replace, if_not_exists=if_not_exists)
+    return f"{view} AS SELECT * FROM {reader}({files})"

@@ -7,7 +7,6 @@ chunks it predicts. `CREATE OR REPLACE MODEL` through the same connection drops 
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import duckdb
 
@@ -66,18 +65,16 @@ class ModelResolver:
         if entry is not None:
             return load_catalog_model(entry)
         if self.store is not None:
-            return self._load_from_store(name)
+            return self._load_from_store(self.store, name)
         raise SqlError(
             f"model {name!r} not found: register it with CREATE MODEL {name} "
             "OPTIONS(model_type='sklearn', model_path='models/*.joblib') or pass --store DIR"
         )
 
-    def _load_from_store(self, name: str) -> LoadedModel:
-        from inferline.models import store as store_module
+    def _load_from_store(self, store: str, name: str) -> LoadedModel:
+        from inferline.models.store import ModelStore
 
-        model_store: Any = store_module.ModelStore(self.store)
-        loaded: LoadedModel = model_store.load(name)
-        return loaded
+        return ModelStore(store).load(name)
 
 
 def load_catalog_model(entry: CatalogModel) -> LoadedModel:

@@ -38,6 +38,18 @@ def valid_rows(columns: list[pa.Array]) -> np.ndarray:
     return valid
 
 
+def complete_rows(column: pa.Array) -> np.ndarray:
+    """Rows that are present and, for a list of numbers, hold no NULL number."""
+    valid = valid_rows([column])
+    if is_list_type(column.type) and not is_list_type(column.type.value_type):
+        values = column.flatten()
+        if values.null_count:
+            parents = pc.list_parent_indices(column)
+            holes = np.asarray(parents.filter(values.is_null()).to_numpy(zero_copy_only=False))
+            valid[holes] = False
+    return valid
+
+
 def list_tensor(column: pa.Array, *, where: str) -> np.ndarray:
     """A list (of lists...) column with no NULL rows as an (n, d1, d2, ...) float array.
 
