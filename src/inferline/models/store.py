@@ -31,7 +31,7 @@ from typing import Any
 import fsspec
 
 from inferline.errors import ModelError
-from inferline.models.base import LoadedModel, detect_framework, handler_for
+from inferline.models.base import FRAMEWORKS, LoadedModel, detect_framework, handler_for
 
 METADATA_FILE = "inferline.json"
 PIN_FILE = "pinned"
@@ -185,6 +185,11 @@ class ModelStore:
         """
         _check_name(name)
         framework = framework or detect_framework(file)
+        if framework not in FRAMEWORKS:
+            raise ModelError(
+                f"model file {file}: unknown framework {framework!r}; expected one of "
+                f"{', '.join(sorted(FRAMEWORKS))}"
+            )
         fs, _ = self._filesystem()
         model_dir = self._model_dir(name)
         filename = _basename(file)
@@ -200,11 +205,16 @@ class ModelStore:
         version_dir = f"{model_dir}/{number}"
         partial = f"{version_dir}/.{filename}.{uuid.uuid4().hex}.partial"
         digest = hashlib.sha256()
-        with source as src, fs.open(partial, "wb") as dst:
-            while chunk := src.read(_CHUNK):
-                digest.update(chunk)
-                dst.write(chunk)
-        fs.mv(partial, f"{version_dir}/{filename}")
+        try:
+            with source as src, fs.open(partial, "wb") as dst:
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    dst.write(chunk)
+            fs.mv(partial, f"{version_dir}/{filename}")
+        except BaseException:
+            # Leave no half version behind; its number stays used (last_version).
+            fs.rm(version_dir, recursive=True)
+            raise
         created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
         record = {
             "name": name,

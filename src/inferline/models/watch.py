@@ -56,6 +56,10 @@ class VersionSource(Protocol):
         """A local folder to watch for changes, or None to poll."""
         ...
 
+    def recursive(self) -> bool:
+        """Whether changes below `watch_path()`'s subfolders matter."""
+        ...
+
 
 class StoreVersions:
     """Versions of `spec.name` in the store `spec.store`; honours pins (spec, then store)."""
@@ -74,6 +78,9 @@ class StoreVersions:
     def watch_path(self) -> str | None:
         path = self.store.uri_of(self.spec.name)
         return None if is_remote_uri(path) else path
+
+    def recursive(self) -> bool:
+        return True  # versions are subfolders
 
 
 class GlobVersions:
@@ -101,6 +108,11 @@ class GlobVersions:
             fixed.append(part)
         folder = "/".join(fixed) or "."
         return folder if os.path.isdir(folder) else None
+
+    def recursive(self) -> bool:
+        # Only when a folder part of the pattern is a wildcard (`models/*/model.onnx`).
+        parts = (self.spec.uri or "").split("/")[:-1]
+        return any(c in part for part in parts for c in _GLOB_CHARS)
 
 
 @dataclass
@@ -260,6 +272,7 @@ class WatchingModelRef(ModelRef):
             step=50,
             raise_interrupt=False,
             watch_filter=_not_partial,
+            recursive=self.source.recursive(),
         ):
             if self._stop.is_set():
                 return

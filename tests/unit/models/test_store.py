@@ -198,3 +198,31 @@ def test_default_store_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert default_store() == "model_store"
     monkeypatch.setenv("INFERLINE_STORE", "/srv/models")
     assert default_store() == "/srv/models"
+
+
+def test_unknown_framework_is_refused(tmp_path: Path, files: dict[str, Path]) -> None:
+    store = ModelStore(str(tmp_path))
+    with pytest.raises(ModelError, match=r"unknown framework 'tensorflow'; expected one of keras, onnx"):
+        store.add("iris", str(files["onnx"]), framework="tensorflow")
+
+
+def test_a_failed_copy_leaves_no_half_version(
+    tmp_path: Path, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ModelStore(str(tmp_path))
+    store.add("iris", str(files["joblib"]))
+
+    fs, _ = store._filesystem()
+    real_mv = fs.mv
+
+    def mv_failing_for_models(source: str, target: str, **kwargs: object) -> None:
+        if target.endswith(".joblib"):
+            raise OSError("disk full")
+        real_mv(source, target, **kwargs)
+
+    monkeypatch.setattr(fs, "mv", mv_failing_for_models)
+    with pytest.raises(OSError, match="disk full"):
+        store.add("iris", str(files["joblib"]))
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "iris").iterdir()) == ["1", "last_version"]
+    assert store.add("iris", str(files["joblib"])).version == 3
