@@ -12,20 +12,23 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
-from inferline.engine.features import assemble, extract_features
-from inferline.errors import InferlineError, ModelError
+from inferline.engine.features import resolve_column
+from inferline.engine.predict import results_for
+from inferline.engine.steps import Step, StepFailed, apply_steps, build_steps
+from inferline.errors import InferlineError
 from inferline.io.base import DeadLetter, Sink, Source, SourceBatch, dead_letter_batch, row_as_json
 from inferline.io.factory import make_sink, make_source
-from inferline.models.base import LoadedModel, Prediction
+from inferline.models.base import LoadedModel
+from inferline.models.hooks import ModelHooks
 from inferline.models.registry import ModelRef
 from inferline.models.watch import open_model_ref
-from inferline.pipeline import PipelineSpec
+from inferline.pipeline import ModelSpec, PipelineSpec
 
 _DONE = object()
 
@@ -103,6 +106,10 @@ class LocalEngine:
         self.stats = RunStats()
         self._models = models
         self._failure: BaseException | None = None
+        self._before: list[Step] = []
+        self._after: list[Step] = []
+        self._hooks: list[ModelHooks | None] = []
+        self._pool: ThreadPoolExecutor | None = None
 
     # --- building -------------------------------------------------------------------
     def _open_models(self) -> list[ModelRef]:
@@ -121,6 +128,13 @@ class LocalEngine:
     def _model_error(self, model: str, message: str) -> None:
         # Called from a watcher thread; list.append is atomic.
         self.stats.model_errors.append(message)
+
+    def _model_hooks(self, spec: ModelSpec) -> ModelHooks | None:
+        if not (spec.handler or spec.labels or spec.top_k):
+            return None
+        hooks = ModelHooks(spec.handler, labels=spec.labels, top_k=spec.top_k, where=f"model {spec.name}")
+        hooks.open()
+        return hooks
 
     def _string_columns(self) -> list[str]:
         names: list[str] = []
@@ -166,53 +180,51 @@ class LocalEngine:
             self._put(out, _DONE, force=True)
 
     def process(self, batch: SourceBatch, models: list[LoadedModel]) -> _Work:
-        """Features -> predictions -> result rows for one batch; bad rows become dead letters."""
+        """Steps -> model(s) -> steps for one batch; bad rows become dead letters."""
         dead = list(batch.dead)
-        data, keys = batch.data, batch.keys
-        if self.spec.key and data.num_rows:
-            from inferline.engine.features import resolve_column
+        data, keys = batch.data, self._keys(batch)
+        if data.num_rows == 0:
+            return _Work(batch, None, dead)
+        try:
+            data, keys = apply_steps(self._before, data, keys)
+            if models and data.num_rows:
+                results, model_dead = results_for(
+                    models, self._hooks, data, keys, keep=self.spec.keep, pool=self._pool
+                )
+                dead.extend(model_dead)
+                self.stats.model_ids.update(m.model_id for m in models)
+            else:
+                results = _passthrough(data, keys) if data.num_rows else None
+            if results is not None and self._after:
+                out, out_keys = apply_steps(self._after, results.drop_columns(["key"]), results.column("key"))
+                results = _passthrough(out, out_keys)
+        except StepFailed as exc:
+            dead.extend(
+                DeadLetter(str(batch.keys[i]), row_as_json(batch.data, i), str(exc), "step")
+                for i in range(batch.data.num_rows)
+            )
+            return _Work(batch, None, dead)
+        return _Work(batch, results if results is not None and results.num_rows else None, dead)
 
-            try:
-                keys = resolve_column(data, self.spec.key).cast(pa.string())
-            except KeyError:
-                raise InferlineError(
-                    f"{self.spec.origin}: key column {self.spec.key!r} not found "
-                    f"(columns: {', '.join(data.schema.names)})"
-                ) from None
-        if not models or data.num_rows == 0:
-            results = _passthrough(data, keys) if data.num_rows else None
-            return _Work(batch, results, dead)
-        model = models[0]
-        features = extract_features(data, model.inputs, where=f"model {model.name} inputs")
-        good = features.good
-        if features.errors:
-            for row, error in features.errors.items():
-                dead.append(
-                    DeadLetter(str(keys[row]), row_as_json(data, row), error, "features", model.model_id)
-                )
-            mask = pa.array(good)
-            data, keys = data.filter(mask), keys.filter(mask)
-        data = _typed_inputs(data, model.inputs, features.matrix)
-        prediction, failed = predict_isolating(model, features.matrix)
-        if failed:
-            for row, error in failed.items():
-                dead.append(
-                    DeadLetter(str(keys[row]), row_as_json(data, row), error, "predict", model.model_id)
-                )
-            keep = np.ones(data.num_rows, dtype=bool)
-            keep[list(failed)] = False
-            mask = pa.array(keep)
-            data, keys = data.filter(mask), keys.filter(mask)
-        results = None
-        if data.num_rows:
-            results = assemble(data, keys, prediction, model.model_id, keep=self.spec.keep)
-            self.stats.model_ids.add(model.model_id)
-        return _Work(batch, results, dead)
+    def _keys(self, batch: SourceBatch) -> pa.Array:
+        if not self.spec.key or batch.data.num_rows == 0:
+            return batch.keys
+        try:
+            return resolve_column(batch.data, self.spec.key).cast(pa.string())
+        except KeyError:
+            raise InferlineError(
+                f"{self.spec.origin}: key column {self.spec.key!r} not found "
+                f"(columns: {', '.join(batch.data.schema.names)})"
+            ) from None
 
     # --- run ------------------------------------------------------------------------
     def run(self) -> RunSummary:
         started = self.clock()
         refs = self._open_models()
+        self._before, self._after = build_steps(self.spec.steps, origin=self.spec.origin)
+        self._hooks = [self._model_hooks(m) for m in self.spec.all_models] or [None] * len(refs)
+        if len(refs) > 1:
+            self._pool = ThreadPoolExecutor(max_workers=len(refs), thread_name_prefix="inferline-model")
         source = make_source(self.spec, string_columns=self._string_columns())
         sink = make_sink(self.spec.sink, origin=self.spec.origin)
         dead_spec = self.spec.dead_letter_spec()
@@ -268,6 +280,8 @@ class LocalEngine:
             source.close()
             for ref in refs:
                 ref.close()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
         seconds = max(self.clock() - started, 1e-9)
         return RunSummary(
             pipeline=self.spec.name,
@@ -335,55 +349,6 @@ def _in_order(q: queue.Queue[Any], producers: int) -> Iterator[_Work]:
     # After a failure some numbers never arrive; what did arrive is still written in order.
     for seq in sorted(pending):
         yield pending[seq]
-
-
-def predict_isolating(model: LoadedModel, matrix: np.ndarray) -> tuple[Prediction, dict[int, str]]:
-    """Predict a batch; if the model raises, bisect to find the rows it fails on."""
-    try:
-        return _check(model, model.predict(matrix), len(matrix)), {}
-    except InferlineError:
-        raise
-    except Exception as exc:
-        if len(matrix) <= 1:
-            error = f"model {model.model_id} failed: {type(exc).__name__}: {exc}".splitlines()[0]
-            return _empty_like(model), {0: error} if len(matrix) else {}
-    half = len(matrix) // 2
-    left, left_failed = predict_isolating(model, matrix[:half])
-    right, right_failed = predict_isolating(model, matrix[half:])
-    failed = dict(left_failed)
-    failed.update({half + i: e for i, e in right_failed.items()})
-    parts = [p for p in (left, right) if len(p.prediction)]
-    if not parts:
-        return _empty_like(model), failed
-    prediction = np.concatenate([p.prediction for p in parts])
-    scores = None
-    if all(p.scores is not None for p in parts):
-        scores = np.concatenate([p.scores for p in parts if p.scores is not None])
-    return Prediction(prediction, scores), failed
-
-
-def _check(model: LoadedModel, prediction: Prediction, n: int) -> Prediction:
-    if len(prediction.prediction) != n:
-        raise ModelError(
-            f"model {model.model_id}: returned {len(prediction.prediction)} predictions for {n} rows"
-        )
-    return prediction
-
-
-def _empty_like(model: LoadedModel) -> Prediction:
-    return Prediction(prediction=np.empty((0,)), scores=None)
-
-
-def _typed_inputs(data: pa.RecordBatch, inputs: list[str], matrix: np.ndarray) -> pa.RecordBatch:
-    # CSV inputs are read as text so one bad value dead-letters a row instead of failing
-    # the file; once parsed, pass the numbers through rather than the text.
-    if matrix.ndim != 2 or matrix.shape[1] != len(inputs):
-        return data
-    for j, name in enumerate(inputs):
-        index = data.schema.get_field_index(name)
-        if index >= 0 and pa.types.is_string(data.schema.field(index).type):
-            data = data.set_column(index, name, pa.array(matrix[:, j]))
-    return data
 
 
 def _passthrough(data: pa.RecordBatch, keys: pa.Array) -> pa.RecordBatch:

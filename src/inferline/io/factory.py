@@ -51,6 +51,10 @@ def make_source(spec: PipelineSpec, *, string_columns: list[str] | None = None) 
 
 def make_sink(sink: SinkSpec, *, origin: str = "<spec>") -> Sink:
     """The sink for a sink spec (also used for the dead-letter sink)."""
+    if sink.split:
+        from inferline.io.split import SplitSink
+
+        return SplitSink(sink, origin=origin)
     if sink.kind not in SINKS:
         raise SpecError(f"{origin}: sink kind {sink.kind!r} is not available in this build")
     cls = _load(SINKS[sink.kind])

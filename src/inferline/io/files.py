@@ -112,50 +112,82 @@ class CsvSource(_FileSource):
     kind = "csv"
 
     def _read(self, handle: IO[bytes], uri: str) -> Iterator[tuple[pa.RecordBatch, list[DeadLetter]]]:
+        # Columns are typed by Arrow's inference. If a model-input column later holds a value
+        # that is not a number, the file is re-read from where it stopped with the input
+        # columns as text, so that the bad value dead-letters one row instead of the file.
         invalid: list[DeadLetter] = []
+        reported: set[int | None] = set()
         lock = threading.Lock()
 
         def on_invalid(row: Any) -> str:
             with lock:
-                invalid.append(
-                    DeadLetter(
-                        key=f"{uri}:line{row.number}",
-                        raw=row.text,
-                        error=(
-                            f"{uri} line {row.number}: expected {row.expected_columns} "
-                            f"columns, got {row.actual_columns}"
-                        ),
-                        stage="parse",
+                if row.number is None or row.number not in reported:
+                    reported.add(row.number)
+                    invalid.append(
+                        DeadLetter(
+                            key=f"{uri}:line{row.number}",
+                            raw=row.text,
+                            error=(
+                                f"{uri} line {row.number}: expected {row.expected_columns} "
+                                f"columns, got {row.actual_columns}"
+                            ),
+                            stage="parse",
+                        )
                     )
-                )
             return "skip"
 
+        def drain() -> list[DeadLetter]:
+            with lock:
+                dead, invalid[:] = list(invalid), []
+            return dead
+
+        as_text = False
+        emitted = 0
+        while True:
+            reader = self._open_reader(handle, uri, on_invalid, as_text=as_text)
+            if reader is None:
+                return
+            skip = emitted
+            try:
+                while True:
+                    try:
+                        batch = reader.read_next_batch()
+                    except StopIteration:
+                        break
+                    if skip:
+                        dropped = min(skip, batch.num_rows)
+                        batch, skip = batch.slice(dropped), skip - dropped
+                    emitted += batch.num_rows
+                    yield batch, drain()
+            except pa.ArrowInvalid as exc:
+                if as_text or not self.string_columns or "conversion error" not in str(exc).lower():
+                    raise InputError(f"{uri}: {exc}") from None
+                as_text = True
+                handle.seek(0)
+                continue
+            leftover = drain()
+            if leftover:
+                yield pa.RecordBatch.from_pylist([], schema=reader.schema), leftover
+            return
+
+    def _open_reader(
+        self, handle: IO[bytes], uri: str, on_invalid: Any, *, as_text: bool
+    ) -> pa_csv.CSVStreamingReader | None:
+        types = {c: pa.string() for c in self.string_columns} if as_text else {}
         try:
-            reader = pa_csv.open_csv(
+            return pa_csv.open_csv(
                 handle,
                 read_options=pa_csv.ReadOptions(block_size=1 << 20),
                 parse_options=pa_csv.ParseOptions(invalid_row_handler=on_invalid),
-                convert_options=pa_csv.ConvertOptions(
-                    column_types={c: pa.string() for c in self.string_columns}
-                ),
+                convert_options=pa_csv.ConvertOptions(column_types=types),
             )
         except pa.ArrowInvalid as exc:
             if "Empty CSV file" in str(exc):
-                return
+                return None
+            if not as_text and self.string_columns and "conversion error" in str(exc).lower():
+                handle.seek(0)
+                return self._open_reader(handle, uri, on_invalid, as_text=True)
             raise InputError(f"{uri}: cannot read as CSV ({exc})") from None
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                break
-            except pa.ArrowInvalid as exc:
-                raise InputError(f"{uri}: {exc}") from None
-            with lock:
-                dead, invalid[:] = list(invalid), []
-            yield batch, dead
-        with lock:
-            if invalid:
-                yield pa.RecordBatch.from_pylist([], schema=reader.schema), list(invalid)
 
 
 class JsonlSource(_FileSource):
