@@ -215,3 +215,18 @@ def test_bad_split_fractions(project: Path, cli: CliRunner) -> None:
         "run", _spec(sink={"kind": "parquet", "path": "o", "split": {"train": 0.7, "eval": 0.2}}), check=False
     )
     assert "sink.split: expected two or more fractions adding up to 1" in result.stderr
+
+
+def test_the_prepared_example_in_the_readme_runs(project: Path, cli: CliRunner) -> None:
+    repo = Path(__file__).resolve().parents[2] / "examples" / "iris"
+    for name in ("hooks.py", "prepared.yaml", "labels.txt"):
+        (project / "examples" / "iris" / name).write_text((repo / name).read_text())
+    result = cli("run", "examples/iris/prepared.yaml")
+    assert "150 rows read" in result.stdout
+    with duckdb.connect("warehouse.duckdb") as con:
+        rows = con.execute(
+            "SELECT sepal_width, prediction, label, sepal_area, sepal_length FROM iris_prepared"
+        ).fetchall()
+    assert rows and all(w < 4 and p != 0 for w, p, *_ in rows)
+    names = ["setosa", "versicolor", "virginica"]
+    assert all(label == names[p] and area == pytest.approx(w * sl) for w, p, label, area, sl in rows)

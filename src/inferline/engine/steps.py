@@ -12,6 +12,8 @@ Example:
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -163,6 +165,9 @@ def load_object(target: str, *, where: str) -> Any:
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise StepError(f"{where}: {target!r} should look like package.module:name")
+    # Like uvicorn's --app-dir ".": user modules next to the pipeline import without packaging.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
