@@ -89,11 +89,19 @@ def feature_shape(loaded: LoadedModel) -> tuple[int, ...] | None:
     shape = loaded.metadata.get("input_shape")
     if isinstance(shape, list) and all(isinstance(d, int) for d in shape):
         return tuple(shape)
+    image = loaded.metadata.get("image", loaded.metadata)
+    if isinstance(image, dict) and image.get("resize"):
+        # Images saved with a fixed size: (C, H, W) or (H, W, C) after decoding.
+        size = [int(v) for v in image["resize"]]
+        height, width = size * 2 if len(size) == 1 else size[:2]
+        channels = 1 if image.get("mode") == "L" else 3
+        nhwc = str(image.get("layout", "NCHW")).upper() == "NHWC"
+        return (height, width, channels) if nhwc else (channels, height, width)
     if loaded.inputs:
         return (len(loaded.inputs),)
-    width = getattr(loaded.model, "n_features_in_", None)
-    if isinstance(width, int):
-        return (width,)
+    features = getattr(loaded.model, "n_features_in_", None)
+    if isinstance(features, int):
+        return (features,)
     get_inputs = getattr(loaded.model, "get_inputs", None)  # onnxruntime.InferenceSession
     if callable(get_inputs):
         dims = list(get_inputs()[0].shape)[1:]

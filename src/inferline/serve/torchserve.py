@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from inferline.errors import InferlineError
 from inferline.models.base import Prediction
 from inferline.serve.http import ApiError, bad_request, invalid_input, json_response, parse_json
 from inferline.serve.models import ServedVersion
@@ -96,17 +97,49 @@ def _named_row(row: Any, served: ServedVersion, index: int) -> list[Any]:
     return [row[name] for name in served.inputs]
 
 
+IMAGE_KEYS = ("resize", "mode", "scale", "mean", "std", "layout")
+
+
 def decode_image_body(body: bytes, served: ServedVersion) -> np.ndarray:
+    """One image body as a one-row batch, decoded with the model's saved image settings."""
     try:
         from inferline.io.images import decode_image  # type: ignore[import-not-found, unused-ignore]
-    except ImportError as exc:
-        raise ApiError(415, "UnsupportedMediaType", "image bodies need inferline.io.images") from exc
-    settings = served.metadata.get("image", served.metadata)
+    except ImportError as exc:  # the images module or Pillow is missing
+        raise ApiError(
+            415, "UnsupportedMediaType", f"model {served.model_id}: image bodies need Pillow ({exc})"
+        ) from exc
+    settings = image_settings(served)
+    if not body:
+        raise bad_request(f"model {served.model_id}: empty image body")
     try:
         image = np.asarray(decode_image(body, settings))
-    except Exception as exc:
-        raise bad_request(f"model {served.model_id}: cannot decode the image body ({exc})") from exc
+    except InferlineError as exc:
+        raise bad_request(f"model {served.model_id}: {exc}") from exc
     return served.check_rows(image[np.newaxis, ...], input_name="image")
+
+
+def image_settings(served: ServedVersion) -> Any:
+    """`ImageSettings` from the store metadata (`image: {...}` or top-level keys)."""
+    from inferline.io.images import ImageSettings  # type: ignore[import-not-found, unused-ignore]
+
+    meta = served.metadata.get("image", served.metadata)
+    if not isinstance(meta, dict):
+        meta = {}
+    values: dict[str, Any] = {key: meta[key] for key in IMAGE_KEYS if meta.get(key) is not None}
+    if "resize" in values:
+        resize = [int(v) for v in values["resize"]]
+        values["resize"] = tuple(resize * 2 if len(resize) == 1 else resize)
+    for key in ("mean", "std"):
+        if key in values:
+            values[key] = tuple(float(v) for v in values[key])
+    if "layout" in values:
+        values["layout"] = str(values["layout"]).upper()
+    try:
+        return ImageSettings(**values)
+    except (InferlineError, TypeError) as exc:
+        raise ApiError(
+            500, "ModelConfigError", f"model {served.model_id}: bad image settings in its metadata ({exc})"
+        ) from exc
 
 
 def render_predictions(served: ServedVersion, prediction: Prediction, context: Any) -> dict[str, Any]:
