@@ -18,6 +18,7 @@ import joblib
 import numpy as np
 import pyarrow as pa
 import pytest
+from rich.console import Console
 from sklearn.datasets import load_iris
 from sklearn.dummy import DummyClassifier
 
@@ -26,6 +27,7 @@ from inferline.examples.iris import FEATURES
 from inferline.io.base import SourceBatch
 from inferline.models.store import ModelStore
 from inferline.pipeline import parse_spec
+from inferline.progress import print_summary
 
 BATCH = 5
 
@@ -177,6 +179,9 @@ def test_new_versions_swap_in_between_batches_and_bad_ones_are_reported(
     assert len(summary.model_errors) == 1
     assert "model iris/3: cannot load" in summary.model_errors[0]
     assert "still serving iris/2" in summary.model_errors[0]
+    console = Console(record=True, width=400)
+    print_summary(console, summary)
+    assert f"model load error: {summary.model_errors[0]}" in console.export_text()
 
 
 def test_without_watch_one_version_serves_the_whole_run(
