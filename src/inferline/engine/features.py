@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from inferline.engine.tensors import tensor_matrix, tensor_shape
 from inferline.errors import InputError
 from inferline.models.base import Prediction
 
@@ -51,6 +52,9 @@ def extract_features(data: pa.RecordBatch, inputs: list[str], *, where: str = "i
     n = data.num_rows
     good = np.ones(n, dtype=bool)
     errors: dict[int, str] = {}
+    tensors = _tensor_inputs(data, inputs)
+    if tensors is not None:
+        return _tensor_features(data, *tensors, good, errors)
     names = inputs or [f.name for f in data.schema if _is_numeric(f.type)]
     if not names:
         raise InputError(f"{where}: no numeric columns to use as model inputs; set inputs:")
@@ -67,6 +71,30 @@ def extract_features(data: pa.RecordBatch, inputs: list[str], *, where: str = "i
         parts = [_as_float(name, col, good, errors) for name, col in columns]
         matrix = np.column_stack(parts) if parts else np.empty((n, 0))
     return Features(matrix=matrix[good] if not good.all() else matrix, good=good, errors=errors)
+
+
+def _tensor_inputs(data: pa.RecordBatch, inputs: list[str]) -> tuple[str, tuple[int, ...]] | None:
+    # One tensor column (e.g. decoded images) is fed as (n, *shape) in its own dtype;
+    # with no inputs: given, a batch's single tensor column is the input.
+    candidates = inputs if len(inputs) == 1 else [] if inputs else list(data.schema.names)
+    found = [
+        (name, shape)
+        for name in candidates
+        if name in data.schema.names and (shape := tensor_shape(data.schema.field(name))) is not None
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def _tensor_features(
+    data: pa.RecordBatch, name: str, shape: tuple[int, ...], good: np.ndarray, errors: dict[int, str]
+) -> Features:
+    column = data.column(name)
+    matrix = tensor_matrix(column, shape)
+    if column.null_count:
+        nulls = np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+        _mark(good, errors, np.flatnonzero(nulls), f"field {name!r} is empty, expected a tensor")
+        matrix = matrix[good]
+    return Features(matrix=matrix, good=good, errors=errors)
 
 
 def _is_numeric(t: pa.DataType) -> bool:
@@ -171,7 +199,8 @@ def assemble(
     n = data.num_rows
     names: list[str] = ["key"]
     arrays: list[pa.Array] = [keys]
-    passthrough = data.schema.names if keep is None else keep
+    # Tensor columns (decoded pixels) are model inputs, not results: kept only on request.
+    passthrough = [f.name for f in data.schema if tensor_shape(f) is None] if keep is None else keep
     for name in passthrough:
         if name not in data.schema.names:
             raise InputError(f"keep: column {name!r} not found (columns: {', '.join(data.schema.names)})")

@@ -15,6 +15,7 @@ SOURCES: dict[str, str] = {
     "jsonl": "inferline.io.files:JsonlSource",
     "parquet": "inferline.io.files:ParquetSource",
     "table": "inferline.io.duckdb:TableSource",
+    "images": "inferline.io.images:ImagesSource",
 }
 
 SINKS: dict[str, str] = {
