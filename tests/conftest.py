@@ -72,3 +72,13 @@ def cli(project: Path) -> CliRunner:
         return result
 
     return run
+
+
+@pytest.fixture(scope="session")
+def digits_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/digits built once per test session (held-out PNGs, trained CNN, pipeline)."""
+    from inferline.examples import digits
+
+    root = tmp_path_factory.mktemp("digits-example") / "examples" / "digits"
+    digits.build(str(root))
+    return root

@@ -51,7 +51,7 @@ def run(
 
 @app.command()
 def quickstart(
-    example: Annotated[str, typer.Argument(help="Which example: iris.")] = "iris",
+    example: Annotated[str, typer.Argument(help="Which example: iris or digits.")] = "iris",
     root: Annotated[str, typer.Option(help="Folder for the example's files.")] = "examples",
 ) -> None:
     """Build an example (trains its model on first use) and run its pipeline."""
@@ -59,8 +59,13 @@ def quickstart(
     from inferline.pipeline import load_spec
     from inferline.progress import print_summary
 
+    if example == "digits":
+        from inferline.examples import digits
+
+        digits.quickstart(root, out)
+        return
     if example != "iris":
-        raise InferlineError(f"quickstart: unknown example {example!r}; expected iris")
+        raise InferlineError(f"quickstart: unknown example {example!r}; expected iris or digits")
     from inferline.examples import iris
 
     paths = iris.build(os.path.join(root, "iris"))

@@ -84,6 +84,12 @@ def handler_options(spec: ModelSpec, framework: str) -> dict[str, Any]:
         options["scores"] = spec.scores
     if framework in ("onnx", "torch", "keras"):
         options["device"] = spec.device
+    if framework in ("torch", "keras"):
+        options["scores"] = spec.scores
+        options["output"] = spec.output
+    if framework == "torch":
+        options["model_class"] = spec.model_class
+        options["model_params"] = spec.model_params
     return options
 
 

@@ -1,0 +1,76 @@
+"""Keras 3 models (`.keras`, legacy `.h5`) on the torch backend: no TensorFlow needed.
+
+`KERAS_BACKEND` is set to `torch` before keras is first imported, unless the user chose
+another backend. Outputs go through the same rules as torch models (`models/outputs.py`):
+a softmax output is used as `scores` as is, its argmax is the `prediction`.
+
+Example:
+    >>> handler = KerasHandler()
+    >>> model = handler.load("models/digits.keras")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from inferline.errors import ModelError, require
+from inferline.models.base import Prediction
+from inferline.models.files import local_copy
+from inferline.models.outputs import check_output_mode, classify
+from inferline.models.torch import pick_device
+
+
+def keras_module() -> Any:
+    """keras, imported on the torch backend (unless KERAS_BACKEND says otherwise)."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    return require("keras", "keras")
+
+
+class KerasHandler:
+    """Runs a saved Keras model on whole batches with `predict_on_batch`.
+
+    Example:
+        >>> KerasHandler(device="cpu").framework
+        'keras'
+    """
+
+    framework = "keras"
+
+    def __init__(
+        self,
+        *,
+        batch_size: int | None = None,
+        device: str = "cpu",
+        scores: bool = True,
+        output: str | None = None,
+    ) -> None:
+        self.batch_size = batch_size
+        self.device = device
+        self.scores = scores
+        self.output = output
+
+    def load(self, uri: str) -> Any:
+        keras = keras_module()
+        check_output_mode(self.output, where=f"model {uri}")
+        if keras.backend.backend() == "torch":
+            pick_device(require("torch", "keras"), self.device, uri)
+        with local_copy(uri) as path:
+            try:
+                # safe_mode refuses Lambda layers' pickled bytecode in .keras files.
+                return keras.saving.load_model(path, compile=False, safe_mode=True)
+            except Exception as exc:
+                lines = str(exc).strip().splitlines()
+                reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+                raise ModelError(f"model {uri}: cannot load Keras model ({reason})") from exc
+
+    def predict(self, model: Any, inputs: np.ndarray) -> Prediction:
+        keras = keras_module()
+        dtype = np.float32 if inputs.dtype == np.float64 else inputs.dtype
+        output = model.predict_on_batch(np.ascontiguousarray(inputs, dtype=dtype))
+        if isinstance(output, (list, tuple)):
+            output = output[0]
+        values = np.asarray(keras.ops.convert_to_numpy(output))
+        return classify(values, output=self.output, scores=self.scores)

@@ -1,0 +1,77 @@
+"""The Keras handler (Keras 3 on torch) against a tiny model trained here, as .keras and .h5."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from inferline.errors import MissingExtraError, ModelError
+from inferline.models.keras import KerasHandler, keras_module
+from inferline.models.registry import load_model
+from inferline.pipeline import ModelSpec
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    keras = keras_module()
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 4), dtype=np.float32)
+    y = (x[:, 0] + x[:, 1] > 1).astype(np.int64) + (x[:, 2] > 0.5)
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    folder = tmp_path_factory.mktemp("keras")
+    model.save(folder / "tiny-1.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "HDF5 ... is considered legacy"
+        model.save(folder / "tiny-2.h5")
+    return model, folder
+
+
+def test_keras_backend_is_torch() -> None:
+    assert keras_module().backend.backend() == os.environ["KERAS_BACKEND"] == "torch"
+
+
+@pytest.mark.parametrize("name", ["tiny-1.keras", "tiny-2.h5"])
+def test_predictions_equal_model_predict(trained: tuple[Any, Path], name: str) -> None:
+    model, folder = trained
+    rows = np.random.default_rng(1).random((10, 4))  # float64, as CSV features arrive
+    expected = model.predict(rows.astype(np.float32), verbose=0)
+    handler = KerasHandler()
+    got = handler.predict(handler.load(str(folder / name)), rows)
+    np.testing.assert_array_equal(got.prediction, expected.argmax(axis=1))
+    assert got.scores is not None
+    np.testing.assert_allclose(got.scores, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_registry_loads_keras_by_suffix_with_raw_output(trained: tuple[Any, Path]) -> None:
+    model, folder = trained
+    loaded = load_model(ModelSpec(name="tiny", uri=str(folder / "tiny-1.keras"), output="raw"))
+    rows = np.ones((2, 4), dtype=np.float32)
+    np.testing.assert_allclose(loaded.predict(rows).prediction, model.predict(rows, verbose=0), rtol=1e-5)
+
+
+def test_corrupt_keras_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.keras"
+    path.write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match=r"broken\.keras: cannot load Keras model \("):
+        KerasHandler().load(str(path))
+
+
+def test_missing_keras_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "keras", None)
+    with pytest.raises(MissingExtraError, match=r"keras is not installed: pip install 'inferline\[keras\]'"):
+        KerasHandler().load(str(tmp_path / "m.keras"))

@@ -1,0 +1,38 @@
+"""Model output tensors -> prediction and scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inferline.errors import SpecError
+from inferline.models.outputs import check_output_mode, classify, probabilities
+
+
+def test_logits_give_argmax_and_softmax() -> None:
+    logits = np.array([[1.0, 3.0, 0.0], [2.0, -1.0, 0.5]], dtype=np.float32)
+    got = classify(logits, output=None, scores=True)
+    assert got.prediction.tolist() == [1, 0]
+    assert got.scores is not None
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(got.scores, expected, rtol=1e-6)
+
+
+def test_probabilities_are_kept_as_they_are() -> None:
+    probs = np.array([[0.25, 0.75], [1.0, 0.0]])
+    np.testing.assert_array_equal(probabilities(probs), probs)
+
+
+def test_regression_and_raw_outputs() -> None:
+    column = np.array([[1.5], [2.5]])
+    assert classify(column, output=None, scores=True).prediction.tolist() == [1.5, 2.5]
+    raw = classify(np.ones((2, 3)), output="raw", scores=True)
+    assert raw.prediction.shape == (2, 3) and raw.scores is None
+    assert classify(np.ones((2, 3)), output=None, scores=False).scores is None
+
+
+def test_unknown_output_mode() -> None:
+    with pytest.raises(
+        SpecError, match="model m: output: 'softmax' is not supported; expected raw or argmax"
+    ):
+        check_output_mode("softmax", where="model m")

@@ -1,0 +1,158 @@
+"""The PyTorch handler against real models: the digits CNN and tiny modules built here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inferline.errors import MissingExtraError, ModelError
+from inferline.examples.digits import DigitsCNN
+from inferline.models.registry import load_model
+from inferline.models.torch import TorchHandler
+from inferline.pipeline import ModelSpec
+
+CLASS = "inferline.examples.digits:DigitsCNN"
+
+
+@pytest.fixture(scope="module")
+def batch() -> np.ndarray:
+    return np.random.default_rng(0).random((7, 1, 28, 28), dtype=np.float32)
+
+
+def _forward(model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        result: np.ndarray = model(torch.from_numpy(batch)).numpy()
+    return result
+
+
+def test_state_dict_predictions_equal_a_direct_forward_pass(digits_example: Path, batch: np.ndarray) -> None:
+    uri = str(digits_example / "models/digits-1.pt")
+    reference = DigitsCNN()
+    reference.load_state_dict(torch.load(uri, weights_only=True))
+    reference.eval()
+    logits = _forward(reference, batch)
+
+    handler = TorchHandler(model_class=CLASS, model_params={"width": 16})
+    got = handler.predict(handler.load(uri), batch)
+    np.testing.assert_array_equal(got.prediction, logits.argmax(axis=1))
+    assert got.scores is not None
+    np.testing.assert_allclose(got.scores, torch.softmax(torch.from_numpy(logits), 1).numpy(), rtol=1e-5)
+
+
+def test_torchscript_file_needs_no_class(digits_example: Path, batch: np.ndarray) -> None:
+    script = TorchHandler()
+    scripted = script.predict(script.load(str(digits_example / "models/digits-1.pts")), batch)
+    plain = TorchHandler(model_class=CLASS)
+    expected = plain.predict(plain.load(str(digits_example / "models/digits-1.pt")), batch)
+    np.testing.assert_array_equal(scripted.prediction, expected.prediction)
+
+
+def test_registry_passes_model_class_params_and_raw_output(digits_example: Path, batch: np.ndarray) -> None:
+    spec = ModelSpec(
+        name="digits",
+        uri=str(digits_example / "models/digits-*.pt"),
+        model_class=CLASS,
+        model_params={"width": 16},
+        output="raw",
+    )
+    loaded = load_model(spec)
+    assert loaded.model_id == "digits/1"
+    got = loaded.predict(batch)
+    assert got.prediction.shape == (7, 10)
+    assert got.scores is None
+    np.testing.assert_allclose(got.prediction, _forward(loaded.model, batch), rtol=1e-6)
+
+
+def test_float64_features_are_fed_as_the_weights_dtype(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    path = tmp_path / "reg.pt"
+    torch.save(model.state_dict(), path)
+    handler = TorchHandler(model_class="torch.nn:Linear", model_params={"in_features": 4, "out_features": 1})
+    rows = np.arange(8, dtype=np.float64).reshape(2, 4)
+    got = handler.predict(handler.load(str(path)), rows)
+    assert got.prediction.shape == (2,)
+    np.testing.assert_allclose(got.prediction, _forward(model, rows.astype(np.float32))[:, 0], rtol=1e-6)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_a_clear_error(digits_example: Path) -> None:
+    handler = TorchHandler(model_class=CLASS, device="cuda")
+    with pytest.raises(
+        ModelError,
+        match=r"digits-1\.pt: device cuda requested but CUDA is not available on "
+        r"this machine \(torch .*\); use device: cpu or auto",
+    ):
+        handler.load(str(digits_example / "models/digits-1.pt"))
+
+
+def test_auto_device_falls_back_to_cpu(digits_example: Path) -> None:
+    model = TorchHandler(model_class=CLASS, device="auto").load(str(digits_example / "models/digits-1.pt"))
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert next(model.parameters()).device.type == expected
+
+
+def test_unknown_device(digits_example: Path) -> None:
+    with pytest.raises(ModelError, match="unknown device 'tpu'; expected auto, cpu or cuda"):
+        TorchHandler(device="tpu").load(str(digits_example / "models/digits-1.pt"))
+
+
+def test_state_dict_without_model_class_says_to_set_it(digits_example: Path) -> None:
+    with pytest.raises(ModelError, match="file holds a state_dict; set model_class: package.module:Class"):
+        TorchHandler().load(str(digits_example / "models/digits-1.pt"))
+
+
+@pytest.mark.parametrize(
+    ("model_class", "params", "message"),
+    [
+        ("DigitsCNN", {}, "model_class 'DigitsCNN' must look like package.module:Class"),
+        ("no_such_pkg.mod:Net", {}, "cannot import 'no_such_pkg.mod' for model_class"),
+        ("inferline.examples.digits:Nope", {}, "module 'inferline.examples.digits' has no 'Nope'"),
+        (CLASS, {"depth": 3}, r"cannot build inferline.examples.digits:DigitsCNN\(\*\*model_params\)"),
+        (CLASS, {"width": 8}, "state_dict does not fit inferline.examples.digits:DigitsCNN"),
+    ],
+)
+def test_bad_model_class_or_params(
+    digits_example: Path, model_class: str, params: dict[str, int], message: str
+) -> None:
+    handler = TorchHandler(model_class=model_class, model_params=params)
+    with pytest.raises(ModelError, match=message):
+        handler.load(str(digits_example / "models/digits-1.pt"))
+
+
+def test_pickled_module_loads_only_from_trusted_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: np.ndarray
+) -> None:
+    model = DigitsCNN(width=4).eval()
+    path = tmp_path / "whole.pth"
+    torch.save(model, path)
+    got = TorchHandler().predict(TorchHandler().load(str(path)), batch)
+    np.testing.assert_array_equal(got.prediction, _forward(model, batch).argmax(axis=1))
+
+    monkeypatch.setenv("INFERLINE_TRUSTED_PATHS", str(tmp_path / "elsewhere"))
+    with pytest.raises(
+        ModelError, match="refusing to load a pickled torch module from an untrusted location"
+    ):
+        TorchHandler().load(str(path))
+
+
+def test_not_a_torch_file(tmp_path: Path) -> None:
+    path = tmp_path / "junk.pt"
+    path.write_bytes(b"definitely not torch")
+    with pytest.raises(ModelError, match=r"junk\.pt: cannot load as a torch state_dict \(UnpicklingError"):
+        TorchHandler(model_class=CLASS).load(str(path))
+
+
+def test_unknown_output_mode(digits_example: Path) -> None:
+    with pytest.raises(ValueError, match="output: 'logits' is not supported; expected raw or argmax"):
+        TorchHandler(model_class=CLASS, output="logits").load(str(digits_example / "models/digits-1.pt"))
+
+
+def test_missing_torch_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
+    with pytest.raises(MissingExtraError, match=r"torch is not installed: pip install 'inferline\[torch\]'"):
+        TorchHandler().load(str(tmp_path / "model.pt"))
