@@ -113,7 +113,9 @@ def run_inferline(folder: Path, model_path: Path, out: Path, workers: int | None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--side", type=int, default=digits.SIZE, help="PNG width and height in pixels")
     parser.add_argument("--repeat", type=int, default=3, help="best of N for each contender")
@@ -134,7 +136,8 @@ def main() -> None:
         run_hand_loop(files[:BATCH], model)  # warm up torch and the page cache
         hand_runs = [run_hand_loop(files, model) for _ in range(args.repeat)]
         ours_runs = [
-            run_inferline(folder, model_path, work / f"ours{i}.parquet", args.workers) for i in range(args.repeat)
+            run_inferline(folder, model_path, work / f"ours{i}.parquet", args.workers)
+            for i in range(args.repeat)
         ]
     finally:
         shutil.rmtree(work, ignore_errors=True)
