@@ -147,3 +147,18 @@ def test_no_matching_files_is_an_input_error(tmp_path: Path) -> None:
     source = ImagesSource(str(tmp_path / "*.png"))
     with pytest.raises(InputError, match=r"source path .*\*\.png: no files match"):
         source.open()
+
+
+def test_source_reads_an_fsspec_uri_and_keys_rows_by_it() -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for i in range(3):
+        fs.pipe(f"/bench-imgs/{i}.png", _png(np.full((4, 4), i * 50, dtype=np.uint8)))
+    try:
+        keys, pixels, dead = _read_all(ImagesSource("memory://bench-imgs/*.png", ImageSettings(mode="L")))
+    finally:
+        fs.rm("/bench-imgs", recursive=True)
+    assert keys == [f"memory:///bench-imgs/{i}.png" for i in range(3)]
+    assert [float(p.max()) for p in pixels] == [0.0, 50.0, 100.0]
+    assert dead == []

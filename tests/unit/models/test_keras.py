@@ -75,3 +75,50 @@ def test_missing_keras_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setitem(sys.modules, "keras", None)
     with pytest.raises(MissingExtraError, match=r"keras is not installed: pip install 'inferline\[keras\]'"):
         KerasHandler().load(str(tmp_path / "m.keras"))
+
+
+def test_image_pipeline_feeds_nhwc_float32_to_a_keras_cnn(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from inferline.engine.local import LocalEngine
+    from inferline.io.images import ImageSettings, decode_image
+    from inferline.pipeline import parse_spec
+
+    keras = keras_module()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+        ]
+    )
+    model.save(tmp_path / "cnn.keras")
+    rng = np.random.default_rng(2)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    spec = parse_spec(
+        {
+            "source": {
+                "kind": "images",
+                "path": str(tmp_path / "*.png"),
+                "resize": [8, 8],
+                "layout": "NHWC",
+                "scale": 255,
+                "mean": [0.5, 0.5, 0.5],
+                "std": [0.25, 0.25, 0.25],
+            },
+            "model": {"name": "cnn", "uri": str(tmp_path / "cnn.keras")},
+            "sink": {"kind": "parquet", "path": str(tmp_path / "out.parquet")},
+        }
+    )
+    summary = LocalEngine(spec).run()
+    assert summary.rows_predicted == 5
+    table = pq.read_table(tmp_path / "out.parquet").sort_by("key")
+    settings = ImageSettings(resize=(8, 8), layout="NHWC", scale=255, mean=(0.5,) * 3, std=(0.25,) * 3)
+    pixels = np.stack([decode_image((tmp_path / f"{i}.png").read_bytes(), settings) for i in range(5)])
+    expected = model.predict(pixels, verbose=0)
+    assert table["prediction"].to_pylist() == expected.argmax(axis=1).tolist()
+    assert table.column_names == ["key", "uri", "width", "height", "prediction", "scores", "model_id"]
