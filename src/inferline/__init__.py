@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 from inferline.errors import InferlineError
+from inferline.io.topics.publish import publish
 
 __version__ = "0.1.0"
-__all__ = ["InferlineError", "__version__"]
+__all__ = ["InferlineError", "__version__", "publish"]

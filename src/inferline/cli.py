@@ -33,8 +33,15 @@ def run(
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Stop after reading N rows.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on a terminal.")] = True,
+    until_idle: Annotated[
+        float | None, typer.Option(help="Streams: stop after SECONDS with no message.")
+    ] = None,
+    max_messages: Annotated[int | None, typer.Option(help="Streams: stop after N messages.")] = None,
+    stats_every: Annotated[
+        float | None, typer.Option(help="Streams: print msg/s, latency p50/p99 and backlog every SECONDS.")
+    ] = None,
 ) -> None:
-    """Run a pipeline on the local engine."""
+    """Run a pipeline on the local engine (a topic source runs until Ctrl-C/SIGTERM)."""
     from inferline.engine.local import LocalEngine
     from inferline.pipeline import load_spec
     from inferline.progress import ProgressDisplay, print_summary
@@ -43,7 +50,15 @@ def run(
     stop = threading.Event()
     _stop_on_signals(stop)
     display = ProgressDisplay(err, enabled=progress and err.is_terminal, label=spec.name)
-    engine = LocalEngine(spec, limit=limit, stop=stop, on_progress=display.update)
+    engine = LocalEngine(
+        spec,
+        limit=max_messages if max_messages is not None else limit,
+        stop=stop,
+        on_progress=display.update,
+        until_idle=until_idle,
+        stats_every=stats_every,
+        on_stats=lambda stats: err.print(stats.line(), markup=False),
+    )
     with display:
         summary = engine.run()
     print_summary(out, summary)

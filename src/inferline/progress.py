@@ -68,6 +68,12 @@ def print_summary(console: Console, summary: RunSummary) -> None:
     )
     if summary.model_ids:
         console.print(f"model: {', '.join(summary.model_ids)}", markup=False)
+    if summary.latency_p50_ms is not None and summary.latency_p99_ms is not None:
+        console.print(
+            f"latency: p50 {summary.latency_p50_ms:,.0f} ms, p99 {summary.latency_p99_ms:,.0f} ms "
+            "(publish -> committed)",
+            markup=False,
+        )
     console.print(f"output: {summary.output}", markup=False)
     if summary.dead_letter:
         console.print(f"dead letters: {summary.dead_letter}", markup=False)

@@ -16,14 +16,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from inferline.engine.features import resolve_column
+from inferline.engine.output import OutputMapping
 from inferline.engine.predict import results_for
 from inferline.engine.steps import Step, StepFailed, apply_steps, build_steps
+from inferline.engine.streamstats import LatencyTracker, StreamStats
 from inferline.errors import InferlineError
 from inferline.io.base import DeadLetter, Sink, Source, SourceBatch, dead_letter_batch, row_as_json
 from inferline.io.factory import make_sink, make_source
+from inferline.io.topic_source import TopicSource
 from inferline.models.base import LoadedModel
 from inferline.models.hooks import ModelHooks
 from inferline.models.registry import ModelRef
@@ -31,6 +35,7 @@ from inferline.models.watch import open_model_ref
 from inferline.pipeline import ModelSpec, PipelineSpec
 
 _DONE = object()
+_TICK = object()  # no batch came in time: look at the clock (stream stats)
 
 
 @dataclass
@@ -63,6 +68,9 @@ class RunSummary:
     dead_letter: str | None
     status: str = "ok"
     model_errors: list[str] = field(default_factory=list)
+    # Streams: end-to-end latency, publish -> committed, over the run.
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
 
     @property
     def rows_per_second(self) -> float:
@@ -95,9 +103,13 @@ class LocalEngine:
         clock: Callable[[], float] = time.monotonic,
         queue_depth: int = 4,
         workers: int | None = None,
+        until_idle: float | None = None,
+        stats_every: float | None = None,
+        on_stats: Callable[[StreamStats], None] | None = None,
     ) -> None:
         self.spec = spec
         self.limit = limit
+        # `stop` ends reading; what was read is still predicted, committed and acked.
         self.stop = stop or threading.Event()
         self.on_progress = on_progress
         self.clock = clock
@@ -106,6 +118,15 @@ class LocalEngine:
         self.stats = RunStats()
         self._models = models
         self._failure: BaseException | None = None
+        self.until_idle = until_idle
+        self.stats_every = stats_every
+        self.on_stats = on_stats
+        self.latency = LatencyTracker()
+        # Set on failure: stages drop what they hold instead of finishing it.
+        self._abort = threading.Event()
+        self._output = OutputMapping(spec.output, origin=spec.origin) if spec.output else None
+        self._next_stats: float | None = None
+        self._last_stats = 0.0
         self._before: list[Step] = []
         self._after: list[Step] = []
         self._hooks: list[ModelHooks | None] = []
@@ -148,8 +169,6 @@ class LocalEngine:
             remaining = self.limit
             seq = 0
             for batch in source.batches():
-                if self.stop.is_set():
-                    break
                 if remaining is not None:
                     if remaining <= 0:
                         break
@@ -159,6 +178,10 @@ class LocalEngine:
                     remaining -= batch.data.num_rows
                 self._put(out, (seq, batch))
                 seq += 1
+                # Checked after handing the batch on: a stream's messages, once read, are
+                # finished and acked rather than left pending.
+                if self.stop.is_set() or self._abort.is_set():
+                    break
         except BaseException as exc:  # handed to the writer, which re-raises it
             self._fail(exc)
         finally:
@@ -204,7 +227,9 @@ class LocalEngine:
                 for i in range(batch.data.num_rows)
             )
             return _Work(batch, None, dead)
-        return _Work(batch, results if results is not None and results.num_rows else None, dead)
+        if results is None or not results.num_rows:
+            return _Work(batch, None, dead)
+        return _Work(batch, self._output.apply(results) if self._output else results, dead)
 
     def _keys(self, batch: SourceBatch) -> pa.Array:
         if not self.spec.key or batch.data.num_rows == 0:
@@ -226,6 +251,8 @@ class LocalEngine:
         if len(refs) > 1:
             self._pool = ThreadPoolExecutor(max_workers=len(refs), thread_name_prefix="inferline-model")
         source = make_source(self.spec, string_columns=self._string_columns())
+        if isinstance(source, TopicSource):
+            source.bind(stop=self.stop, limit=self.limit, until_idle=self.until_idle, clock=self.clock)
         sink = make_sink(self.spec.sink, origin=self.spec.origin)
         dead_spec = self.spec.dead_letter_spec()
         dead_sink: Sink | None = None
@@ -250,8 +277,13 @@ class LocalEngine:
         for thread in threads:
             thread.start()
         ok = False
+        self._last_stats = started
+        self._next_stats = started + self.stats_every if self.stats_every else None
         try:
-            for item in _in_order(write_q, workers):
+            for item in _in_order(write_q, workers, wait=self._stats_wait):
+                self._maybe_report(source)
+                if item is _TICK:
+                    continue
                 if item.dead:
                     if dead_sink is None and dead_spec is not None:
                         dead_sink = make_sink(dead_spec, origin=self.spec.origin)
@@ -269,6 +301,8 @@ class LocalEngine:
                 raise self._failure
             ok = True
         finally:
+            if not ok:
+                self._abort.set()
             self.stop.set()
             _drain(read_q)
             _drain(write_q)
@@ -283,6 +317,7 @@ class LocalEngine:
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
         seconds = max(self.clock() - started, 1e-9)
+        p50, p99 = self.latency.run_percentiles()
         return RunSummary(
             pipeline=self.spec.name,
             rows_read=self.stats.rows_read,
@@ -293,7 +328,26 @@ class LocalEngine:
             output=sink.describe(),
             dead_letter=dead_sink.describe() if dead_sink is not None else None,
             model_errors=list(self.stats.model_errors),
+            latency_p50_ms=p50,
+            latency_p99_ms=p99,
         )
+
+    # --- stream stats -----------------------------------------------------------------
+    def _stats_wait(self) -> float | None:
+        """How long the writer may wait for a batch before the next stats line is due."""
+        if self._next_stats is None:
+            return None
+        return max(self._next_stats - self.clock(), 0.001)
+
+    def _maybe_report(self, source: Source) -> None:
+        if self._next_stats is None or self.clock() < self._next_stats:
+            return
+        now = self.clock()
+        backlog = source.backlog() if isinstance(source, TopicSource) else None
+        stats = self.latency.interval(now - self._last_stats, backlog)
+        self._last_stats, self._next_stats = now, now + (self.stats_every or 0.0)
+        if self.on_stats is not None:
+            self.on_stats(stats)
 
     def _count(self, item: _Work) -> None:
         stats = self.stats
@@ -301,6 +355,11 @@ class LocalEngine:
         stats.rows_read += item.source.data.num_rows + sum(1 for d in item.source.dead)
         stats.rows_predicted += item.results.num_rows if item.results is not None else 0
         stats.rows_dead += len(item.dead)
+        published = item.source.published_at
+        if published:
+            # Committed and acked just now: publish -> commit, on the wall clock.
+            latency = time.time() - np.asarray(published, dtype=np.float64)
+            self.latency.record(latency, len(published) + len(item.source.dead))
         if item.source.bytes_done is not None:
             stats.bytes_done = item.source.bytes_done
         if self.on_progress is not None:
@@ -313,14 +372,15 @@ class LocalEngine:
                 q.put(item, timeout=0.1)
                 return
             except queue.Full:
-                if self.stop.is_set() and not force:
+                if self._abort.is_set() and not force:
                     return
-                if self.stop.is_set():
+                if self._abort.is_set():
                     _drain(q)
 
     def _fail(self, exc: BaseException) -> None:
         if self._failure is None:
             self._failure = exc
+        self._abort.set()
         self.stop.set()
 
 
@@ -331,13 +391,22 @@ def _default_workers(refs: list[ModelRef]) -> int:
     return max(1, min(hints)) if hints else 1
 
 
-def _in_order(q: queue.Queue[Any], producers: int) -> Iterator[_Work]:
-    """Items from `producers` workers, back in the order the reader numbered them."""
+def _in_order(
+    q: queue.Queue[Any], producers: int, *, wait: Callable[[], float | None] = lambda: None
+) -> Iterator[Any]:
+    """Items from `producers` workers, back in the order the reader numbered them.
+
+    Yields `_TICK` when nothing came within `wait()` seconds (None: wait as long as it takes).
+    """
     pending: dict[int, _Work] = {}
     expected = 0
     done = 0
     while done < producers:
-        item = q.get()
+        try:
+            item = q.get(timeout=wait())
+        except queue.Empty:
+            yield _TICK
+            continue
         if item is _DONE:
             done += 1
             continue

@@ -16,6 +16,7 @@ SOURCES: dict[str, str] = {
     "parquet": "inferline.io.files:ParquetSource",
     "table": "inferline.io.duckdb:TableSource",
     "images": "inferline.io.images:ImagesSource",
+    "topic": "inferline.io.topic_source:TopicSource",
 }
 
 SINKS: dict[str, str] = {
@@ -23,6 +24,7 @@ SINKS: dict[str, str] = {
     "parquet": "inferline.io.filesinks:ParquetSink",
     "jsonl": "inferline.io.filesinks:JsonlSink",
     "csv": "inferline.io.filesinks:CsvSink",
+    "topic": "inferline.io.topic_sink:TopicSink",
 }
 
 

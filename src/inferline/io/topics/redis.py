@@ -1,0 +1,153 @@
+"""Redis Streams topics: XADD to publish, XREADGROUP/XACK in a consumer group.
+
+A consumer first re-reads its own pending entries (what it had in flight when it last
+stopped), then new ones; every `lease_seconds / 2` it also XAUTOCLAIMs entries another
+consumer has left pending for longer than the lease (a consumer that crashed for good).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from inferline.errors import InputError, require
+from inferline.io.topics.base import DEFAULT_LEASE_SECONDS, Message
+
+_BODY = b"b"
+
+
+def _message(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> Message:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    # The id's first half is the server's clock when the entry was added, in ms.
+    published = int(text.split("-", 1)[0]) / 1000.0
+    return Message(text, (fields or {}).get(_BODY, b""), published)
+
+
+class RedisTopic:
+    """A Redis stream named after the topic, at `redis://host:port/db`.
+
+    Example:
+        >>> topic = RedisTopic("redis://127.0.0.1:6379/0", "iris")
+        >>> topic.open()  # doctest: +SKIP
+    """
+
+    def __init__(self, url: str, name: str) -> None:
+        self.url = url
+        self.name = name
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            raise RuntimeError("RedisTopic used before open()")
+        return self._client
+
+    def open(self) -> None:
+        redis = require("redis", "redis")
+        client = redis.Redis.from_url(self.url)  # type: ignore[attr-defined]
+        try:
+            client.ping()
+        except redis.exceptions.RedisError as exc:  # type: ignore[attr-defined]
+            raise InputError(
+                f"topic {self.name}: cannot reach Redis at {self.url} ({exc}); is redis-server running?"
+            ) from None
+        self._client = client
+
+    def publish(self, bodies: list[bytes]) -> list[str]:
+        pipe = self.client.pipeline(transaction=False)
+        for body in bodies:
+            pipe.xadd(self.name, {_BODY: body})
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in pipe.execute()]
+
+    def consumer(
+        self, group: str, name: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS
+    ) -> RedisConsumer:
+        consumer = RedisConsumer(self, group, name, lease_seconds=lease_seconds)
+        consumer.open()
+        return consumer
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class RedisConsumer:
+    """One consumer of a group on a `RedisTopic` (see `Consumer`)."""
+
+    def __init__(self, topic: RedisTopic, group: str, name: str, *, lease_seconds: float) -> None:
+        self.topic = topic
+        self.group = group
+        self.name = name
+        self.lease_seconds = lease_seconds
+        self._own_cursor: str | None = "0"  # replaying our own pending entries until exhausted
+        self._claim_cursor = "0-0"
+        self._next_claim = 0.0
+
+    def open(self) -> None:
+        redis = require("redis", "redis")
+        try:
+            self.topic.client.xgroup_create(self.topic.name, self.group, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:  # type: ignore[attr-defined]
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read(self, max_messages: int, timeout: float) -> list[Message]:
+        client, stream = self.topic.client, self.topic.name
+        if self._own_cursor is not None:
+            reply = client.xreadgroup(self.group, self.name, {stream: self._own_cursor}, count=max_messages)
+            entries = reply[0][1] if reply else []
+            if entries:
+                self._own_cursor = entries[-1][0].decode()
+                return [_message(i, f) for i, f in entries]
+            self._own_cursor = None
+        if time.monotonic() >= self._next_claim:
+            claimed = self._reclaim(max_messages)
+            if claimed:
+                return claimed
+        block = int(timeout * 1000)
+        # BLOCK 0 would wait forever: a zero timeout means "do not block".
+        reply = client.xreadgroup(
+            self.group, self.name, {stream: ">"}, count=max_messages, block=block if block > 0 else None
+        )
+        entries = reply[0][1] if reply else []
+        return [_message(i, f) for i, f in entries]
+
+    def _reclaim(self, max_messages: int) -> list[Message]:
+        reply = self.topic.client.xautoclaim(
+            self.topic.name,
+            self.group,
+            self.name,
+            min_idle_time=int(self.lease_seconds * 1000),
+            start_id=self._claim_cursor,
+            count=max_messages,
+        )
+        cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        self._claim_cursor = cursor
+        if cursor == "0-0":  # the scan went round: look again in half a lease
+            self._next_claim = time.monotonic() + self.lease_seconds / 2
+        return [_message(i, f) for i, f in reply[1] if f is not None]
+
+    def ack(self, ids: list[str]) -> None:
+        if ids:
+            self.topic.client.xack(self.topic.name, self.group, *ids)
+
+    def _group_info(self) -> dict[Any, Any]:
+        for info in self.topic.client.xinfo_groups(self.topic.name):
+            name = info.get("name")
+            if (name.decode() if isinstance(name, bytes) else name) == self.group:
+                return dict(info)
+        return {}
+
+    def pending(self) -> int:
+        return int(self._group_info().get("pending") or 0)
+
+    def backlog(self) -> int:
+        info = self._group_info()
+        lag = info.get("lag")
+        if lag is None:  # Redis cannot tell after deletions; count from the stream length
+            lag = max(int(self.topic.client.xlen(self.topic.name)) - int(info.get("entries-read") or 0), 0)
+        return int(lag) + int(info.get("pending") or 0)
+
+    def close(self) -> None:
+        """The connection belongs to the topic."""

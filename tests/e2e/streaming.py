@@ -1,0 +1,89 @@
+"""Helpers for the streaming e2e tests: a pipeline file, a runner process, queue probes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+
+from inferline.io.topics import open_topic
+from tests.conftest import subprocess_env
+
+STREAM_YAML = """\
+name: iris-stream
+source: {{kind: topic, url: "{url}", topic: iris}}
+model: {{name: iris, uri: examples/iris/models/iris-*.onnx, inputs: feature}}
+output:
+  id: id
+  input: {{sepal_length: "feature[0]", petal_width: "feature[3]"}}
+  predict: prediction
+sink: {{kind: duckdb, path: warehouse.duckdb, table: iris_stream}}
+batch: {{max_size: {max_size}, max_wait_ms: 20}}
+"""
+
+
+def queue_url(backend: str, project: Path, redis_url: Callable[[], str]) -> str:
+    return str(project / "queue.db") if backend == "embedded" else redis_url()
+
+
+def write_pipeline(project: Path, url: str, *, max_size: int = 500) -> str:
+    path = project / "stream.yaml"
+    path.write_text(STREAM_YAML.format(url=url, max_size=max_size))
+    return str(path)
+
+
+def start_runner(project: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "inferline", "run", "stream.yaml", "--no-progress", *args],
+        cwd=project,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+class Probe:
+    """Looks at the consumer group from outside, as an idle consumer named `observer`."""
+
+    def __init__(self, url: str) -> None:
+        self.topic = open_topic(url, "iris")
+        self.consumer = self.topic.consumer("inferline", "observer")
+
+    def backlog(self) -> int:
+        return self.consumer.backlog()
+
+    def pending(self) -> int:
+        return self.consumer.pending()
+
+    def wait(
+        self, done: Callable[[], bool], runner: subprocess.Popen[str] | None, timeout: float = 90
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if runner is not None and runner.poll() is not None:
+                out, err = runner.communicate()
+                raise AssertionError(f"runner exited {runner.returncode} early\n{out}\n{err}")
+            if time.monotonic() > deadline:
+                raise AssertionError("timed out waiting for the stream")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.topic.close()
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.communicate(timeout=30)
+
+
+def table_ids(project: Path) -> list[int]:
+    with duckdb.connect(str(project / "warehouse.duckdb"), read_only=True) as con:
+        rows = con.sql("SELECT id FROM iris_stream ORDER BY id").fetchall()
+    return [int(r[0]) for r in rows]
