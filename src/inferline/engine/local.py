@@ -27,6 +27,7 @@ from inferline.engine.streamstats import LatencyTracker, StreamStats
 from inferline.errors import InferlineError
 from inferline.io.base import DeadLetter, Sink, Source, SourceBatch, dead_letter_batch, row_as_json
 from inferline.io.factory import make_sink, make_source
+from inferline.io.loaders import ImageLoader, make_loader
 from inferline.io.topic_source import TopicSource
 from inferline.models.base import LoadedModel
 from inferline.models.hooks import ModelHooks
@@ -131,6 +132,7 @@ class LocalEngine:
         self._after: list[Step] = []
         self._hooks: list[ModelHooks | None] = []
         self._pool: ThreadPoolExecutor | None = None
+        self._loader: ImageLoader | None = None
 
     # --- building -------------------------------------------------------------------
     def _open_models(self) -> list[ModelRef]:
@@ -176,6 +178,8 @@ class LocalEngine:
                         batch.data = batch.data.slice(0, remaining)
                         batch.keys = batch.keys.slice(0, remaining)
                     remaining -= batch.data.num_rows
+                if self._loader is not None:
+                    batch = self._loader(batch)
                 self._put(out, (seq, batch))
                 seq += 1
                 # Checked after handing the batch on: a stream's messages, once read, are
@@ -247,6 +251,7 @@ class LocalEngine:
         started = self.clock()
         refs = self._open_models()
         self._before, self._after = build_steps(self.spec.steps, origin=self.spec.origin)
+        self._loader = make_loader(self.spec.source, origin=self.spec.origin)
         self._hooks = [self._model_hooks(m) for m in self.spec.all_models] or [None] * len(refs)
         if len(refs) > 1:
             self._pool = ThreadPoolExecutor(max_workers=len(refs), thread_name_prefix="inferline-model")
@@ -316,6 +321,8 @@ class LocalEngine:
                 ref.close()
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
+            if self._loader is not None:
+                self._loader.close()
         seconds = max(self.clock() - started, 1e-9)
         p50, p99 = self.latency.run_percentiles()
         return RunSummary(

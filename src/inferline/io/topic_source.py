@@ -60,6 +60,7 @@ class TopicSource:
         self.group = src.group or DEFAULT_GROUP
         self.consumer_name = str(src.options.get("consumer", DEFAULT_CONSUMER))
         self.lease_seconds = float(src.options.get("lease_seconds", DEFAULT_LEASE_SECONDS))
+        self.load = src.load
         self.max_size = spec.batch.max_size
         self.max_wait = spec.batch.max_wait_ms / 1000.0
         self.stop = threading.Event()
@@ -141,6 +142,8 @@ class TopicSource:
     def decode(self, messages: list[Message]) -> SourceBatch:
         """Messages -> one Arrow batch (keys: message ids); bad messages -> dead letters."""
         bodies = [_one_line(m.body) for m in messages]
+        if self.load is not None:
+            bodies = [_as_file_message(b) for b in bodies]
         table = self._parse(bodies, self._schema)
         dead: list[DeadLetter] = []
         good = messages
@@ -229,6 +232,18 @@ def _one_line(body: bytes) -> bytes:
         return json.dumps(json.loads(body)).encode()
     except ValueError:
         return body.replace(b"\r", b" ").replace(b"\n", b" ")
+
+
+def _as_file_message(body: bytes) -> bytes:
+    # With `load:`, a message may be just the file's path, bare or as a JSON string.
+    text = body.strip()
+    if text.startswith(b"{"):
+        return body
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text.decode("utf-8", errors="replace")
+    return json.dumps({"uri": value}).encode() if isinstance(value, str) else body
 
 
 def _shape(schema: pa.Schema) -> str:
