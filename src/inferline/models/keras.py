@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -51,13 +52,16 @@ class KerasHandler:
         self.device = device
         self.scores = scores
         self.output = output
+        self._device: str | None = None
 
     def load(self, uri: str) -> Any:
         keras = keras_module()
         check_output_mode(self.output, where=f"model {uri}")
         if keras.backend.backend() == "torch":
-            pick_device(require("torch", "keras"), self.device, uri)
-        with local_copy(uri) as path:
+            # Weights and every batch stay on the chosen device (keras alone picks CUDA
+            # whenever it is there, even for device: cpu).
+            self._device = pick_device(require("torch", "keras"), self.device, uri)
+        with local_copy(uri) as path, self._scope(keras):
             try:
                 # safe_mode refuses Lambda layers' pickled bytecode in .keras files.
                 return keras.saving.load_model(path, compile=False, safe_mode=True)
@@ -69,8 +73,12 @@ class KerasHandler:
     def predict(self, model: Any, inputs: np.ndarray) -> Prediction:
         keras = keras_module()
         dtype = np.float32 if inputs.dtype == np.float64 else inputs.dtype
-        output = model.predict_on_batch(np.ascontiguousarray(inputs, dtype=dtype))
+        with self._scope(keras):
+            output = model.predict_on_batch(np.ascontiguousarray(inputs, dtype=dtype))
         if isinstance(output, (list, tuple)):
             output = output[0]
         values = np.asarray(keras.ops.convert_to_numpy(output))
         return classify(values, output=self.output, scores=self.scores)
+
+    def _scope(self, keras: Any) -> AbstractContextManager[Any]:
+        return keras.device(self._device) if self._device is not None else nullcontext()

@@ -122,3 +122,10 @@ def test_image_pipeline_feeds_nhwc_float32_to_a_keras_cnn(tmp_path: Path) -> Non
     expected = model.predict(pixels, verbose=0)
     assert table["prediction"].to_pylist() == expected.argmax(axis=1).tolist()
     assert table.column_names == ["key", "uri", "width", "height", "prediction", "scores", "model_id"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_keras_cuda_without_cuda_is_a_clear_error(trained: tuple[Any, Path]) -> None:
+    _, folder = trained
+    with pytest.raises(ModelError, match=r"tiny-1\.keras: device cuda requested but CUDA is not available"):
+        KerasHandler(device="cuda").load(str(folder / "tiny-1.keras"))
