@@ -1,0 +1,145 @@
+"""TorchServe and v2 body parsing in-process: every 400/422 message, and the accepted shapes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import httpx
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from inferline.examples.iris import FEATURES
+from inferline.models.base import LoadedModel
+from inferline.models.sklearn import SklearnHandler
+from inferline.serve.app import create_app
+from inferline.serve.state import ServerConfig, ServerState
+
+IRIS = load_iris()
+
+
+@pytest.fixture(scope="module")
+def state() -> ServerState:
+    model = LogisticRegression(max_iter=500).fit(IRIS.data, IRIS.target)
+    server = ServerState(ServerConfig())
+    handler = SklearnHandler()
+    server.models.add(LoadedModel("iris", "1", "mem://iris", handler, model, inputs=list(FEATURES)))
+    bare = LogisticRegression(max_iter=500).fit(IRIS.data, IRIS.target)
+    server.models.add(LoadedModel("bare", "3", "mem://bare", handler, bare))
+    return server
+
+
+def call(state: ServerState, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(state))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.request(method, path, **kwargs)
+
+    return asyncio.run(go())
+
+
+CASES = [
+    ("/predictions/iris", b"", 400, r"POST /predictions/iris: empty request body; expected JSON"),
+    ("/predictions/iris", {"instances": 5}, 400, r"'instances' must be a list, got int"),
+    (
+        "/predictions/iris",
+        "text",
+        400,
+        r"expected a JSON list, an object or \{\"instances\": \[...\]\}, got str",
+    ),
+    (
+        "/predictions/iris",
+        [dict.fromkeys(FEATURES, 1.0), [1, 2]],
+        400,
+        r"instance 1 is not an object like the others",
+    ),
+    ("/predictions/bare", [{"a": 1}], 422, r"instance 0 has named fields but the model has no input names"),
+    ("/predictions/iris", {"instances": []}, 422, r"input 'instances' is empty; send at least one row"),
+    ("/predictions/iris", [[1, 2], [1, 2, 3]], 422, r"input 'instances' must be numbers of shape \[-1, 4\]"),
+    ("/v2/models/iris/infer", {"inputs": [{"name": "x"}]}, 400, r"input 'x' lacks shape, datatype, data"),
+    ("/v2/models/iris/infer", {"inputs": [5]}, 400, r"each input must be an object with name, shape"),
+    (
+        "/v2/models/iris/infer",
+        {"inputs": [{"name": "x", "shape": "4", "datatype": "FP32", "data": [1]}]},
+        400,
+        r"input 'x' shape must be a list of sizes, got '4'",
+    ),
+    (
+        "/v2/models/iris/infer",
+        {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": ["a", "b", "c", "d"]}]},
+        422,
+        r"input 'x' data is not FP32",
+    ),
+    (
+        "/v2/models/iris/infer",
+        {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}] * 2},
+        422,
+        r"got inputs x; expected sepal_length, sepal_width, petal_length, petal_width",
+    ),
+    (
+        "/v2/models/iris/infer",
+        {
+            "inputs": [
+                {
+                    "name": n,
+                    "shape": [1 + (n == "petal_width")],
+                    "datatype": "FP32",
+                    "data": [1] * (1 + (n == "petal_width")),
+                }
+                for n in FEATURES
+            ]
+        },
+        422,
+        r"per-feature inputs must all have shape \[n\] with the same n",
+    ),
+    (
+        "/v2/models/iris/infer",
+        {
+            "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],
+            "outputs": [{"name": "logits"}],
+        },
+        400,
+        r"unknown outputs \['logits'\]; expected predictions, scores",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "code", "pattern"), CASES)
+def test_bad_bodies_get_json_errors(
+    state: ServerState, path: str, body: Any, code: int, pattern: str
+) -> None:
+    kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+    response = call(state, "POST", path, **kwargs)
+    assert response.status_code == code, response.text
+    assert response.json()["code"] == code
+    assert re.search(pattern, response.json()["message"]), response.json()["message"]
+
+
+def test_v2_outputs_can_be_chosen_and_scores_come_back(state: ServerState) -> None:
+    tensor = {"name": "x", "shape": [4], "datatype": "FP64", "data": list(IRIS.data[0])}
+    answer = call(
+        state, "POST", "/v2/models/iris/infer", json={"inputs": [tensor], "outputs": [{"name": "scores"}]}
+    )
+    [scores] = answer.json()["outputs"]
+    assert scores["name"] == "scores" and scores["datatype"] == "FP64" and scores["shape"] == [1, 3]
+    assert abs(sum(scores["data"]) - 1) < 1e-9
+
+
+def test_management_without_a_store_says_so(state: ServerState) -> None:
+    response = call(state, "POST", "/models", params={"url": "x.onnx", "model_name": "x"})
+    assert response.status_code == 400
+    assert response.json()["message"] == "this server has no model store; start it with --models STORE"
+    bad = call(state, "POST", "/models", params={"url": "x.onnx"})
+    assert bad.json()["message"] == "POST /models: missing ?model_name=NAME"
+    size = call(state, "POST", "/models", params={"url": "x.onnx", "model_name": "x", "batch_size": "0"})
+    assert size.json()["message"] == "POST /models: batch_size='0'; expected a positive whole number"
+
+
+def test_server_metadata_and_unknown_routes(state: ServerState) -> None:
+    assert call(state, "GET", "/v2").json()["name"] == "inferline"
+    missing = call(state, "GET", "/v2/models/roses/ready")
+    assert missing.status_code == 404 and missing.json()["type"] == "ModelNotFound"
+    wrong_method = call(state, "GET", "/predictions/iris")
+    assert wrong_method.status_code == 405 and wrong_method.json()["type"] == "MethodNotAllowed"
