@@ -73,6 +73,7 @@ class DynamicBatcher:
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._cost_ms: float | None = None  # moving average of one model call
+        self._closing = False
 
     @property
     def depth(self) -> int:
@@ -108,23 +109,28 @@ class DynamicBatcher:
         return await future
 
     async def close(self) -> None:
-        """Answer what is queued, then stop the worker task and thread."""
-        while self._queue:
-            await asyncio.sleep(0.001)
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        """Answer everything queued or in flight, then stop the worker task and thread.
+
+        A request that still arrives afterwards is served all the same (the worker restarts
+        and stops again once idle), so closing never fails a request.
+        """
+        self._closing = True
+        task = self._task
+        if task is not None and not task.done():
+            assert self._wakeup is not None
+            self._wakeup.set()
+            await task
         if self._executor is not None:
             self._executor.shutdown(wait=False)
+            self._executor = None
 
     async def _run(self) -> None:
         assert self._wakeup is not None
         wakeup = self._wakeup
         while True:
             if not self._queue:
+                if self._closing:
+                    return
                 wakeup.clear()
                 await wakeup.wait()
                 continue

@@ -94,9 +94,14 @@ class StoreCatalog:
                 self._failed[key] = (attempts + 1, time.monotonic() + min(60.0, 2.0**attempts))
                 continue
             self._failed.pop(key, None)
+            previous = model.default if model is not None else None
             self.models.add(loaded, default=True, url=found.uri)
             log.info("model %s: now serving version %s", name, version)
             swapped.append(loaded.model_id)
+            if previous is not None:
+                # Free the replaced version once its queued requests are answered; asking for
+                # it by number loads it again.
+                await self.models.discard(name, previous)
         return swapped
 
     def _current_versions(self) -> dict[str, Any]:

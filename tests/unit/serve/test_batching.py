@@ -130,3 +130,23 @@ def test_cheap_models_run_inline_after_the_first_measured_call() -> None:
 
     asyncio.run(main())
     assert threads[0].startswith("predict-") and threads[1:] == [threading.main_thread().name] * 2
+
+
+def test_close_answers_the_batch_in_flight_and_late_requests_still_work() -> None:
+    gate = threading.Event()
+    model = DoublingModel(gate=gate)
+    batcher = DynamicBatcher(model.predict, batch_size=4, max_batch_delay_ms=0)
+
+    async def main() -> list[float]:
+        in_flight = asyncio.ensure_future(batcher.predict(np.array([[1.0]])))
+        await asyncio.sleep(0.05)  # inside the model now
+        closing = asyncio.ensure_future(batcher.close())
+        await asyncio.sleep(0.05)
+        assert not closing.done()  # waits for the batch in flight
+        gate.set()
+        await closing
+        late = await batcher.predict(np.array([[5.0]]))
+        await batcher.close()
+        return [*(await in_flight).prediction.tolist(), *late.prediction.tolist()]
+
+    assert asyncio.run(main()) == [2.0, 10.0]
