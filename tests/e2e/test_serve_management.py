@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -151,25 +152,28 @@ def test_hot_swap_under_load_fails_no_request(
         loader = threading.Thread(target=lambda: asyncio.run(load(stop)))
         loader.start()
         try:
-            deadline = 20.0
-            while len(seen) < 20:
-                threading.Event().wait(0.02)
+            deadline = time.monotonic() + 30
+            while len(seen) < 20 and time.monotonic() < deadline:
+                time.sleep(0.02)
             ModelStore(str(store)).add("iris", str(path), inputs=FEATURES)
-            waited = 0.0
-            while not any(model_id == "iris/2" for _, model_id, _ in seen[-8:]) and waited < deadline:
-                threading.Event().wait(0.05)
-                waited += 0.05
+            while not any(m == "iris/2" for _, m, _ in seen[-8:]) and time.monotonic() < deadline:
+                time.sleep(0.05)
             count = len(seen)
-            while len(seen) < count + 40 and waited < deadline:
-                threading.Event().wait(0.05)
-                waited += 0.05
+            while len(seen) < count + 40 and time.monotonic() < deadline:
+                time.sleep(0.05)
         finally:
             stop.set()
             loader.join(30)
-    assert {status for status, _, _ in seen} == {200}
+        versions = httpx.get(f"{base}/models/iris").json()
+        assert [(v["modelVersion"], v["isDefault"], v["loaded"]) for v in versions] == [
+            ("1", False, False),  # the replaced version was unloaded
+            ("2", True, True),
+        ]
+        assert httpx.post(f"{base}/predictions/iris/1", json=rows.tolist()).json()["predictions"] == want_v1
+    assert {status for status, _, _ in seen} == {200}, [s for s in seen if s[0] != 200][:3]
     ids = [model_id for _, model_id, _ in seen]
-    assert ids[0] == "iris/1" and ids[-1] == "iris/2"
+    assert ids[0] == "iris/1" and ids[-1] == "iris/2", (len(ids), ids[:3], ids[-3:])
     first_v2 = ids.index("iris/2")
-    assert set(ids[first_v2 + 8 :]) == {"iris/2"}  # after the swap only in-flight requests finish on v1
+    assert set(ids[first_v2 + 8 :]) == {"iris/2"}, ids[first_v2 : first_v2 + 20]  # only in-flight ones on v1
     for _, model_id, predictions in seen:
         assert predictions == (want_v2 if model_id == "iris/2" else want_v1)
