@@ -23,7 +23,8 @@ IRIS = load_iris()
 @pytest.fixture(scope="module")
 def iris_store(tmp_path_factory: pytest.TempPathFactory, iris_example: Path) -> Path:
     store = tmp_path_factory.mktemp("serve") / "store"
-    ModelStore(str(store)).add("iris", str(iris_example / "models/iris-1.joblib"), inputs=FEATURES)
+    iris = str(iris_example / "models/iris-1.joblib")
+    ModelStore(str(store)).add("iris", iris, inputs=FEATURES, metadata={"batch_size": 16})
     return store
 
 
@@ -86,6 +87,7 @@ def test_management_read_routes(server: str) -> None:
     assert httpx.get(f"{server}/models").json()["models"][0]["modelName"] == "iris"
     [version] = httpx.get(f"{server}/models/iris").json()
     assert version["modelVersion"] == "1" and version["isDefault"] and version["inputs"] == FEATURES
+    assert (version["batchSize"], version["maxBatchDelay"]) == (16, 20.0)  # from metadata, --max-batch-delay
 
 
 def error(response: httpx.Response, code: int, pattern: str) -> None:

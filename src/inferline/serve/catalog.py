@@ -19,13 +19,22 @@ import time
 from typing import Any
 
 from inferline.errors import InferlineError
-from inferline.models.base import ensure_trusted
+from inferline.models.base import LoadedModel, ensure_trusted
 from inferline.serve.http import ApiError, bad_request, not_found
 from inferline.serve.models import BatchSettings, ServedModels, ServedVersion
 
 log = logging.getLogger("inferline.serve")
 
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle", ".pt", ".pth")
+# Store metadata keys passed to the framework handler, e.g. a torch state_dict's class.
+HANDLER_KEYS = ("model_class", "model_params", "output", "device")
+
+
+def load_from_store(store: Any, name: str, version: int) -> LoadedModel:
+    """Load a stored version with the handler options saved in its metadata."""
+    found = store.get(name, version)
+    options = {key: found.metadata[key] for key in HANDLER_KEYS if key in found.metadata}
+    return store.load(name, version, handler_options=options or None)  # type: ignore[no-any-return]
 
 
 class StoreCatalog:
@@ -50,7 +59,7 @@ class StoreCatalog:
         for name in self.store.names():
             try:
                 found = self.store.current(name)
-                self.models.add(self.store.load(name, found.version), default=True, url=found.uri)
+                self.models.add(load_from_store(self.store, name, found.version), default=True, url=found.uri)
                 loaded.append(f"{name}/{found.version}")
             except Exception as exc:  # one broken model must not keep the others down
                 log.warning("model %s: not served: %s", name, exc)
@@ -85,7 +94,7 @@ class StoreCatalog:
             if time.monotonic() < retry_at:
                 continue
             try:
-                loaded = await asyncio.to_thread(self.store.load, name, found.version)
+                loaded = await asyncio.to_thread(load_from_store, self.store, name, found.version)
             except Exception as exc:
                 if attempts == 0:
                     log.warning(
@@ -124,7 +133,9 @@ class StoreCatalog:
         except InferlineError as exc:
             raise ApiError(404, "ModelVersionNotFound", str(exc)) from exc
         try:
-            return await self.models.load(name, version, lambda: self.store.load(name, int(version)))
+            return await self.models.load(
+                name, version, lambda: load_from_store(self.store, name, int(version))
+            )
         except InferlineError as exc:
             raise ApiError(500, "ModelLoadError", str(exc)) from exc
 
@@ -145,7 +156,7 @@ class StoreCatalog:
         except InferlineError as exc:
             raise bad_request(f"POST /models: {exc}") from exc
         try:
-            loaded = await asyncio.to_thread(self.store.load, name, found.version)
+            loaded = await asyncio.to_thread(load_from_store, self.store, name, found.version)
             pinned = await asyncio.to_thread(self.store.pinned, name)
         except InferlineError as exc:
             # A version that cannot load must not stay in the store for watchers to trip on.

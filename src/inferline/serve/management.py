@@ -104,9 +104,7 @@ async def describe_model(request: Request) -> Response:
                 **record,
                 "isDefault": version == model.default,
                 "loaded": version in model.versions,
-                "batchSize": model.settings.batch_size,
-                "maxBatchDelay": model.settings.max_batch_delay_ms,
-                "maxQueue": model.settings.max_queue,
+                **_batching(model.versions[version].batcher if version in model.versions else model.settings),
             }
         )
     return json_response(out)
@@ -151,6 +149,15 @@ async def unregister(request: Request) -> Response:
     await _catalog(server_of(request)).unregister(name, version)
     what = f'Model "{name}"' + (f' version "{version}"' if version else "")
     return json_response({"status": f"{what} unregistered"})
+
+
+def _batching(source: Any) -> dict[str, Any]:
+    # A loaded version reports its batcher's settings, others what they would get.
+    return {
+        "batchSize": source.batch_size,
+        "maxBatchDelay": source.max_batch_delay_ms,
+        "maxQueue": source.max_queue,
+    }
 
 
 def _int(value: str | None, name: str, default: int) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -82,6 +82,18 @@ class ServedVersion:
 
     async def predict(self, rows: np.ndarray, *, expected: bool = False) -> Prediction:
         return await self.batcher.predict(rows, expected=expected)
+
+
+def settings_from(metadata: dict[str, Any], base: BatchSettings) -> BatchSettings:
+    """`base` with the `batch_size`/`max_batch_delay` (ms) saved in a model's store metadata."""
+    changes: dict[str, Any] = {}
+    size = metadata.get("batch_size")
+    if isinstance(size, int) and size > 0:
+        changes["batch_size"] = size
+    delay = metadata.get("max_batch_delay")
+    if isinstance(delay, (int, float)) and delay >= 0:
+        changes["max_batch_delay_ms"] = float(delay)
+    return replace(base, **changes) if changes else base
 
 
 def feature_shape(loaded: LoadedModel) -> tuple[int, ...] | None:
@@ -167,7 +179,7 @@ class ServedModels:
         model = self.models.get(loaded.name)
         if model is None:
             model = self.models[loaded.name] = ServedModel(loaded.name, self.settings, url=url)
-        served = ServedVersion(loaded, model.settings, self.metrics)
+        served = ServedVersion(loaded, settings_from(loaded.metadata, model.settings), self.metrics)
         model.versions[loaded.version] = served
         if default or model.default is None:
             model.default = loaded.version

@@ -103,7 +103,7 @@ IMAGE_KEYS = ("resize", "mode", "scale", "mean", "std", "layout")
 def decode_image_body(body: bytes, served: ServedVersion) -> np.ndarray:
     """One image body as a one-row batch, decoded with the model's saved image settings."""
     try:
-        from inferline.io.images import decode_image  # type: ignore[import-not-found, unused-ignore]
+        from inferline.io.images import decode_image
     except ImportError as exc:  # the images module or Pillow is missing
         raise ApiError(
             415, "UnsupportedMediaType", f"model {served.model_id}: image bodies need Pillow ({exc})"
@@ -120,7 +120,7 @@ def decode_image_body(body: bytes, served: ServedVersion) -> np.ndarray:
 
 def image_settings(served: ServedVersion) -> Any:
     """`ImageSettings` from the store metadata (`image: {...}` or top-level keys)."""
-    from inferline.io.images import ImageSettings  # type: ignore[import-not-found, unused-ignore]
+    from inferline.io.images import ImageSettings
 
     meta = served.metadata.get("image", served.metadata)
     if not isinstance(meta, dict):
