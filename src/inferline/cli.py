@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -47,6 +48,7 @@ def run(
     from inferline.progress import ProgressDisplay, print_summary
 
     spec = load_spec(pipeline, set_ or [])
+    _log_to_stderr()
     stop = threading.Event()
     _stop_on_signals(stop)
     display = ProgressDisplay(err, enabled=progress and err.is_terminal, label=spec.name)
@@ -105,6 +107,17 @@ def quickstart(
 
 
 register_all(app)
+
+
+def _log_to_stderr() -> None:
+    # Model swaps (INFO) and load failures (WARNING) of a running pipeline, one line each.
+    logger = logging.getLogger("inferline")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

@@ -117,6 +117,9 @@ def test_a_running_stream_swaps_versions_survives_a_bad_one_and_rolls_back(
         added = time.monotonic()
         took = runner.wait(lambda: any(r["model_id"] == "iris/2" for r in runner.rows()))
         assert took < 5.0, f"iris/2 served {took:.1f} s after the add"
+        runner.wait(
+            lambda: any("model iris: now serving iris/2 (was iris/1)" in line for line in runner.stderr)
+        )
         v2_from = publisher.first_id_sent_after(time.monotonic())
 
         cli("models", "add", "iris", "broken.joblib")
