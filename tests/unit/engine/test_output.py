@@ -73,3 +73,29 @@ def test_index_into_a_scalar_and_missing_field() -> None:
         OutputMapping({"x": "prediction[0]"}).apply(_batch())
     with pytest.raises(SpecError, match=r"output.x: 'user.age': no field 'age' in struct<id: int64"):
         OutputMapping({"x": "user.age"}).apply(_batch())
+
+
+def test_batch_pipelines_use_the_mapping_too(project: object) -> None:
+    from inferline.engine.local import LocalEngine
+    from inferline.pipeline import parse_spec
+
+    spec = parse_spec(
+        {
+            "source": {"kind": "csv", "path": "examples/iris/data/iris.csv"},
+            "model": {
+                "name": "iris",
+                "uri": "examples/iris/models/iris-*.onnx",
+                "inputs": ["sepal_length", "sepal_width", "petal_length", "petal_width"],
+            },
+            "key": "id",
+            "output": {"flower": {"petal_length": "petal_length"}, "predict": "prediction"},
+            "sink": {"kind": "parquet", "path": "out.parquet"},
+        }
+    )
+    summary = LocalEngine(spec).run()
+    assert summary.rows_predicted == 150
+    import pyarrow.parquet as pq
+
+    table = pq.read_table("out.parquet")
+    assert table.schema.names == ["key", "flower", "predict"]
+    assert table.slice(0, 1).to_pylist() == [{"key": "0", "flower": {"petal_length": 1.4}, "predict": 0}]

@@ -204,10 +204,11 @@ class EmbeddedConsumer:
                     (self.topic.name, cursor, room),
                 ).fetchall()
                 if fresh:
-                    con.executemany(
+                    # One statement rather than one row at a time: the hot path.
+                    con.execute(
                         "INSERT INTO pending (topic, grp, seq, consumer, lease_until, deliveries) "
-                        "VALUES (?, ?, ?, ?, ?, 1)",
-                        [(*key, seq, self.name, lease) for seq, _, _ in fresh],
+                        "SELECT ?, ?, seq, ?, ?, 1 FROM messages WHERE topic = ? AND seq > ? AND seq <= ?",
+                        (*key, self.name, lease, self.topic.name, cursor, fresh[-1][0]),
                     )
                     cursor = fresh[-1][0]
                     con.execute("UPDATE cursors SET last_seq = ? WHERE topic = ? AND grp = ?", (cursor, *key))
@@ -219,11 +220,18 @@ class EmbeddedConsumer:
         if not ids:
             return
         key = (self.topic.name, self.group)
+        seqs = sorted({int(i) for i in ids})
         with self._transaction() as con:
-            con.executemany(
-                "DELETE FROM pending WHERE topic = ? AND grp = ? AND seq = ?",
-                [(*key, int(i)) for i in ids],
-            )
+            if seqs[-1] - seqs[0] + 1 == len(seqs):
+                # A run of consecutive ids (the usual batch): every one of them is ours.
+                con.execute(
+                    "DELETE FROM pending WHERE topic = ? AND grp = ? AND seq BETWEEN ? AND ?",
+                    (*key, seqs[0], seqs[-1]),
+                )
+            else:
+                con.executemany(
+                    "DELETE FROM pending WHERE topic = ? AND grp = ? AND seq = ?", [(*key, i) for i in seqs]
+                )
 
     def pending(self) -> int:
         with self._lock:
