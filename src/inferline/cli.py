@@ -46,6 +46,7 @@ def run(
     from inferline.engine.local import LocalEngine
     from inferline.pipeline import load_spec
     from inferline.progress import ProgressDisplay, print_summary
+    from inferline.report.runs import record_run
 
     spec = load_spec(pipeline, set_ or [])
     _log_to_stderr()
@@ -61,8 +62,8 @@ def run(
         stats_every=stats_every,
         on_stats=lambda stats: err.print(stats.line(), markup=False),
     )
-    with display:
-        summary = engine.run()
+    with display, record_run(spec, engine.stats) as history:
+        summary = history.summary = engine.run()
     print_summary(out, summary)
 
 
@@ -75,6 +76,7 @@ def quickstart(
     from inferline.engine.local import LocalEngine
     from inferline.pipeline import load_spec
     from inferline.progress import print_summary
+    from inferline.report.runs import record_run
 
     if example == "digits":
         from inferline.examples import digits
@@ -88,7 +90,9 @@ def quickstart(
     paths = iris.build(os.path.join(root, "iris"))
     out.print(f"example ready: data {paths['data']}, models {paths['joblib']} and {paths['onnx']}")
     spec = load_spec(paths["pipeline"])
-    summary = LocalEngine(spec).run()
+    engine = LocalEngine(spec)
+    with record_run(spec, engine.stats) as history:
+        summary = history.summary = engine.run()
     print_summary(out, summary)
     import duckdb
 

@@ -9,7 +9,7 @@ import importlib
 
 import typer
 
-COMMANDS: tuple[str, ...] = ("models", "serve", "sql", "publish")
+COMMANDS: tuple[str, ...] = ("models", "serve", "sql", "publish", "report")
 
 
 def register_all(app: typer.Typer) -> None:

@@ -1,0 +1,1 @@
+"""Evaluation reports (HTML with inline SVG charts) and run history."""
