@@ -26,7 +26,7 @@ def test_bar_heights_are_proportional_to_values_on_a_zero_axis() -> None:
     assert axis_max == 40
     for bar in bars:
         assert float(bar.get("height", "")) == pytest.approx(
-            plot_h * float(bar.get("data-value", "")) / 50, abs=0.01
+            plot_h * float(bar.get("data-value", "")) / axis_max, abs=0.01
         )
     values = [t.text for t in svg.findall(f"{SVG}text[@class='bar-value']")]
     assert values == ["40", "10", "25.5"]
