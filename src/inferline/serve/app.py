@@ -31,6 +31,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "inferline.serve.torchserve",
     "inferline.serve.v2",
     "inferline.serve.management",
+    "inferline.serve.dashboard",
 )
 
 __all__ = ["ROUTE_MODULES", "ServerConfig", "ServerState", "create_app"]

@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from inferline.serve.recent import RecentStats
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -63,6 +65,8 @@ class ServerMetrics:
             ["model", "version", "default"],
             registry=self.registry,
         )
+        # The last minutes, per second, for the dashboard (`GET /`).
+        self.recent = RecentStats()
         self._counters: dict[tuple[str, int], Counter] = {}
         self._latencies: dict[str, Histogram] = {}
 
@@ -72,6 +76,7 @@ class ServerMetrics:
         if counter is None:
             counter = self._counters[key] = self.requests.labels(model, str(status))
         counter.inc()
+        self.recent.request(model, status, seconds)
         if seconds is not None:
             histogram = self._latencies.get(model)
             if histogram is None:
@@ -82,10 +87,12 @@ class ServerMetrics:
         """A callback for `DynamicBatcher(on_batch=...)` recording size and duration."""
         sizes = self.batch_size.labels(model)
         durations = self.batch_latency.labels(model)
+        recent = self.recent
 
         def observe(rows: int, seconds: float) -> None:
             sizes.observe(rows)
             durations.observe(seconds)
+            recent.batch(model, rows, seconds)
 
         return observe
 

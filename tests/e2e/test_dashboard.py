@@ -1,0 +1,76 @@
+"""The server's `GET /` dashboard, rendered by headless Chromium against a real server process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from sklearn.datasets import load_iris
+
+from inferline.examples.iris import FEATURES
+from inferline.models.store import ModelStore
+from tests.browser import Element, dump_dom, parse_dom, screenshot
+from tests.e2e.server import running_server
+
+
+def _render(url: str, profile: Path) -> Element:
+    return parse_dom(dump_dom(url, profile, virtual_time_budget_ms=5000))
+
+
+def test_dashboard_shows_models_requests_latency_and_batches(tmp_path: Path, iris_example: Path) -> None:
+    store = tmp_path / "store"
+    models = ModelStore(str(store))
+    models.add("iris", str(iris_example / "models/iris-1.joblib"), inputs=FEATURES)
+    models.add("iris", str(iris_example / "models/iris-1.joblib"), inputs=FEATURES)
+    models.pin("iris", 1)
+    rows = load_iris().data
+    with running_server(store, "--max-batch-delay", "0", "--watch-interval", "0") as base:
+        for i in range(5):
+            route = "iris/2" if i == 4 else "iris"  # version 2 is loaded on its first request
+            answer = httpx.post(f"{base}/predictions/{route}", json=rows[3 * i : 3 * i + 3].tolist())
+            assert answer.status_code == 200
+        assert httpx.post(f"{base}/predictions/iris", json={"bad": 1}).status_code == 422
+
+        page = _render(f"{base}/", tmp_path / "chrome")
+        stats = httpx.get(f"{base}/dashboard/stats").json()
+        shot = screenshot(
+            f"{base}/",
+            tmp_path / "dashboard.png",
+            tmp_path / "chrome",
+            size=(1280, 1400),
+            virtual_time_budget_ms=5000,
+        )
+    print(f"dashboard screenshot: {shot}")
+
+    assert int(page.find("body").attrs["data-updates"]) >= 1, "the page never fetched its stats"
+    assert page.by_id("status").text.startswith("live")
+    assert page.by_id("requests-total").text == "6" and stats["totals"]["requests"] == 6
+    assert page.by_id("errors-total").text == "1"
+    assert page.by_id("batch-rows").text == "15"
+    totals = stats["totals"]
+    assert 0 < totals["p50_ms"] <= totals["p99_ms"]
+    assert float(page.by_id("latency-p50").attrs["data-value"]) == pytest.approx(totals["p50_ms"])
+    assert float(page.by_id("latency-p99").attrs["data-value"]) == pytest.approx(totals["p99_ms"])
+    assert page.by_id("latency-p50").text == f"{totals['p50_ms']:.2f}"
+    assert float(page.by_id("mean-batch").attrs["data-value"]) == pytest.approx(totals["mean_batch"])
+    assert 1 <= totals["mean_batch"] <= 3
+    assert 0 < float(page.by_id("requests-per-second").attrs["data-value"]) <= 6 / 10
+
+    (row,) = [r for r in page.by_id("models").find_all("tr") if "data-model" in r.attrs]
+    cells = [td.text for td in row.find_all("td")]
+    assert cells[:4] == ["iris", "1 (default), 2", "6", "1"]
+    assert row.attrs["data-default"] == "1"
+
+    bars = page.by_id("chart-requests").find_all("rect", class_="bar")
+    assert sum(float(b.attrs["data-value"]) for b in bars) == 6
+    chart = page.by_id("chart-requests")
+    scale = chart.num("data-axis-max") / chart.num("data-plot-height")
+    for bar in bars:  # what a reader sees: the bar's height on the axis
+        assert bar.num("height") * scale == pytest.approx(bar.num("data-value"))
+    points = page.by_id("chart-latency").find_all("circle", class_="p99_ms")
+    assert points and max(float(p.attrs["data-value"]) for p in points) == pytest.approx(
+        totals["p99_ms"], rel=0.5
+    )
+    batch_bars = page.by_id("chart-batch").find_all("rect", class_="bar")
+    assert batch_bars and all(1 <= float(b.attrs["data-value"]) <= 3 for b in batch_bars)
