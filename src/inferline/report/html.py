@@ -32,7 +32,7 @@ h2 { margin: 32px 0 8px; font-size: 19px; border-bottom: 1px solid #ddd; padding
 .card .caption { color: #666; font-size: 13px; }
 table { border-collapse: collapse; background: #fff; margin: 8px 0; font-size: 14px; }
 th, td { border: 1px solid #e2e2e2; padding: 4px 10px; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th:first-child, td:first-child, .text { text-align: left; }
 th { background: #f0f0f0; }
 .chart { background: #fff; border: 1px solid #e2e2e2; border-radius: 6px; margin: 8px 0; }
 .note { color: #666; font-size: 13px; }
@@ -214,15 +214,16 @@ def _runs(data: ReportData) -> str:
         models = ", ".join(r.get("model_ids") or [])
         rows.append(
             f'<tr data-run-id="{escape(str(r.get("run_id")))}"><td>{_when(r.get("started_at"))}</td>'
-            f'<td class="status-{status}">{status}</td><td>{escape(models)}</td>'
+            f'<td class="text status-{status}">{status}</td><td class="text">{escape(models)}</td>'
             f'<td data-value="{r.get("rows_read")}">{int(r.get("rows_read") or 0):,}</td>'
             f"<td>{int(r.get('rows_predicted') or 0):,}</td><td>{int(r.get('rows_dead') or 0):,}</td>"
             f'<td data-value="{r.get("rows_per_second")}">{number(float(r.get("rows_per_second") or 0))}</td>'
-            f"<td>{float(r.get('seconds') or 0):.2f}</td><td>{error}</td></tr>"
+            f'<td>{float(r.get("seconds") or 0):.2f}</td><td class="text">{error}</td></tr>'
         )
     table = (
-        '<table id="run-history"><thead><tr><th>started (UTC)</th><th>status</th><th>models</th><th>read</th>'
-        "<th>predicted</th><th>dead</th><th>rows/s</th><th>seconds</th><th>error</th></tr></thead>"
+        '<table id="run-history"><thead><tr><th>started (UTC)</th><th class="text">status</th>'
+        '<th class="text">models</th><th>read</th><th>predicted</th>'
+        '<th>dead</th><th>rows/s</th><th>seconds</th><th class="text">error</th></tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
     return f'<section id="runs"><h2>Recent runs</h2>{chart}{table}</section>'
