@@ -55,7 +55,8 @@ def test_dashboard_shows_models_requests_latency_and_batches(tmp_path: Path, iri
     assert page.by_id("latency-p50").text == f"{totals['p50_ms']:.2f}"
     assert float(page.by_id("mean-batch").attrs["data-value"]) == pytest.approx(totals["mean_batch"])
     assert 1 <= totals["mean_batch"] <= 3
-    assert 0 < float(page.by_id("requests-per-second").attrs["data-value"]) <= 6 / 10
+    # Requests/s covers the last 10 s only: on a slow machine Chromium may start after that.
+    assert 0 <= float(page.by_id("requests-per-second").attrs["data-value"]) <= 6 / 10
 
     (row,) = [r for r in page.by_id("models").find_all("tr") if "data-model" in r.attrs]
     cells = [td.text for td in row.find_all("td")]
