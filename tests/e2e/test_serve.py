@@ -139,7 +139,11 @@ def test_errors_are_json_and_the_server_keeps_serving(server: str, svc: object) 
         r"exceeds the limit of 20000 bytes.*--max-body",
     )
     nan = b"[[NaN, 3.5, 1.4, 0.2]]"
-    error(post(f"{server}/predictions/iris", content=nan), 500, r"model iris: prediction failed \(ValueError")
+    error(
+        post(f"{server}/predictions/iris", content=nan),
+        500,
+        r"model iris: prediction failed \(ValueError: [^\n]*\)$",
+    )
     error(httpx.get(f"{server}/nowhere"), 404, r"GET /nowhere: Not Found")
     assert httpx.get(f"{server}/ping").json() == {"status": "Healthy"}
     ok = post(f"{server}/predictions/iris", json=list(IRIS.data[100]))

@@ -177,3 +177,39 @@ def test_hot_swap_under_load_fails_no_request(
     assert set(ids[first_v2 + 8 :]) == {"iris/2"}, ids[first_v2 : first_v2 + 20]  # only in-flight ones on v1
     for _, model_id, predictions in seen:
         assert predictions == (want_v2 if model_id == "iris/2" else want_v1)
+
+
+def test_a_corrupt_new_version_leaves_the_old_one_serving(store: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.joblib"
+    broken.write_bytes(b"this is not a model")
+    with running_server(store, "--watch-interval", "0.1") as base:
+        ModelStore(str(store)).add("iris", str(broken), inputs=FEATURES)
+        deadline = time.monotonic() + 20
+        log = store.parent / next(p.name for p in store.parent.glob("server-*.log"))
+        while "model iris/2: cannot load, still serving the old version" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        answer = httpx.post(f"{base}/predictions/iris", json=list(IRIS.data[0]))
+        assert answer.status_code == 200 and answer.json()["model_id"] == "iris/1"
+        asked = httpx.post(f"{base}/predictions/iris/2", json=list(IRIS.data[0]))
+        assert asked.status_code == 500 and asked.json()["type"] == "ModelLoadError"
+        assert "model iris/2: cannot load it (model " in asked.json()["message"]
+        assert "the default keeps serving" in asked.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "0"], "error: serve: --batch-size 0; expected a positive number"),
+        (["--max-body", "-1"], "error: serve: --max-body -1; expected a positive number"),
+    ],
+)
+def test_bad_options_are_refused(store: Path, args: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "inferline", "serve", "--models", str(store), *args],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+    )
+    assert result.returncode == 1 and message in result.stderr

@@ -136,8 +136,12 @@ class StoreCatalog:
             return await self.models.load(
                 name, version, lambda: load_from_store(self.store, name, int(version))
             )
-        except InferlineError as exc:
-            raise ApiError(500, "ModelLoadError", str(exc)) from exc
+        except Exception as exc:
+            raise ApiError(
+                500,
+                "ModelLoadError",
+                f"model {name}/{version}: cannot load it ({exc}); the default keeps serving",
+            ) from exc
 
     async def register(
         self, url: str, name: str, settings: BatchSettings, *, framework: str | None = None

@@ -94,10 +94,11 @@ class ServerState:
                 503, "ServiceUnavailable", str(exc), headers={"Retry-After": str(self.config.retry_after_s)}
             ).response()
         except Exception as exc:
+            first_line = (str(exc).strip().splitlines() or [""])[0]
             log.warning("model %s: prediction failed: %s: %s", name, type(exc).__name__, exc)
             status = 500
             return ApiError(
-                500, "ModelError", f"model {name}: prediction failed ({type(exc).__name__}: {exc})"
+                500, "ModelError", f"model {name}: prediction failed ({type(exc).__name__}: {first_line})"
             ).response()
         finally:
             self.metrics.request(label, status, time.perf_counter() - start if status == 200 else None)
