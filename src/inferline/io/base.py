@@ -111,5 +111,19 @@ def dead_letter_batch(rows: list[DeadLetter]) -> pa.RecordBatch:
 
 def row_as_json(batch: pa.RecordBatch, index: int) -> str:
     """One row of a batch as JSON text, for dead letters (rare, so per-row is fine)."""
-    row = batch.slice(index, 1).to_pylist()[0]
+    # Tensor columns (decoded images) would be megabytes of numbers: name their shape instead.
+    names = [
+        f.name
+        for f in batch.schema
+        if pa.types.is_fixed_size_list(f.type) and f.metadata and b"inferline.shape" in f.metadata
+    ]
+    row = (
+        batch.drop_columns(names).slice(index, 1).to_pylist()[0]
+        if names
+        else batch.slice(index, 1).to_pylist()[0]
+    )
+    for name in names:
+        field = batch.schema.field(name)
+        shape = (field.metadata or {}).get(b"inferline.shape", b"?").decode()
+        row[name] = f"<tensor {shape}>"
     return json.dumps(row, default=str)

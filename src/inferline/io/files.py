@@ -27,7 +27,9 @@ def expand_paths(pattern: str) -> list[tuple[fsspec.AbstractFileSystem, str, str
     """(filesystem, path, display uri) for every file matching `pattern`, sorted."""
     fs, _, paths = fsspec.get_fs_token_paths(pattern)
     if any(ch in pattern for ch in "*?["):
-        matched = sorted(p for p in paths if not fs.isdir(p))
+        # get_fs_token_paths only expands `*`; glob() also knows `?` and `[...]`.
+        root = fs._strip_protocol(pattern)
+        matched = sorted(p for p in fs.glob(root) if not fs.isdir(p))
     else:
         matched = [p for p in paths if fs.exists(p)]
         if matched and fs.isdir(matched[0]):
