@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from inferline.models.base import LoadedModel, Prediction
+from inferline.models.hooks import ModelHooks
 from inferline.serve.batching import DynamicBatcher
 from inferline.serve.http import ApiError, invalid_input, not_found
 from inferline.serve.metrics import ServerMetrics
@@ -49,6 +50,7 @@ class ServedVersion:
             name=loaded.model_id,
         )
         self.row_shape: tuple[int, ...] | None = feature_shape(loaded)
+        self.hooks = hooks_from(loaded)
 
     @property
     def model_id(self) -> str:
@@ -82,6 +84,26 @@ class ServedVersion:
 
     async def predict(self, rows: np.ndarray, *, expected: bool = False) -> Prediction:
         return await self.batcher.predict(rows, expected=expected)
+
+
+def hooks_from(loaded: LoadedModel) -> ModelHooks | None:
+    """The hooks saved in a model's store metadata (`handler`, `labels`, `top_k`), if any.
+
+    The same `ModelHooks` the pipeline engine uses, so a model behaves alike in both.
+    """
+    meta = loaded.metadata
+    if not (meta.get("handler") or meta.get("labels") or meta.get("top_k")):
+        return None
+    top_k = meta.get("top_k")
+    hooks = ModelHooks(
+        str(meta["handler"]) if meta.get("handler") else None,
+        labels=str(meta["labels"]) if meta.get("labels") else None,
+        top_k=int(top_k) if top_k else None,
+        where=f"model {loaded.model_id}",
+    )
+    hooks.open()
+    hooks.setup(loaded)
+    return hooks
 
 
 def settings_from(metadata: dict[str, Any], base: BatchSettings) -> BatchSettings:

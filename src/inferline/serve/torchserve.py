@@ -11,12 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from inferline.errors import InferlineError
 from inferline.models.base import Prediction
+from inferline.models.hooks import HookError
 from inferline.serve.http import ApiError, bad_request, invalid_input, json_response, parse_json
 from inferline.serve.models import ServedVersion
 from inferline.serve.state import server_of
@@ -42,7 +44,28 @@ def parse_predictions(body: bytes, request: Request, served: ServedVersion) -> t
         return decode_image_body(body, served), None
     route = f"POST /predictions/{served.name}"
     instances = instances_of(parse_json(body, route=route), route)
+    if served.hooks is not None:
+        batch = instances_batch(instances, served)
+        try:
+            inputs = served.hooks.preprocess(batch)
+        except HookError as exc:
+            raise ApiError(500, "HookError", str(exc)) from exc
+        if inputs is not None:
+            return served.check_rows(np.asarray(inputs), input_name="instances"), batch
+        return rows_of(instances, served, input_name="instances"), batch
     return rows_of(instances, served, input_name="instances"), None
+
+
+def instances_batch(instances: list[Any], served: ServedVersion) -> pa.RecordBatch:
+    """The request's instances as an Arrow batch, as hooks see rows in a pipeline."""
+    if not instances:
+        raise invalid_input(f"model {served.model_id}: input 'instances' is empty; send at least one row")
+    try:
+        if all(isinstance(row, dict) for row in instances):
+            return pa.RecordBatch.from_pylist(instances)
+        return pa.RecordBatch.from_pydict({"input": instances})
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise bad_request(f"model {served.model_id}: instances do not share one shape ({exc})") from exc
 
 
 def instances_of(payload: Any, route: str) -> list[Any]:
@@ -146,6 +169,19 @@ def render_predictions(served: ServedVersion, prediction: Prediction, context: A
     out: dict[str, Any] = {"model_id": served.model_id, "predictions": prediction.prediction.tolist()}
     if prediction.scores is not None:
         out["scores"] = prediction.scores.tolist()
+    if served.hooks is not None and served.hooks.active:
+        batch = (
+            context
+            if isinstance(context, pa.RecordBatch)
+            else pa.RecordBatch.from_pydict(
+                {"input": [None] * len(prediction.prediction)}, schema=pa.schema([("input", pa.null())])
+            )
+        )
+        try:
+            columns = served.hooks.postprocess(batch, prediction)
+        except HookError as exc:
+            raise ApiError(500, "HookError", str(exc)) from exc
+        out.update({name: column.to_pylist() for name, column in columns.items()})
     return out
 
 
