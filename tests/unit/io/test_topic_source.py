@@ -157,3 +157,19 @@ def test_wider_numbers_later_in_the_stream_are_fine(tmp_path: Path) -> None:
         source.close()
     assert second.dead == []
     assert second.data.column("feature").to_pylist() == [[1.5, 2.0]]
+
+
+def test_a_batch_closes_max_wait_after_its_first_message(tmp_path: Path) -> None:
+    url = str(tmp_path / "q.db")
+    _publish(url, [b'{"id": 1}'] * 3)
+    source = TopicSource(_spec(url, max_size=1000, max_wait_ms=100))
+    source.bind(stop=threading.Event(), until_idle=1.0)
+    source.open()
+    late = threading.Timer(0.6, lambda: _publish(url, [b'{"id": 2}'] * 2))
+    late.start()
+    try:
+        sizes = [b.data.num_rows for b in source.batches()]
+    finally:
+        late.join()
+        source.close()
+    assert sizes == [3, 2]

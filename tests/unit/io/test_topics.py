@@ -134,3 +134,26 @@ def test_a_file_that_is_not_a_queue_is_an_error(tmp_path: Path) -> None:
     path.write_text("this is not sqlite " * 100)
     with pytest.raises(InputError, match=r"queue .*notes.db: cannot open as an embedded queue"):
         open_topic(str(path), "iris")
+
+
+def test_embedded_queue_deletes_what_every_group_acked(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = str(tmp_path / "q.db")
+    topic = open_topic(url, "t")
+    one, two = topic.consumer("g1", "c"), topic.consumer("g2", "c")
+    ids = topic.publish([b"a", b"b", b"c"])
+    one.ack([m.id for m in one.read(10, timeout=1.0)])
+    first = two.read(2, timeout=1.0)
+
+    def left() -> int:
+        with sqlite3.connect(url) as con:
+            return int(con.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    assert left() == 3  # g2 has not acked anything yet
+    two.ack([m.id for m in first])
+    assert left() == 1  # "c" is still to be handed to g2
+    assert [m.id for m in two.read(10, timeout=1.0)] == ids[2:]
+    two.ack(ids[2:])
+    assert left() == 0 and one.backlog() == 0 and two.backlog() == 0
+    topic.close()

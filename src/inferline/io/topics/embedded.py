@@ -5,6 +5,9 @@ while they write), and a consumer group may have several consumers. Everything a
 changes is one transaction, so a SIGKILL at any point loses nothing committed: a message
 delivered but not acked stays in `pending` and is delivered again after a restart.
 
+Acked messages are deleted once every consumer group of the topic has acked them; a group
+created later starts from the messages still there.
+
 Tables (shared by every topic in the file):
     messages(seq, topic, body, published)    the log; `seq` is the message id
     cursors(topic, grp, last_seq)            the last message handed to the group
@@ -232,6 +235,14 @@ class EmbeddedConsumer:
                 con.executemany(
                     "DELETE FROM pending WHERE topic = ? AND grp = ? AND seq = ?", [(*key, i) for i in seqs]
                 )
+            # Retention: a message every group has been handed and acked is gone for good,
+            # so a queue that runs for months stays as small as its backlog.
+            con.execute(
+                "DELETE FROM messages WHERE topic = ?1 "
+                "AND seq <= (SELECT min(last_seq) FROM cursors WHERE topic = ?1) "
+                "AND seq < coalesce((SELECT min(seq) FROM pending WHERE topic = ?1), 9223372036854775807)",
+                (self.topic.name,),
+            )
 
     def pending(self) -> int:
         with self._lock:
