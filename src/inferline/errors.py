@@ -52,3 +52,11 @@ def require(module: str, extra: str) -> object:
 
 class SqlError(InferlineError, ValueError):
     """A SQL statement cannot be translated or run: names the statement and the construct."""
+
+
+class RemoteUnavailable(ModelError):
+    """A remote model's server cannot answer (down, unreachable, refusing): the whole batch fails.
+
+    The engine dead-letters the batch for that model with this message instead of bisecting
+    it row by row, which would only repeat the same failing request.
+    """

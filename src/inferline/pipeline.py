@@ -88,11 +88,21 @@ class ModelSpec(_Spec):
     version: str | int | None = None
     auth_env: str | None = None
     timeout: float | None = None
+    # Remote models (framework: remote, url:): rows per request (default batch.max_size),
+    # retries on connection errors/5xx, requests in flight, and kserve-v2/torchserve protocol.
+    max_batch: int | None = Field(default=None, gt=0)
+    retries: int = Field(default=3, ge=0)
+    concurrency: int = Field(default=4, gt=0)
+    protocol: str | None = None
 
     @model_validator(mode="after")
     def _has_location(self) -> ModelSpec:
         if not (self.uri or self.store or self.url):
             raise ValueError(f"model {self.name!r} needs uri: (a file or glob) or store:")
+        if self.url and self.framework is None:
+            self.framework = "remote"
+        if self.protocol is not None and self.protocol not in ("v2", "torchserve"):
+            raise ValueError(f"model {self.name!r}: protocol must be v2 or torchserve, got {self.protocol!r}")
         return self
 
     @property
@@ -163,6 +173,9 @@ class PipelineSpec(_Spec):
             raise ValueError("give either model: or models:, not both")
         if self.sink.kind == "duckdb" and not self.sink.table:
             self.sink.table = _default_table(self.name)
+        for model in self.all_models:
+            if model.url and model.max_batch is None:
+                model.max_batch = self.batch.max_size
         return self
 
     @property

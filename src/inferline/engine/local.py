@@ -133,6 +133,8 @@ class LocalEngine:
         self._hooks: list[ModelHooks | None] = []
         self._pool: ThreadPoolExecutor | None = None
         self._loader: ImageLoader | None = None
+        # Each model's result columns and types, so failed batches keep the run's schema.
+        self._columns: dict[str, dict[str, pa.DataType]] = {}
 
     # --- building -------------------------------------------------------------------
     def _open_models(self) -> list[ModelRef]:
@@ -216,7 +218,13 @@ class LocalEngine:
             data, keys = apply_steps(self._before, data, keys)
             if models and data.num_rows:
                 results, model_dead = results_for(
-                    models, self._hooks, data, keys, keep=self.spec.keep, pool=self._pool
+                    models,
+                    self._hooks,
+                    data,
+                    keys,
+                    keep=self.spec.keep,
+                    pool=self._pool,
+                    columns=self._columns,
                 )
                 dead.extend(model_dead)
                 self.stats.model_ids.update(m.model_id for m in models)

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from inferline.engine.features import assemble, extract_features, list_column, prediction_column
-from inferline.errors import InferlineError, ModelError
+from inferline.errors import InferlineError, ModelError, RemoteUnavailable
 from inferline.io.base import DeadLetter, row_as_json
 from inferline.models.base import LoadedModel, Prediction
 from inferline.models.hooks import HookError, ModelHooks
@@ -68,7 +68,12 @@ def run_model(
             )
             return ModelOutput(model, all_rows[:0], None, dead=dead)
         rows, matrix = all_rows, inputs
-    prediction, failed = predict_isolating(model, matrix)
+    try:
+        prediction, failed = predict_isolating(model, matrix)
+    except RemoteUnavailable as exc:
+        # The server is down or refusing: every row would fail the same way, so do not bisect.
+        bury(rows, f"model {model.model_id}: {exc}", "predict")
+        return ModelOutput(model, all_rows[:0], None, dead=dead)
     if failed:
         bad = np.array(sorted(failed))
         for index in bad.tolist():
@@ -92,8 +97,14 @@ def results_for(
     *,
     keep: list[str] | None,
     pool: ThreadPoolExecutor | None = None,
+    columns: dict[str, dict[str, pa.DataType]] | None = None,
 ) -> tuple[pa.RecordBatch | None, list[DeadLetter]]:
-    """Result rows and dead letters for a batch, for one model or several side by side."""
+    """Result rows and dead letters for a batch, for one model or several side by side.
+
+    `columns` remembers each model's result columns across batches (pass the same dict every
+    time), so a batch where a model failed on every row still writes its columns, all null,
+    with the types of earlier batches: the sink sees one schema for the whole run.
+    """
     if len(models) == 1 or pool is None:
         outputs = [run_model(m, h, data, keys) for m, h in zip(models, hooks, strict=True)]
     else:
@@ -108,11 +119,16 @@ def results_for(
         source = out.typed if out.typed is not None else _take(data, out.rows)
         batch = assemble(source, _take_array(keys, out.rows), out.prediction, out.model.model_id, keep=keep)
         return _with_extra(batch, out.extra), dead
-    return _side_by_side(outputs, data, keys, keep=keep), dead
+    return _side_by_side(outputs, data, keys, keep=keep, known={} if columns is None else columns), dead
 
 
 def _side_by_side(
-    outputs: list[ModelOutput], data: pa.RecordBatch, keys: pa.Array, *, keep: list[str] | None
+    outputs: list[ModelOutput],
+    data: pa.RecordBatch,
+    keys: pa.Array,
+    *,
+    keep: list[str] | None,
+    known: dict[str, dict[str, pa.DataType]],
 ) -> pa.RecordBatch | None:
     n = data.num_rows
     if n == 0:
@@ -133,9 +149,10 @@ def _side_by_side(
                 columns["scores"] = list_column(out.prediction.scores)
             columns.update(out.extra)
             columns["model_id"] = pa.repeat(pa.scalar(out.model.model_id), len(out.rows))
+            known[out.model.name] = {name: column.type for name, column in columns.items()}
         else:
-            columns["prediction"] = pa.nulls(0, pa.float64())
-            columns["model_id"] = pa.nulls(0, pa.string())
+            types = known.get(out.model.name) or {"prediction": pa.float64(), "model_id": pa.string()}
+            columns = {name: pa.nulls(0, type_) for name, type_ in types.items()}
         for name, column in columns.items():
             names.append(prefix + name)
             arrays.append(column.take(take) if len(column) else pa.nulls(n, column.type))

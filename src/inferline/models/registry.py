@@ -90,6 +90,15 @@ def handler_options(spec: ModelSpec, framework: str) -> dict[str, Any]:
     if framework == "torch":
         options["model_class"] = spec.model_class
         options["model_params"] = spec.model_params
+    if framework == "remote":
+        options.update(
+            batch_size=spec.max_batch,
+            timeout=spec.timeout,
+            retries=spec.retries,
+            concurrency=spec.concurrency,
+            auth_env=spec.auth_env,
+            protocol=spec.protocol,
+        )
     return options
 
 
@@ -103,6 +112,8 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     """
     if spec.store:
         return load_from_store(spec, store_version(spec))
+    if spec.url:
+        return load_remote(spec)
     version = resolve_uri(spec)
     return load_version(spec, version.uri, version.version)
 
@@ -148,6 +159,23 @@ def load_version(spec: ModelSpec, uri: str, version: str) -> LoadedModel:
     )
 
 
+def load_remote(spec: ModelSpec) -> LoadedModel:
+    """A model behind an HTTP API (`url:`); its version is the one the server reports."""
+    if spec.url is None:
+        raise ModelError(f"model {spec.name}: no url: given")
+    handler = handler_for(spec.url, framework="remote", options=handler_options(spec, "remote"))
+    remote = handler.load(spec.url)
+    inputs = spec.input_columns or list(getattr(remote, "inputs", []))
+    return LoadedModel(
+        name=spec.name,
+        version=str(getattr(remote, "version", "remote")),
+        uri=str(getattr(remote, "shown", spec.url)),
+        handler=handler,
+        model=remote,
+        inputs=inputs,
+    )
+
+
 class ModelRef:
     """The engine's handle on a model: `current()` is what the next batch should use.
 
@@ -161,4 +189,7 @@ class ModelRef:
         return self._loaded
 
     def close(self) -> None:
-        """Stop any background work."""
+        """Stop any background work and release the model's connections (remote models)."""
+        close = getattr(self._loaded.handler, "close", None)
+        if close is not None:
+            close()
