@@ -181,3 +181,48 @@ def test_server_stopped_mid_run(project: Path, lr_store: Path) -> None:
     assert error.endswith("cannot connect (ConnectError)")
     # A dead server is not retried row by row: the whole run stays quick.
     assert elapsed < 20
+
+
+def test_sql_remote_model_uses_the_remote_handler(iris_example: Path, lr_store: Path) -> None:
+    import inferline.sql
+    from inferline.errors import SqlError
+
+    lr = joblib.load(lr_store.parent / "lr.joblib")
+    csv = iris_example / "data" / "iris.csv"
+    with server_process(lr_store) as (_, base), inferline.sql.connect() as con:
+        os.environ["LR_SQL_TOKEN"] = SECRET
+        try:
+            con.sql(
+                f"CREATE TABLE flowers AS SELECT * FROM read_csv('{csv}');"
+                "CREATE MODEL ds.lr REMOTE WITH CONNECTION `proj.us.inference` "
+                f"OPTIONS(endpoint='{base}/v2/models/lr', auth_env='LR_SQL_TOKEN');"
+                "CREATE MODEL ds.lr_ts REMOTE WITH CONNECTION us.inference "
+                f"OPTIONS(endpoint='{base}/predictions/lr')"
+            )
+            query = "SELECT * FROM ML.PREDICT(MODEL {}, (SELECT * EXCLUDE (target) FROM flowers)) ORDER BY id"
+            table = con.sql(query.format("ds.lr")).to_arrow_table()
+            served = con.sql(query.format("ds.lr_ts")).to_arrow_table()
+        finally:
+            del os.environ["LR_SQL_TOKEN"]
+        assert table.column_names[:2] == ["predicted_label", "probabilities"]
+        assert table.column("predicted_label").to_pylist() == lr.predict(IRIS.data).tolist()
+        np.testing.assert_allclose(table.column("probabilities").to_pylist(), lr.predict_proba(IRIS.data))
+        assert served.column("predicted_label").to_pylist() == lr.predict(IRIS.data).tolist()
+        assert SECRET not in json.dumps(con.sql("SELECT * FROM inferline_models").fetchall(), default=str)
+        with pytest.raises(
+            SqlError,
+            match=r"CREATE MODEL ds.bad: needs OPTIONS\(endpoint=...\); a remote model "
+            r"takes OPTIONS\(endpoint='http://host:port/v2/models/NAME'",
+        ):
+            con.sql("CREATE MODEL ds.bad REMOTE WITH CONNECTION c OPTIONS(auth_env='X')")
+        with pytest.raises(
+            SqlError, match=r"CREATE MODEL ds.bad: option 'model_path' is not supported; a remote"
+        ):
+            con.sql(
+                "CREATE MODEL ds.bad REMOTE WITH CONNECTION c "
+                "OPTIONS(endpoint='http://h/v2/models/m', model_path='x')"
+            )
+        with pytest.raises(
+            SqlError, match=r"CREATE MODEL ds.bad: model http://h/x: cannot tell the protocol"
+        ):
+            con.sql("CREATE MODEL ds.bad REMOTE WITH CONNECTION c OPTIONS(endpoint='http://h/x')")

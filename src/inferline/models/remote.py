@@ -184,14 +184,16 @@ class RemoteHandler:
                 model.inputs = [str(f) for f in features]
             return
         self._get_json(f"{model.base}/ping")
-        if not model.version:
-            # inferline serve (and KServe servers) also answer v2 metadata; plain TorchServe does not.
-            try:
-                meta = self._get_json(f"{model.base}/v2/models/{model.name}", quiet=True)
-            except (RemoteUnavailable, RemoteRequestFailed, ModelError):
-                meta = {}
-            served = str((meta.get("parameters") or {}).get("model_id", "")).rpartition("/")[2]
-            model.version = served or "remote"
+        # inferline serve (and KServe servers) also answer v2 metadata; plain TorchServe does not.
+        try:
+            meta = self._get_json(f"{model.base}/v2/models/{model.name}", quiet=True)
+        except (RemoteUnavailable, RemoteRequestFailed, ModelError):
+            meta = {}
+        params = meta.get("parameters") or {}
+        model.version = model.version or str(params.get("model_id", "")).rpartition("/")[2] or "remote"
+        features = params.get("features")
+        if isinstance(features, list):
+            model.inputs = [str(f) for f in features]
 
     def _get_json(self, url: str, *, quiet: bool = False) -> dict[str, Any]:
         response = self._send("GET", url, None, retries=0 if quiet else self.retries)
@@ -237,7 +239,9 @@ class RemoteHandler:
         attempts = 1 if self._down else 1 + (self.retries if retries is None else retries)
         shown = f"{method} {redact(url)}"
         problem = ""
+        tried = 0
         for attempt in range(attempts):
+            tried += 1
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             try:
@@ -255,7 +259,7 @@ class RemoteHandler:
             problem = f"HTTP {response.status_code}: {self._scrub(_error_text(response))}"
             if response.status_code not in _RETRY:
                 break
-        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        tries = f" after {tried} attempts" if tried > 1 else ""
         message = f"{shown} failed{tries}: {problem}"
         status = int(problem.split()[1].rstrip(":")) if problem.startswith("HTTP ") else None
         if status is None or status in _UNAVAILABLE:

@@ -23,6 +23,7 @@ from inferline.sql.resolver import ModelResolver
 
 SUPPORTED_ML = ("PREDICT", "DECODE_IMAGE")
 MODEL_OPTIONS = ("model_type", "model_path")
+REMOTE_OPTIONS = ("endpoint", "auth_env")
 TABLE_OPTIONS = ("uris", "object_metadata", "format", "max_staleness", "metadata_cache_mode")
 
 
@@ -158,17 +159,25 @@ def create_model(create: exp.Create, session: Session) -> None:
     options, others = _options(create, where)
     inputs: list[str] = []
     outputs: list[str] = []
+    remote = False
     for prop in others:
-        if isinstance(prop, exp.TransformModelProperty):
+        if isinstance(prop, exp.RemoteWithConnectionModelProperty):
+            remote = True
+        elif isinstance(prop, exp.TransformModelProperty):
             raise SqlError(
                 f"{where}: TRANSFORM(...) is not supported; preprocess in the subquery of ML.PREDICT"
             )
-        if isinstance(prop, exp.InputModelProperty):
+        elif isinstance(prop, exp.InputModelProperty):
             inputs = [c.name for c in prop.this.expressions]
         elif isinstance(prop, exp.OutputModelProperty):
             outputs = [c.name for c in prop.this.expressions]
         else:
             raise SqlError(f"{where}: {prop.sql('bigquery')} is not supported")
+    if remote:
+        entry = remote_model(name, options, inputs, outputs, where)
+        put_model(session.con, entry, replace=bool(create.args.get("replace")))
+        session.resolver.forget(name)
+        return
     model_type = str(options.get("model_type", "")).lower()
     if create.expression is not None or (model_type and model_type not in MODEL_TYPES):
         importing = create.expression is not None and (not model_type or model_type in MODEL_TYPES)
@@ -196,6 +205,33 @@ def create_model(create: exp.Create, session: Session) -> None:
     )
     put_model(session.con, entry, replace=bool(create.args.get("replace")))
     session.resolver.forget(name)
+
+
+def remote_model(
+    name: str, options: dict[str, Any], inputs: list[str], outputs: list[str], where: str
+) -> CatalogModel:
+    """`CREATE MODEL m REMOTE WITH CONNECTION c OPTIONS(endpoint=...)`: a KServe v2/TorchServe URL.
+
+    The connection itself holds nothing locally; a token comes from the environment variable
+    named by the inferline option `auth_env`, kept in the URL's fragment (never sent).
+    """
+    unknown = sorted(set(options) - set(REMOTE_OPTIONS))
+    if unknown or "endpoint" not in options:
+        problem = f"option {unknown[0]!r} is not supported" if unknown else "needs OPTIONS(endpoint=...)"
+        raise SqlError(
+            f"{where}: {problem}; a remote model takes OPTIONS(endpoint='http://host:port/v2/models/NAME' "
+            "or '.../predictions/NAME'[, auth_env='ENV_VAR_WITH_TOKEN'])"
+        )
+    endpoint = str(options["endpoint"])
+    from inferline.models.remote import parse_url
+
+    try:
+        parse_url(endpoint)
+    except InferlineError as exc:
+        raise SqlError(f"{where}: {exc}") from None
+    if "auth_env" in options:
+        endpoint = f"{endpoint.partition('#')[0]}#auth_env={options['auth_env']}"
+    return CatalogModel(name=name, framework="remote", path=endpoint, inputs=inputs, outputs=outputs)
 
 
 def _is_external(create: exp.Create) -> bool:

@@ -57,6 +57,10 @@ class ModelResolver:
             self._entries.pop(name.lower(), None)
 
     def close(self) -> None:
+        for loaded in self._cache.values():
+            close = getattr(loaded.handler, "close", None)
+            if close is not None:
+                close()  # remote models hold an HTTP connection pool
         self._cache.clear()
         self._cursor.close()
 
@@ -82,12 +86,28 @@ def load_catalog_model(entry: CatalogModel) -> LoadedModel:
     from inferline.models.registry import list_versions, load_version
     from inferline.pipeline import ModelSpec
 
+    if entry.framework == "remote":
+        return _load_remote(entry)
     versions = list_versions(entry.path)
     if not versions:
         raise SqlError(f"model {entry.name}: no model file matches {entry.path}")
     spec = ModelSpec(name=entry.name, uri=entry.path, framework=entry.framework, inputs=entry.inputs or None)
     newest = versions[-1]
     loaded = load_version(spec, newest.uri, newest.version)
+    if entry.outputs:
+        loaded.metadata["outputs"] = list(entry.outputs)
+    return loaded
+
+
+def _load_remote(entry: CatalogModel) -> LoadedModel:
+    """A `CREATE MODEL ... REMOTE` entry: the same RemoteHandler as pipelines' `url:` models."""
+    from inferline.models.registry import load_remote
+    from inferline.pipeline import ModelSpec
+
+    url, _, fragment = entry.path.partition("#")
+    auth_env = fragment.removeprefix("auth_env=") or None
+    spec = ModelSpec(name=entry.name, url=url, auth_env=auth_env, inputs=entry.inputs or None)
+    loaded = load_remote(spec)
     if entry.outputs:
         loaded.metadata["outputs"] = list(entry.outputs)
     return loaded
