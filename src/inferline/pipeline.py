@@ -101,6 +101,10 @@ class ModelSpec(_Spec):
             raise ValueError(f"model {self.name!r} needs uri: (a file or glob) or store:")
         if self.url and self.framework is None:
             self.framework = "remote"
+        if self.url and self.watch:
+            raise ValueError(
+                f"model {self.name!r}: watch: needs uri: or store:; a url: model is what its server serves"
+            )
         if self.protocol is not None and self.protocol not in ("v2", "torchserve"):
             raise ValueError(f"model {self.name!r}: protocol must be v2 or torchserve, got {self.protocol!r}")
         return self

@@ -278,3 +278,8 @@ def test_spec_keys_for_remote_models() -> None:
     raw["models"][0]["protocol"] = "grpc"
     with pytest.raises(SpecError, match=r"model 'r': protocol must be v2 or torchserve, got 'grpc'"):
         parse_spec(raw)
+    raw["models"][0].update(protocol=None, watch=True)
+    with pytest.raises(
+        SpecError, match=r"model 'r': watch: needs uri: or store:; a url: model is what its server"
+    ):
+        parse_spec(raw)
