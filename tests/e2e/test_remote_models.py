@@ -84,6 +84,13 @@ def server_process(
         log.close()
 
 
+@pytest.fixture(scope="module")
+def lr_server(lr_store: Path) -> Iterator[str]:
+    """One server for the tests that do not stop it; its log is `serve-PORT.log` by the store."""
+    with server_process(lr_store) as (_, base):
+        yield base
+
+
 def kill(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -121,13 +128,15 @@ def rows_of(path: str, query: str) -> list[dict[str, Any]]:
     return table.to_pylist()
 
 
-def test_local_and_remote_models_side_by_side(cli: CliRunner, project: Path, lr_store: Path) -> None:
+def test_local_and_remote_models_side_by_side(
+    cli: CliRunner, project: Path, lr_store: Path, lr_server: str
+) -> None:
     svc = joblib.load(project / "examples/iris/models/iris-1.joblib")
     lr = joblib.load(lr_store.parent / "lr.joblib")
-    with server_process(lr_store, env={"LR_TOKEN": SECRET}) as (_, base):
-        (project / "compare.yaml").write_text(yaml.safe_dump(spec_for(base, max_size=40, auth=True)))
-        result = cli("run", "compare.yaml", env={"LR_TOKEN": SECRET})
-        log = (lr_store.parent / f"serve-{base.rsplit(':', 1)[1]}.log").read_bytes().decode()
+    base = lr_server
+    (project / "compare.yaml").write_text(yaml.safe_dump(spec_for(base, max_size=40, auth=True)))
+    result = cli("run", "compare.yaml", env={"LR_TOKEN": SECRET})
+    log = (lr_store.parent / f"serve-{base.rsplit(':', 1)[1]}.log").read_bytes().decode()
     rows = rows_of("out.duckdb", "SELECT * FROM answers ORDER BY CAST(key AS INT)")
     assert len(rows) == 150
     data = IRIS.data
@@ -148,11 +157,12 @@ def test_local_and_remote_models_side_by_side(cli: CliRunner, project: Path, lr_
         assert SECRET not in text
 
 
-def test_server_stopped_mid_run(project: Path, lr_store: Path) -> None:
+def test_server_stopped_mid_run(project: Path, lr_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     svc = joblib.load(project / "examples/iris/models/iris-1.joblib")
     lr = joblib.load(lr_store.parent / "lr.joblib")
     with server_process(lr_store) as (proc, base):
-        raw = spec_for(base, max_size=10, retries=1)
+        monkeypatch.setenv("LR_TOKEN", SECRET)
+        raw = spec_for(base, max_size=10, retries=1, auth=True)
         raw["models"] = raw["models"][:2]
         spec = parse_spec(raw)
 
@@ -179,17 +189,19 @@ def test_server_stopped_mid_run(project: Path, lr_store: Path) -> None:
     error = dead[0]["error"]
     assert error.startswith(f"model lr/1: POST {base}/v2/models/lr/infer failed")
     assert error.endswith("cannot connect (ConnectError)")
+    assert SECRET not in json.dumps([rows, dead], default=str)
     # A dead server is not retried row by row: the whole run stays quick.
     assert elapsed < 20
 
 
-def test_sql_remote_model_uses_the_remote_handler(iris_example: Path, lr_store: Path) -> None:
+def test_sql_remote_model_uses_the_remote_handler(iris_example: Path, lr_store: Path, lr_server: str) -> None:
     import inferline.sql
     from inferline.errors import SqlError
 
     lr = joblib.load(lr_store.parent / "lr.joblib")
     csv = iris_example / "data" / "iris.csv"
-    with server_process(lr_store) as (_, base), inferline.sql.connect() as con:
+    base = lr_server
+    with inferline.sql.connect() as con:
         os.environ["LR_SQL_TOKEN"] = SECRET
         try:
             con.sql(

@@ -206,8 +206,10 @@ class RemoteHandler:
     # --- predicting -----------------------------------------------------------------
     def predict(self, model: RemoteModel, inputs: np.ndarray) -> Prediction:
         inputs = np.asarray(inputs)
-        size = self.batch_size or len(inputs) or 1
-        chunks = [inputs[i : i + size] for i in range(0, len(inputs), size)] or [inputs]
+        if len(inputs) == 0:
+            return Prediction(np.empty((0,)), None)
+        size = self.batch_size or len(inputs)
+        chunks = [inputs[i : i + size] for i in range(0, len(inputs), size)]
         if len(chunks) == 1:
             parts = [self._predict_chunk(model, chunks[0])]
         else:

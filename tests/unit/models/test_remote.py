@@ -158,6 +158,7 @@ def test_v2_batches_split_and_run_concurrently(served: tuple[str, Behaviour], ha
     assert prediction.scores is not None and prediction.scores.tolist() == ROWS.tolist()
     assert sorted(behaviour.sizes) == [2, 10, 10, 10]
     assert 1 < behaviour.max_in_flight <= 3
+    assert len(handler.predict(model, ROWS[:0]).prediction) == 0 and len(behaviour.sizes) == 4
 
 
 def test_torchserve_protocol(served: tuple[str, Behaviour], handler: RemoteHandler) -> None:
