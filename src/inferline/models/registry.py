@@ -14,7 +14,7 @@ from typing import Any
 
 import fsspec
 
-from inferline.errors import ModelError
+from inferline.errors import ModelError, RemoteUnavailable
 from inferline.models.base import LoadedModel, handler_for
 from inferline.models.store import ModelStore, StoreVersion, load_store_version
 from inferline.pipeline import ModelSpec
@@ -164,7 +164,15 @@ def load_remote(spec: ModelSpec) -> LoadedModel:
     if spec.url is None:
         raise ModelError(f"model {spec.name}: no url: given")
     handler = handler_for(spec.url, framework="remote", options=handler_options(spec, "remote"))
-    remote = handler.load(spec.url)
+    try:
+        remote = handler.load(spec.url)
+    except RemoteUnavailable as exc:
+        close = getattr(handler, "close", None)
+        if close is not None:
+            close()
+        raise ModelError(
+            f"model {spec.name}: {exc}; check that the server is up and the URL is right"
+        ) from None
     inputs = spec.input_columns or list(getattr(remote, "inputs", []))
     return LoadedModel(
         name=spec.name,

@@ -236,6 +236,19 @@ def test_server_down_fails_fast(handler: RemoteHandler) -> None:
         handler.load(url)
 
 
+def test_pipeline_model_on_a_down_server_names_the_model() -> None:
+    from inferline.models.registry import load_model
+    from inferline.pipeline import ModelSpec
+
+    spec = ModelSpec(name="lr", url=f"http://127.0.0.1:{free_port()}/v2/models/lr", retries=0)
+    with pytest.raises(
+        ModelError,
+        match=r"^model lr: GET http://127\.0\.0\.1:\d+/v2/models/lr failed: cannot "
+        r"connect \(ConnectError\); check that the server is up and the URL is right$",
+    ):
+        load_model(spec)
+
+
 def loaded(handler: RemoteHandler, url: str) -> LoadedModel:
     model = handler.load(url)
     return LoadedModel("summer", model.version, url, handler, model, inputs=["a", "b"])
