@@ -8,6 +8,7 @@ schema `ds`, table `t`; a leading project (`proj.ds.t`) is dropped.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol
 
 import duckdb
@@ -22,7 +23,8 @@ from inferline.sql.mlpredict import predict_subquery
 from inferline.sql.resolver import ModelResolver
 
 SUPPORTED_ML = ("PREDICT", "DECODE_IMAGE")
-MODEL_OPTIONS = ("model_type", "model_path")
+# model_class / model_params (JSON) are inferline's: a PyTorch state_dict needs its class.
+MODEL_OPTIONS = ("model_type", "model_path", "model_class", "model_params")
 REMOTE_OPTIONS = ("endpoint", "auth_env")
 TABLE_OPTIONS = ("uris", "object_metadata", "format", "max_staleness", "metadata_cache_mode")
 
@@ -196,12 +198,22 @@ def create_model(create: exp.Create, session: Session) -> None:
             f"{where}: needs OPTIONS(model_type='sklearn'|'onnx'|..., model_path='path/or/*.glob')"
         )
     path = str(options["model_path"])
+    try:
+        params = json.loads(str(options.get("model_params", "{}")))
+    except json.JSONDecodeError as exc:
+        raise SqlError(
+            f"{where}: model_params must be a JSON object string, e.g. '{{\"width\": 16}}' ({exc})"
+        ) from None
+    if not isinstance(params, dict):
+        raise SqlError(f"{where}: model_params must be a JSON object string, e.g. '{{\"width\": 16}}'")
     entry = CatalogModel(
         name=name,
         framework=MODEL_TYPES[model_type],
         path=objects.normalize_uri(path),
         inputs=inputs,
         outputs=outputs,
+        model_class=str(options["model_class"]) if "model_class" in options else None,
+        model_params=params,
     )
     put_model(session.con, entry, replace=bool(create.args.get("replace")))
     session.resolver.forget(name)
@@ -282,8 +294,6 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
                     raise SqlError("ML.DECODE_IMAGE takes one argument, the object table's data column")
                 dot.replace(exp.Anonymous(this="decode_image", expressions=list(call.expressions)))
     predicts = list(tree.find_all(exp.Predict))
-    with_ = tree.args.get("with_") or tree.args.get("with")
-    ctes_sql = with_.sql("duckdb") if with_ is not None else ""
     replacements: dict[str, str] = {}
     for i, node in enumerate(predicts):
         model = table_name(node.this)
@@ -300,6 +310,7 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
         else:
             raise SqlError(f"{where}: expected (SELECT ...) or TABLE name as the second argument")
         loaded = session.resolver.get(model)
+        ctes_sql = _visible_ctes(tree, node)
         placeholder = f"__inferline_ml_predict_slot_{i}"
         replacements[placeholder] = predict_subquery(
             session.con, loaded, model, inner_sql, ctes_sql, session.errors
@@ -307,7 +318,52 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
         holder = node.parent if isinstance(node.parent, exp.Table) else node
         alias = holder.args.get("alias") if holder is not node else None
         holder.replace(exp.Table(this=exp.to_identifier(placeholder), alias=alias))
+    _zero_based_offsets(tree, replacements)
     sql = tree.sql("duckdb")
     for placeholder, subquery in replacements.items():
         sql = sql.replace(placeholder, subquery)
     return sql
+
+
+def _visible_ctes(tree: exp.Expr, node: exp.Expr) -> str:
+    """The statement's CTEs that an ML.PREDICT input may read: those before the one it is in."""
+    with_ = tree.args.get("with_") or tree.args.get("with")
+    if not isinstance(with_, exp.With):
+        return ""
+    visible = []
+    for cte in with_.expressions:
+        if cte.find(exp.Predict) is not None:
+            break
+        visible.append(cte.sql("duckdb"))
+    if not visible:
+        return ""
+    return ("WITH RECURSIVE " if with_.args.get("recursive") else "WITH ") + ", ".join(visible)
+
+
+def _zero_based_offsets(tree: exp.Expr, replacements: dict[str, str]) -> None:
+    # sqlglot writes BigQuery's `UNNEST(a) AS v WITH OFFSET AS i` as DuckDB's 1-based
+    # WITH ORDINALITY; BigQuery's offsets start at 0, so spell it out instead.
+    for i, node in enumerate(list(tree.find_all(exp.Unnest))):
+        offset = node.args.get("offset")
+        if offset is None or len(node.expressions) != 1:
+            continue
+        alias = node.args.get("alias")
+        columns = alias.columns if isinstance(alias, exp.TableAlias) else []
+        value = columns[0].name if columns else "value"
+        index = offset.name if isinstance(offset, exp.Identifier) else "offset"
+        array = node.expressions[0].sql("duckdb")
+        placeholder = f"__inferline_unnest_slot_{i}"
+        replacements[placeholder] = (
+            f"(SELECT unnest({array}) AS {_quote(value)}, "
+            f"generate_subscripts({array}, 1) - 1 AS {_quote(index)})"
+        )
+        node.replace(
+            exp.Table(
+                this=exp.to_identifier(placeholder),
+                alias=exp.TableAlias(this=exp.to_identifier(f"_unnest{i}")),
+            )
+        )
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 
@@ -36,6 +37,8 @@ class CatalogModel:
     path: str
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    model_class: str | None = None
+    model_params: dict[str, Any] = field(default_factory=dict)
 
 
 def _exists(con: duckdb.DuckDBPyConnection) -> bool:
@@ -51,14 +54,22 @@ def get_model(con: duckdb.DuckDBPyConnection, name: str) -> CatalogModel | None:
     if not _exists(con):
         return None
     rows = con.execute(
-        f"SELECT name, framework, path, inputs, outputs FROM {CATALOG_TABLE} WHERE lower(name) = lower(?)",
+        f"SELECT name, framework, path, inputs, outputs, options FROM {CATALOG_TABLE} "
+        "WHERE lower(name) = lower(?)",
         [name],
     ).fetchall()
     if not rows:
         return None
-    name_, framework, path, inputs, outputs = rows[0]
+    name_, framework, path, inputs, outputs, options = rows[0]
+    extra = json.loads(options)
     return CatalogModel(
-        name=name_, framework=framework, path=path, inputs=json.loads(inputs), outputs=json.loads(outputs)
+        name=name_,
+        framework=framework,
+        path=path,
+        inputs=json.loads(inputs),
+        outputs=json.loads(outputs),
+        model_class=extra.get("model_class"),
+        model_params=extra.get("model_params", {}),
     )
 
 
@@ -66,15 +77,24 @@ def put_model(con: duckdb.DuckDBPyConnection, model: CatalogModel, *, replace: b
     """Register `model`; returns False when it exists and `replace` is off (IF NOT EXISTS)."""
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {CATALOG_TABLE} (name VARCHAR PRIMARY KEY, framework VARCHAR, "
-        "path VARCHAR, inputs VARCHAR, outputs VARCHAR, created TIMESTAMP DEFAULT current_timestamp)"
+        "path VARCHAR, inputs VARCHAR, outputs VARCHAR, options VARCHAR, "
+        "created TIMESTAMP DEFAULT current_timestamp)"
     )
     if get_model(con, model.name) is not None:
         if not replace:
             return False
         drop_model(con, model.name)
     con.execute(
-        f"INSERT INTO {CATALOG_TABLE} (name, framework, path, inputs, outputs) VALUES (?, ?, ?, ?, ?)",
-        [model.name, model.framework, model.path, json.dumps(model.inputs), json.dumps(model.outputs)],
+        f"INSERT INTO {CATALOG_TABLE} (name, framework, path, inputs, outputs, options) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            model.name,
+            model.framework,
+            model.path,
+            json.dumps(model.inputs),
+            json.dumps(model.outputs),
+            json.dumps({"model_class": model.model_class, "model_params": model.model_params}),
+        ],
     )
     return True
 

@@ -91,7 +91,14 @@ def load_catalog_model(entry: CatalogModel) -> LoadedModel:
     versions = list_versions(entry.path)
     if not versions:
         raise SqlError(f"model {entry.name}: no model file matches {entry.path}")
-    spec = ModelSpec(name=entry.name, uri=entry.path, framework=entry.framework, inputs=entry.inputs or None)
+    spec = ModelSpec(
+        name=entry.name,
+        uri=entry.path,
+        framework=entry.framework,
+        inputs=entry.inputs or None,
+        model_class=entry.model_class,
+        model_params=entry.model_params,
+    )
     newest = versions[-1]
     loaded = load_version(spec, newest.uri, newest.version)
     if entry.outputs:
