@@ -86,7 +86,9 @@ def scalar_matrix(columns: list[pa.Array], names: list[str], *, where: str) -> n
     parts = []
     for name, column in zip(names, columns, strict=True):
         t = column.type
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+        if pa.types.is_decimal(t):
+            column = pc.cast(column, pa.float64())
+        elif not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
             raise SqlError(f"{where}: input column {name!r} is {t}, expected numbers")
         parts.append(np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64))
     return np.column_stack(parts)

@@ -174,3 +174,10 @@ def test_execute_translates_too(con: SqlConnection) -> None:
     assert con.execute(query).fetchall() == [(0,)]
     with pytest.raises(SqlError, match=r"statement 1: query parameters .* are not supported with BigQuery"):
         con.execute(query.replace("id = 0", "id = ?"), [0])
+
+
+def test_decimal_literals_are_numbers(con: SqlConnection) -> None:
+    table = _rows(
+        con, "SELECT * FROM ML.PREDICT(MODEL ds.iris, (SELECT 5.1 AS a, 3.5 AS b, 1.4 AS c, 0.2 AS d))"
+    )
+    assert table.column("predicted_label").to_pylist() == [0]
