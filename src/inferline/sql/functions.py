@@ -15,7 +15,10 @@ Each UDF call gets a whole chunk (DuckDB's 2048 rows) and makes one model call.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import duckdb
 import numpy as np
@@ -142,6 +145,9 @@ def _predict_chunk(loaded: LoadedModel, inputs: pa.Array, public: str, arrow_typ
 def run_model(loaded: LoadedModel, tensor: np.ndarray, *, where: str) -> Prediction:
     """One model call on a chunk; a failure names the model and the input shape."""
     try:
+        if loaded.handler.framework == "torch":
+            with _torch_single_threaded():
+                return loaded.predict(tensor)
         return loaded.predict(tensor)
     except InferlineError:
         raise
@@ -151,6 +157,31 @@ def run_model(loaded: LoadedModel, tensor: np.ndarray, *, where: str) -> Predict
             f"{where}: model {loaded.model_id} failed on input of shape {tuple(tensor.shape)} "
             f"({type(exc).__name__}: {message}); check the number and order of the input columns"
         ) from exc
+
+
+_torch_lock = threading.Lock()
+_torch_calls = 0
+_torch_threads = 0
+
+
+@contextmanager
+def _torch_single_threaded() -> Iterator[None]:
+    # DuckDB already runs UDF calls on all cores; torch's own intra-op threads on top of
+    # that oversubscribe the CPU (measured 10x slower on small batches on a busy machine).
+    global _torch_calls, _torch_threads
+    torch = sys.modules["torch"]
+    with _torch_lock:
+        if _torch_calls == 0:
+            _torch_threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _torch_calls += 1
+    try:
+        yield
+    finally:
+        with _torch_lock:
+            _torch_calls -= 1
+            if _torch_calls == 0:
+                torch.set_num_threads(_torch_threads)
 
 
 def _output(prediction: Prediction, public: str, where: str) -> pa.Array:
