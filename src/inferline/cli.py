@@ -26,8 +26,9 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
+    ctx: typer.Context,
     pipeline: Annotated[str, typer.Argument(help="Pipeline YAML file.")],
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a spec value: dotted.key=value.")
@@ -41,8 +42,12 @@ def run(
     stats_every: Annotated[
         float | None, typer.Option(help="Streams: print msg/s, latency p50/p99 and backlog every SECONDS.")
     ] = None,
+    runner: Annotated[
+        str, typer.Option(help="local, or beam (Beam options after --, e.g. -- --runner=DataflowRunner).")
+    ] = "local",
 ) -> None:
-    """Run a pipeline on the local engine (a topic source runs until Ctrl-C/SIGTERM)."""
+    """Run a pipeline on the local engine (a topic source runs until Ctrl-C/SIGTERM), or on
+    Apache Beam with --runner beam."""
     from inferline.engine.local import LocalEngine
     from inferline.pipeline import load_spec
     from inferline.progress import ProgressDisplay, print_summary
@@ -50,6 +55,20 @@ def run(
 
     spec = load_spec(pipeline, set_ or [])
     _log_to_stderr()
+    if runner not in ("local", "beam"):
+        raise InferlineError(f"--runner {runner!r}: expected local or beam")
+    if runner == "beam":
+        from inferline.engine import quiet_beam_logging
+
+        quiet_beam_logging()
+        from inferline.engine.beam import run_beam
+
+        print_summary(out, run_beam(spec, ctx.args, limit=limit))
+        return
+    if ctx.args:
+        raise InferlineError(
+            f"unexpected arguments {' '.join(ctx.args)}; Beam options go after -- with --runner beam"
+        )
     stop = threading.Event()
     _stop_on_signals(stop)
     display = ProgressDisplay(err, enabled=progress and err.is_terminal, label=spec.name)

@@ -1,0 +1,243 @@
+"""`inferline.beam.ModelHandler`: inferline's model handlers inside Beam's `RunInference`.
+
+RunInference brings batching, one shared model per worker process, model refresh through
+a side input and Beam's metrics; inferline brings the framework detection, the safe model
+loading and `model_id = name/version`. Use it in your own Beam code:
+
+    >>> import apache_beam as beam  # doctest: +SKIP
+    >>> from apache_beam.ml.inference.base import RunInference  # doctest: +SKIP
+    >>> from inferline.beam import ModelHandler  # doctest: +SKIP
+    >>> rows | RunInference(ModelHandler("models/iris-*.onnx", inputs=["a", "b"]))  # doctest: +SKIP
+
+Each output is a `PredictionResult(example, inference, model_id)` whose `inference` is
+`{"prediction": value}` plus `"scores": [floats]` when the model has them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from inferline.errors import InputError, MissingExtraError
+
+try:
+    from apache_beam.ml.inference import base as _beam_base
+except ImportError as _exc:  # pragma: no cover - exercised without apache-beam installed
+    raise MissingExtraError("apache_beam", "beam") from _exc
+
+from inferline.models.base import LoadedModel
+from inferline.pipeline import BatchSpec, ModelSpec
+
+if TYPE_CHECKING:
+    from apache_beam.ml.inference.base import PredictionResult
+
+__all__ = ["ModelHandler", "row_features"]
+
+
+class ModelHandler(_beam_base.ModelHandler[Any, Any, LoadedModel]):
+    """A Beam `ModelHandler` that loads any model inferline can (sklearn, ONNX, torch, keras).
+
+    `uri_or_glob` is a file or glob; the newest match is loaded (`iris-3.onnx` is version 3).
+    Examples may be feature vectors (numpy arrays or lists of numbers) or dict rows, from
+    which `inputs` names the fields (one list-valued field, or several scalar ones).
+
+    Example:
+        >>> handler = ModelHandler("models/iris-*.joblib", inputs=["a", "b"], max_batch_size=512)
+        >>> handler.batch_elements_kwargs()["max_batch_size"]
+        512
+    """
+
+    def __init__(
+        self,
+        uri_or_glob: str,
+        *,
+        framework: str | None = None,
+        inputs: Sequence[str] | str | None = None,
+        name: str | None = None,
+        scores: bool = True,
+        device: str = "cpu",
+        version: str | None = None,
+        min_batch_size: int | None = None,
+        max_batch_size: int | None = None,
+        max_wait_ms: float | None = None,
+        large_model: bool = False,
+        model_copies: int | None = None,
+    ) -> None:
+        wait_secs = None if max_wait_ms is None else max(1, int(round(max_wait_ms / 1000)))
+        super().__init__(
+            min_batch_size=min_batch_size,
+            max_batch_size=max_batch_size,
+            max_batch_duration_secs=wait_secs,
+            large_model=large_model,
+            model_copies=model_copies,
+        )
+        self.spec = ModelSpec(
+            name=name or _name_from(uri_or_glob),
+            uri=uri_or_glob,
+            framework=framework,
+            inputs=inputs if inputs is None or isinstance(inputs, str) else list(inputs),
+            scores=scores,
+            device=device,
+            version=version,
+        )
+        self._override_uri: str | None = None
+
+    @classmethod
+    def from_spec(
+        cls,
+        model: ModelSpec,
+        batch: BatchSpec | None = None,
+        *,
+        streaming: bool = False,
+        timed_batches: bool | None = None,
+    ) -> ModelHandler:
+        """The handler for a pipeline spec's `model:`, batching as its `batch:` says.
+
+        Bounded input gets `max_size` batches (a bundle's tail may be smaller). Streams take
+        any batch from 1 to `max_size` rows, closed after `max_wait_ms` when `timed_batches`
+        (the default for streams): Beam rounds that up to whole seconds, and its time-based
+        batching is a stateful DoFn, so it is never used for bounded input.
+        """
+        batch = batch or BatchSpec()
+        if model.uri is None:
+            raise InputError(f"model {model.name}: --runner beam needs uri: (a file or glob)")
+        timed = streaming if timed_batches is None else timed_batches
+        return cls(
+            model.uri,
+            framework=model.framework,
+            inputs=model.inputs,
+            name=model.name,
+            scores=model.scores,
+            device=model.device,
+            version=model.version,
+            min_batch_size=1 if streaming else batch.max_size,
+            max_batch_size=batch.max_size,
+            max_wait_ms=batch.max_wait_ms if timed else None,
+        )
+
+    # --- Beam's ModelHandler API -------------------------------------------------------
+    def load_model(self) -> LoadedModel:
+        from inferline.models.registry import load_version, resolve_uri, version_of
+
+        if self._override_uri:
+            uri = self._override_uri
+            return load_version(self.spec, uri, version_of(uri))
+        current = resolve_uri(self.spec)
+        return load_version(self.spec, current.uri, current.version)
+
+    def update_model_path(self, model_path: str | None = None) -> None:
+        """Called by RunInference when `WatchFilePattern` (or any metadata side input) sees a
+        new file; an empty path keeps the newest match of the glob."""
+        self._override_uri = model_path or None
+
+    def run_inference(
+        self,
+        batch: Sequence[Any],
+        model: LoadedModel,
+        inference_args: dict[str, Any] | None = None,
+    ) -> Iterable[PredictionResult]:
+        matrix = self._matrix(batch)
+        prediction = model.predict(matrix)
+        values = prediction.prediction
+        if len(values) != len(batch):
+            raise InputError(
+                f"model {model.model_id}: returned {len(values)} predictions for {len(batch)} rows"
+            )
+        labels = _as_python(values)
+        scores = None
+        if prediction.scores is not None:
+            scores = np.asarray(prediction.scores, dtype=np.float64).reshape(len(batch), -1).tolist()
+        model_id = model.model_id
+        out = []
+        for i, example in enumerate(batch):
+            inference: dict[str, Any] = {"prediction": labels[i]}
+            if scores is not None:
+                inference["scores"] = scores[i]
+            out.append(_beam_base.PredictionResult(example, inference, model_id))
+        return out
+
+    def get_num_bytes(self, batch: Sequence[Any]) -> int:
+        # Beam's default pickles the whole batch just to measure it.
+        return int(sum(getattr(e, "nbytes", 8 * len(e) if hasattr(e, "__len__") else 8) for e in batch))
+
+    def get_metrics_namespace(self) -> str:
+        return f"inferline_{self.spec.name}"
+
+    def batch_elements_kwargs(self) -> Mapping[str, Any]:
+        return dict(super().batch_elements_kwargs())
+
+    def __repr__(self) -> str:
+        return f"inferline.beam.ModelHandler({self.spec.uri!r}, name={self.spec.name!r})"
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _matrix(self, batch: Sequence[Any]) -> np.ndarray:
+        if not batch:
+            return np.empty((0, 0))
+        if isinstance(batch[0], Mapping):
+            vectors = [row_features(row, self.spec.input_columns) for row in batch]
+        else:
+            vectors = [np.asarray(e, dtype=np.float64).reshape(-1) for e in batch]
+        widths = {v.shape[0] for v in vectors}
+        if len(widths) > 1:
+            raise InputError(
+                f"model {self.spec.name}: examples of different lengths {sorted(widths)} in one batch; "
+                "expected the same number of features in every row"
+            )
+        return np.vstack(vectors)
+
+
+def row_features(row: Mapping[str, Any], inputs: Sequence[str]) -> np.ndarray:
+    """One dict row -> a float64 feature vector, with the local engine's error messages.
+
+    Example:
+        >>> row_features({"a": "1.5", "b": 2}, ["a", "b"]).tolist()
+        [1.5, 2.0]
+    """
+    names = list(inputs) or [k for k, v in row.items() if isinstance(v, (int, float, bool))]
+    if not names:
+        raise InputError("input: no numeric fields to use as model inputs; set inputs:")
+    values: list[float] = []
+    for name in names:
+        value = _field(row, name)
+        if len(names) == 1 and isinstance(value, (list, tuple, np.ndarray)):
+            try:
+                return np.asarray(value, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                raise InputError(f"field {name!r} holds a value that is not a number") from None
+        if value is None or value == "":
+            raise InputError(f"field {name!r} is empty, expected a number")
+        try:
+            values.append(float(value))
+        except (TypeError, ValueError):
+            raise InputError(f"field {name!r}: {value!r} is not a number") from None
+    return np.asarray(values, dtype=np.float64)
+
+
+def _field(row: Mapping[str, Any], name: str) -> Any:
+    if name in row:
+        return row[name]
+    node: Any = row
+    for part in name.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            have = ", ".join(map(str, row))
+            raise InputError(f"input column {name!r} not found (columns: {have})")
+        node = node[part]
+    return node
+
+
+def _as_python(values: np.ndarray) -> list[Any]:
+    values = np.asarray(values)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    return list(values.tolist())
+
+
+def _name_from(uri: str) -> str:
+    import os
+    import re
+
+    stem = os.path.basename(uri.rstrip("/")).split(".")[0]
+    stem = re.sub(r"[-_]?(\*|\d+)$", "", stem)
+    return stem or "model"

@@ -1,0 +1,130 @@
+"""`inferline.beam.ModelHandler`: inferline's handlers inside Beam's RunInference."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import apache_beam as beam
+import joblib
+import numpy as np
+import pytest
+from apache_beam.ml.inference.base import PredictionResult, RunInference
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.util import assert_that, equal_to
+from sklearn.datasets import load_iris
+from sklearn.dummy import DummyClassifier
+
+from inferline.beam import ModelHandler, row_features
+from inferline.errors import InputError
+from inferline.examples.iris import FEATURES
+from inferline.pipeline import BatchSpec, ModelSpec
+from tests.conftest import subprocess_env
+
+
+@pytest.fixture
+def models(tmp_path: Path, iris_example: Path) -> Path:
+    """iris-1.joblib (the example's SVC) and iris-2.joblib (always predicts 2)."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(iris_example / "models/iris-1.joblib", folder / "iris-1.joblib")
+    iris = load_iris()
+    constant = DummyClassifier(strategy="constant", constant=2).fit(iris.data, iris.target)
+    joblib.dump(constant, folder / "iris-2.joblib")
+    return folder
+
+
+def test_loads_the_newest_version_and_predicts_like_the_model(models: Path) -> None:
+    handler = ModelHandler(str(models / "iris-*.joblib"))
+    model = handler.load_model()
+    assert model.model_id == "iris/2"
+    results = list(handler.run_inference([np.array([5.1, 3.5, 1.4, 0.2]), [6.0, 3.0, 5.0, 2.0]], model))
+    assert [r.inference["prediction"] for r in results] == [2, 2]
+    assert [r.model_id for r in results] == ["iris/2", "iris/2"]
+    assert results[0].inference["scores"] == [0.0, 0.0, 1.0]
+
+
+def test_dict_rows_use_the_named_inputs(models: Path) -> None:
+    handler = ModelHandler(str(models / "iris-1.joblib"), inputs=FEATURES)
+    model = handler.load_model()
+    iris = load_iris()
+    rows = [dict(zip(FEATURES, map(float, x), strict=True)) | {"id": i} for i, x in enumerate(iris.data[:20])]
+    expected = joblib.load(models / "iris-1.joblib").predict(iris.data[:20]).tolist()
+    got = [r.inference["prediction"] for r in handler.run_inference(rows, model)]
+    assert got == expected
+    assert model.model_id == "iris/1"
+
+
+def test_update_model_path_swaps_and_an_empty_path_goes_back_to_the_newest(models: Path) -> None:
+    handler = ModelHandler(str(models / "iris-*.joblib"))
+    handler.update_model_path(str(models / "iris-1.joblib"))
+    assert handler.load_model().model_id == "iris/1"
+    handler.update_model_path("")
+    assert handler.load_model().model_id == "iris/2"
+
+
+def test_batching_comes_from_the_spec() -> None:
+    spec = ModelSpec(name="iris", uri="models/iris-*.onnx")
+    batch = BatchSpec(max_size=100, max_wait_ms=2500)
+    assert ModelHandler.from_spec(spec, batch).batch_elements_kwargs() == {
+        "min_batch_size": 100,
+        "max_batch_size": 100,
+    }
+    assert ModelHandler.from_spec(spec, batch, streaming=True).batch_elements_kwargs() == {
+        "min_batch_size": 1,
+        "max_batch_size": 100,
+        "max_batch_duration_secs": 2,
+    }
+    untimed = ModelHandler.from_spec(spec, batch, streaming=True, timed_batches=False)
+    assert "max_batch_duration_secs" not in untimed.batch_elements_kwargs()
+    assert ModelHandler(spec.uri or "").get_metrics_namespace() == "inferline_iris"
+
+
+def test_runs_inside_run_inference_on_the_direct_runner(models: Path) -> None:
+    handler = ModelHandler(str(models / "iris-1.joblib"), max_batch_size=2)
+    examples = [[5.1, 3.5, 1.4, 0.2], [6.9, 3.1, 5.4, 2.1]]
+    with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as pipeline:
+        out = (
+            pipeline
+            | beam.Create(examples)
+            | RunInference(handler)
+            | beam.Map(lambda r: (r.example, r.inference["prediction"], r.model_id))
+        )
+        assert_that(out, equal_to([(examples[0], 0, "iris/1"), (examples[1], 2, "iris/1")]))
+    assert isinstance(PredictionResult([1], {}, "x"), tuple)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"a": "abc", "b": 1}, "field 'a': 'abc' is not a number"),
+        ({"a": None, "b": 1}, "field 'a' is empty, expected a number"),
+        ({"b": 1}, r"input column 'a' not found \(columns: b\)"),
+    ],
+)
+def test_row_features_errors_name_the_field(row: dict[str, object], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        row_features(row, ["a", "b"])
+
+
+def test_row_features_reads_a_list_field_and_nested_fields() -> None:
+    assert row_features({"feature": [1, 2, 3]}, ["feature"]).tolist() == [1.0, 2.0, 3.0]
+    assert row_features({"m": {"x": "2"}, "y": 3}, ["m.x", "y"]).tolist() == [2.0, 3.0]
+    assert row_features({"id": 1, "name": "a", "v": 2.5}, []).tolist() == [1.0, 2.5]
+
+
+def test_examples_of_different_lengths_are_refused(models: Path) -> None:
+    handler = ModelHandler(str(models / "iris-1.joblib"))
+    with pytest.raises(InputError, match=r"examples of different lengths \[3, 4\] in one batch"):
+        list(handler.run_inference([[1, 2, 3, 4], [1, 2, 3]], handler.load_model()))
+
+
+def test_without_apache_beam_the_error_names_the_extra() -> None:
+    code = "import sys; sys.modules['apache_beam'] = None; import inferline.beam"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=60
+    )
+    assert result.returncode != 0
+    assert "apache_beam is not installed: pip install 'inferline[beam]'" in result.stderr
