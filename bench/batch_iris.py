@@ -5,7 +5,8 @@
 
 Baselines are measured in the same run on the same machine; the figures that matter are the
 ratios. Beam uses RunInference + SklearnModelHandlerNumpy on the DirectRunner (named
-explicitly: Beam's implicit local runner downloads a binary at run time).
+explicitly: Beam's implicit local runner downloads a binary at run time); the `--runner beam`
+row runs the same inferline spec translated to Beam, also on the DirectRunner.
 """
 
 from __future__ import annotations
@@ -107,6 +108,18 @@ def run_beam(csv: Path, model_path: Path, out: Path) -> float | None:
     return time.perf_counter() - start
 
 
+def run_inferline_beam(csv: Path, model_path: Path, out: Path, rows: int) -> float | None:
+    """The same spec as the local engine, through `inferline run --runner beam` (DirectRunner)."""
+    try:
+        from inferline.engine.beam import run_beam as run_spec_on_beam
+    except ImportError:
+        return None
+    start = time.perf_counter()
+    summary = run_spec_on_beam(parse_spec(spec_for(csv, model_path, out)), ["--runner=DirectRunner"])
+    assert summary.rows_predicted == rows, summary
+    return time.perf_counter() - start
+
+
 def peak_rss_mb(csv: Path, model_path: Path, out: Path) -> float:
     """Peak RSS of a separate process running the pipeline (so this process's memory is excluded)."""
     code = (
@@ -173,6 +186,13 @@ def main() -> None:
                 f"beam RunInference DirectRunner  : {beam_s:7.2f} s  {args.beam_rows / beam_s:12,.0f} rows/s"
             )
             print(f"ratio inferline/beam throughput : {beam_s / ours_beam_size:7.2f}x  (target >= 5x)")
+        ours_on_beam = run_inferline_beam(beam_csv, model_path, work / "ours_beam.parquet", args.beam_rows)
+        if ours_on_beam is not None:
+            print(
+                f"inferline --runner beam (Direct): {ours_on_beam:7.2f} s  "
+                f"{args.beam_rows / ours_on_beam:12,.0f} rows/s"
+            )
+            print(f"ratio local/--runner beam       : {ours_on_beam / ours_beam_size:7.2f}x")
     rss_csv = data / f"iris_{args.rss_rows}.csv"
     make_csv(rss_csv, args.rss_rows)
     rss = peak_rss_mb(rss_csv, model_path, work / "rss.parquet")

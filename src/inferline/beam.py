@@ -40,6 +40,7 @@ class ModelHandler(_beam_base.ModelHandler[Any, Any, LoadedModel]):
     """A Beam `ModelHandler` that loads any model inferline can (sklearn, ONNX, torch, keras).
 
     `uri_or_glob` is a file or glob; the newest match is loaded (`iris-3.onnx` is version 3).
+    Or `store=` a model store folder and `name=` a model in it: its pinned or newest version.
     Examples may be feature vectors (numpy arrays or lists of numbers) or dict rows, from
     which `inputs` names the fields (one list-valued field, or several scalar ones).
 
@@ -51,8 +52,9 @@ class ModelHandler(_beam_base.ModelHandler[Any, Any, LoadedModel]):
 
     def __init__(
         self,
-        uri_or_glob: str,
+        uri_or_glob: str | None = None,
         *,
+        store: str | None = None,
         framework: str | None = None,
         inputs: Sequence[str] | str | None = None,
         name: str | None = None,
@@ -73,9 +75,12 @@ class ModelHandler(_beam_base.ModelHandler[Any, Any, LoadedModel]):
             large_model=large_model,
             model_copies=model_copies,
         )
+        if not (uri_or_glob or (store and name)):
+            raise InputError("ModelHandler needs a model file or glob, or store= and name= of a stored model")
         self.spec = ModelSpec(
-            name=name or _name_from(uri_or_glob),
+            name=name or _name_from(uri_or_glob or ""),
             uri=uri_or_glob,
+            store=store,
             framework=framework,
             inputs=inputs if inputs is None or isinstance(inputs, str) else list(inputs),
             scores=scores,
@@ -101,31 +106,26 @@ class ModelHandler(_beam_base.ModelHandler[Any, Any, LoadedModel]):
         batching is a stateful DoFn, so it is never used for bounded input.
         """
         batch = batch or BatchSpec()
-        if model.uri is None:
-            raise InputError(f"model {model.name}: --runner beam needs uri: (a file or glob)")
         timed = streaming if timed_batches is None else timed_batches
-        return cls(
+        handler = cls(
             model.uri,
-            framework=model.framework,
-            inputs=model.inputs,
+            store=model.store,
             name=model.name,
-            scores=model.scores,
-            device=model.device,
-            version=model.version,
             min_batch_size=1 if streaming else batch.max_size,
             max_batch_size=batch.max_size,
             max_wait_ms=batch.max_wait_ms if timed else None,
         )
+        handler.spec = model.model_copy()  # a store:, pinned version: and the rest come along
+        return handler
 
     # --- Beam's ModelHandler API -------------------------------------------------------
     def load_model(self) -> LoadedModel:
-        from inferline.models.registry import load_version, resolve_uri, version_of
+        from inferline.models.registry import load_model, load_version, version_of
 
         if self._override_uri:
             uri = self._override_uri
             return load_version(self.spec, uri, version_of(uri))
-        current = resolve_uri(self.spec)
-        return load_version(self.spec, current.uri, current.version)
+        return load_model(self.spec)
 
     def update_model_path(self, model_path: str | None = None) -> None:
         """Called by RunInference when `WatchFilePattern` (or any metadata side input) sees a
@@ -138,7 +138,7 @@ class ModelHandler(_beam_base.ModelHandler[Any, Any, LoadedModel]):
         model: LoadedModel,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
-        matrix = self._matrix(batch)
+        matrix = self._matrix(batch, model.inputs or self.spec.input_columns)
         prediction = model.predict(matrix)
         values = prediction.prediction
         if len(values) != len(batch):
@@ -172,11 +172,11 @@ class ModelHandler(_beam_base.ModelHandler[Any, Any, LoadedModel]):
         return f"inferline.beam.ModelHandler({self.spec.uri!r}, name={self.spec.name!r})"
 
     # --- helpers ---------------------------------------------------------------------------
-    def _matrix(self, batch: Sequence[Any]) -> np.ndarray:
+    def _matrix(self, batch: Sequence[Any], inputs: list[str]) -> np.ndarray:
         if not batch:
             return np.empty((0, 0))
         if isinstance(batch[0], Mapping):
-            vectors = [row_features(row, self.spec.input_columns) for row in batch]
+            vectors = [row_features(row, inputs) for row in batch]
         else:
             vectors = [np.asarray(e, dtype=np.float64).reshape(-1) for e in batch]
         widths = {v.shape[0] for v in vectors}

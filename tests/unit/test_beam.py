@@ -128,3 +128,24 @@ def test_without_apache_beam_the_error_names_the_extra() -> None:
     )
     assert result.returncode != 0
     assert "apache_beam is not installed: pip install 'inferline[beam]'" in result.stderr
+
+
+def test_a_store_model_loads_its_current_version_and_inputs(models: Path, tmp_path: Path) -> None:
+    from inferline.engine.beam import model_inputs
+    from inferline.models.store import ModelStore
+
+    store = ModelStore(str(tmp_path / "store"))
+    store.add("flowers", str(models / "iris-1.joblib"), inputs=FEATURES)
+    spec = ModelSpec(name="flowers", store=str(tmp_path / "store"))
+    assert model_inputs(spec) == FEATURES
+    handler = ModelHandler.from_spec(spec)
+    model = handler.load_model()
+    assert model.model_id == "flowers/1"
+    row = dict(zip(FEATURES, [6.9, 3.1, 5.4, 2.1], strict=True))
+    (result,) = handler.run_inference([row], model)
+    assert result.inference["prediction"] == 2
+
+
+def test_a_handler_without_a_model_is_refused() -> None:
+    with pytest.raises(InputError, match="ModelHandler needs a model file or glob, or store= and name="):
+        ModelHandler(store="model_store")

@@ -85,7 +85,7 @@ def build(pipeline: beam.Pipeline, spec: PipelineSpec, *, streaming: bool = Fals
     models = spec.all_models
     if len(models) > 1:
         raise SpecError(f"{spec.origin}: --runner beam runs one model per pipeline; give model: not models:")
-    string_columns = models[0].input_columns if models else []
+    string_columns = model_inputs(models[0]) if models else []
     parsed = read_source(pipeline, spec, string_columns=string_columns)
     outputs = predict_rows(
         parsed.rows,
@@ -118,13 +118,13 @@ def predict_rows(
     if model is None:
         results = rows | "Passthrough" >> beam.Map(lambda kv: {"key": kv[0], **kv[1]})
         return BeamOutputs(results, pipeline | "NoDeadLetters" >> beam.Create([]))
-    if model_metadata is None and model.watch and streaming:
+    if model_metadata is None and model.watch and streaming and model.uri:
         from apache_beam.ml.inference.utils import WatchFilePattern
 
         model_metadata = pipeline | "WatchModel" >> WatchFilePattern(
             file_pattern=model.uri, interval=max(1, int(model.watch_interval))
         )
-    inputs = model.input_columns
+    inputs = model_inputs(model)
     # Beam's DirectRunner fails to map the windows of time-based batches onto a model
     # side input, so a watched model batches by size within each bundle.
     timed = streaming and model_metadata is None
@@ -145,13 +145,23 @@ def predict_rows(
     return BeamOutputs(results, dead)
 
 
+def model_inputs(model: ModelSpec) -> list[str]:
+    """The input columns: the spec's `inputs:`, else those recorded in the model store."""
+    if model.input_columns or not model.store:
+        return model.input_columns
+    from inferline.models.registry import store_version
+
+    return list(store_version(model).inputs)
+
+
 def _current_model_id(model: ModelSpec) -> str:
     # Rows that never reach the model are labelled with the version current at launch,
     # as the local engine does; workers may have swapped it since on a stream.
-    from inferline.models.registry import resolve_uri
+    from inferline.models.registry import resolve_uri, store_version
 
     try:
-        return f"{model.name}/{resolve_uri(model).version}"
+        version = store_version(model).version if model.store else resolve_uri(model).version
+        return f"{model.name}/{version}"
     except InferlineError:
         return model.name
 
