@@ -48,6 +48,25 @@ def check_supported(spec: PipelineSpec) -> None:
             f"{spec.origin}: source kind {kind!r} cannot run under --runner beam; "
             f"use one of {', '.join(BEAM_SOURCES)}"
         )
+    local_only = [
+        name
+        for name, used in (
+            ("steps:", bool(spec.steps)),
+            ("sink split:", bool(spec.sink.split)),
+            ("output:", bool(spec.output)),
+            *(
+                (f"model {m.name} {field}:", getattr(m, field) is not None)
+                for m in spec.all_models
+                for field in ("handler", "labels", "top_k")
+            ),
+        )
+        if used
+    ]
+    if local_only:
+        raise SpecError(
+            f"{spec.origin}: {', '.join(local_only)} not supported under --runner beam yet; "
+            "run this pipeline on the local engine, or move that processing before or after it"
+        )
     for where, sink in (("sink", spec.sink), ("dead_letter", dead_letter_sink(spec))):
         if sink is None or sink.kind in BEAM_SINKS:
             continue

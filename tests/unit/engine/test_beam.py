@@ -138,6 +138,17 @@ def _spec(**overrides: Any) -> PipelineSpec:
         ({"sink": {"kind": "topic", "topic": "t"}}, "p.yaml: sink kind 'topic' cannot run under --runner"),
         ({"source": {"kind": "table", "path": "w.duckdb"}}, "p.yaml: source kind 'table' cannot run under"),
         (
+            {
+                "steps": [{"sql": "SELECT * FROM input"}],
+                "sink": {"kind": "csv", "path": "o.csv", "split": {"by": "key"}},
+            },
+            "p.yaml: steps:, sink split: not supported under --runner beam yet; run this pipeline",
+        ),
+        (
+            {"model": {"name": "iris", "uri": "i.onnx", "labels": "labels.txt", "top_k": 2}},
+            "p.yaml: model iris labels:, model iris top_k: not supported under --runner beam yet",
+        ),
+        (
             {"model": None, "models": [{"name": "a", "uri": "a.onnx"}, {"name": "b", "uri": "b.onnx"}]},
             "p.yaml: --runner beam runs one model per pipeline",
         ),
