@@ -178,14 +178,15 @@ class ModelHandler(_beam_base.ModelHandler[Any, Any, LoadedModel]):
         if isinstance(batch[0], Mapping):
             vectors = [row_features(row, inputs) for row in batch]
         else:
-            vectors = [np.asarray(e, dtype=np.float64).reshape(-1) for e in batch]
-        widths = {v.shape[0] for v in vectors}
-        if len(widths) > 1:
+            vectors = [_as_example(e) for e in batch]
+        shapes = {v.shape for v in vectors}
+        if len(shapes) > 1:
+            sizes = sorted(str(list(s)) if len(s) > 1 else str(s[0]) for s in shapes)
             raise InputError(
-                f"model {self.spec.name}: examples of different lengths {sorted(widths)} in one batch; "
-                "expected the same number of features in every row"
+                f"model {self.spec.name}: examples of different shapes {', '.join(sizes)} in one batch; "
+                "expected the same number of features in every row (images: set source.resize)"
             )
-        return np.vstack(vectors)
+        return np.stack(vectors)
 
 
 def row_features(row: Mapping[str, Any], inputs: Sequence[str]) -> np.ndarray:
@@ -195,6 +196,9 @@ def row_features(row: Mapping[str, Any], inputs: Sequence[str]) -> np.ndarray:
         >>> row_features({"a": "1.5", "b": 2}, ["a", "b"]).tolist()
         [1.5, 2.0]
     """
+    tensor = _tensor(row, inputs)
+    if tensor is not None:
+        return tensor
     names = list(inputs) or [k for k, v in row.items() if isinstance(v, (int, float, bool))]
     if not names:
         raise InputError("input: no numeric fields to use as model inputs; set inputs:")
@@ -213,6 +217,22 @@ def row_features(row: Mapping[str, Any], inputs: Sequence[str]) -> np.ndarray:
         except (TypeError, ValueError):
             raise InputError(f"field {name!r}: {value!r} is not a number") from None
     return np.asarray(values, dtype=np.float64)
+
+
+def _tensor(row: Mapping[str, Any], inputs: Sequence[str]) -> np.ndarray | None:
+    # A decoded image (any numpy array of 2+ dimensions) is the model input as it is, in its
+    # own dtype and shape, as the local engine feeds tensor columns; with no inputs: the
+    # row's only array is used.
+    names = list(inputs) if len(inputs) == 1 else [] if inputs else list(row)
+    found = [row[n] for n in names if isinstance(row.get(n), np.ndarray) and row[n].ndim >= 2]
+    return found[0] if len(found) == 1 else None
+
+
+def _as_example(value: Any) -> np.ndarray:
+    array = np.asarray(value)
+    if array.ndim >= 2 or array.dtype == np.float32:
+        return array
+    return np.asarray(array, dtype=np.float64).reshape(-1)
 
 
 def _field(row: Mapping[str, Any], name: str) -> Any:

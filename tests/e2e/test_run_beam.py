@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from tests.conftest import CliRunner
@@ -85,3 +87,31 @@ def _run_failing(cli: CliRunner, *extra: str) -> str:
     result = cli("run", "examples/iris/pipeline.yaml", *sink, *extra, "--runner", "beam", check=False)
     assert result.returncode == 1
     return result.stderr
+
+
+def test_digit_images_give_the_same_predictions_on_beam(
+    project: Path, cli: CliRunner, digits_example: Path
+) -> None:
+    shutil.copytree(digits_example, project / "examples" / "digits")
+    (project / "examples/digits/images/7_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    args = ["run", "examples/digits/pipeline.yaml", "--set", "sink.kind=parquet"]
+    cli(*args, "--set", "sink.path=local.parquet")
+    stdout = cli(*args, "--set", "sink.path=beam.parquet", "--runner", "beam").stdout
+    assert "361 rows read, 360 predicted, 1 dead-lettered" in stdout
+    local = pq.read_table("local.parquet").sort_by("key")
+    beam = pq.read_table("beam.parquet").sort_by("key")
+    assert (
+        beam.column_names
+        == local.column_names
+        == ["key", "uri", "width", "height", "prediction", "scores", "model_id"]
+    )
+    assert beam.num_rows == 360
+    for name in ("key", "uri", "width", "height", "prediction", "model_id"):
+        assert beam[name].to_pylist() == local[name].to_pylist(), name
+    assert np.allclose(np.array(beam["scores"].to_pylist()), np.array(local["scores"].to_pylist()))
+    (dead,) = [json.loads(line) for line in Path("beam_errors.jsonl").read_text().splitlines()]
+    (local_dead,) = [json.loads(line) for line in Path("local_errors.jsonl").read_text().splitlines()]
+    assert {k: dead[k] for k in ("key", "raw", "stage")} == {
+        k: local_dead[k] for k in ("key", "raw", "stage")
+    }
+    assert dead["stage"] == "decode" and dead["error"].startswith(dead["key"] + ": cannot decode image")

@@ -117,7 +117,7 @@ def test_row_features_reads_a_list_field_and_nested_fields() -> None:
 
 def test_examples_of_different_lengths_are_refused(models: Path) -> None:
     handler = ModelHandler(str(models / "iris-1.joblib"))
-    with pytest.raises(InputError, match=r"examples of different lengths \[3, 4\] in one batch"):
+    with pytest.raises(InputError, match=r"examples of different shapes 3, 4 in one batch"):
         list(handler.run_inference([[1, 2, 3, 4], [1, 2, 3]], handler.load_model()))
 
 

@@ -23,6 +23,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from inferline.errors import InferlineError, SpecError, require
 
 require("apache_beam", "beam")
@@ -186,19 +188,26 @@ class _ResultRow(beam.DoFn):
     def process(self, element: Any) -> Iterator[dict[str, Any]]:
         (key, row), result = element
         out: dict[str, Any] = {"key": key}
-        names = list(row) if self.keep is None else self.keep
+        # Tensors (decoded pixels) are model inputs, not results: kept only on request.
+        names = [n for n in row if not _is_tensor(row[n])] if self.keep is None else self.keep
         for name in names:
             if name not in row:
                 raise InferlineError(f"keep: column {name!r} not found (columns: {', '.join(row)})")
             value = row[name]
             if isinstance(value, str) and name in self.inputs:
                 value = float(result.example[self.inputs.index(name)])  # parsed as the model saw it
+            if _is_tensor(value):
+                value = value.reshape(-1).tolist()
             out[f"{name}_input" if name in RESULT_COLUMNS else name] = value
         out.update(result.inference)
         out["model_id"] = result.model_id
         self.predicted.inc()
         Metrics.counter(NAMESPACE, f"model_id:{result.model_id}").inc()
         yield out
+
+
+def _is_tensor(value: Any) -> bool:
+    return isinstance(value, np.ndarray) and value.ndim >= 2
 
 
 def _message(failure: Any) -> str:
@@ -215,7 +224,11 @@ def _message(failure: Any) -> str:
 def _feature_error(failed: Any, model_id: str) -> dict[str, Any]:
     Metrics.counter(NAMESPACE, "rows_dead").inc()
     (key, row), failure = failed
-    return dead_letter(key, json.dumps(row, default=str), _message(failure), "features", model_id)
+    return dead_letter(key, _raw(row), _message(failure), "features", model_id)
+
+
+def _raw(row: dict[str, Any]) -> str:
+    return json.dumps({k: "<tensor>" if _is_tensor(v) else v for k, v in row.items()}, default=str)
 
 
 def _predict_errors(failed: Any, model_id: str) -> Iterator[dict[str, Any]]:
@@ -224,7 +237,7 @@ def _predict_errors(failed: Any, model_id: str) -> Iterator[dict[str, Any]]:
     error = f"model {model_id} failed: {failure[0].__name__}: {_message(failure)}".splitlines()[0]
     for (key, row), _features in batch:
         Metrics.counter(NAMESPACE, "rows_dead").inc()
-        yield dead_letter(key, json.dumps(row, default=str), error, "predict", model_id)
+        yield dead_letter(key, _raw(row), error, "predict", model_id)
 
 
 def run_beam(spec: PipelineSpec, beam_args: Sequence[str] = (), *, limit: int | None = None) -> RunSummary:

@@ -101,6 +101,17 @@ def read_source(pipeline: beam.Pipeline, spec: PipelineSpec, *, string_columns: 
             | "ParseFiles"
             >> beam.ParDo(ParseFile(src.kind, string_columns, spec.key)).with_outputs(DEAD, main="rows")
         )
+    if src.kind == "images":
+        from inferline.io.images import ImageSettings
+
+        assert src.path is not None
+        return (
+            pipeline
+            | "MatchFiles" >> fileio.MatchFiles(src.path)
+            | "ReadMatches" >> fileio.ReadMatches()
+            | "DecodeImages"
+            >> beam.ParDo(DecodeImage(ImageSettings.from_spec(src))).with_outputs(DEAD, main="rows")
+        )
     if src.kind == "pubsub":
         return (
             pipeline
@@ -195,6 +206,29 @@ class ParseFile(beam.DoFn):
                     number = index if line is None else line
                     index += 1
                     yield (str(row[self.key]) if self.key else f"{uri}:{number}"), row
+
+
+class DecodeImage(beam.DoFn):
+    """One image file -> `(uri, {uri, width, height, image})` with `image` a float32 array laid
+    out as the source says; an unreadable image becomes a dead letter (stage `decode`)."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.read = Metrics.counter(NAMESPACE, "rows_read")
+        self.dead = Metrics.counter(NAMESPACE, "rows_dead")
+
+    def process(self, readable: fileio.ReadableFile) -> Iterator[Any]:
+        from inferline.io.images import decode_with_size
+
+        uri = display_uri(readable.metadata.path)
+        self.read.inc()
+        try:
+            pixels, (width, height) = decode_with_size(readable.read(), self.settings)
+        except (InputError, OSError) as exc:
+            self.dead.inc()
+            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(uri, uri, f"{uri}: {exc}", "decode"))
+            return
+        yield uri, {"uri": uri, "width": width, "height": height, "image": pixels}
 
 
 class ParseMessage(beam.DoFn):
