@@ -52,6 +52,7 @@ def check_supported(spec: PipelineSpec) -> None:
         name
         for name, used in (
             ("steps:", bool(spec.steps)),
+            ("source load:", spec.source.load is not None),
             ("sink split:", bool(spec.sink.split)),
             ("output:", bool(spec.output)),
             *(
