@@ -30,7 +30,7 @@ def test_beam_writes_the_same_predictions_as_the_local_engine(project: Path, cli
     assert beam.schema == local.schema
     assert beam.to_pylist() == local.to_pylist()
     assert len(beam["scores"][0]) == 3
-    assert sorted(p.name for p in Path("out").iterdir()) == ["beam.parquet", "local.parquet"]
+    assert not [p.name for p in Path("out").iterdir() if p.name.startswith(".temp")]  # Beam's staging
 
 
 def test_a_bad_row_lands_in_the_dead_letter_file(project: Path, cli: CliRunner) -> None:
