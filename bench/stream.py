@@ -64,10 +64,15 @@ def throughput(root: Path, url: str, count: int) -> dict[str, float]:
     started = time.perf_counter()
     inferline.publish(topic, iris_stream.messages(count), url=url, chunk_size=5000)
     published = count / (time.perf_counter() - started)
-    raw = raw_consume(url, topic, count)
+    # The bare read+ack baseline gets its own copy of the messages: a queue may drop a
+    # message once every group that exists has acked it.
+    inferline.publish(f"raw-{topic}", iris_stream.messages(count), url=url, chunk_size=5000)
+    raw = raw_consume(url, f"raw-{topic}", count)
     spec = parse_spec(_spec(root, url, topic, "throughput"))
     started = time.perf_counter()
-    summary = LocalEngine(spec, limit=count).run()
+    summary = LocalEngine(spec, limit=count, until_idle=10.0).run()
+    if summary.rows_read != count:
+        raise SystemExit(f"bench: consumed {summary.rows_read:,} of {count:,} messages")
     consumed = summary.rows_read / (time.perf_counter() - started)
     return {"publish": published, "raw": raw, "consume": consumed}
 
@@ -77,7 +82,7 @@ def latency(root: Path, url: str, rate: int, seconds: float) -> tuple[float | No
     topic = f"steady-{count}"
     path = iris_stream.write_jsonl(str(root / f"steady-{count}.jsonl"), count)
     spec = parse_spec(_spec(root, url, topic, "latency"))
-    engine = LocalEngine(spec, limit=count)
+    engine = LocalEngine(spec, limit=count, until_idle=10.0)
     publisher = subprocess.Popen(
         [
             sys.executable,

@@ -74,19 +74,23 @@ def test_non_numeric_value_is_dead_lettered_and_the_rest_predicted(project: Path
     cells[2] = "abc"
     lines[5] = ",".join(cells)
     lines.insert(9, "1,2,3")  # too few columns: cannot be parsed
+    lines.insert(20, "7,8")  # another one: each bad line is its own dead letter
     csv_path.write_text("\n".join(lines) + "\n")
     result = cli("run", "examples/iris/pipeline.yaml")
-    assert "149 predicted, 2 dead-lettered" in result.stdout
+    assert "149 predicted, 3 dead-lettered" in result.stdout
     with duckdb.connect("warehouse.duckdb") as con:
         dead = con.execute(
             "SELECT key, raw, error, stage FROM iris_predictions_errors ORDER BY stage"
         ).fetchall()
         ((count,),) = con.execute("SELECT count(*) FROM iris_predictions").fetchall()
     assert count == 149
-    features, parse = dead
+    features, parse, other = dead
     assert features[0] == "4" and "'sepal_width'" in features[2] and "'abc' is not a number" in features[2]
     assert json.loads(features[1])["sepal_width"] == "abc"
+    parse, other = sorted([parse, other], key=lambda d: d[1])
     assert parse[3] == "parse" and "expected 6 columns, got 3" in parse[2] and parse[1] == "1,2,3"
+    assert other[1] == "7,8" and "expected 6 columns, got 2" in other[2] and other[0] != parse[0]
+    assert "None" not in parse[0] + parse[2] + other[0] + other[2]
 
 
 def test_missing_corrupt_and_unknown_model_files(project: Path, cli: CliRunner) -> None:

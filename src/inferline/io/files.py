@@ -6,6 +6,7 @@ the input. Each row's key is `<file uri>:<row index>` unless the spec names a ke
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import threading
@@ -97,6 +98,14 @@ class _FileSource:
         raise NotImplementedError
 
 
+def _bad_line_key(uri: str, number: int | None, text: str) -> str:
+    # Arrow's multi-threaded parser does not always know the line number; the line's own
+    # text then keeps the key stable across runs and distinct between bad lines.
+    if number is not None:
+        return f"{uri}:line{number}"
+    return f"{uri}:bad-{hashlib.sha256(text.encode('utf-8', 'replace')).hexdigest()[:16]}"
+
+
 def _tell(handle: IO[bytes]) -> int:
     try:
         return int(handle.tell())
@@ -127,11 +136,11 @@ class CsvSource(_FileSource):
                     reported.add(row.number)
                     invalid.append(
                         DeadLetter(
-                            key=f"{uri}:line{row.number}",
+                            key=_bad_line_key(uri, row.number, row.text),
                             raw=row.text,
                             error=(
-                                f"{uri} line {row.number}: expected {row.expected_columns} "
-                                f"columns, got {row.actual_columns}"
+                                f"{uri}{f' line {row.number}' if row.number is not None else ''}: "
+                                f"expected {row.expected_columns} columns, got {row.actual_columns}"
                             ),
                             stage="parse",
                         )
