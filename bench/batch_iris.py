@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import resource
 import subprocess
 import sys
 import tempfile
@@ -121,19 +120,26 @@ def run_inferline_beam(csv: Path, model_path: Path, out: Path, rows: int) -> flo
 
 
 def peak_rss_mb(csv: Path, model_path: Path, out: Path) -> float:
-    """Peak RSS of a separate process running the pipeline (so this process's memory is excluded)."""
+    """Peak RSS of a separate process running the pipeline, as that process reports it.
+
+    (RUSAGE_CHILDREN would be the largest of all children so far, e.g. the Beam run.)
+    """
     code = (
-        "import sys, json; sys.path.insert(0, {!r})\n"
+        "import sys, json, resource; sys.path.insert(0, {!r})\n"
         "from inferline.engine.local import LocalEngine\n"
         "from inferline.pipeline import parse_spec\n"
-        "LocalEngine(parse_spec(json.loads(sys.argv[1]))).run()\n".format(str(ROOT / "src"))
+        "LocalEngine(parse_spec(json.loads(sys.argv[1]))).run()\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n".format(str(ROOT / "src"))
     )
     import json
 
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-c", code, json.dumps(spec_for(csv, model_path, out))], check=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(before, after) / 1024
+    result = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec_for(csv, model_path, out))],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(result.stdout.split()[-1]) / 1024
 
 
 def main() -> None:
