@@ -25,16 +25,18 @@ from inferline.io.base import DeadLetter, SourceBatch
 
 
 def expand_paths(pattern: str) -> list[tuple[fsspec.AbstractFileSystem, str, str]]:
-    """(filesystem, path, display uri) for every file matching `pattern`, sorted."""
-    fs, _, paths = fsspec.get_fs_token_paths(pattern)
-    if any(ch in pattern for ch in "*?["):
-        # get_fs_token_paths only expands `*`; glob() also knows `?` and `[...]`.
-        root = fs._strip_protocol(pattern)
-        matched = sorted(p for p in fs.glob(root) if not fs.isdir(p))
+    """(filesystem, path, display uri) for every file matching `pattern`, sorted.
+
+    `pattern` is a file, a folder (every file under it), or a glob with `*`, `?`, `[...]`.
+    """
+    fs, root = fsspec.core.url_to_fs(pattern)
+    if any(ch in root for ch in "*?["):
+        found = fs.glob(root, detail=True)
+        matched = sorted(p for p, info in found.items() if info.get("type") != "directory")
+    elif fs.isdir(root):
+        matched = sorted(fs.find(root))
     else:
-        matched = [p for p in paths if fs.exists(p)]
-        if matched and fs.isdir(matched[0]):
-            matched = sorted(p for p in fs.find(matched[0]))
+        matched = [root] if fs.exists(root) else []
     if not matched:
         raise InputError(f"source path {pattern}: no files match")
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]

@@ -28,6 +28,7 @@ from typing import Any
 import fsspec
 import numpy as np
 import pyarrow as pa
+from fsspec.implementations.local import LocalFileSystem
 
 from inferline.engine.tensors import tensor_column
 from inferline.errors import InputError, SpecError, require
@@ -157,7 +158,12 @@ class _Decoded:
 
 def _decode_file(fs: fsspec.AbstractFileSystem, path: str, uri: str, settings: ImageSettings) -> _Decoded:
     try:
-        data = fs.cat_file(path)
+        if isinstance(fs, LocalFileSystem):
+            # fsspec's per-call overhead is as large as decoding a small PNG: read directly.
+            with open(path, "rb") as handle:
+                data = handle.read()
+        else:
+            data = fs.cat_file(path)
     except OSError as exc:
         return _Decoded(uri, None, 0, 0, 0, f"{uri}: cannot read file ({exc})")
     try:
