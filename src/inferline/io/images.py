@@ -205,13 +205,15 @@ class ImagesSource:
         self.path = path
         self.settings = settings or ImageSettings()
         self.batch_rows = _cap_rows(batch_rows, self.settings)
-        self.workers = workers or max(os.cpu_count() or 1, 1)
+        self.workers = workers or 0  # 0: chosen in open() from the files' sizes
         self._files: list[tuple[fsspec.AbstractFileSystem, str, str]] = []
 
     def open(self) -> None:
         from inferline.io.files import expand_paths
 
         self._files = expand_paths(self.path)
+        if not self.workers:
+            self.workers = _decode_threads(self._files)
 
     def total_bytes(self) -> int | None:
         # Stat'ing every object of a remote bucket up front is slow; local files are cheap.
@@ -293,6 +295,25 @@ class ImagesSource:
             schema=schema,
         )
         return SourceBatch(data=data, keys=uris, dead=dead)
+
+
+def _decode_threads(files: list[tuple[fsspec.AbstractFileSystem, str, str]]) -> int:
+    """Decode threads: one per core, except for tiny local images.
+
+    Decoding a tiny image is mostly Python-level Pillow work that holds the GIL; two threads
+    then fight over it and are slower than one (measured: 5,000 28x28 PNGs, 0.27 s on one
+    thread, 0.63 s on two). Larger images spend their time in C code that releases the GIL.
+    """
+    cores = max(os.cpu_count() or 1, 1)
+    if cores == 1 or not files or not isinstance(files[0][0], LocalFileSystem):
+        return cores
+    image_module: Any = require("PIL.Image", "images")
+    try:
+        with image_module.open(files[0][1]) as image:  # reads the header only
+            width, height = image.size
+    except (OSError, ValueError, SyntaxError):
+        return cores
+    return 1 if width * height <= 64 * 64 else cores
 
 
 def _cap_rows(rows: int, settings: ImageSettings) -> int:
