@@ -84,7 +84,8 @@ def digits_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for redis-server and `inferline serve` in tests)."""
     import socket
 
     with socket.socket() as sock:
@@ -99,7 +100,7 @@ def redis_server() -> Iterator[str]:
 
     import redis
 
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,

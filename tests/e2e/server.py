@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,14 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import subprocess_env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.conftest import free_port, subprocess_env
 
 
 @contextlib.contextmanager
@@ -33,6 +25,22 @@ def running_server(
     deadline_s: float = 30.0,
 ) -> Iterator[str]:
     """Yield the base URL (always via 127.0.0.1) of a server serving `store`; kill it after."""
+    with server_process(store, *args, host=host, env=env, deadline_s=deadline_s) as (_, base):
+        yield base
+
+
+@contextlib.contextmanager
+def server_process(
+    store: Path,
+    *args: str,
+    host: str = "127.0.0.1",
+    env: dict[str, str] | None = None,
+    deadline_s: float = 30.0,
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Like `running_server`, but yields (process, base URL) for tests that kill it themselves.
+
+    The server's output goes to `server-PORT.log` beside the store.
+    """
     port = free_port()
     log = open(store.parent / f"server-{port}.log", "w+", encoding="utf-8")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -69,7 +77,7 @@ def running_server(
             if time.monotonic() > deadline:
                 raise AssertionError(f"server on {base} not ready within {deadline_s} s")
             time.sleep(0.05)
-        yield base
+        yield proc, base
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)

@@ -7,14 +7,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import httpx
 import joblib
 import numpy as np
 import pytest
@@ -26,8 +24,8 @@ from inferline.engine.local import LocalEngine, RunStats
 from inferline.examples.iris import FEATURES
 from inferline.models.store import ModelStore
 from inferline.pipeline import parse_spec
-from tests.conftest import CliRunner, subprocess_env
-from tests.e2e.server import free_port
+from tests.conftest import CliRunner
+from tests.e2e.server import server_process
 
 SECRET = "tok-9f8e7d6c5b4a-do-not-leak"
 IRIS = load_iris()
@@ -43,55 +41,14 @@ def lr_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "store"
 
 
-@contextlib.contextmanager
-def server_process(
-    store: Path, env: dict[str, str] | None = None
-) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """A real `inferline serve` on a free loopback port; yields (process, base URL)."""
-    port = free_port()
-    log = open(store.parent / f"serve-{port}.log", "w+b")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "inferline",
-            "serve",
-            "--models",
-            str(store),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=subprocess_env(env),
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, f"server exited {proc.returncode}"
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/ping", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "server not ready within 30 s"
-            time.sleep(0.05)
-        yield proc, base
-    finally:
-        kill(proc)
-        log.close()
-
-
 @pytest.fixture(scope="module")
 def lr_server(lr_store: Path) -> Iterator[str]:
-    """One server for the tests that do not stop it; its log is `serve-PORT.log` by the store."""
+    """One server for the tests that do not stop it; its log is `server-PORT.log` by the store."""
     with server_process(lr_store) as (_, base):
         yield base
 
 
-def kill(proc: subprocess.Popen[bytes]) -> None:
+def kill(proc: subprocess.Popen[str]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
@@ -136,7 +93,7 @@ def test_local_and_remote_models_side_by_side(
     base = lr_server
     (project / "compare.yaml").write_text(yaml.safe_dump(spec_for(base, max_size=40, auth=True)))
     result = cli("run", "compare.yaml", env={"LR_TOKEN": SECRET})
-    log = (lr_store.parent / f"serve-{base.rsplit(':', 1)[1]}.log").read_bytes().decode()
+    log = (lr_store.parent / f"server-{base.rsplit(':', 1)[1]}.log").read_bytes().decode()
     rows = rows_of("out.duckdb", "SELECT * FROM answers ORDER BY CAST(key AS INT)")
     assert len(rows) == 150
     data = IRIS.data

@@ -120,9 +120,9 @@ def test_missing_topic_name_is_an_error() -> None:
 
 
 def test_unreachable_redis_is_an_error() -> None:
-    from tests.conftest import _free_port
+    from tests.conftest import free_port
 
-    url = f"redis://127.0.0.1:{_free_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(
         InputError, match=r"topic iris: cannot reach Redis at redis://127.0.0.1:\d+/0 .*redis-server"
     ):

@@ -18,7 +18,7 @@ from inferline.engine.predict import run_model
 from inferline.errors import ModelError, RemoteUnavailable
 from inferline.models.base import LoadedModel
 from inferline.models.remote import RemoteHandler, RemoteRequestFailed, parse_url
-from tests.e2e.server import free_port
+from tests.conftest import free_port
 
 SECRET = "s3cret-token-value"
 
