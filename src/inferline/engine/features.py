@@ -186,17 +186,10 @@ def prediction_column(values: np.ndarray) -> pa.Array:
     return pa.array(values)
 
 
-def assemble(
-    data: pa.RecordBatch,
-    keys: pa.Array,
-    prediction: Prediction,
-    model_id: str,
-    *,
-    keep: list[str] | None = None,
-    prefix: str = "",
-) -> pa.RecordBatch:
-    """Result rows: key, passed-through source columns, prediction, scores, model_id."""
-    n = data.num_rows
+def passthrough_columns(
+    data: pa.RecordBatch, keys: pa.Array, *, keep: list[str] | None = None
+) -> tuple[list[str], list[pa.Array]]:
+    """The leading result columns: `key`, then the source columns passed through."""
     names: list[str] = ["key"]
     arrays: list[pa.Array] = [keys]
     # Tensor columns (decoded pixels) are model inputs, not results: kept only on request.
@@ -204,14 +197,27 @@ def assemble(
     for name in passthrough:
         if name not in data.schema.names:
             raise InputError(f"keep: column {name!r} not found (columns: {', '.join(data.schema.names)})")
-        out_name = f"{name}_input" if name in RESULT_COLUMNS else name
-        names.append(out_name)
+        names.append(f"{name}_input" if name in RESULT_COLUMNS else name)
         arrays.append(data.column(name))
-    names.append(f"{prefix}prediction")
+    return names, arrays
+
+
+def assemble(
+    data: pa.RecordBatch,
+    keys: pa.Array,
+    prediction: Prediction,
+    model_id: str,
+    *,
+    keep: list[str] | None = None,
+) -> pa.RecordBatch:
+    """Result rows: key, passed-through source columns, prediction, scores, model_id."""
+    n = data.num_rows
+    names, arrays = passthrough_columns(data, keys, keep=keep)
+    names.append("prediction")
     arrays.append(prediction_column(prediction.prediction))
     if prediction.scores is not None:
-        names.append(f"{prefix}scores")
+        names.append("scores")
         arrays.append(list_column(prediction.scores))
-    names.append(f"{prefix}model_id")
+    names.append("model_id")
     arrays.append(pa.repeat(pa.scalar(model_id), n) if n else pa.array([], pa.string()))
     return pa.RecordBatch.from_arrays(arrays, names=names)

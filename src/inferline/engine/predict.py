@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from inferline.engine.features import assemble, extract_features, list_column, prediction_column
+from inferline.engine.features import (
+    assemble,
+    extract_features,
+    list_column,
+    passthrough_columns,
+    prediction_column,
+)
 from inferline.errors import InferlineError, ModelError, RemoteUnavailable
 from inferline.io.base import DeadLetter, row_as_json
 from inferline.models.base import LoadedModel, Prediction
@@ -133,9 +139,7 @@ def _side_by_side(
     n = data.num_rows
     if n == 0:
         return None
-    base = assemble(data, keys, Prediction(np.zeros(n)), "", keep=keep)
-    names = [f for f in base.schema.names if f not in ("prediction", "model_id")]
-    arrays = [base.column(f) for f in names]
+    names, arrays = passthrough_columns(data, keys, keep=keep)
     for out in outputs:
         prefix = f"{out.model.name}_"
         # Scatter this model's compact answers back to all rows (null where it failed).
