@@ -53,14 +53,21 @@ def _side(sink: SinkSpec, name: str) -> SinkSpec:
     return SinkSpec(kind=sink.kind, path=os.path.join(sink.path, f"{name}.{sink.kind}"))
 
 
-def split_fractions(values: pa.Array, cutoffs: list[float]) -> np.ndarray:
+def split_fractions(
+    values: pa.Array, cutoffs: list[float], *, con: duckdb.DuckDBPyConnection | None = None
+) -> np.ndarray:
     """The side index of each value: MD5 of its text, mapped to [0, 1), cut at `cutoffs`."""
-    con = duckdb.connect()
+    own = con is None
+    con = duckdb.connect() if con is None else con
     con.register("v", pa.table({"v": values}))
-    (buckets,) = (
-        con.sql(f"SELECT (md5_number(v::VARCHAR) % {_BUCKETS})::BIGINT AS b FROM v").fetchnumpy().values()
-    )
-    con.close()
+    try:
+        (buckets,) = (
+            con.sql(f"SELECT (md5_number(v::VARCHAR) % {_BUCKETS})::BIGINT AS b FROM v").fetchnumpy().values()
+        )
+    finally:
+        con.unregister("v")
+        if own:
+            con.close()
     position = np.asarray(buckets, dtype=np.float64) / _BUCKETS
     return np.searchsorted(np.asarray(cutoffs), position, side="right")
 
@@ -73,6 +80,7 @@ class SplitSink:
         self.origin = origin
         self._parts, self.by = split_parts(sink, origin=origin)
         self._sinks: list[Sink] = []
+        self._con: duckdb.DuckDBPyConnection | None = None
         fractions = np.cumsum([f for _, f, _ in self._parts])
         self._cutoffs = [float(c) for c in fractions[:-1]]
 
@@ -97,7 +105,9 @@ class SplitSink:
                 f"{self.origin}: sink.split.by: column {self.by!r} not in results "
                 f"({', '.join(batch.schema.names)})"
             )
-        sides = split_fractions(batch.column(self.by), self._cutoffs)
+        if self._con is None:
+            self._con = duckdb.connect()  # one per sink: the writer hashes every batch
+        sides = split_fractions(batch.column(self.by), self._cutoffs, con=self._con)
         for index, sink in enumerate(self._sinks):
             mask = sides == index
             if mask.any():
@@ -110,6 +120,9 @@ class SplitSink:
     def close(self) -> None:
         for sink in self._sinks:
             sink.close()
+        if self._con is not None:
+            self._con.close()
+            self._con = None
 
     def abort(self) -> None:
         for sink in self._sinks:
@@ -118,3 +131,6 @@ class SplitSink:
                 abort()
             else:
                 sink.close()
+        if self._con is not None:
+            self._con.close()
+            self._con = None
