@@ -211,7 +211,8 @@ class LocalEngine:
     def process(self, batch: SourceBatch, models: list[LoadedModel]) -> _Work:
         """Steps -> model(s) -> steps for one batch; bad rows become dead letters."""
         dead = list(batch.dead)
-        data, keys = batch.data, self._keys(batch)
+        row_keys = self._keys(batch)
+        data, keys = batch.data, row_keys
         if data.num_rows == 0:
             return _Work(batch, None, dead)
         try:
@@ -235,7 +236,7 @@ class LocalEngine:
                 results = _passthrough(out, out_keys)
         except StepFailed as exc:
             dead.extend(
-                DeadLetter(str(batch.keys[i]), row_as_json(batch.data, i), str(exc), "step")
+                DeadLetter(str(row_keys[i]), row_as_json(batch.data, i), str(exc), "step")
                 for i in range(batch.data.num_rows)
             )
             return _Work(batch, None, dead)
