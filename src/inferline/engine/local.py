@@ -20,20 +20,17 @@ import numpy as np
 import pyarrow as pa
 
 from inferline.engine.features import resolve_column
-from inferline.engine.output import OutputMapping
-from inferline.engine.predict import results_for
-from inferline.engine.steps import Step, StepFailed, apply_steps, build_steps
+from inferline.engine.process import BatchProcessor
 from inferline.engine.streamstats import LatencyTracker, StreamStats
 from inferline.errors import InferlineError
-from inferline.io.base import DeadLetter, Sink, Source, SourceBatch, dead_letter_batch, row_as_json
+from inferline.io.base import DeadLetter, Sink, Source, SourceBatch, dead_letter_batch
 from inferline.io.factory import make_sink, make_source
 from inferline.io.loaders import ImageLoader, make_loader
 from inferline.io.topic_source import TopicSource
 from inferline.models.base import LoadedModel
-from inferline.models.hooks import ModelHooks
 from inferline.models.registry import ModelRef
 from inferline.models.watch import open_model_ref
-from inferline.pipeline import ModelSpec, PipelineSpec
+from inferline.pipeline import PipelineSpec
 
 _DONE = object()
 _TICK = object()  # no batch came in time: look at the clock (stream stats)
@@ -125,16 +122,10 @@ class LocalEngine:
         self.latency = LatencyTracker()
         # Set on failure: stages drop what they hold instead of finishing it.
         self._abort = threading.Event()
-        self._output = OutputMapping(spec.output, origin=spec.origin) if spec.output else None
         self._next_stats: float | None = None
         self._last_stats = 0.0
-        self._before: list[Step] = []
-        self._after: list[Step] = []
-        self._hooks: list[ModelHooks | None] = []
-        self._pool: ThreadPoolExecutor | None = None
+        self._processor = BatchProcessor()
         self._loader: ImageLoader | None = None
-        # Each model's result columns and types, so failed batches keep the run's schema.
-        self._columns: dict[str, dict[str, pa.DataType]] = {}
 
     # --- building -------------------------------------------------------------------
     def _open_models(self) -> list[ModelRef]:
@@ -153,13 +144,6 @@ class LocalEngine:
     def _model_error(self, model: str, message: str) -> None:
         # Called from a watcher thread; list.append is atomic.
         self.stats.model_errors.append(message)
-
-    def _model_hooks(self, spec: ModelSpec) -> ModelHooks | None:
-        if not (spec.handler or spec.labels or spec.top_k):
-            return None
-        hooks = ModelHooks(spec.handler, labels=spec.labels, top_k=spec.top_k, where=f"model {spec.name}")
-        hooks.open()
-        return hooks
 
     def _string_columns(self) -> list[str]:
         names: list[str] = []
@@ -211,38 +195,13 @@ class LocalEngine:
     def process(self, batch: SourceBatch, models: list[LoadedModel]) -> _Work:
         """Steps -> model(s) -> steps for one batch; bad rows become dead letters."""
         dead = list(batch.dead)
-        row_keys = self._keys(batch)
-        data, keys = batch.data, row_keys
-        if data.num_rows == 0:
+        if batch.data.num_rows == 0:
             return _Work(batch, None, dead)
-        try:
-            data, keys = apply_steps(self._before, data, keys)
-            if models and data.num_rows:
-                results, model_dead = results_for(
-                    models,
-                    self._hooks,
-                    data,
-                    keys,
-                    keep=self.spec.keep,
-                    pool=self._pool,
-                    columns=self._columns,
-                )
-                dead.extend(model_dead)
-                self.stats.model_ids.update(m.model_id for m in models)
-            else:
-                results = _passthrough(data, keys) if data.num_rows else None
-            if results is not None and self._after:
-                out, out_keys = apply_steps(self._after, results.drop_columns(["key"]), results.column("key"))
-                results = _passthrough(out, out_keys)
-        except StepFailed as exc:
-            dead.extend(
-                DeadLetter(str(row_keys[i]), row_as_json(batch.data, i), str(exc), "step")
-                for i in range(batch.data.num_rows)
-            )
-            return _Work(batch, None, dead)
-        if results is None or not results.num_rows:
-            return _Work(batch, None, dead)
-        return _Work(batch, self._output.apply(results) if self._output else results, dead)
+        results, more = self._processor(batch.data, self._keys(batch), models)
+        dead.extend(more)
+        if models:
+            self.stats.model_ids.update(m.model_id for m in models)
+        return _Work(batch, results, dead)
 
     def _keys(self, batch: SourceBatch) -> pa.Array:
         if not self.spec.key or batch.data.num_rows == 0:
@@ -259,11 +218,10 @@ class LocalEngine:
     def run(self) -> RunSummary:
         started = self.clock()
         refs = self._open_models()
-        self._before, self._after = build_steps(self.spec.steps, origin=self.spec.origin)
+        self._processor = BatchProcessor.from_spec(self.spec)
         self._loader = make_loader(self.spec.source, origin=self.spec.origin)
-        self._hooks = [self._model_hooks(m) for m in self.spec.all_models] or [None] * len(refs)
         if len(refs) > 1:
-            self._pool = ThreadPoolExecutor(max_workers=len(refs), thread_name_prefix="inferline-model")
+            self._processor.pool = ThreadPoolExecutor(len(refs), thread_name_prefix="inferline-model")
         source = make_source(self.spec, string_columns=self._string_columns())
         if isinstance(source, TopicSource):
             source.bind(stop=self.stop, limit=self.limit, until_idle=self.until_idle, clock=self.clock)
@@ -328,8 +286,8 @@ class LocalEngine:
             source.close()
             for ref in refs:
                 ref.close()
-            if self._pool is not None:
-                self._pool.shutdown(wait=False)
+            if self._processor.pool is not None:
+                self._processor.pool.shutdown(wait=False)
             if self._loader is not None:
                 self._loader.close()
         seconds = max(self.clock() - started, 1e-9)
@@ -434,10 +392,6 @@ def _in_order(
     # After a failure some numbers never arrive; what did arrive is still written in order.
     for seq in sorted(pending):
         yield pending[seq]
-
-
-def _passthrough(data: pa.RecordBatch, keys: pa.Array) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([keys, *data.columns], names=["key", *data.schema.names])
 
 
 def _drain(q: queue.Queue[Any]) -> None:
