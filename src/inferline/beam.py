@@ -16,7 +16,7 @@ Each output is a `PredictionResult(example, inference, model_id)` whose `inferen
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
@@ -97,7 +97,7 @@ class ModelHandler(_beam_base.ModelHandler[Any, Any, LoadedModel]):
         *,
         streaming: bool = False,
         timed_batches: bool | None = None,
-    ) -> ModelHandler:
+    ) -> Self:
         """The handler for a pipeline spec's `model:`, batching as its `batch:` says.
 
         Bounded input gets `max_size` batches (a bundle's tail may be smaller). Streams take

@@ -1,12 +1,14 @@
 """The Beam engine: a pipeline spec translated to Apache Beam transforms.
 
-    source (fileio / Pub/Sub / Kafka) -> RunInference(inferline.beam.ModelHandler)
-        .with_exception_handling() -> result rows -> sink (files / BigQuery)
-                                  \\-> dead letters (parse, features, predict) -> dead-letter sink
+    source (fileio / Pub/Sub / Kafka) -> RunInference(handler running BatchProcessor)
+        .with_exception_handling() -> result rows -> sink (files / BigQuery; split: sides)
+                                  \\-> dead letters (parse, load, step, features, predict, hook)
 
-Rows travel as `(key, row dict)`; keys, result columns and dead-letter rows are the local
-engine's, so the same spec gives the same output on either engine. `watch: true` on a
-stream becomes Beam's `WatchFilePattern` side input, which swaps the model between batches.
+Rows travel as `(key, row dict)`. Each batch `RunInference` forms is turned into an Arrow
+batch and run through the local engine's own `BatchProcessor` (`load:`, steps, the model
+with its hooks and labels, `output:`), so keys, result columns and dead letters are the
+local engine's and the same spec gives the same output on either engine. `watch: true` on
+a stream becomes Beam's `WatchFilePattern` side input, which swaps the model between batches.
 
 Example:
     >>> spec = load_spec("examples/iris/pipeline.yaml")  # doctest: +SKIP
@@ -19,11 +21,13 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from inferline.errors import InferlineError, SpecError, require
 
@@ -31,22 +35,28 @@ require("apache_beam", "beam")
 
 import apache_beam as beam  # noqa: E402
 from apache_beam.metrics.metric import Metrics  # noqa: E402
-from apache_beam.ml.inference.base import KeyedModelHandler, RunInference  # noqa: E402
+from apache_beam.ml.inference.base import PredictionResult, RunInference  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions  # noqa: E402
 
-from inferline.beam import ModelHandler, row_features  # noqa: E402
+from inferline.beam import ModelHandler  # noqa: E402
 from inferline.engine.beam_io import (  # noqa: E402
     DEAD,
     NAMESPACE,
+    Row,
     check_supported,
     dead_letter,
     dead_letter_sink,
     read_source,
     write_sink,
 )
-from inferline.engine.features import RESULT_COLUMNS  # noqa: E402
 from inferline.engine.local import RunSummary  # noqa: E402
-from inferline.pipeline import BatchSpec, ModelSpec, PipelineSpec  # noqa: E402
+from inferline.engine.process import BatchProcessor  # noqa: E402
+from inferline.engine.tensors import tensor_column  # noqa: E402
+from inferline.io.base import DeadLetter, SourceBatch  # noqa: E402
+from inferline.io.loaders import ImageLoader, make_loader  # noqa: E402
+from inferline.io.split import split_fractions, split_parts  # noqa: E402
+from inferline.models.base import LoadedModel  # noqa: E402
+from inferline.pipeline import ModelSpec, PipelineSpec  # noqa: E402
 
 DEFAULT_RUNNER = "DirectRunner"
 STREAM_SOURCES = ("pubsub", "kafka")
@@ -54,10 +64,12 @@ STREAM_SOURCES = ("pubsub", "kafka")
 
 @dataclass
 class BeamOutputs:
-    """The PCollections a translated pipeline produces: result rows and dead-letter rows."""
+    """The PCollections a translated pipeline produces: result rows and dead-letter rows
+    (and, with `split:` on the sink, each side's rows by name)."""
 
     results: Any
     dead: Any
+    sides: dict[str, Any] = field(default_factory=dict)
 
 
 def pipeline_options(args: Sequence[str], *, streaming: bool = False) -> PipelineOptions:
@@ -82,69 +94,86 @@ def is_streaming(spec: PipelineSpec, options: PipelineOptions | None = None) -> 
 
 
 def build(pipeline: beam.Pipeline, spec: PipelineSpec, *, streaming: bool = False) -> BeamOutputs:
-    """Add the spec's source, model and sinks to `pipeline`."""
+    """Add the spec's source, processing and sinks to `pipeline`."""
     check_supported(spec)
+    BatchProcessor.from_spec(spec)  # bad steps, hooks or label files fail here, before Beam starts
     models = spec.all_models
-    if len(models) > 1:
-        raise SpecError(f"{spec.origin}: --runner beam runs one model per pipeline; give model: not models:")
     string_columns = model_inputs(models[0]) if models else []
     parsed = read_source(pipeline, spec, string_columns=string_columns)
-    outputs = predict_rows(
-        parsed.rows,
-        models[0] if models else None,
-        spec.batch,
-        keep=spec.keep,
-        streaming=streaming,
-    )
-    write_sink(outputs.results, spec.sink, streaming=streaming, label="Results")
+    outputs = process_rows(parsed.rows, spec, streaming=streaming)
+    if spec.sink.split:
+        for name, _, side in split_parts(spec.sink, origin=spec.origin)[0]:
+            write_sink(outputs.sides[name], side, streaming=streaming, label=f"Results_{name}")
+    else:
+        write_sink(outputs.results, spec.sink, streaming=streaming, label="Results")
     dead = (parsed[DEAD], outputs.dead) | "AllDeadLetters" >> beam.Flatten()
     dead_sink = dead_letter_sink(spec)
     if dead_sink is not None:
         write_sink(dead, dead_sink, streaming=streaming, label="DeadLetters")
-    return BeamOutputs(outputs.results, dead)
+    return BeamOutputs(outputs.results, dead, outputs.sides)
 
 
-def predict_rows(
-    rows: Any,
-    model: ModelSpec | None,
-    batch: BatchSpec,
-    *,
-    keep: list[str] | None = None,
-    streaming: bool = False,
-    model_metadata: Any = None,
+def process_rows(
+    rows: Any, spec: PipelineSpec, *, streaming: bool = False, model_metadata: Any = None
 ) -> BeamOutputs:
-    """`(key, row)` -> result rows (key, kept columns, prediction, scores, model_id) and dead
-    letters. `model_metadata` is a PCollection of `ModelMetadata` that swaps the model; with
-    `watch: true` on a stream it is `WatchFilePattern(model.uri)`."""
+    """`(key, row)` -> result rows and dead letters, as the local engine makes them.
+
+    Rows are batched (by `RunInference` when there is a model) and each batch goes through
+    the local engine's `BatchProcessor`: `load:`, steps, the model with its hooks and
+    labels, steps after it and `output:`. `model_metadata` is a PCollection of
+    `ModelMetadata` that swaps the model; with `watch: true` on a stream it is
+    `WatchFilePattern(model.uri)`. With `split:` on the sink, `sides` holds each side's rows.
+    """
     pipeline = rows.pipeline
-    if model is None:
-        results = rows | "Passthrough" >> beam.Map(lambda kv: {"key": kv[0], **kv[1]})
-        return BeamOutputs(results, pipeline | "NoDeadLetters" >> beam.Create([]))
+    models = spec.all_models
+    if len(models) > 1:
+        raise SpecError(f"{spec.origin}: --runner beam runs one model per pipeline; give model: not models:")
+    if not models:
+        # Bounded input: full batches (a bundle's tail may be smaller); streams: whatever came.
+        smallest = 1 if streaming else spec.batch.max_size
+        batches = rows | "Batch" >> beam.BatchElements(
+            min_batch_size=smallest, max_batch_size=spec.batch.max_size
+        )
+        processed = batches | "Process" >> beam.ParDo(_ProcessBatch(spec)).with_outputs(DEAD, main="done")
+        emitted = processed.done | "Emit" >> beam.ParDo(_Emit(spec)).with_outputs(*_tags(spec))
+        dead = (processed[DEAD], emitted[DEAD]) | "ProcessDeadLetters" >> beam.Flatten()
+        return _outputs(emitted, dead, spec)
+    model = models[0]
     if model_metadata is None and model.watch and streaming and model.uri:
         from apache_beam.ml.inference.utils import WatchFilePattern
 
         model_metadata = pipeline | "WatchModel" >> WatchFilePattern(
             file_pattern=model.uri, interval=max(1, int(model.watch_interval))
         )
-    inputs = model_inputs(model)
     # Beam's DirectRunner fails to map the windows of time-based batches onto a model
     # side input, so a watched model batches by size within each bundle.
     timed = streaming and model_metadata is None
-    keyed: Any = KeyedModelHandler(
-        ModelHandler.from_spec(model, batch, streaming=streaming, timed_batches=timed)
-    )
-    handler = keyed.with_preprocess_fn(_Features(inputs))
+    handler = _SpecHandler.from_spec(model, spec.batch, streaming=streaming, timed_batches=timed)
+    handler.bind(spec)
     inferred, failed = (
         rows
         | "RunInference"
         >> RunInference(handler, model_metadata_pcoll=model_metadata).with_exception_handling()
     )
-    results = inferred | "ResultRows" >> beam.ParDo(_ResultRow(inputs, keep))
+    done = inferred | "Processed" >> beam.Map(lambda result: result.inference)
+    emitted = done | "Emit" >> beam.ParDo(_Emit(spec)).with_outputs(*_tags(spec))
     label = _current_model_id(model)
-    bad_rows = failed.failed_preprocessing[0] | "FeatureErrors" >> beam.Map(_feature_error, label)
-    bad_batches = failed.failed_inferences | "PredictErrors" >> beam.FlatMap(_predict_errors, label)
-    dead = (bad_rows, bad_batches) | "ModelDeadLetters" >> beam.Flatten()
-    return BeamOutputs(results, dead)
+    bad_batches = failed.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch, label)
+    dead = (emitted[DEAD], bad_batches) | "ModelDeadLetters" >> beam.Flatten()
+    return _outputs(emitted, dead, spec)
+
+
+def _tags(spec: PipelineSpec) -> tuple[str, ...]:
+    sides = (
+        tuple(name for name, _, _ in split_parts(spec.sink, origin=spec.origin)[0]) if spec.sink.split else ()
+    )
+    return (DEAD, *sides)
+
+
+def _outputs(emitted: Any, dead: Any, spec: PipelineSpec) -> BeamOutputs:
+    sides = {name: emitted[name] for name in _tags(spec)[1:]}
+    results = tuple(sides.values()) | "AllSides" >> beam.Flatten() if sides else emitted[None]
+    return BeamOutputs(results, dead, sides)
 
 
 def model_inputs(model: ModelSpec) -> list[str]:
@@ -168,42 +197,150 @@ def _current_model_id(model: ModelSpec) -> str:
         return model.name
 
 
-class _Features:
-    """Preprocessing: `(key, row)` -> `((key, row), features)`; a bad value raises, and
-    RunInference's exception handling turns the row into a dead letter."""
+@dataclass
+class Processed:
+    """One batch's results (an Arrow batch, or None) and dead letters, between transforms."""
 
-    def __init__(self, inputs: list[str]) -> None:
-        self.inputs = inputs
-
-    def __call__(self, element: tuple[str, dict[str, Any]]) -> tuple[tuple[str, dict[str, Any]], Any]:
-        return element, row_features(element[1], self.inputs)
+    results: pa.RecordBatch | None
+    dead: list[DeadLetter]
 
 
-class _ResultRow(beam.DoFn):
-    def __init__(self, inputs: list[str], keep: list[str] | None) -> None:
-        self.inputs = inputs
-        self.keep = keep
+class _Stage:
+    """What `RunInference`'s handler and the model-less DoFn share: a spec's processing,
+    opened lazily on the worker (steps, hooks and loaders are not pickled)."""
+
+    def __init__(self, spec: PipelineSpec) -> None:
+        self.spec = spec
+        self._processor: BatchProcessor | None = None
+        self._loader: ImageLoader | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_processor": None, "_loader": None}
+
+    def run(self, elements: Sequence[tuple[str, Row]], models: list[LoadedModel]) -> Processed:
+        if self._processor is None:
+            self._processor = BatchProcessor.from_spec(self.spec)
+            self._loader = make_loader(self.spec.source, origin=self.spec.origin)
+        keys = pa.array([str(key) for key, _ in elements], type=pa.string())
+        batch = SourceBatch(rows_to_batch([row for _, row in elements]), keys)
+        if self._loader is not None:
+            batch = self._loader(batch)
+        results, dead = self._processor(batch.data, batch.keys, models)
+        return Processed(results, [*batch.dead, *dead])
+
+
+class _SpecHandler(ModelHandler):
+    """inferline's `ModelHandler` running the whole batch processing around the model: its
+    examples are `(key, row)` and each batch gives one `Processed` as its inference."""
+
+    _stage: _Stage | None = None
+
+    def bind(self, spec: PipelineSpec) -> None:
+        self._stage = _Stage(spec)
+
+    def run_inference(
+        self,
+        batch: Sequence[Any],
+        model: LoadedModel,
+        inference_args: dict[str, Any] | None = None,
+    ) -> Iterable[PredictionResult]:
+        assert self._stage is not None, "bind(spec) first"
+        processed = self._stage.run(batch, [model])
+        return [PredictionResult(None, processed, model.model_id)]
+
+    def get_num_bytes(self, batch: Sequence[Any]) -> int:
+        return int(sum(8 * len(row) for _, row in batch))
+
+
+class _ProcessBatch(beam.DoFn):
+    """A pipeline without a model: each batch of `(key, row)` through the spec's steps."""
+
+    def __init__(self, spec: PipelineSpec) -> None:
+        self.stage = _Stage(spec)
+
+    def process(self, batch: list[tuple[str, Row]]) -> Iterator[Processed]:
+        yield self.stage.run(batch, [])
+
+
+class _Emit(beam.DoFn):
+    """`Processed` batches -> result rows (split into sides with `split:`) and dead letters."""
+
+    def __init__(self, spec: PipelineSpec) -> None:
+        self.split: tuple[list[str], list[float], str] | None = None
+        if spec.sink.split:
+            parts, by = split_parts(spec.sink, origin=spec.origin)
+            cutoffs = np.cumsum([fraction for _, fraction, _ in parts])[:-1]
+            self.split = ([name for name, _, _ in parts], [float(c) for c in cutoffs], by)
+        self.origin = spec.origin
         self.predicted = Metrics.counter(NAMESPACE, "rows_predicted")
+        self.dead = Metrics.counter(NAMESPACE, "rows_dead")
 
-    def process(self, element: Any) -> Iterator[dict[str, Any]]:
-        (key, row), result = element
-        out: dict[str, Any] = {"key": key}
-        # Tensors (decoded pixels) are model inputs, not results: kept only on request.
-        names = [n for n in row if not _is_tensor(row[n])] if self.keep is None else self.keep
-        for name in names:
-            if name not in row:
-                raise InferlineError(f"keep: column {name!r} not found (columns: {', '.join(row)})")
-            value = row[name]
-            if isinstance(value, str) and name in self.inputs:
-                value = float(result.example[self.inputs.index(name)])  # parsed as the model saw it
-            if _is_tensor(value):
-                value = value.reshape(-1).tolist()
-            out[f"{name}_input" if name in RESULT_COLUMNS else name] = value
-        out.update(result.inference)
-        out["model_id"] = result.model_id
-        self.predicted.inc()
-        Metrics.counter(NAMESPACE, f"model_id:{result.model_id}").inc()
-        yield out
+    def process(self, processed: Processed) -> Iterator[Any]:
+        for letter in processed.dead:
+            self.dead.inc()
+            yield beam.pvalue.TaggedOutput(
+                DEAD, dead_letter(letter.key, letter.raw, letter.error, letter.stage, letter.model_id)
+            )
+        results = processed.results
+        if results is None or not results.num_rows:
+            return
+        self.predicted.inc(results.num_rows)
+        if "model_id" in results.schema.names:
+            for model_id in set(results.column("model_id").to_pylist()):
+                count = pc.sum(pc.equal(results.column("model_id"), model_id)).as_py()
+                Metrics.counter(NAMESPACE, f"model_id:{model_id}").inc(count)
+        if self.split is None:
+            yield from results.to_pylist()
+            return
+        names, cutoffs, by = self.split
+        if by not in results.schema.names:
+            have = ", ".join(results.schema.names)
+            raise SpecError(f"{self.origin}: sink.split.by: column {by!r} not in results ({have})")
+        sides = split_fractions(results.column(by), cutoffs)
+        for index, row in enumerate(results.to_pylist()):
+            yield beam.pvalue.TaggedOutput(names[int(sides[index])], row)
+
+
+def rows_to_batch(rows: Sequence[Row]) -> pa.RecordBatch:
+    """Dict rows -> one Arrow batch: decoded images (2+ dimensional arrays) become a tensor
+    column, other values keep the types Arrow infers; a column whose values do not share
+    one type (as JSON messages may have) is kept as text, so a bad value dead-letters its
+    row at the model instead of failing the batch."""
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row))
+    fields: list[pa.Field] = []
+    arrays: list[pa.Array] = []
+    for name in names:
+        values = [row.get(name) for row in rows]
+        tensors = _stacked(values)
+        if tensors is not None:
+            field, column = tensor_column(name, tensors)
+        else:
+            try:
+                column = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                column = pa.array([_as_text(v) for v in values], type=pa.string())
+            field = pa.field(name, column.type)
+        fields.append(field)
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _stacked(values: list[Any]) -> np.ndarray | None:
+    # Decoded images of one shape -> (n, *shape); anything else is not a tensor column.
+    first = values[0] if values else None
+    if not (isinstance(first, np.ndarray) and first.ndim >= 2):
+        return None
+    if not all(isinstance(v, np.ndarray) and v.shape == first.shape for v in values):
+        return None
+    return np.stack(values)
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, default=str)
 
 
 def _is_tensor(value: Any) -> bool:
@@ -221,23 +358,27 @@ def _message(failure: Any) -> str:
     return last
 
 
-def _feature_error(failed: Any, model_id: str) -> dict[str, Any]:
-    Metrics.counter(NAMESPACE, "rows_dead").inc()
-    (key, row), failure = failed
-    return dead_letter(key, _raw(row), _message(failure), "features", model_id)
-
-
-def _raw(row: dict[str, Any]) -> str:
+def _raw(row: Row) -> str:
     return json.dumps({k: "<tensor>" if _is_tensor(v) else v for k, v in row.items()}, default=str)
 
 
-def _predict_errors(failed: Any, model_id: str) -> Iterator[dict[str, Any]]:
-    # A batch the model raised on goes to dead letters whole, each row with the error.
+def _failed_batch(failed: Any, model_id: str) -> Iterator[Row]:
+    """A batch whose processing raised. inferline's own errors (a missing input column, a
+    misconfigured step) stop the run, as on the local engine; anything else (a model that
+    fails to load, a bug) dead-letters the batch, each row with the error."""
     batch, failure = failed
-    error = f"model {model_id} failed: {failure[0].__name__}: {_message(failure)}".splitlines()[0]
-    for (key, row), _features in batch:
+    kind = failure[0]
+    if isinstance(kind, type) and issubclass(kind, InferlineError):
+        message = _message(failure)
+        try:
+            error: BaseException = kind(message)
+        except TypeError:
+            error = InferlineError(message)
+        raise error
+    error_text = f"model {model_id} failed: {kind.__name__}: {_message(failure)}".splitlines()[0]
+    for key, row in batch:
         Metrics.counter(NAMESPACE, "rows_dead").inc()
-        yield dead_letter(key, _raw(row), error, "predict", model_id)
+        yield dead_letter(key, _raw(row), error_text, "predict", model_id)
 
 
 def run_beam(spec: PipelineSpec, beam_args: Sequence[str] = (), *, limit: int | None = None) -> RunSummary:

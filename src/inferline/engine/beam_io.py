@@ -48,26 +48,6 @@ def check_supported(spec: PipelineSpec) -> None:
             f"{spec.origin}: source kind {kind!r} cannot run under --runner beam; "
             f"use one of {', '.join(BEAM_SOURCES)}"
         )
-    local_only = [
-        name
-        for name, used in (
-            ("steps:", bool(spec.steps)),
-            ("source load:", spec.source.load is not None),
-            ("sink split:", bool(spec.sink.split)),
-            ("output:", bool(spec.output)),
-            *(
-                (f"model {m.name} {field}:", getattr(m, field) is not None)
-                for m in spec.all_models
-                for field in ("handler", "labels", "top_k")
-            ),
-        )
-        if used
-    ]
-    if local_only:
-        raise SpecError(
-            f"{spec.origin}: {', '.join(local_only)} not supported under --runner beam yet; "
-            "run this pipeline on the local engine, or move that processing before or after it"
-        )
     for where, sink in (("sink", spec.sink), ("dead_letter", dead_letter_sink(spec))):
         if sink is None or sink.kind in BEAM_SINKS:
             continue
@@ -117,13 +97,15 @@ def read_source(pipeline: beam.Pipeline, spec: PipelineSpec, *, string_columns: 
         return (
             pipeline
             | "ReadFromPubSub" >> pubsub_read(spec)
-            | "ParseMessages" >> beam.ParDo(ParseMessage("pubsub", spec.key)).with_outputs(DEAD, main="rows")
+            | "ParseMessages"
+            >> beam.ParDo(ParseMessage("pubsub", spec.key, load=src.load)).with_outputs(DEAD, main="rows")
         )
     if src.kind == "kafka":
         return (
             pipeline
             | "ReadFromKafka" >> kafka_read(spec)
-            | "ParseMessages" >> beam.ParDo(ParseMessage("kafka", spec.key)).with_outputs(DEAD, main="rows")
+            | "ParseMessages"
+            >> beam.ParDo(ParseMessage("kafka", spec.key, load=src.load)).with_outputs(DEAD, main="rows")
         )
     raise SpecError(f"{spec.origin}: source kind {src.kind!r} is not available under --runner beam yet")
 
@@ -239,9 +221,10 @@ class ParseMessage(beam.DoFn):
     `topic:partition:offset`, so a redelivered message keeps its key.
     """
 
-    def __init__(self, kind: str, key: str | None) -> None:
+    def __init__(self, kind: str, key: str | None, *, load: str | None = None) -> None:
         self.kind = kind
         self.key = key
+        self.load = load
         self.read = Metrics.counter(NAMESPACE, "rows_read")
         self.dead = Metrics.counter(NAMESPACE, "rows_dead")
 
@@ -253,7 +236,7 @@ class ParseMessage(beam.DoFn):
         self.read.inc()
         text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(data)
         try:
-            row = json.loads(text)
+            row = _file_message(text) if self.load else json.loads(text)
             if not isinstance(row, dict):
                 raise ValueError(f"expected a JSON object, got {type(row).__name__}")
         except ValueError as exc:
@@ -264,6 +247,15 @@ class ParseMessage(beam.DoFn):
             return
         key = row.get(self.key) if self.key else None
         yield (str(key) if key is not None else str(ident)), row
+
+
+def _file_message(text: str) -> Any:
+    # With `load:`, a message may be just the file's path, bare or as a JSON string.
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text.strip()
+    return {"uri": value} if isinstance(value, str) else value
 
 
 def display_uri(path: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 import apache_beam as beam
 import joblib
+import numpy as np
 import pytest
 from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub
 from apache_beam.ml.inference.base import ModelMetadata
@@ -20,11 +21,11 @@ from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from sklearn.datasets import load_iris
 from sklearn.dummy import DummyClassifier
 
-from inferline.engine.beam import build, pipeline_options, predict_rows, run_beam
+from inferline.engine.beam import build, pipeline_options, process_rows, run_beam
 from inferline.engine.beam_io import DEAD, ParseMessage, bigquery_args, kafka_config, pubsub_read
 from inferline.errors import MissingExtraError, SpecError
 from inferline.examples.iris import FEATURES
-from inferline.pipeline import BatchSpec, ModelSpec, PipelineSpec, SinkSpec, parse_spec
+from inferline.pipeline import PipelineSpec, SinkSpec, parse_spec
 
 IRIS = load_iris()
 
@@ -65,7 +66,14 @@ def test_a_model_swap_mid_stream_tags_rows_with_both_model_ids(models: Path) -> 
         .advance_watermark_to_infinity(tag="rows")
         .advance_watermark_to_infinity(tag="models")
     )
-    spec = ModelSpec(name="iris", uri=str(models / "iris-*.joblib"), inputs=FEATURES, version="1", watch=True)
+    model = {
+        "name": "iris",
+        "uri": str(models / "iris-*.joblib"),
+        "inputs": FEATURES,
+        "version": "1",
+        "watch": True,
+    }
+    spec = _spec(model=model, batch={"max_size": 8})
     svc = joblib.load(models / "iris-1.joblib")
     expected = [(f"k{i}", int(svc.predict(IRIS.data[i : i + 1])[0]), "iris/1") for i in range(3)]
     expected += [(f"k{i}", 2, "iris/2") for i in range(3, 6)]
@@ -73,27 +81,27 @@ def test_a_model_swap_mid_stream_tags_rows_with_both_model_ids(models: Path) -> 
         streams = pipeline | stream
         rows = streams["rows"] | "RowWindows" >> beam.WindowInto(FixedWindows(10))
         updates = streams["models"] | "ModelWindows" >> beam.WindowInto(FixedWindows(10))
-        out = predict_rows(rows, spec, BatchSpec(max_size=8), streaming=True, model_metadata=updates)
+        out = process_rows(rows, spec, streaming=True, model_metadata=updates)
         got = out.results | beam.Map(lambda r: (r["key"], r["prediction"], r["model_id"]))
         assert_that(got, equal_to(expected))
 
 
 def test_bad_rows_and_failing_batches_land_in_the_dead_letters(models: Path) -> None:
-    spec = ModelSpec(name="iris", uri=str(models / "iris-1.joblib"), inputs=FEATURES)
+    spec = _spec(model={"name": "iris", "uri": str(models / "iris-1.joblib"), "inputs": FEATURES})
     good, (_, bad) = _row(0), _row(1)
     bad = ("k1", {**bad, "sepal_width": "abc"})
     with beam.Pipeline(options=_direct()) as pipeline:
-        out = predict_rows(pipeline | beam.Create([good, bad]), spec, BatchSpec(max_size=4))
+        out = process_rows(pipeline | beam.Create([good, bad]), spec)
         assert_that(out.results | beam.Map(lambda r: r["key"]), equal_to(["k0"]), label="results")
         dead = out.dead | beam.Map(lambda d: (d["key"], d["error"], d["stage"], d["model_id"]))
         expected = [("k1", "field 'sepal_width': 'abc' is not a number", "features", "iris/1")]
         assert_that(dead, equal_to(expected), label="dead")
 
     # Three features for a model trained on four: the model raises on the whole batch.
-    narrow = ModelSpec(name="iris", uri=str(models / "iris-1.joblib"), inputs="feature")
+    narrow = _spec(model={"name": "iris", "uri": str(models / "iris-1.joblib"), "inputs": "feature"})
     rows = [(f"k{i}", {"feature": [1.0, 2.0, 3.0]}) for i in range(2)]
     with beam.Pipeline(options=_direct()) as pipeline:
-        out = predict_rows(pipeline | beam.Create(rows), narrow, BatchSpec(max_size=4))
+        out = process_rows(pipeline | beam.Create(rows), narrow)
         dead = out.dead | beam.Map(lambda d: (d["key"], d["stage"], d["error"].split(":")[0]))
         failed = [("k0", "predict", "model iris/1 failed"), ("k1", "predict", "model iris/1 failed")]
         assert_that(dead, equal_to(failed))
@@ -101,7 +109,7 @@ def test_bad_rows_and_failing_batches_land_in_the_dead_letters(models: Path) -> 
 
 def test_without_a_model_rows_pass_through() -> None:
     with beam.Pipeline(options=_direct()) as pipeline:
-        out = predict_rows(pipeline | beam.Create([("a", {"x": 1})]), None, BatchSpec())
+        out = process_rows(pipeline | beam.Create([("a", {"x": 1})]), _spec(model=None))
         assert_that(out.results, equal_to([{"key": "a", "x": 1}]))
 
 
@@ -137,17 +145,6 @@ def _spec(**overrides: Any) -> PipelineSpec:
         ),
         ({"sink": {"kind": "topic", "topic": "t"}}, "p.yaml: sink kind 'topic' cannot run under --runner"),
         ({"source": {"kind": "table", "path": "w.duckdb"}}, "p.yaml: source kind 'table' cannot run under"),
-        (
-            {
-                "steps": [{"sql": "SELECT * FROM input"}],
-                "sink": {"kind": "csv", "path": "o.csv", "split": {"by": "key"}},
-            },
-            "p.yaml: steps:, sink split: not supported under --runner beam yet; run this pipeline",
-        ),
-        (
-            {"model": {"name": "iris", "uri": "i.onnx", "labels": "labels.txt", "top_k": 2}},
-            "p.yaml: model iris labels:, model iris top_k: not supported under --runner beam yet",
-        ),
         (
             {"model": None, "models": [{"name": "a", "uri": "a.onnx"}, {"name": "b", "uri": "b.onnx"}]},
             "p.yaml: --runner beam runs one model per pipeline",
@@ -254,3 +251,49 @@ def test_bigquery_without_the_gcp_extra_names_it() -> None:
         pytest.skip("google-cloud-bigquery is installed")
     with pytest.raises(MissingExtraError, match=r"pip install 'inferline\[gcp\]'"):
         build(beam.Pipeline(options=_direct()), _spec(sink={"kind": "bigquery", "table": "p:d.t"}))
+
+
+def test_notifications_naming_images_are_loaded_and_classified(tmp_path: Path, digits_example: Path) -> None:
+    # Pub/Sub messages naming files (bare paths or {"uri": ...}) -> decode -> CNN, as with
+    # `load: image` on the local engine; a missing file dead-letters its message only.
+    import torch
+
+    from inferline.examples.digits import DigitsCNN
+    from inferline.io.images import ImageSettings, decode_image
+
+    pngs = sorted((digits_example / "images").glob("*.png"))[:12]
+    missing = tmp_path / "gone.png"
+    bodies = [json.dumps(str(p)) if i % 2 else json.dumps({"uri": str(p)}) for i, p in enumerate(pngs)]
+    bodies.append(str(missing))  # a bare path, not even JSON
+    messages = [PubsubMessage(b.encode(), {}, message_id=f"m{i}") for i, b in enumerate(bodies)]
+    image = {"mode": "L", "resize": [28, 28], "scale": 255, "layout": "NCHW"}
+    spec = _spec(
+        source={"kind": "pubsub", "topic": "projects/p/topics/arrivals", "load": "image", **image},
+        model={
+            "name": "digits",
+            "uri": str(digits_example / "models/digits-*.pt"),
+            "model_class": "inferline.examples.digits:DigitsCNN",
+            "model_params": {"width": 16},
+        },
+        batch={"max_size": 5},
+    )
+    model = DigitsCNN(width=16)
+    model.load_state_dict(torch.load(digits_example / "models/digits-1.pt", weights_only=True))
+    model.eval()
+    settings = ImageSettings(mode="L", resize=(28, 28), scale=255)
+    with torch.no_grad():
+        pixels = torch.from_numpy(np.stack([decode_image(p.read_bytes(), settings) for p in pngs]))
+        expected = [
+            (str(p), label) for p, label in zip(pngs, model(pixels).argmax(dim=1).tolist(), strict=True)
+        ]
+    with beam.Pipeline(options=_direct()) as pipeline:
+        parsed = (
+            pipeline
+            | beam.Create(messages)
+            | beam.ParDo(ParseMessage("pubsub", None, load="image")).with_outputs(DEAD, main="rows")
+        )
+        out = process_rows(parsed.rows, spec)
+        got = out.results | beam.Map(lambda r: (r["uri"], r["prediction"]))
+        assert_that(got, equal_to(expected), label="results")
+        dead = out.dead | beam.Map(lambda d: (d["key"], d["error"], d["stage"]))
+        assert_that(dead, equal_to([("m12", f"{missing}: file not found", "load")]), label="dead")
