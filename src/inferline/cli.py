@@ -61,9 +61,11 @@ def run(
         from inferline.engine import quiet_beam_logging
 
         quiet_beam_logging()
-        from inferline.engine.beam import run_beam
+        from inferline.engine.beam import beam_runner_name, run_beam
 
-        print_summary(out, run_beam(spec, ctx.args, limit=limit))
+        with record_run(spec, runner=f"beam/{beam_runner_name(ctx.args)}") as history:
+            summary = history.summary = run_beam(spec, ctx.args, limit=limit)
+        print_summary(out, summary)
         return
     if ctx.args:
         raise InferlineError(

@@ -87,6 +87,11 @@ def pipeline_options(args: Sequence[str], *, streaming: bool = False) -> Pipelin
     return options
 
 
+def beam_runner_name(args: Sequence[str]) -> str:
+    """The Beam runner `args` select (DirectRunner by default), as run history records it."""
+    return str(pipeline_options(args).view_as(StandardOptions).runner)
+
+
 def is_streaming(spec: PipelineSpec, options: PipelineOptions | None = None) -> bool:
     if spec.source.kind in STREAM_SOURCES:
         return True
