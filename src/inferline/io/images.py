@@ -147,7 +147,9 @@ def normalise(pixels: np.ndarray, settings: ImageSettings) -> np.ndarray:
 
 
 @dataclass
-class _Decoded:
+class Decoded:
+    """One image file read and decoded, or why it could not be."""
+
     uri: str
     pixels: np.ndarray | None
     width: int
@@ -156,7 +158,8 @@ class _Decoded:
     error: str | None = None
 
 
-def _decode_file(fs: fsspec.AbstractFileSystem, path: str, uri: str, settings: ImageSettings) -> _Decoded:
+def decode_file(fs: fsspec.AbstractFileSystem, path: str, uri: str, settings: ImageSettings) -> Decoded:
+    """Read `path` from `fs` and decode it; errors name `uri` and are returned, not raised."""
     try:
         if isinstance(fs, LocalFileSystem):
             # fsspec's per-call overhead is as large as decoding a small PNG: read directly.
@@ -164,19 +167,36 @@ def _decode_file(fs: fsspec.AbstractFileSystem, path: str, uri: str, settings: I
                 data = handle.read()
         else:
             data = fs.cat_file(path)
+    except FileNotFoundError:
+        return Decoded(uri, None, 0, 0, 0, f"{uri}: file not found")
     except OSError as exc:
-        return _Decoded(uri, None, 0, 0, 0, f"{uri}: cannot read file ({exc})")
+        return Decoded(uri, None, 0, 0, 0, f"{uri}: cannot read file ({exc})".splitlines()[0])
     try:
         pixels, (width, height) = decode_with_size(data, settings)
     except InputError as exc:
-        return _Decoded(uri, None, 0, 0, len(data), f"{uri}: {exc}")
-    return _Decoded(uri, pixels, width, height, len(data))
+        return Decoded(uri, None, 0, 0, len(data), f"{uri}: {exc}")
+    return Decoded(uri, pixels, width, height, len(data))
+
+
+def image_columns(good: Sequence[Decoded], shape: tuple[int, ...]) -> tuple[list[pa.Field], list[pa.Array]]:
+    """`width`, `height` (int32) and the `image` tensor column for decoded images of `shape`."""
+    arrays = [g.pixels for g in good if g.pixels is not None]
+    stacked = np.stack(arrays) if arrays else np.empty((0, *shape), dtype=np.float32)
+    field, column = tensor_column("image", stacked)
+    return (
+        [pa.field("width", pa.int32()), pa.field("height", pa.int32()), field],
+        [
+            pa.array([g.width for g in good], pa.int32()),
+            pa.array([g.height for g in good], pa.int32()),
+            column,
+        ],
+    )
 
 
 def _decode_many(
     files: Sequence[tuple[fsspec.AbstractFileSystem, str, str]], settings: ImageSettings
-) -> list[_Decoded]:
-    return [_decode_file(fs, path, uri, settings) for fs, path, uri in files]
+) -> list[Decoded]:
+    return [decode_file(fs, path, uri, settings) for fs, path, uri in files]
 
 
 class ImagesSource:
@@ -236,7 +256,7 @@ class ImagesSource:
         done = 0
         with ThreadPoolExecutor(self.workers, thread_name_prefix="inferline-decode") as pool:
             # Decode up to two batches ahead, so decoding overlaps the model and the sink.
-            pending: deque[list[Future[list[_Decoded]]]] = deque()
+            pending: deque[list[Future[list[Decoded]]]] = deque()
             chunk_iter = iter(chunks)
             for chunk in chunk_iter:
                 pending.append(self._submit(pool, chunk))
@@ -254,15 +274,15 @@ class ImagesSource:
 
     def _submit(
         self, pool: ThreadPoolExecutor, chunk: list[tuple[fsspec.AbstractFileSystem, str, str]]
-    ) -> list[Future[list[_Decoded]]]:
+    ) -> list[Future[list[Decoded]]]:
         step = max(1, -(-len(chunk) // (self.workers * 2)))
         return [
             pool.submit(_decode_many, chunk[i : i + step], self.settings) for i in range(0, len(chunk), step)
         ]
 
-    def _batch(self, decoded: list[_Decoded], expected: list[tuple[int, ...]]) -> SourceBatch:
+    def _batch(self, decoded: list[Decoded], expected: list[tuple[int, ...]]) -> SourceBatch:
         dead: list[DeadLetter] = []
-        good: list[_Decoded] = []
+        good: list[Decoded] = []
         for item in decoded:
             if item.pixels is not None and expected and item.pixels.shape != expected[0]:
                 h, w = expected[0][1:] if self.settings.layout == "NCHW" else expected[0][:2]
@@ -277,23 +297,10 @@ class ImagesSource:
                 expected.append(item.pixels.shape)
             good.append(item)
         shape = expected[0] if expected else (self.settings.shape or (self.settings.channels, 0, 0))
-        stacked = (
-            np.stack([g.pixels for g in good if g.pixels is not None])
-            if good
-            else np.empty((0, *shape), dtype=np.float32)
-        )
-        field, column = tensor_column("image", stacked)
+        fields, columns = image_columns(good, shape)
         uris = pa.array([g.uri for g in good], pa.string())
-        schema = pa.schema([("uri", pa.string()), ("width", pa.int32()), ("height", pa.int32()), field])
-        data = pa.RecordBatch.from_arrays(
-            [
-                uris,
-                pa.array([g.width for g in good], pa.int32()),
-                pa.array([g.height for g in good], pa.int32()),
-                column,
-            ],
-            schema=schema,
-        )
+        schema = pa.schema([pa.field("uri", pa.string()), *fields])
+        data = pa.RecordBatch.from_arrays([uris, *columns], schema=schema)
         return SourceBatch(data=data, keys=uris, dead=dead)
 
 

@@ -19,10 +19,9 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 
-from inferline.engine.tensors import tensor_column
 from inferline.errors import InputError, SpecError
 from inferline.io.base import DeadLetter, SourceBatch, row_as_json
-from inferline.io.images import ImageSettings, decode_with_size
+from inferline.io.images import Decoded, ImageSettings, decode_file, image_columns
 from inferline.pipeline import SourceSpec
 
 LOADERS = ("image",)
@@ -57,32 +56,25 @@ class ImageLoader:
         decoded = list(self._pool.map(self._load, uris))
         keep = np.ones(data.num_rows, dtype=bool)
         dead = list(batch.dead)
-        for row, (pixels, _, error) in enumerate(decoded):
-            if (
-                error is None
-                and pixels is not None
-                and self._shape is not None
-                and pixels.shape != self._shape
-            ):
-                error = (
-                    f"{uris[row]}: image decodes to {pixels.shape}, expected {self._shape}; set source.resize"
+        for row, item in enumerate(decoded):
+            if item.error is None and item.pixels is not None and self._shape is None:
+                self._shape = item.pixels.shape
+            elif item.error is None and item.pixels is not None and item.pixels.shape != self._shape:
+                item.error = (
+                    f"{item.uri}: image decodes to {item.pixels.shape}, expected {self._shape}; "
+                    "set source.resize"
                 )
-            if error is not None or pixels is None:
+            if item.error is not None or item.pixels is None:
                 keep[row] = False
-                dead.append(DeadLetter(str(batch.keys[row]), row_as_json(data, row), str(error), "load"))
-            elif self._shape is None:
-                self._shape = pixels.shape
+                dead.append(DeadLetter(str(batch.keys[row]), row_as_json(data, row), str(item.error), "load"))
         rows = np.flatnonzero(keep)
-        good = [decoded[i] for i in rows]
-        shape = self._shape or (self.settings.channels, 0, 0)
-        arrays = [g[0] for g in good if g[0] is not None]
-        stacked = np.stack(arrays) if arrays else np.empty((0, *shape), dtype=np.float32)
         taken = pa.array(rows, type=pa.int64())
         out = data.take(taken) if len(rows) != data.num_rows else data
-        out = out.append_column("width", pa.array([g[1][0] for g in good], pa.int32()))
-        out = out.append_column("height", pa.array([g[1][1] for g in good], pa.int32()))
-        image_field, column = tensor_column("image", stacked)
-        out = out.append_column(image_field, column)
+        fields, columns = image_columns(
+            [decoded[i] for i in rows], self._shape or (self.settings.channels, 0, 0)
+        )
+        for image_field, column in zip(fields, columns, strict=True):
+            out = out.append_column(image_field, column)
         published = batch.published_at
         return SourceBatch(
             data=out,
@@ -93,21 +85,14 @@ class ImageLoader:
             bytes_done=batch.bytes_done,
         )
 
-    def _load(self, uri: object) -> tuple[np.ndarray | None, tuple[int, int], str | None]:
+    def _load(self, uri: object) -> Decoded:
         if not isinstance(uri, str) or not uri:
-            return None, (0, 0), f"expected a file path or URI, got {uri!r}"
+            return Decoded(str(uri), None, 0, 0, 0, f"expected a file path or URI, got {uri!r}")
         try:
-            with fsspec.open(uri, "rb") as handle:
-                data = handle.read()
-        except FileNotFoundError:
-            return None, (0, 0), f"{uri}: file not found"
-        except OSError as exc:
-            return None, (0, 0), f"{uri}: cannot read file ({exc})".splitlines()[0]
-        try:
-            pixels, size = decode_with_size(data, self.settings)
-        except InputError as exc:
-            return None, (0, 0), f"{uri}: {exc}"
-        return pixels, size, None
+            fs, path = fsspec.core.url_to_fs(uri)
+        except (ValueError, ImportError) as exc:  # an unknown protocol, or its package is missing
+            return Decoded(uri, None, 0, 0, 0, f"{uri}: cannot read file ({exc})".splitlines()[0])
+        return decode_file(fs, path, uri, self.settings)
 
     def close(self) -> None:
         if self._pool is not None:
