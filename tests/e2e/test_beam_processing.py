@@ -101,3 +101,34 @@ def test_a_model_less_split_is_the_same_on_both_engines(project: Path, cli: CliR
     train, held = sides["beam"]["train"], sides["beam"]["eval"]
     assert set(train[0]) == {"key", "id", "square"}
     assert 0.65 < len(train) / (len(train) + len(held)) < 0.75
+
+
+def test_several_models_side_by_side_on_beam(project: Path, cli: CliRunner) -> None:
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    iris = load_iris()
+    sepal = DecisionTreeClassifier(random_state=0).fit(iris.data[:, :2], iris.target)
+    joblib.dump(sepal, "sepal-1.joblib")
+    lines = Path("examples/iris/data/iris.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    petal = header.index("petal_length")
+    for i in (3, 50, 51, 120):  # a bad petal length: only the whole-flower model fails on these rows
+        cells = lines[i + 1].split(",")
+        cells[petal] = "oops"
+        lines[i + 1] = ",".join(cells)
+    Path("examples/iris/data/iris.csv").write_text("\n".join(lines) + "\n")
+    spec = yaml.safe_load(Path("examples/iris/pipeline.yaml").read_text())
+    whole = spec.pop("model")
+    spec["models"] = [
+        whole,
+        {"name": "sepal", "uri": "sepal-*.joblib", "inputs": ["sepal_length", "sepal_width"]},
+    ]
+    local, beam = _both(cli, spec)
+    assert beam == local and len(beam) == 150
+    assert [r["key"] for r in beam if r["iris_prediction"] is None] == ["120", "3", "50", "51"]
+    assert {(r["sepal_model_id"], r["sepal_prediction"] is not None) for r in beam} == {("sepal/1", True)}
+    history = [json.loads(line) for line in Path("out/inferline_runs.jsonl").read_text().splitlines()]
+    assert history[-1]["runner"] == "beam/DirectRunner"
+    assert history[-1]["model_ids"] == history[-2]["model_ids"] == ["iris/1", "sepal/1"]

@@ -21,7 +21,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ require("apache_beam", "beam")
 
 import apache_beam as beam  # noqa: E402
 from apache_beam.metrics.metric import Metrics  # noqa: E402
+from apache_beam.ml.inference.base import ModelHandler as BeamModelHandler  # noqa: E402
 from apache_beam.ml.inference.base import PredictionResult, RunInference  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions  # noqa: E402
 
@@ -103,7 +104,7 @@ def build(pipeline: beam.Pipeline, spec: PipelineSpec, *, streaming: bool = Fals
     check_supported(spec)
     BatchProcessor.from_spec(spec)  # bad steps, hooks or label files fail here, before Beam starts
     models = spec.all_models
-    string_columns = model_inputs(models[0]) if models else []
+    string_columns = [name for model in models for name in model_inputs(model)]
     parsed = read_source(pipeline, spec, string_columns=string_columns)
     outputs = process_rows(parsed.rows, spec, streaming=streaming)
     if spec.sink.split:
@@ -131,8 +132,6 @@ def process_rows(
     """
     pipeline = rows.pipeline
     models = spec.all_models
-    if len(models) > 1:
-        raise SpecError(f"{spec.origin}: --runner beam runs one model per pipeline; give model: not models:")
     if not models:
         # Bounded input: full batches (a bundle's tail may be smaller); streams: whatever came.
         smallest = 1 if streaming else spec.batch.max_size
@@ -144,6 +143,11 @@ def process_rows(
         dead = (processed[DEAD], emitted[DEAD]) | "ProcessDeadLetters" >> beam.Flatten()
         return _outputs(emitted, dead, spec)
     model = models[0]
+    if len(models) > 1 and any(m.watch for m in models) and streaming:
+        raise SpecError(
+            f"{spec.origin}: --runner beam swaps one watched model (Beam's model side input); "
+            "watch: true with several models runs on the local engine"
+        )
     if model_metadata is None and model.watch and streaming and model.uri:
         from apache_beam.ml.inference.utils import WatchFilePattern
 
@@ -153,8 +157,7 @@ def process_rows(
     # Beam's DirectRunner fails to map the windows of time-based batches onto a model
     # side input, so a watched model batches by size within each bundle.
     timed = streaming and model_metadata is None
-    handler = _SpecHandler.from_spec(model, spec.batch, streaming=streaming, timed_batches=timed)
-    handler.bind(spec)
+    handler = _SpecHandler(spec, streaming=streaming, timed_batches=timed)
     inferred, failed = (
         rows
         | "RunInference"
@@ -162,7 +165,7 @@ def process_rows(
     )
     done = inferred | "Processed" >> beam.Map(lambda result: result.inference)
     emitted = done | "Emit" >> beam.ParDo(_Emit(spec)).with_outputs(*_tags(spec))
-    label = _current_model_id(model)
+    label = ", ".join(_current_model_id(m) for m in models)
     bad_batches = failed.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch, label)
     dead = (emitted[DEAD], bad_batches) | "ModelDeadLetters" >> beam.Flatten()
     return _outputs(emitted, dead, spec)
@@ -234,27 +237,47 @@ class _Stage:
         return Processed(results, [*batch.dead, *dead])
 
 
-class _SpecHandler(ModelHandler):
-    """inferline's `ModelHandler` running the whole batch processing around the model: its
-    examples are `(key, row)` and each batch gives one `Processed` as its inference."""
+class _Models(list[LoadedModel]):
+    """The spec's loaded models; a list Beam's shared model cache can hold a weak reference to."""
 
-    _stage: _Stage | None = None
 
-    def bind(self, spec: PipelineSpec) -> None:
+class _SpecHandler(BeamModelHandler[tuple[str, Row], PredictionResult, list[LoadedModel]]):
+    """`RunInference`'s handler for a whole spec: it loads every model of the spec (through
+    `inferline.beam.ModelHandler`), takes `(key, row)` examples and gives each batch one
+    `Processed` as its inference. A model side input swaps the first (only) model."""
+
+    def __init__(self, spec: PipelineSpec, *, streaming: bool, timed_batches: bool) -> None:
+        super().__init__()
+        self.loaders = [
+            ModelHandler.from_spec(m, spec.batch, streaming=streaming, timed_batches=timed_batches)
+            for m in spec.all_models
+        ]
+        self.name = spec.name
         self._stage = _Stage(spec)
+
+    def load_model(self) -> list[LoadedModel]:
+        return _Models(loader.load_model() for loader in self.loaders)
+
+    def update_model_path(self, model_path: str | None = None) -> None:
+        self.loaders[0].update_model_path(model_path)
 
     def run_inference(
         self,
-        batch: Sequence[Any],
-        model: LoadedModel,
+        batch: Sequence[tuple[str, Row]],
+        model: list[LoadedModel],
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
-        assert self._stage is not None, "bind(spec) first"
-        processed = self._stage.run(batch, [model])
-        return [PredictionResult(None, processed, model.model_id)]
+        processed = self._stage.run(batch, model)
+        return [PredictionResult(None, processed, ", ".join(m.model_id for m in model))]
 
-    def get_num_bytes(self, batch: Sequence[Any]) -> int:
+    def batch_elements_kwargs(self) -> Mapping[str, Any]:
+        return self.loaders[0].batch_elements_kwargs()
+
+    def get_num_bytes(self, batch: Sequence[tuple[str, Row]]) -> int:
         return int(sum(8 * len(row) for _, row in batch))
+
+    def get_metrics_namespace(self) -> str:
+        return f"inferline_{self.name}"
 
 
 class _ProcessBatch(beam.DoFn):
@@ -290,9 +313,12 @@ class _Emit(beam.DoFn):
         if results is None or not results.num_rows:
             return
         self.predicted.inc(results.num_rows)
-        if "model_id" in results.schema.names:
-            for model_id in set(results.column("model_id").to_pylist()):
-                count = pc.sum(pc.equal(results.column("model_id"), model_id)).as_py()
+        for name in results.schema.names:
+            if name != "model_id" and not name.endswith("_model_id"):
+                continue  # one `model_id`, or `<name>_model_id` per model side by side
+            column = results.column(name)
+            for model_id in set(column.drop_null().to_pylist()):
+                count = pc.sum(pc.equal(column, model_id)).as_py()
                 Metrics.counter(NAMESPACE, f"model_id:{model_id}").inc(count)
         if self.split is None:
             yield from results.to_pylist()

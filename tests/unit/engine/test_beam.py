@@ -145,10 +145,6 @@ def _spec(**overrides: Any) -> PipelineSpec:
         ),
         ({"sink": {"kind": "topic", "topic": "t"}}, "p.yaml: sink kind 'topic' cannot run under --runner"),
         ({"source": {"kind": "table", "path": "w.duckdb"}}, "p.yaml: source kind 'table' cannot run under"),
-        (
-            {"model": None, "models": [{"name": "a", "uri": "a.onnx"}, {"name": "b", "uri": "b.onnx"}]},
-            "p.yaml: --runner beam runs one model per pipeline",
-        ),
     ],
 )
 def test_what_cannot_run_distributed_is_refused_in_one_line(overrides: dict[str, Any], message: str) -> None:
@@ -297,3 +293,14 @@ def test_notifications_naming_images_are_loaded_and_classified(tmp_path: Path, d
         assert_that(got, equal_to(expected), label="results")
         dead = out.dead | beam.Map(lambda d: (d["key"], d["error"], d["stage"]))
         assert_that(dead, equal_to([("m12", f"{missing}: file not found", "load")]), label="dead")
+
+
+def test_several_watched_models_on_a_stream_are_refused(models: Path) -> None:
+    watched = [
+        {"name": n, "uri": str(models / "iris-*.joblib"), "inputs": FEATURES, "watch": True} for n in "ab"
+    ]
+    spec = _spec(model=None, models=watched)
+    with pytest.raises(SpecError, match="^p.yaml: --runner beam swaps one watched model"):
+        process_rows(
+            beam.Pipeline(options=_direct(streaming=True)) | beam.Create([_row(0)]), spec, streaming=True
+        )
