@@ -17,7 +17,7 @@ from sqlglot import exp
 from sqlglot.tokenizer_core import Token, TokenType
 
 from inferline.errors import InferlineError, SqlError
-from inferline.sql import objects
+from inferline.sql import batching, objects
 from inferline.sql.catalog import MODEL_TYPES, CatalogModel, drop_model, put_model
 from inferline.sql.mlpredict import predict_subquery
 from inferline.sql.resolver import ModelResolver
@@ -294,6 +294,9 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
                     raise SqlError("ML.DECODE_IMAGE takes one argument, the object table's data column")
                 dot.replace(exp.Anonymous(this="decode_image", expressions=list(call.expressions)))
     predicts = list(tree.find_all(exp.Predict))
+    # Object tables feeding a model are read sorted, in full chunks (see sql/batching.py).
+    tables = batching.object_tables(session.con) if predicts else set()
+    shadowed = batching.cte_names(tree)
     replacements: dict[str, str] = {}
     for i, node in enumerate(predicts):
         model = table_name(node.this)
@@ -304,20 +307,27 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
             raise SqlError(f"{where}: the STRUCT(...) options argument is not supported")
         source = node.expression
         if isinstance(source, exp.Subquery):
-            inner_sql = source.this.sql("duckdb")
+            inner = source.this
         elif isinstance(source, exp.Table):
-            inner_sql = f"SELECT * FROM {source.sql('duckdb')}"
+            inner = exp.select("*").from_(source.copy())
         else:
             raise SqlError(f"{where}: expected (SELECT ...) or TABLE name as the second argument")
+        inner_sql = inner.sql("duckdb")
+        batched_sql = inner_sql
+        if tables and batching.sort_object_scans(inner, tables, shadowed):
+            batched_sql = inner.sql("duckdb")
         loaded = session.resolver.get(model)
         ctes_sql = _visible_ctes(tree, node)
         placeholder = f"__inferline_ml_predict_slot_{i}"
         replacements[placeholder] = predict_subquery(
-            session.con, loaded, model, inner_sql, ctes_sql, session.errors
+            session.con, loaded, model, inner_sql, ctes_sql, session.errors, batched_sql=batched_sql
         )
         holder = node.parent if isinstance(node.parent, exp.Table) else node
         alias = holder.args.get("alias") if holder is not node else None
         holder.replace(exp.Table(this=exp.to_identifier(placeholder), alias=alias))
+    if tables:  # after the probes above, which read the CTEs as written
+        for cte in tree.find_all(exp.CTE):
+            batching.sort_object_scans(cte.this, tables, shadowed)
     _zero_based_offsets(tree, replacements)
     sql = tree.sql("duckdb")
     for placeholder, subquery in replacements.items():

@@ -213,8 +213,14 @@ def predict_subquery(
     inner_sql: str,
     ctes_sql: str,
     errors: list[InferlineError],
+    *,
+    batched_sql: str | None = None,
 ) -> str:
-    """Register the UDF for one ML.PREDICT and return the DuckDB subquery replacing it."""
+    """Register the UDF for one ML.PREDICT and return the DuckDB subquery replacing it.
+
+    The first rows of `inner_sql` are probed for the output types; the returned subquery reads
+    `batched_sql` when given (the same rows, with object tables read in full chunks).
+    """
     where = f"ML.PREDICT(MODEL {model_name})"
     probe_sql = f"{ctes_sql} SELECT * FROM ({inner_sql}) AS __inferline_in LIMIT {PROBE_ROWS}"
     try:
@@ -251,7 +257,7 @@ def predict_subquery(
     packed = "{" + ", ".join(f"'{c.replace(chr(39), chr(39) * 2)}': {identifier(c)}" for c in inputs) + "}"
     return (
         f"(SELECT __inferline_out.*, * EXCLUDE (__inferline_out) FROM "
-        f"(SELECT *, {udf}({packed}) AS __inferline_out FROM ({inner_sql}) AS __inferline_in))"
+        f"(SELECT *, {udf}({packed}) AS __inferline_out FROM ({batched_sql or inner_sql}) AS __inferline_in))"
     )
 
 
