@@ -8,6 +8,7 @@ model only (its columns are null there) and the other models' answers are kept.
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -25,6 +26,8 @@ from inferline.errors import InferlineError, ModelError, RemoteUnavailable
 from inferline.io.base import DeadLetter, row_as_json
 from inferline.models.base import LoadedModel, Prediction
 from inferline.models.hooks import HookError, ModelHooks
+
+log = logging.getLogger("inferline.engine")
 
 
 @dataclass
@@ -125,11 +128,13 @@ def results_for(
         source = out.typed if out.typed is not None else _take(data, out.rows)
         batch = assemble(source, _take_array(keys, out.rows), out.prediction, out.model.model_id, keep=keep)
         return _with_extra(batch, out.extra), dead
-    return _side_by_side(outputs, data, keys, keep=keep, known={} if columns is None else columns), dead
+    known = {} if columns is None else columns
+    return _side_by_side(outputs, hooks, data, keys, keep=keep, known=known), dead
 
 
 def _side_by_side(
     outputs: list[ModelOutput],
+    hooks: list[ModelHooks | None],
     data: pa.RecordBatch,
     keys: pa.Array,
     *,
@@ -140,7 +145,7 @@ def _side_by_side(
     if n == 0:
         return None
     names, arrays = passthrough_columns(data, keys, keep=keep)
-    for out in outputs:
+    for out, model_hooks in zip(outputs, hooks, strict=True):
         prefix = f"{out.model.name}_"
         # Scatter this model's compact answers back to all rows (null where it failed).
         index = np.full(n, -1, dtype=np.int64)
@@ -153,14 +158,69 @@ def _side_by_side(
                 columns["scores"] = list_column(out.prediction.scores)
             columns.update(out.extra)
             columns["model_id"] = pa.repeat(pa.scalar(out.model.model_id), len(out.rows))
-            known[out.model.name] = {name: column.type for name, column in columns.items()}
-        else:
-            types = known.get(out.model.name) or {"prediction": pa.float64(), "model_id": pa.string()}
-            columns = {name: pa.nulls(0, type_) for name, type_ in types.items()}
+        types = known.get(out.model.name)
+        if types is None:
+            # The first batch fixes the sink's schema: a model that failed on all of its rows
+            # is probed with one row of zeros for its column types.
+            types = (
+                {n: c.type for n, c in columns.items()} if columns else probe_types(out.model, model_hooks)
+            )
+            known[out.model.name] = types
+        columns = _conform(columns, types, out.model.name, len(out.rows))
         for name, column in columns.items():
             names.append(prefix + name)
             arrays.append(column.take(take) if len(column) else pa.nulls(n, column.type))
     return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def probe_types(model: LoadedModel, hooks: ModelHooks | None) -> dict[str, pa.DataType]:
+    """A model's result column types, from predicting one row of zeros (when its inputs are
+    scalar columns and it answers); label columns come from the label map's settings.
+    Unknown columns fall back to a float `prediction`."""
+    types: dict[str, pa.DataType] = {"prediction": pa.float64()}
+    if model.inputs:
+        try:
+            probe = model.predict(np.zeros((1, len(model.inputs))))
+            types["prediction"] = prediction_column(np.asarray(probe.prediction)).type
+            if probe.scores is not None:
+                types["scores"] = pa.list_(pa.float64())
+        except Exception as exc:  # noqa: BLE001 - a probe that fails leaves the defaults
+            log.debug("model %s: type probe failed: %s", model.model_id, exc)
+    if hooks is not None:
+        types.update(hooks.label_types())
+    types["model_id"] = pa.string()
+    return types
+
+
+def _conform(
+    columns: dict[str, pa.Array], types: dict[str, pa.DataType], model: str, n: int
+) -> dict[str, pa.Array]:
+    # Every batch writes the columns and types of the first one, so the sink's schema holds.
+    out: dict[str, pa.Array] = {}
+    for name, type_ in types.items():
+        column = columns.get(name)
+        if column is None:
+            out[name] = pa.nulls(n, type_)
+        elif column.type == type_:
+            out[name] = column
+        else:
+            try:
+                out[name] = column.cast(type_)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                _warn_once(model, name, f"left empty: its values are {column.type}, not {type_} as before")
+                out[name] = pa.nulls(n, type_)
+    for name in columns.keys() - types.keys():
+        _warn_once(model, name, "not written: it first appeared after the first batch fixed the columns")
+    return out
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_once(model: str, column: str, why: str) -> None:
+    if (model, column) not in _warned:
+        _warned.add((model, column))
+        log.warning("model %s: column %s_%s %s", model, model, column, why)
 
 
 def _with_extra(batch: pa.RecordBatch, extra: dict[str, pa.Array]) -> pa.RecordBatch:

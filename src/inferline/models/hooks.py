@@ -89,6 +89,16 @@ class ModelHooks:
             columns.update(label_columns(self._labels, outputs, self.top_k, where=self.where))
         return columns
 
+    def label_types(self) -> dict[str, pa.DataType]:
+        """The types of the columns the label map adds (for a schema before any answer)."""
+        types: dict[str, pa.DataType] = {}
+        if self._labels is not None:
+            types["label"] = pa.string()
+            if self.top_k is not None:
+                types["top_labels"] = pa.list_(pa.string())
+                types["top_scores"] = pa.list_(pa.float64())
+        return types
+
     def _call(self, name: str, *args: Any) -> Any:
         try:
             return getattr(self._hook, name)(*args)
