@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.json as pa_json
@@ -24,8 +25,10 @@ from inferline.io.topics.base import (
     DEFAULT_CONSUMER,
     DEFAULT_GROUP,
     DEFAULT_LEASE_SECONDS,
+    RETAIN_CHOICES,
     Consumer,
     Message,
+    Retention,
     Topic,
     open_topic,
 )
@@ -60,6 +63,7 @@ class TopicSource:
         self.group = src.group or DEFAULT_GROUP
         self.consumer_name = str(src.options.get("consumer", DEFAULT_CONSUMER))
         self.lease_seconds = float(src.options.get("lease_seconds", DEFAULT_LEASE_SECONDS))
+        self.retention = retention(src.options, spec.origin)
         self.load = src.load
         self.max_size = spec.batch.max_size
         self.max_wait = spec.batch.max_wait_ms / 1000.0
@@ -88,7 +92,7 @@ class TopicSource:
     def open(self) -> None:
         self._topic = open_topic(self.url, self.topic_name)
         self._consumer = self._topic.consumer(
-            self.group, self.consumer_name, lease_seconds=self.lease_seconds
+            self.group, self.consumer_name, lease_seconds=self.lease_seconds, retention=self.retention
         )
 
     @property
@@ -222,6 +226,35 @@ class TopicSource:
             error=f"topic {self.topic_name} message {message.id}: {error}".splitlines()[0],
             stage="parse",
         )
+
+
+def retention(options: dict[str, Any], origin: str) -> Retention:
+    """`source.options` `retain:` (acked | all), `trim_every:` (messages), `trim_every_seconds:`.
+
+    Example:
+        >>> retention({"retain": "all"}, "stream.yaml").keep_all
+        True
+    """
+    retain = options.get("retain", "acked")
+    if retain not in RETAIN_CHOICES:
+        raise SpecError(
+            f"{origin}: source.options.retain is {retain!r}; expected 'acked' (drop messages every "
+            "consumer group has acked, the default) or 'all' (keep every message for replay)"
+        )
+    default = Retention()
+    every = options.get("trim_every", default.every_messages)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise SpecError(
+            f"{origin}: source.options.trim_every is {every!r}; expected a whole number of acked "
+            f"messages >= 1 between trims (default {default.every_messages})"
+        )
+    seconds = options.get("trim_every_seconds", default.every_seconds)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        raise SpecError(
+            f"{origin}: source.options.trim_every_seconds is {seconds!r}; expected a number of "
+            f"seconds >= 0 between trims (default {default.every_seconds:g})"
+        )
+    return Retention(keep_all=retain == "all", every_messages=every, every_seconds=float(seconds))
 
 
 def _one_line(body: bytes) -> bytes:

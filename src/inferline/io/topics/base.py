@@ -18,6 +18,36 @@ DEFAULT_GROUP = "inferline"
 DEFAULT_CONSUMER = "consumer-1"
 # A message delivered but not acked for this long is handed to another consumer.
 DEFAULT_LEASE_SECONDS = 60.0
+RETAIN_CHOICES = ("acked", "all")
+
+
+@dataclass(frozen=True)
+class Retention:
+    """What a consumer removes from its topic after acking, and how often it looks.
+
+    `keep_all=False` (spec `retain: acked`, the default) drops the messages every consumer
+    group of the topic has been handed and has acked; nothing a group has not acked yet
+    (pending, or not delivered at all) ever goes. The check runs once `every_messages`
+    messages were acked since the last one, or `every_seconds` after it if anything was.
+    `keep_all=True` (`retain: all`) never removes anything, so a new group can replay it all.
+
+    Example:
+        >>> Retention(every_messages=1000).keep_all
+        False
+    """
+
+    keep_all: bool = False
+    every_messages: int = 10_000
+    every_seconds: float = 5.0
+
+    def due(self, acked_since: int, seconds_since: float) -> bool:
+        """Whether a consumer that acked `acked_since` messages since its last trim trims now."""
+        if self.keep_all or acked_since <= 0:
+            return False
+        return acked_since >= self.every_messages or seconds_since >= self.every_seconds
+
+
+KEEP_ACKED = Retention()
 
 
 @dataclass(frozen=True)
@@ -52,6 +82,10 @@ class Consumer(Protocol):
         """Messages not yet delivered to this group plus those pending."""
         ...
 
+    def trim(self) -> int:
+        """Remove what every group of the topic has acked (unless `retain: all`); how many went."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -66,7 +100,12 @@ class Topic(Protocol):
     def publish(self, bodies: list[bytes]) -> list[str]: ...
 
     def consumer(
-        self, group: str, name: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS
+        self,
+        group: str,
+        name: str,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        retention: Retention = KEEP_ACKED,
     ) -> Consumer: ...
 
     def close(self) -> None: ...

@@ -5,8 +5,10 @@ while they write), and a consumer group may have several consumers. Everything a
 changes is one transaction, so a SIGKILL at any point loses nothing committed: a message
 delivered but not acked stays in `pending` and is delivered again after a restart.
 
-Acked messages are deleted once every consumer group of the topic has acked them; a group
-created later starts from the messages still there.
+Acked messages are deleted once every consumer group of the topic has acked them (in the
+ack's own transaction, so it costs no extra commit), unless the consumer keeps everything
+(`Retention(keep_all=True)`, spec `retain: all`); a group created later starts from the
+messages still there.
 
 Tables (shared by every topic in the file):
     messages(seq, topic, body, published)    the log; `seq` is the message id
@@ -23,7 +25,7 @@ import time
 from collections.abc import Callable
 
 from inferline.errors import InputError
-from inferline.io.topics.base import DEFAULT_LEASE_SECONDS, Message
+from inferline.io.topics.base import DEFAULT_LEASE_SECONDS, KEEP_ACKED, Message, Retention
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -111,9 +113,14 @@ class EmbeddedTopic:
         return [str(seq) for seq in range(first, int(last) + 1)]
 
     def consumer(
-        self, group: str, name: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS
+        self,
+        group: str,
+        name: str,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        retention: Retention = KEEP_ACKED,
     ) -> EmbeddedConsumer:
-        consumer = EmbeddedConsumer(self, group, name, lease_seconds=lease_seconds)
+        consumer = EmbeddedConsumer(self, group, name, lease_seconds=lease_seconds, retention=retention)
         consumer.open()
         return consumer
 
@@ -126,11 +133,20 @@ class EmbeddedTopic:
 class EmbeddedConsumer:
     """One consumer of a group on an `EmbeddedTopic` (see `Consumer`)."""
 
-    def __init__(self, topic: EmbeddedTopic, group: str, name: str, *, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        topic: EmbeddedTopic,
+        group: str,
+        name: str,
+        *,
+        lease_seconds: float,
+        retention: Retention = KEEP_ACKED,
+    ) -> None:
         self.topic = topic
         self.group = group
         self.name = name
         self.lease_seconds = lease_seconds
+        self.retention = retention
         self._con: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._cursor = 0
@@ -235,14 +251,24 @@ class EmbeddedConsumer:
                 con.executemany(
                     "DELETE FROM pending WHERE topic = ? AND grp = ? AND seq = ?", [(*key, i) for i in seqs]
                 )
-            # Retention: a message every group has been handed and acked is gone for good,
-            # so a queue that runs for months stays as small as its backlog.
-            con.execute(
-                "DELETE FROM messages WHERE topic = ?1 "
-                "AND seq <= (SELECT min(last_seq) FROM cursors WHERE topic = ?1) "
-                "AND seq < coalesce((SELECT min(seq) FROM pending WHERE topic = ?1), 9223372036854775807)",
-                (self.topic.name,),
-            )
+            if not self.retention.keep_all:
+                self._delete_acked(con)
+
+    def _delete_acked(self, con: sqlite3.Connection) -> int:
+        # A message every group has been handed and acked is gone for good, so a queue that
+        # runs for months stays as small as its backlog.
+        return con.execute(
+            "DELETE FROM messages WHERE topic = ?1 "
+            "AND seq <= (SELECT min(last_seq) FROM cursors WHERE topic = ?1) "
+            "AND seq < coalesce((SELECT min(seq) FROM pending WHERE topic = ?1), 9223372036854775807)",
+            (self.topic.name,),
+        ).rowcount
+
+    def trim(self) -> int:
+        if self.retention.keep_all:
+            return 0
+        with self._transaction() as con:
+            return self._delete_acked(con)
 
     def pending(self) -> int:
         with self._lock:

@@ -8,12 +8,28 @@ consumer has left pending for longer than the lease (a consumer that crashed for
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from inferline.errors import InputError, require
-from inferline.io.topics.base import DEFAULT_LEASE_SECONDS, Message
+from inferline.io.topics.base import DEFAULT_LEASE_SECONDS, KEEP_ACKED, Message, Retention
 
 _BODY = b"b"
+_MAX_SEQUENCE = 2**64 - 1
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _parse_id(entry_id: bytes | str) -> tuple[int, int]:
+    ms, _, seq = _text(entry_id).partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _after(entry_id: tuple[int, int]) -> tuple[int, int]:
+    ms, seq = entry_id
+    return (ms + 1, 0) if seq == _MAX_SEQUENCE else (ms, seq + 1)
 
 
 def _message(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> Message:
@@ -60,9 +76,14 @@ class RedisTopic:
         return [i.decode() if isinstance(i, bytes) else str(i) for i in pipe.execute()]
 
     def consumer(
-        self, group: str, name: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS
+        self,
+        group: str,
+        name: str,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        retention: Retention = KEEP_ACKED,
     ) -> RedisConsumer:
-        consumer = RedisConsumer(self, group, name, lease_seconds=lease_seconds)
+        consumer = RedisConsumer(self, group, name, lease_seconds=lease_seconds, retention=retention)
         consumer.open()
         return consumer
 
@@ -75,11 +96,24 @@ class RedisTopic:
 class RedisConsumer:
     """One consumer of a group on a `RedisTopic` (see `Consumer`)."""
 
-    def __init__(self, topic: RedisTopic, group: str, name: str, *, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        topic: RedisTopic,
+        group: str,
+        name: str,
+        *,
+        lease_seconds: float,
+        retention: Retention = KEEP_ACKED,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.topic = topic
         self.group = group
         self.name = name
         self.lease_seconds = lease_seconds
+        self.retention = retention
+        self.clock = clock
+        self._acked_since_trim = 0
+        self._last_trim = clock()
         self._own_cursor: str | None = "0"  # replaying our own pending entries until exhausted
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
@@ -129,8 +163,33 @@ class RedisConsumer:
         return [_message(i, f) for i, f in reply[1] if f is not None]
 
     def ack(self, ids: list[str]) -> None:
-        if ids:
-            self.topic.client.xack(self.topic.name, self.group, *ids)
+        if not ids:
+            return
+        self.topic.client.xack(self.topic.name, self.group, *ids)
+        self._acked_since_trim += len(ids)
+        if self.retention.due(self._acked_since_trim, self.clock() - self._last_trim):
+            self.trim()
+
+    def trim(self) -> int:
+        self._acked_since_trim = 0
+        self._last_trim = self.clock()
+        if self.retention.keep_all:
+            return 0
+        client, stream = self.topic.client, self.topic.name
+        groups = [(_text(g["name"]), g.get("last-delivered-id")) for g in client.xinfo_groups(stream)]
+        if not groups:
+            return 0
+        pipe = client.pipeline(transaction=False)
+        for name, _ in groups:
+            pipe.xpending(stream, name)
+        needed: list[tuple[int, int]] = []
+        for (_, delivered), summary in zip(groups, pipe.execute(), strict=True):
+            # The entry after the last one handed out: nothing from there on was delivered.
+            needed.append(_after(_parse_id(delivered or "0-0")))
+            if summary.get("min") is not None:  # the oldest entry delivered but not acked
+                needed.append(_parse_id(summary["min"]))
+        ms, seq = min(needed)
+        return int(client.xtrim(stream, minid=f"{ms}-{seq}", approximate=False))
 
     def _group_info(self) -> dict[Any, Any]:
         for info in self.topic.client.xinfo_groups(self.topic.name):
@@ -150,4 +209,11 @@ class RedisConsumer:
         return int(lag) + int(info.get("pending") or 0)
 
     def close(self) -> None:
-        """The connection belongs to the topic."""
+        """Trims what was acked since the last trim; the connection belongs to the topic."""
+        if self.retention.keep_all or self._acked_since_trim == 0 or self.topic._client is None:
+            return
+        redis = require("redis", "redis")
+        try:
+            self.trim()
+        except redis.exceptions.RedisError:  # type: ignore[attr-defined]
+            pass  # best effort while shutting down: the next consumer's trim catches up
