@@ -39,6 +39,8 @@ MODES = ("L", "RGB")
 LAYOUTS = ("NCHW", "NHWC")
 # A batch of decoded pixels is kept under this many bytes (224x224 RGB float32 is 600 kB).
 MAX_BATCH_BYTES = 64 << 20
+# Images of at most this many pixels decode faster on one thread (see _decode_threads).
+TINY_PIXELS = 64 * 64
 
 
 @dataclass(frozen=True)
@@ -320,7 +322,13 @@ def _decode_threads(files: list[tuple[fsspec.AbstractFileSystem, str, str]]) -> 
             width, height = image.size
     except (OSError, ValueError, SyntaxError):
         return cores
-    return 1 if width * height <= 64 * 64 else cores
+    return decode_threads_for(width * height)
+
+
+def decode_threads_for(pixels: int) -> int:
+    """Decode threads for images of `pixels` pixels: one for tiny images, else one per core."""
+    cores = max(os.cpu_count() or 1, 1)
+    return 1 if pixels <= TINY_PIXELS else cores
 
 
 def _cap_rows(rows: int, settings: ImageSettings) -> int:

@@ -2,21 +2,29 @@
 
 As BigQuery's ML.DECODE_IMAGE: values are pixel / 255 (TensorFlow's `convert_image_dtype`,
 which BigQuery uses, so 0..255 -> 0.0..1.0) and channels are as stored: a grayscale PNG has 1,
-RGB 3, RGBA 4; palette images become RGB(A). Decoding is per image by nature; a chunk's
-images come back as one nested Arrow list built from a single flat buffer.
+RGB 3, RGBA 4; palette images become RGB(A). A chunk's images are decoded on a thread pool
+(Pillow releases the GIL while decoding and resizing) sized as the images source does: one
+thread for tiny images, one per core otherwise. They come back, in order, as one nested Arrow
+list built from a single flat buffer; the first bad row in the chunk is the one reported.
 """
 
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from inferline.errors import SqlError, require
+from inferline.io.images import decode_threads_for
 
 IMAGE_TYPE = "FLOAT[][][]"
+# Fewer images than this in a chunk are decoded on the calling thread.
+MIN_PARALLEL = 8
+
+Job = tuple[int, bytes, int, int]  # row in the chunk, image bytes, height, width
 
 
 def decode(data: bytes, *, height: int = 0, width: int = 0, row: int = 0) -> np.ndarray:
@@ -86,10 +94,45 @@ def decode_column(blobs: pa.Array, height: pa.Array, width: pa.Array) -> pa.Arra
     data = blobs.to_pylist()
     heights = height.to_pylist()
     widths = width.to_pylist()
-    images: list[np.ndarray | None] = []
-    for row, (blob, h, w) in enumerate(zip(data, heights, widths, strict=True)):
-        if blob is None:
-            images.append(None)
-            continue
-        images.append(decode(blob, height=int(h or 0), width=int(w or 0), row=row))
+    jobs: list[Job] = [
+        (row, blob, int(h or 0), int(w or 0))
+        for row, (blob, h, w) in enumerate(zip(data, heights, widths, strict=True))
+        if blob is not None
+    ]
+    images: list[np.ndarray | None] = [None] * len(data)
+    threads = decode_threads(jobs)
+    if threads == 1:
+        for (row, *_), image in zip(jobs, _decode_jobs(jobs), strict=True):
+            images[row] = image
+        return images_to_arrow(images)
+    step = -(-len(jobs) // (threads * 2))
+    parts = [jobs[i : i + step] for i in range(0, len(jobs), step)]
+    with ThreadPoolExecutor(threads, thread_name_prefix="inferline-sql-decode") as pool:
+        futures = [pool.submit(_decode_jobs, part) for part in parts]
+        try:
+            # In row order: the first part that fails holds the chunk's first bad row.
+            for part, future in zip(parts, futures, strict=True):
+                for (row, *_), image in zip(part, future.result(), strict=True):
+                    images[row] = image
+        finally:
+            for future in futures:
+                future.cancel()
     return images_to_arrow(images)
+
+
+def decode_threads(jobs: list[Job]) -> int:
+    """Threads for a chunk: judged, as the images source does, by its first image's size."""
+    if len(jobs) < MIN_PARALLEL:
+        return 1
+    _, blob, height, width = jobs[0]
+    pil: Any = require("PIL.Image", "sql")
+    try:
+        with pil.open(io.BytesIO(blob)) as image:  # reads the header only
+            source_w, source_h = image.size
+    except Exception:
+        return 1  # decoding the first row reports it
+    return decode_threads_for(max(source_w * source_h, height * width))
+
+
+def _decode_jobs(jobs: list[Job]) -> list[np.ndarray]:
+    return [decode(blob, height=h, width=w, row=row) for row, blob, h, w in jobs]
