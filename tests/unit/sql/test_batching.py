@@ -18,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 import inferline.sql
-from inferline.sql import SqlConnection, bigquery
+from inferline.sql import SqlConnection, batching, bigquery
 
 IMAGES = 2100  # more than one DuckDB chunk (2,048 rows)
 CHUNK = 2048
@@ -75,6 +75,13 @@ def _run(con: SqlConnection, query: str) -> tuple[list[dict[str, object]], list[
     return sorted(table.to_pylist(), key=lambda r: str(r["uri"])), list(BATCHES)
 
 
+def _run_raw(con: SqlConnection, query: str) -> tuple[list[dict[str, object]], list[int]]:
+    """As `_run`, on the bare DuckDB connection: native SQL exactly as written."""
+    BATCHES.clear()
+    table = con.raw.sql(query).to_arrow_table()
+    return sorted(table.to_pylist(), key=lambda r: str(r["uri"])), list(BATCHES)
+
+
 def _chunks(n: int) -> list[int]:
     """predict + predict_proba (two pipeline calls) per DuckDB chunk of `n` rows."""
     sizes = [CHUNK] * (n // CHUNK) + ([n % CHUNK] if n % CHUNK else [])
@@ -89,9 +96,9 @@ def test_ml_predict_over_an_object_table_calls_the_model_once_per_chunk(con: Sql
 
 def test_batched_results_equal_the_per_image_path_and_the_model(con: SqlConnection, folder: Path) -> None:
     batched, _ = _run(con, PREDICT)
-    # predict() on the object table as it is: DuckDB gives one file per chunk, so one image per call
-    # (each of the two functions runs predict and predict_proba).
-    per_image, batches = _run(
+    # predict() on the object table as it is (the bare DuckDB connection): DuckDB gives one file
+    # per chunk, so one image per call (each of the two functions runs predict and predict_proba).
+    per_image, batches = _run_raw(
         con,
         "SELECT uri, predict('ds.digits', decode_image(data)) AS predicted_label, "
         f"predict_scores('ds.digits', decode_image(data)) AS probabilities {PNGS}",
@@ -155,3 +162,112 @@ def test_only_object_tables_read_by_the_statement_are_sorted(con: SqlConnection)
     )
     assert translated.count("ORDER BY uri") == 1
     assert "WITH images AS (SELECT * FROM (SELECT * FROM ds.images ORDER BY uri) AS images)" in translated
+
+
+PLAIN = (
+    "SELECT uri, predict('ds.digits', decode_image(data)) AS predicted_label, "
+    "predict_scores('ds.digits', decode_image(data)) AS probabilities"
+)
+
+
+def _same(a: list[dict[str, object]], b: list[dict[str, object]]) -> None:
+    assert [r["uri"] for r in a] == [r["uri"] for r in b]
+    assert [r["predicted_label"] for r in a] == [r["predicted_label"] for r in b]
+    np.testing.assert_allclose([r["probabilities"] for r in a], [r["probabilities"] for r in b], rtol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def per_image(folder: Path) -> list[dict[str, object]]:
+    """predict()/predict_scores() on every PNG, one image per model call (the bare connection)."""
+    connection = inferline.sql.connect()
+    connection.run_script(
+        f"CREATE EXTERNAL TABLE ds.images OPTIONS(uris=['{folder}/png/*'], object_metadata='SIMPLE');"
+        f"CREATE MODEL ds.digits OPTIONS(model_type='sklearn', model_path='{folder}/digits-*.joblib')"
+    )
+    rows, batches = _run_raw(connection, f"{PLAIN} {PNGS}")
+    connection.close()
+    assert batches == [1] * (4 * IMAGES)
+    return rows
+
+
+def test_predict_over_an_object_table_in_native_sql_calls_the_model_once_per_chunk(
+    con: SqlConnection, per_image: list[dict[str, object]]
+) -> None:
+    rows, batches = _run(con, f"{PLAIN} {PNGS}")
+    # Two functions, each predict + predict_proba, per 2,048-image chunk.
+    assert sorted(batches) == sorted(_chunks(IMAGES) * 2)
+    _same(rows, per_image)
+    # The DB-API path too, with a parameter.
+    BATCHES.clear()
+    fetched = con.execute(
+        "SELECT i.uri, predict('ds.digits', decode_image(i.data)) FROM ds.images AS i WHERE content_type = ?",
+        ["image/png"],
+    ).fetchall()
+    assert sorted(BATCHES) == _chunks(IMAGES)
+    assert sorted(fetched) == [(r["uri"], r["predicted_label"]) for r in per_image]
+
+
+def test_views_over_an_object_table_are_read_in_full_chunks(
+    con: SqlConnection, per_image: list[dict[str, object]]
+) -> None:
+    con.run_script(
+        "CREATE VIEW ds.pngs AS SELECT * FROM ds.images WHERE content_type = 'image/png';"
+        "CREATE SCHEMA shelf; CREATE VIEW shelf.named AS SELECT uri, data FROM ds.pngs"
+    )
+    for view in ("ds.pngs", "shelf.named"):
+        rows, batches = _run(con, f"{PLAIN} FROM {view}")
+        assert sorted(batches) == sorted(_chunks(IMAGES) * 2), view
+        _same(rows, per_image)
+        rows, batches = _run(
+            con,
+            "SELECT uri, predicted_label, probabilities FROM ML.PREDICT(MODEL ds.digits, "
+            f"(SELECT uri, ML.DECODE_IMAGE(data) AS image FROM {view}))",
+        )
+        assert sorted(batches) == _chunks(IMAGES), view
+        _same(rows, per_image)
+    # A view that calls predict(), created through inferline, keeps reading in full chunks later.
+    con.run_script(f"CREATE VIEW ds.labelled AS {PLAIN} {PNGS}")
+    rows, batches = _run_raw(con, "SELECT * FROM ds.labelled")
+    assert sorted(batches) == sorted(_chunks(IMAGES) * 2)
+    _same(rows, per_image)
+
+
+def test_native_sql_is_rewritten_only_where_object_table_rows_feed_the_result(con: SqlConnection) -> None:
+    con.run_script(
+        "CREATE VIEW ds.paths AS SELECT uri AS path, data FROM ds.images;"  # no uri: not sortable
+        "CREATE TABLE ds.flowers AS SELECT 1.0 AS a, 2.0 AS b"
+    )
+
+    def rewrite(query: str) -> str:
+        return batching.batch_predict_scans(query, con.raw)
+
+    sorted_scan = "(SELECT * FROM ds.images ORDER BY uri)"
+    assert (
+        rewrite(f"{PLAIN} {PNGS}") == f"{PLAIN} FROM {sorted_scan} AS images WHERE content_type = 'image/png'"
+    )
+    assert rewrite('SELECT predict_label(\'ds.digits\', decode_image(i.data)) FROM "ds"."images" i') == (
+        'SELECT predict_label(\'ds.digits\', decode_image(i.data)) FROM (SELECT * FROM "ds"."images" '
+        "ORDER BY uri) i"
+    )
+    unchanged = [
+        f"{PLAIN} {PNGS} LIMIT 5",  # sorting would read every file for 5 rows
+        f"SELECT * FROM ({PLAIN} {PNGS}) LIMIT 5",
+        "SELECT predict('ds.iris', a, b, a, b) FROM ds.flowers WHERE EXISTS (SELECT 1 FROM ds.images) "
+        "AND a IN (SELECT size FROM ds.images)",
+        "SELECT predict('ds.digits', decode_image(ds.images.data)) FROM ds.images",  # alias would break
+        "SELECT 'predict(', decode_image(data) FROM ds.images -- predict(",  # no call
+        "SELECT decode_image(data) FROM ds.images",
+        "SELECT predict('ds.digits', decode_image(data)) FROM ds.paths",
+        "WITH images AS (SELECT 1.0 AS a) SELECT predict('ds.iris', a) FROM images",  # a CTE shadows it
+        "SELECT predict('ds.digits', decode_image(data)) FROM ds.images WHERE (",  # does not parse
+    ]
+    for query in unchanged:
+        assert rewrite(query) == query
+    # DuckDB-only syntax around the reference is kept as written.
+    query = (
+        "FROM ds.images SELECT uri, predict_scores('ds.digits', decode_image(data)) AS s, "
+        "list_transform([1, 2], lambda x: x + 1) AS l, {'k': 1} AS t WHERE content_type = 'image/png'"
+    )
+    assert rewrite(query) == query.replace("FROM ds.images", f"FROM {sorted_scan} AS images")
+    table = con.fetch(con.run_script(query))
+    assert table is not None and table.num_rows == IMAGES and table.column("l")[0].as_py() == [2, 3]
