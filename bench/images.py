@@ -35,25 +35,6 @@ from inferline.pipeline import parse_spec  # noqa: E402
 BATCH = 256
 
 
-def make_pngs(folder: Path, count: int, side: int) -> list[Path]:
-    """`count` PNGs of sklearn digits (cycled), `side` x `side` pixels."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    existing = sorted(folder.glob("*.png"))
-    if len(existing) == count:
-        return existing
-    for old in existing:
-        old.unlink()
-    images, labels = digits.digit_images()
-    for i in range(count):
-        image = Image.fromarray(images[i % len(images)])
-        if side != digits.SIZE:
-            image = image.resize((side, side), Image.Resampling.BILINEAR)
-        image.save(folder / f"{labels[i % len(labels)]}_{i:05d}.png")
-    return sorted(folder.glob("*.png"))
-
-
 def make_model(path: Path) -> Any:
     """An untrained DigitsCNN saved as a state_dict: speed does not depend on the weights."""
     import torch
@@ -129,7 +110,7 @@ def main() -> None:
         args.images, args.repeat = 200, 1
     data = Path(args.data)
     folder = data / f"pngs_{args.images}_{args.side}"
-    files = make_pngs(folder, args.images, args.side)
+    files = [Path(f) for f in digits.write_pngs(str(folder), args.images, args.side)]
     work = Path(tempfile.mkdtemp(prefix="inferline-bench-images-"))
     model_path = work / "digits-1.pt"
     model = make_model(model_path)

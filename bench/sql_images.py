@@ -43,25 +43,6 @@ from inferline.sql.decode import decode  # noqa: E402
 CHUNK = 2048
 
 
-def make_pngs(folder: Path, count: int, side: int) -> list[Path]:
-    """`count` PNGs of sklearn digits (cycled), `side` x `side` pixels, reused between runs."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    existing = sorted(folder.glob("*.png"))
-    if len(existing) == count:
-        return existing
-    for old in existing:
-        old.unlink()
-    images, labels = digits.digit_images()
-    for i in range(count):
-        image = Image.fromarray(images[i % len(images)])
-        if side != digits.SIZE:
-            image = image.resize((side, side), Image.Resampling.BILINEAR)
-        image.save(folder / f"{labels[i % len(labels)]}_{i:05d}.png")
-    return sorted(folder.glob("*.png"))
-
-
 def hand_loop(files: list[Path], model: Any) -> np.ndarray:
     import torch
 
@@ -101,7 +82,7 @@ def main() -> None:
     import torch
 
     folder = Path(args.data) / f"pngs_{args.images}_{args.side}"
-    files = make_pngs(folder, args.images, args.side)
+    files = [Path(f) for f in digits.write_pngs(str(folder), args.images, args.side)]
     size = digits.SIZE
     image = "ML.DECODE_IMAGE(data)" if args.side == size else f"decode_image(data, {size}, {size})"
     predict = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -87,3 +88,17 @@ def table_ids(project: Path) -> list[int]:
     with duckdb.connect(str(project / "warehouse.duckdb"), read_only=True) as con:
         rows = con.sql("SELECT id FROM iris_stream ORDER BY id").fetchall()
     return [int(r[0]) for r in rows]
+
+
+def kill_mid_stream(project: Path, probe: Probe, total: int, *, after: int) -> int:
+    """Start a runner, SIGKILL it once it has acked `after` of `total` messages; the backlog left."""
+    runner = start_runner(project, "--until-idle", "30")
+    try:
+        probe.wait(lambda: probe.backlog() <= total - after, runner)
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(timeout=30)
+    finally:
+        stop(runner)
+    left = probe.backlog()
+    assert 0 < left < total, "the runner should have died mid-stream"
+    return left

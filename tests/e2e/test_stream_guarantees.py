@@ -14,7 +14,15 @@ import pytest
 import inferline
 from inferline.examples import iris_stream
 from tests.conftest import CliRunner, subprocess_env
-from tests.e2e.streaming import Probe, queue_url, start_runner, stop, table_ids, write_pipeline
+from tests.e2e.streaming import (
+    Probe,
+    kill_mid_stream,
+    queue_url,
+    start_runner,
+    stop,
+    table_ids,
+    write_pipeline,
+)
 
 BACKENDS = ["embedded", "redis"]
 
@@ -28,15 +36,7 @@ def test_sigkill_mid_stream_then_restart_gives_every_message_exactly_once(
     write_pipeline(project, url, max_size=500)
     inferline.publish("iris", iris_stream.messages(total), url=url)
     probe = Probe(url)
-    runner = start_runner(project, "--until-idle", "30")
-    try:
-        probe.wait(lambda: probe.backlog() <= total - 2_000, runner)
-        runner.send_signal(signal.SIGKILL)
-        runner.wait(timeout=30)
-    finally:
-        stop(runner)
-    left = probe.backlog()
-    assert 0 < left < total, "the runner should have died mid-stream"
+    left = kill_mid_stream(project, probe, total, after=2_000)
     result = cli("run", "stream.yaml", "--no-progress", "--until-idle", "1")
     assert f"{left:,} rows read" in result.stdout  # the rest, including what was in flight
     assert table_ids(project) == list(range(total))

@@ -3,7 +3,6 @@ SIGKILL mid-stream loses nothing the trims could have touched."""
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import redis
@@ -11,7 +10,7 @@ import redis
 import inferline
 from inferline.examples import iris_stream
 from tests.conftest import CliRunner
-from tests.e2e.streaming import Probe, start_runner, stop, table_ids, write_pipeline
+from tests.e2e.streaming import Probe, kill_mid_stream, table_ids, write_pipeline
 
 
 def _trim_after_every_batch(project: Path, url: str, max_size: int) -> None:
@@ -28,15 +27,7 @@ def test_sigkill_with_trims_after_every_batch_then_restart_loses_nothing(
     inferline.publish("iris", iris_stream.messages(total), url=redis_url)
     client = redis.Redis.from_url(redis_url)
     probe = Probe(redis_url)
-    runner = start_runner(project, "--until-idle", "30")
-    try:
-        probe.wait(lambda: probe.backlog() <= total - 1_500, runner)
-        runner.send_signal(signal.SIGKILL)
-        runner.wait(timeout=30)
-    finally:
-        stop(runner)
-    left = probe.backlog()
-    assert 0 < left < total, "the runner should have died mid-stream"
+    left = kill_mid_stream(project, probe, total, after=1_500)
     # Acked batches were trimmed as the run went; nothing unacked was.
     assert left <= client.xlen("iris") < total - 1_000
     result = cli("run", "stream.yaml", "--no-progress", "--until-idle", "1")

@@ -70,6 +70,29 @@ def digit_images() -> tuple[np.ndarray, np.ndarray]:
     return big, np.asarray(digits.target, dtype=np.int64)
 
 
+def write_pngs(folder: str, count: int, side: int = SIZE) -> list[str]:
+    """`count` PNGs of the digits (cycled), `side` x `side` pixels, named `<label>_<i>.png`;
+    a folder already holding `count` PNGs is reused (benchmarks call this every run)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    existing = sorted(root.glob("*.png"))
+    if len(existing) == count:
+        return [str(p) for p in existing]
+    for old in existing:
+        old.unlink()
+    images, labels = digit_images()
+    for i in range(count):
+        image = Image.fromarray(images[i % len(images)])
+        if side != SIZE:
+            image = image.resize((side, side), Image.Resampling.BILINEAR)
+        image.save(root / f"{labels[i % len(labels)]}_{i:05d}.png")
+    return [str(p) for p in sorted(root.glob("*.png"))]
+
+
 def split(n: int, *, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(n)
     cut = int(n * (1 - test_fraction))
