@@ -8,6 +8,7 @@ dead letters are the same on every runner; one file is read by one worker. File 
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import json
 import os
@@ -28,7 +29,7 @@ from inferline.pipeline import FILE_SINK_KINDS, PipelineSpec, SinkSpec
 DEAD = "dead"
 NAMESPACE = "inferline"
 FILE_SOURCES = ("csv", "jsonl", "parquet")
-BEAM_SOURCES = (*FILE_SOURCES, "images", "pubsub", "kafka")
+BEAM_SOURCES = (*FILE_SOURCES, "images", "objects", "pubsub", "kafka")
 BEAM_SINKS = (*FILE_SINK_KINDS, "bigquery")
 
 Row = dict[str, Any]
@@ -92,6 +93,17 @@ def read_source(pipeline: beam.Pipeline, spec: PipelineSpec, *, string_columns: 
             | "ReadMatches" >> fileio.ReadMatches()
             | "DecodeImages"
             >> beam.ParDo(DecodeImage(ImageSettings.from_spec(src))).with_outputs(DEAD, main="rows")
+        )
+    if src.kind == "objects":
+        assert src.path is not None
+        return (
+            pipeline
+            | "MatchFiles" >> fileio.MatchFiles(src.path)
+            | "ReadMatches" >> fileio.ReadMatches()
+            | "ReadObjects"
+            >> beam.ParDo(ReadObject(src.options.get("data", True) is not False)).with_outputs(
+                DEAD, main="rows"
+            )
         )
     if src.kind == "pubsub":
         return (
@@ -212,6 +224,32 @@ class DecodeImage(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(uri, uri, f"{uri}: {exc}", "decode"))
             return
         yield uri, {"uri": uri, "width": width, "height": height, "image": pixels}
+
+
+class ReadObject(beam.DoFn):
+    """One matched file -> `(uri, {uri, content_type, size, updated, data})`, as the local
+    `objects` source gives it; a file that cannot be read becomes a dead letter (stage `read`)."""
+
+    def __init__(self, read_data: bool) -> None:
+        self.read_data = read_data
+        self.read = Metrics.counter(NAMESPACE, "rows_read")
+        self.dead = Metrics.counter(NAMESPACE, "rows_dead")
+
+    def process(self, readable: fileio.ReadableFile) -> Iterator[Any]:
+        from inferline.io.objects import object_row
+
+        uri = display_uri(readable.metadata.path)
+        self.read.inc()
+        seconds = readable.metadata.last_updated_in_seconds
+        updated = _dt.datetime.fromtimestamp(seconds, tz=_dt.timezone.utc) if seconds else None
+        try:
+            data = readable.read() if self.read_data else None
+        except OSError as exc:
+            self.dead.inc()
+            error = f"{uri}: cannot read file ({exc})".splitlines()[0]
+            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(uri, uri, error, "read"))
+            return
+        yield uri, object_row(uri, int(readable.metadata.size_in_bytes), updated, data)
 
 
 class ParseMessage(beam.DoFn):
@@ -384,6 +422,13 @@ class ParquetRows(_RowsSink):
             self._writer = None
 
 
+def _json_value(value: Any) -> Any:
+    # Bytes (an objects source's `data`) as base64, as the local engine's JSON and CSV sinks write them.
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return str(value)
+
+
 class JsonlRows(fileio.FileSink):
     """Newline-delimited JSON, one object per row."""
 
@@ -391,7 +436,7 @@ class JsonlRows(fileio.FileSink):
         self._fh = fh
 
     def write(self, record: Mapping[str, Any]) -> None:
-        self._fh.write(json.dumps(record, default=str, separators=(",", ":")).encode("utf-8") + b"\n")
+        self._fh.write(json.dumps(record, default=_json_value, separators=(",", ":")).encode("utf-8") + b"\n")
 
     def flush(self) -> None:
         self._fh.flush()
@@ -402,7 +447,11 @@ class CsvRows(_RowsSink):
 
     def write(self, record: Mapping[str, Any]) -> None:
         flat = {
-            k: json.dumps(v, separators=(",", ":")) if isinstance(v, (list, dict)) else v
+            k: json.dumps(v, default=_json_value, separators=(",", ":"))
+            if isinstance(v, (list, dict))
+            else _json_value(v)
+            if isinstance(v, bytes)
+            else v
             for k, v in record.items()
         }
         super().write(flat)

@@ -16,6 +16,7 @@ SOURCES: dict[str, str] = {
     "parquet": "inferline.io.files:ParquetSource",
     "table": "inferline.io.duckdb:TableSource",
     "images": "inferline.io.images:ImagesSource",
+    "objects": "inferline.io.objects:ObjectsSource",
     "topic": "inferline.io.topic_source:TopicSource",
 }
 

@@ -87,6 +87,20 @@ class ParquetSink(_FileSink):
             self._writer = None
 
 
+def binary_as_base64(con: duckdb.DuckDBPyConnection, batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Bytes columns (an objects source's `data`) as base64 text, for JSON and CSV files."""
+    binary = [f.name for f in batch.schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
+    if not binary or batch.num_rows == 0:
+        return batch
+    replace = ", ".join(f'to_base64("{name}") AS "{name}"' for name in binary)
+    con.register("_bytes", batch)
+    try:
+        table = con.sql(f"SELECT * REPLACE ({replace}) FROM _bytes").to_arrow_table()
+    finally:
+        con.unregister("_bytes")
+    return table.combine_chunks().to_batches()[0]
+
+
 class JsonlSink(_FileSink):
     """Newline-delimited JSON, one object per row (DuckDB's `to_json`, vectorised)."""
 
@@ -98,6 +112,7 @@ class JsonlSink(_FileSink):
         if batch.num_rows == 0:
             return
         assert self._handle is not None
+        batch = binary_as_base64(self._con, batch)
         self._con.register("_b", batch)
         try:
             ((lines,),) = self._con.execute(
@@ -126,6 +141,7 @@ class CsvSink(_FileSink):
         self.rows += batch.num_rows
 
     def _flatten(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        batch = binary_as_base64(self._con, batch)
         nested = [
             f.name
             for f in batch.schema

@@ -16,25 +16,7 @@ import duckdb
 
 from inferline.errors import MissingExtraError, SqlError
 from inferline.io.duckdb import quote
-
-CONTENT_TYPES: dict[str, str] = {
-    "png": "image/png",
-    "jpg": "image/jpeg",
-    "jpeg": "image/jpeg",
-    "gif": "image/gif",
-    "bmp": "image/bmp",
-    "webp": "image/webp",
-    "tif": "image/tiff",
-    "tiff": "image/tiff",
-    "csv": "text/csv",
-    "txt": "text/plain",
-    "json": "application/json",
-    "jsonl": "application/jsonl",
-    "parquet": "application/vnd.apache.parquet",
-    "pdf": "application/pdf",
-    "wav": "audio/wav",
-    "mp3": "audio/mpeg",
-}
+from inferline.io.objects import CONTENT_TYPES
 
 # Filesystems DuckDB reads itself; anything else goes through fsspec.
 _NATIVE = ("file",)
