@@ -47,6 +47,23 @@ def test_unknown_source_and_sink_kinds(project: Path, cli: CliRunner) -> None:
     assert "sink.kind" in line and "'oracle'" in line
 
 
+def test_beam_only_kinds_on_the_local_engine_say_where_they_run(project: Path, cli: CliRunner) -> None:
+    spec = _spec(project)
+    spec["source"] = {"kind": "pubsub", "topic": "projects/p/topics/iris"}
+    path = _write(spec)
+    assert _one_line_error(cli("run", path, check=False)) == (
+        f"error: {path}: source kind 'pubsub' runs under --runner beam (ReadFromPubSub); the local "
+        "engine reads streams from kind: topic (Redis Streams or the embedded queue)"
+    )
+    spec = _spec(project)
+    spec["sink"] = {"kind": "bigquery", "table": "p:d.t"}
+    path = _write(spec)
+    assert _one_line_error(cli("run", path, check=False)) == (
+        f"error: {path}: sink kind 'bigquery' runs under --runner beam (WriteToBigQuery); on the local "
+        "engine write kind: duckdb or parquet"
+    )
+
+
 def test_unknown_field_is_named(project: Path, cli: CliRunner) -> None:
     spec = _spec(project)
     spec["model"]["inptus"] = ["a"]

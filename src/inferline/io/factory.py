@@ -29,6 +29,14 @@ SINKS: dict[str, str] = {
 }
 
 
+# Kinds only Apache Beam's connectors provide, and which connector.
+BEAM_ONLY: dict[str, str] = {
+    "pubsub": "ReadFromPubSub",
+    "kafka": "ReadFromKafka",
+    "bigquery": "WriteToBigQuery",
+}
+
+
 def _load(target: str) -> Any:
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
@@ -37,6 +45,11 @@ def _load(target: str) -> Any:
 def make_source(spec: PipelineSpec, *, string_columns: list[str] | None = None) -> Source:
     """The source for `spec.source`, reading batches of `spec.batch.max_size` rows."""
     src = spec.source
+    if src.kind in BEAM_ONLY:
+        raise SpecError(
+            f"{spec.origin}: source kind {src.kind!r} runs under --runner beam ({BEAM_ONLY[src.kind]}); "
+            "the local engine reads streams from kind: topic (Redis Streams or the embedded queue)"
+        )
     if src.kind not in SOURCES:
         raise SpecError(f"{spec.origin}: source kind {src.kind!r} is not available in this build")
     cls = _load(SOURCES[src.kind])
@@ -59,6 +72,11 @@ def make_sink(sink: SinkSpec, *, origin: str = "<spec>") -> Sink:
         from inferline.io.split import SplitSink
 
         return SplitSink(sink, origin=origin)
+    if sink.kind in BEAM_ONLY:
+        raise SpecError(
+            f"{origin}: sink kind {sink.kind!r} runs under --runner beam ({BEAM_ONLY[sink.kind]}); "
+            "on the local engine write kind: duckdb or parquet"
+        )
     if sink.kind not in SINKS:
         raise SpecError(f"{origin}: sink kind {sink.kind!r} is not available in this build")
     cls = _load(SINKS[sink.kind])
