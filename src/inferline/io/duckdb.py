@@ -153,7 +153,8 @@ def _dedupe_last(batch: pa.RecordBatch, key: str) -> pa.RecordBatch:
         "__i__", pa.array(range(batch.num_rows), type=pa.int64())
     )
     last = table.group_by(key).aggregate([("__i__", "max")]).column("__i___max")
-    taken = table.take(pc.sort_indices(last)).drop_columns(["__i__"])
+    # The row numbers themselves, in order (not the order of the groups).
+    taken = table.take(pc.take(last, pc.sort_indices(last))).drop_columns(["__i__"])
     return taken.combine_chunks().to_batches()[0]
 
 
