@@ -1,7 +1,7 @@
 """DuckDB sink: the upsert writer vs a plain INSERT into a table without a key, same batches.
 
-    python bench/duckdb_sink.py            # 250 batches x 4,096 rows (1,024,000 rows), best of 3
-    python bench/duckdb_sink.py --smoke    # 20 batches, once: checks the benchmark runs
+    python bench/duckdb_sink.py            # 250 x 4,096 rows, a 4M-row table; best of 3
+    python bench/duckdb_sink.py --smoke    # 20 batches, a 100k-row table, once: checks it runs
 
 Every writer gets the same Arrow batches of iris-like results and commits after each batch,
 as the local engine does (streams must commit before they ack). Two result shapes: `labels`
@@ -15,12 +15,17 @@ scores, what ONNX classifiers give). Writers, each into its own new file:
 
 Each upsert writer runs twice over the same file: `first run` (every key new) and `re-run`
 (every key already there: each row is replaced). Ratios are against the baseline's time.
+
+Then the two upsert writers write 10 batches into a copy of a big existing table
+(`--table-rows`, as a long-running stream leaves it): batches of new keys (a stream going on)
+and of keys the table holds (a re-run).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -38,11 +43,12 @@ sys.path.insert(0, str(ROOT / "src"))
 from inferline.io.duckdb import DuckDBSink, _dedupe_last, quote  # noqa: E402
 
 
-def make_batches(count: int, rows: int, *, scores: bool) -> list[pa.RecordBatch]:
+def make_batches(count: int, rows: int, *, scores: bool, first: int = 0) -> list[pa.RecordBatch]:
+    """`count` batches of results for keys `first`, `first + 1`, ..."""
     rng = np.random.default_rng(0)
     batches = []
     for b in range(count):
-        start = b * rows
+        start = first + b * rows
         columns: dict[str, pa.Array] = {
             "key": pa.array([f"data/iris.csv#{i}" for i in range(start, start + rows)]),
         }
@@ -176,6 +182,57 @@ def bench_shape(tmp: Path, shape: str, batches: list[pa.RecordBatch], repeat: in
         print(f"DuckDBSink {run} speed-up over before: {speedup:.2f}x")
 
 
+def big_table(path: Path, rows: int, *, scores: bool) -> None:
+    """A table of `rows` results with the sink's layout, as a long-running stream leaves it."""
+    sink = DuckDBSink(str(path), "results")
+    sink.open()
+    sink.write(make_batches(1, 1, scores=scores)[0])
+    sink.commit()
+    sink.close()
+    score = ", [0.1, 0.2, 0.7]::FLOAT[]" if scores else ""
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            f"INSERT OR REPLACE INTO results SELECT 'data/iris.csv#' || i, 5.1, 3.5, 1.4, 0.2, 0{score}, "
+            f"'iris/1' FROM range({rows}) t(i)"
+        )
+
+
+def timed_on_copy(
+    base: Path, make: Callable[[str], DuckDBSink | BeforeSink], batches: list[pa.RecordBatch]
+) -> float:
+    copy = base.with_name(f"copy-{base.name}")
+    shutil.copyfile(base, copy)
+    seconds = timed_sink(lambda: make(str(copy)), batches)
+    copy.unlink()
+    return seconds
+
+
+def bench_big_table(tmp: Path, shape: str, table_rows: int, count: int, rows: int, repeat: int) -> None:
+    base = tmp / f"{shape}-big.duckdb"
+    big_table(base, table_rows, scores=shape == "scores")
+    cases = {
+        "new keys": make_batches(count, rows, scores=shape == "scores", first=table_rows),
+        "known keys": make_batches(count, rows, scores=shape == "scores"),
+    }
+    best: dict[tuple[str, str], float] = {}
+    for _ in range(repeat):
+        for case, batches in cases.items():
+            for writer, make in (
+                ("upsert before", lambda p: BeforeSink(p, "results")),
+                ("DuckDBSink", lambda p: DuckDBSink(p, "results")),
+            ):
+                seconds = timed_on_copy(base, make, batches)
+                best[case, writer] = min(seconds, best.get((case, writer), seconds))
+    print(
+        f"\n{shape}: {count} batches x {rows:,} rows into a table of {table_rows:,} rows, "
+        f"commit per batch, best of {repeat}"
+    )
+    print(f"{'batches of':<12} {'upsert before ms/batch':>23} {'DuckDBSink ms/batch':>20} {'speed-up':>9}")
+    for case in cases:
+        before, after = best[case, "upsert before"], best[case, "DuckDBSink"]
+        print(f"{case:<12} {1000 * before / count:23.1f} {1000 * after / count:20.1f} {before / after:8.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -183,6 +240,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=250)
     parser.add_argument("--rows", type=int, default=4096, help="rows per batch")
     parser.add_argument("--shape", choices=["labels", "scores", "both"], default="both")
+    parser.add_argument("--table-rows", type=int, default=4_000_000, help="rows of the big existing table")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the best time of each writer counts")
     parser.add_argument("--smoke", action="store_true", help="20 batches, one round")
     args = parser.parse_args()
@@ -193,6 +251,9 @@ def main() -> None:
         for shape in shapes:
             batches = make_batches(count, args.rows, scores=shape == "scores")
             bench_shape(Path(tmp), shape, batches, repeat)
+        table_rows = 100_000 if args.smoke else args.table_rows
+        for shape in shapes:
+            bench_big_table(Path(tmp), shape, table_rows, 10, args.rows, repeat)
 
 
 if __name__ == "__main__":
