@@ -42,8 +42,8 @@ class DuckDBSink:
         self._names = ""
         self._unique_key = False  # the table has a PRIMARY KEY/UNIQUE on exactly `key`
         self._replace_by_delete = False
-        self._rejections = 0  # the last run of batches _insert_new had rejected, doubled
-        self._skip_inserts = 0
+        self._backoff = 0  # batches upserted without trying _insert_new after its last refusal
+        self._skip_inserts = 0  # of those, still to come
 
     def describe(self) -> str:
         return f"{self.path} table {self.table}"
@@ -120,10 +120,10 @@ class DuckDBSink:
         columns = self._create(incoming) if self._columns is None else self._check_compatible(incoming)
         self._names = ", ".join(quote(n) for n in incoming)
         self._checked = batch.schema
-        # INSERT OR REPLACE rewrites a row holding a list as a delete plus an insert, one row at
-        # a time, at ~2x the cost of an explicit DELETE + INSERT (bench/duckdb_sink.py); other
-        # rows it updates in place, much faster. The explicit form is the same upsert only
-        # when the batch writes every column of the table.
+        # Replacing known keys: INSERT OR REPLACE updates rows of plain columns in place, far
+        # faster than DELETE + INSERT, but with a LIST/ARRAY/MAP column it measured ~2x slower
+        # than an explicit DELETE + INSERT (bench/duckdb_sink.py). That is the same upsert only
+        # when the batch writes every column (OR REPLACE leaves the others as they were).
         nested = any("[" in dtype or dtype.startswith("MAP") for dtype in columns.values())
         self._replace_by_delete = nested and set(incoming) == set(columns)
 
@@ -149,10 +149,10 @@ class DuckDBSink:
             # A failed statement aborts the transaction, which held this batch only.
             con.execute("ROLLBACK")
             self._in_transaction = False
-            self._rejections = min(2 * self._rejections or 1, 64)
-            self._skip_inserts = self._rejections
+            self._backoff = min(2 * self._backoff or 1, 64)
+            self._skip_inserts = self._backoff
             return False
-        self._rejections = 0
+        self._backoff = 0
         return True
 
     def _create(self, incoming: dict[str, str]) -> dict[str, str]:
