@@ -23,6 +23,7 @@ import numpy as np
 from inferline.errors import InputError, MissingExtraError
 
 try:
+    from apache_beam import PTransform as _beam_ptransform
     from apache_beam.ml.inference import base as _beam_base
 except ImportError as _exc:  # pragma: no cover - exercised without apache-beam installed
     raise MissingExtraError("apache_beam", "beam") from _exc
@@ -33,7 +34,7 @@ from inferline.pipeline import BatchSpec, ModelSpec
 if TYPE_CHECKING:
     from apache_beam.ml.inference.base import PredictionResult
 
-__all__ = ["ModelHandler", "row_features"]
+__all__ = ["ModelHandler", "RunSpec", "row_features"]
 
 
 class ModelHandler(_beam_base.ModelHandler[Any, Any, LoadedModel]):
@@ -187,6 +188,36 @@ class ModelHandler(_beam_base.ModelHandler[Any, Any, LoadedModel]):
                 "expected the same number of features in every row (images: set source.resize)"
             )
         return np.stack(vectors)
+
+
+class RunSpec(_beam_ptransform[Any, Any]):
+    """A whole inferline pipeline spec's processing as one Beam transform, for your own pipelines.
+
+    Input: `(key, row dict)` elements; output: a dict of PCollections, `"results"` (result rows
+    as `inferline run` writes them: key, kept columns, prediction, scores, model_id, hook and
+    label columns, `output:` mapping) and `"dead"` (dead-letter rows), plus one per side of a
+    `split:` sink. The spec's source and sink are not used: you bring the rows and write the
+    results. `spec` is a path to a YAML spec, or a parsed `PipelineSpec`.
+
+    Example:
+        >>> outputs = rows | RunSpec("pipeline.yaml")  # doctest: +SKIP
+        >>> outputs["results"] | beam.io.WriteToText("out")  # doctest: +SKIP
+    """
+
+    def __init__(self, spec: Any, *, streaming: bool = False) -> None:
+        super().__init__()
+        from inferline.pipeline import PipelineSpec, load_spec
+
+        self.spec = spec if isinstance(spec, PipelineSpec) else load_spec(str(spec))
+        self.streaming = streaming
+
+    def expand(self, rows: Any) -> dict[str, Any]:
+        from inferline.engine.beam import process_rows
+        from inferline.engine.process import BatchProcessor
+
+        BatchProcessor.from_spec(self.spec)  # bad steps, hooks or label files fail at build time
+        outputs = process_rows(rows, self.spec, streaming=self.streaming)
+        return {"results": outputs.results, "dead": outputs.dead, **outputs.sides}
 
 
 def row_features(row: Mapping[str, Any], inputs: Sequence[str]) -> np.ndarray:

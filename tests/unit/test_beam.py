@@ -149,3 +149,41 @@ def test_a_store_model_loads_its_current_version_and_inputs(models: Path, tmp_pa
 def test_a_handler_without_a_model_is_refused() -> None:
     with pytest.raises(InputError, match="ModelHandler needs a model file or glob, or store= and name="):
         ModelHandler(store="model_store")
+
+
+def test_run_spec_brings_a_whole_spec_into_your_own_pipeline(models: Path, tmp_path: Path) -> None:
+    # A step, the model and a label map, from a YAML spec, on rows this pipeline makes itself.
+    import yaml
+
+    from inferline.beam import RunSpec
+
+    (tmp_path / "labels.txt").write_text("setosa\nversicolor\nvirginica\n")
+    spec = {
+        "name": "mine",
+        "source": {"kind": "csv", "path": "unused.csv"},
+        "steps": [{"sql": "SELECT * FROM input WHERE petal_length > 1.5"}],
+        "model": {
+            "name": "iris",
+            "uri": str(models / "iris-1.joblib"),
+            "inputs": FEATURES,
+            "labels": str(tmp_path / "labels.txt"),
+        },
+        "keep": ["id"],
+        "sink": {"kind": "parquet", "path": "unused.parquet"},
+    }
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(spec))
+    svc = joblib.load(models / "iris-1.joblib")
+    data = load_iris().data
+    rows = [
+        (f"k{i}", {"id": i, **dict(zip(FEATURES, map(float, data[i]), strict=True))})
+        for i in range(0, 150, 7)
+    ]
+    kept = [(k, r) for k, r in rows if r["petal_length"] > 1.5]
+    names = ["setosa", "versicolor", "virginica"]
+    labels = svc.predict(np.array([[r[f] for f in FEATURES] for _, r in kept])).tolist()
+    expected = [(k, r["id"], p, names[p]) for (k, r), p in zip(kept, labels, strict=True)]
+    with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as pipeline:
+        out = pipeline | beam.Create(rows) | RunSpec(str(tmp_path / "mine.yaml"))
+        got = out["results"] | beam.Map(lambda r: (r["key"], r["id"], r["prediction"], r["label"]))
+        assert_that(got, equal_to(expected), label="results")
+        assert_that(out["dead"], equal_to([]), label="dead")
