@@ -60,10 +60,14 @@ class ProgressDisplay:
 
 def print_summary(console: Console, summary: RunSummary) -> None:
     """The end-of-run summary: counts, speed, model versions, where output went."""
+    done = "predicted" if summary.with_model else "written"
+    # Rows that are neither written nor dead-lettered were filtered out by `steps:`.
+    filtered = summary.rows_read - summary.rows_predicted - summary.rows_dead
     console.print(
-        f"{summary.pipeline}: {summary.rows_read:,} rows read, {summary.rows_predicted:,} predicted, "
-        f"{summary.rows_dead:,} dead-lettered in {summary.seconds:.2f} s "
-        f"({summary.rows_per_second:,.0f} rows/s)",
+        f"{summary.pipeline}: {summary.rows_read:,} rows read, {summary.rows_predicted:,} {done}, "
+        f"{summary.rows_dead:,} dead-lettered"
+        + (f", {filtered:,} filtered out by steps" if filtered > 0 else "")
+        + f" in {summary.seconds:.2f} s ({summary.rows_per_second:,.0f} rows/s)",
         markup=False,
     )
     if summary.model_ids:

@@ -448,6 +448,7 @@ def run_beam(spec: PipelineSpec, beam_args: Sequence[str] = (), *, limit: int | 
         model_ids=model_ids,
         output=spec.sink.describe(),
         dead_letter=dead_sink.describe() if dead_sink is not None and counters.get("rows_dead") else None,
+        with_model=bool(spec.all_models),
     )
 
 

@@ -69,6 +69,8 @@ class RunSummary:
     # Streams: end-to-end latency, publish -> committed, over the run.
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
+    # False for pure data preparation (no model): result rows are "written", not "predicted".
+    with_model: bool = True
 
     @property
     def rows_per_second(self) -> float:
@@ -304,6 +306,7 @@ class LocalEngine:
             model_errors=list(self.stats.model_errors),
             latency_p50_ms=p50,
             latency_p99_ms=p99,
+            with_model=bool(self.spec.all_models),
         )
 
     # --- stream stats -----------------------------------------------------------------
