@@ -17,14 +17,14 @@ from sqlglot import exp
 from sqlglot.tokenizer_core import Token, TokenType
 
 from inferline.errors import InferlineError, SqlError
-from inferline.sql import batching, objects
+from inferline.sql import batching, evaluate, objects
 from inferline.sql.catalog import MODEL_TYPES, CatalogModel, drop_model, put_model
 from inferline.sql.mlpredict import predict_subquery
 from inferline.sql.resolver import ModelResolver
 
-SUPPORTED_ML = ("PREDICT", "DECODE_IMAGE")
+SUPPORTED_ML = ("PREDICT", "EVALUATE", "DECODE_IMAGE")
 # model_class / model_params (JSON) are inferline's: a PyTorch state_dict needs its class.
-MODEL_OPTIONS = ("model_type", "model_path", "model_class", "model_params")
+MODEL_OPTIONS = ("model_type", "model_path", "model_class", "model_params", "input_label_cols")
 REMOTE_OPTIONS = ("endpoint", "auth_env")
 TABLE_OPTIONS = ("uris", "object_metadata", "format", "max_staleness", "metadata_cache_mode")
 
@@ -86,13 +86,14 @@ def translate(text: str, session: Session) -> list[str]:
         name = _ml_call(tokens, i)
         if name is not None and name not in SUPPORTED_ML:
             raise SqlError(
-                f"ML.{name} is not supported; inferline runs ML.PREDICT and ML.DECODE_IMAGE "
-                "(train and evaluate models in Python, then CREATE MODEL to import them)"
+                f"ML.{name} is not supported; inferline runs ML.PREDICT, ML.EVALUATE and "
+                "ML.DECODE_IMAGE (train models in Python, then CREATE MODEL to import them)"
             )
     if head[:2] in (["ALTER", "MODEL"],) or words[:1] == ["EXPORT"]:
         raise SqlError(f"{words[0]} MODEL is not supported; use CREATE OR REPLACE MODEL to change a model")
     if head[:2] == ["CREATE", "EXTERNAL"]:
         text = _strip_connection(text, tokens)
+    text = evaluate.mark(text)
     try:
         tree = sqlglot.parse_one(text, read="bigquery")
     except sqlglot.errors.ParseError as exc:
@@ -206,6 +207,9 @@ def create_model(create: exp.Create, session: Session) -> None:
         ) from None
     if not isinstance(params, dict):
         raise SqlError(f"{where}: model_params must be a JSON object string, e.g. '{{\"width\": 16}}'")
+    labels = options.get("input_label_cols", [])
+    if not isinstance(labels, list) or not all(isinstance(c, str) for c in labels):
+        raise SqlError(f"{where}: input_label_cols must be a list of column names, e.g. ['species']")
     entry = CatalogModel(
         name=name,
         framework=MODEL_TYPES[model_type],
@@ -214,6 +218,7 @@ def create_model(create: exp.Create, session: Session) -> None:
         outputs=outputs,
         model_class=str(options["model_class"]) if "model_class" in options else None,
         model_params=params,
+        label_columns=labels,
     )
     put_model(session.con, entry, replace=bool(create.args.get("replace")))
     session.resolver.forget(name)
@@ -303,6 +308,9 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
         where = f"ML.PREDICT(MODEL {model})"
         if any(isinstance(n, exp.Predict) for n in node.expression.find_all(exp.Predict) if n is not node):
             raise SqlError(f"{where}: nested ML.PREDICT is not supported; use a CTE or a table")
+        evaluating = evaluate.is_marked(node)
+        if evaluating:
+            where = f"ML.EVALUATE(MODEL {model})"
         if node.args.get("params_struct") is not None:
             raise SqlError(f"{where}: the STRUCT(...) options argument is not supported")
         source = node.expression
@@ -319,9 +327,20 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
         loaded = session.resolver.get(model)
         ctes_sql = _visible_ctes(tree, node)
         placeholder = f"__inferline_ml_predict_slot_{i}"
-        replacements[placeholder] = predict_subquery(
-            session.con, loaded, model, inner_sql, ctes_sql, session.errors, batched_sql=batched_sql
+        label = _label_column(session, model) if evaluating else None
+        subquery, outputs = predict_subquery(
+            session.con,
+            loaded,
+            model,
+            inner_sql,
+            ctes_sql,
+            session.errors,
+            batched_sql=batched_sql,
+            exclude=(label,) if label else (),
         )
+        if label is not None:
+            subquery = _evaluation(session, loaded, subquery, ctes_sql, label, outputs, where, inner_sql)
+        replacements[placeholder] = subquery
         holder = node.parent if isinstance(node.parent, exp.Table) else node
         alias = holder.args.get("alias") if holder is not node else None
         holder.replace(exp.Table(this=exp.to_identifier(placeholder), alias=alias))
@@ -333,6 +352,44 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
     for placeholder, subquery in replacements.items():
         sql = sql.replace(placeholder, subquery)
     return sql
+
+
+def _label_column(session: Session, model: str) -> str:
+    entry = session.resolver.entry(model)
+    labels = entry.label_columns if entry is not None else []
+    return labels[0] if labels else evaluate.DEFAULT_LABEL
+
+
+def _evaluation(
+    session: Session,
+    loaded: Any,
+    subquery: str,
+    ctes_sql: str,
+    label: str,
+    outputs: list[str],
+    where: str,
+    inner_sql: str,
+) -> str:
+    """ML.EVALUATE: the metrics over the predicted rows, as a one-row subquery."""
+    columns = list(session.con.sql(f"{ctes_sql} SELECT * FROM ({inner_sql}) LIMIT 0").columns)
+    if label not in columns:
+        raise SqlError(
+            f"{where}: the input has no label column {label!r} (columns: {', '.join(columns)}); "
+            "select the true values AS label, or CREATE MODEL ... OPTIONS(input_label_cols=['name'])"
+        )
+    model = getattr(loaded, "model", None)
+    classes = getattr(model, "classes_", None)
+    classifier = classes is not None or len(outputs) > 1
+    metrics = evaluate.evaluate(
+        session.con,
+        f"({ctes_sql} SELECT * FROM {subquery})",
+        label,
+        outputs,
+        list(classes) if classes is not None else None,
+        classifier=classifier,
+        where=where,
+    )
+    return evaluate.result_row(metrics)
 
 
 def _visible_ctes(tree: exp.Expr, node: exp.Expr) -> str:

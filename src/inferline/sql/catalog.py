@@ -39,6 +39,8 @@ class CatalogModel:
     outputs: list[str] = field(default_factory=list)
     model_class: str | None = None
     model_params: dict[str, Any] = field(default_factory=dict)
+    # ML.EVALUATE's true-value column (BigQuery's input_label_cols); default `label`.
+    label_columns: list[str] = field(default_factory=list)
 
 
 def _exists(con: duckdb.DuckDBPyConnection) -> bool:
@@ -70,6 +72,7 @@ def get_model(con: duckdb.DuckDBPyConnection, name: str) -> CatalogModel | None:
         outputs=json.loads(outputs),
         model_class=extra.get("model_class"),
         model_params=extra.get("model_params", {}),
+        label_columns=extra.get("input_label_cols", []),
     )
 
 
@@ -93,7 +96,13 @@ def put_model(con: duckdb.DuckDBPyConnection, model: CatalogModel, *, replace: b
             model.path,
             json.dumps(model.inputs),
             json.dumps(model.outputs),
-            json.dumps({"model_class": model.model_class, "model_params": model.model_params}),
+            json.dumps(
+                {
+                    "model_class": model.model_class,
+                    "model_params": model.model_params,
+                    "input_label_cols": model.label_columns,
+                }
+            ),
         ],
     )
     return True

@@ -215,11 +215,14 @@ def predict_subquery(
     errors: list[InferlineError],
     *,
     batched_sql: str | None = None,
-) -> str:
-    """Register the UDF for one ML.PREDICT and return the DuckDB subquery replacing it.
+    exclude: tuple[str, ...] = (),
+) -> tuple[str, list[str]]:
+    """Register the UDF for one ML.PREDICT; the DuckDB subquery replacing it, and the names of
+    the model's output columns in it.
 
     The first rows of `inner_sql` are probed for the output types; the returned subquery reads
-    `batched_sql` when given (the same rows, with object tables read in full chunks).
+    `batched_sql` when given (the same rows, with object tables read in full chunks). Columns
+    in `exclude` (ML.EVALUATE's label) pass through but are never model inputs.
     """
     where = f"ML.PREDICT(MODEL {model_name})"
     probe_sql = f"{ctes_sql} SELECT * FROM ({inner_sql}) AS __inferline_in LIMIT {PROBE_ROWS}"
@@ -230,7 +233,8 @@ def predict_subquery(
         sample = probe.to_arrow_table()
     except duckdb.Error as exc:
         raise SqlError(f"{where}: the input subquery fails: {str(exc).splitlines()[0]}") from None
-    inputs = choose_inputs(columns, types, loaded, where)
+    candidates = [(c, t) for c, t in zip(columns, types, strict=True) if c not in exclude]
+    inputs = choose_inputs([c for c, _ in candidates], [t for _, t in candidates], loaded, where)
     prediction = _probe_prediction(sample, inputs, loaded, where)
     outputs = outputs_of(loaded, prediction)
     clash = [o.name for o in outputs if o.name in columns]
@@ -255,10 +259,11 @@ def predict_subquery(
     except duckdb.NotImplementedException:
         pass  # already registered by an earlier statement: same model, inputs and outputs
     packed = "{" + ", ".join(f"'{c.replace(chr(39), chr(39) * 2)}': {identifier(c)}" for c in inputs) + "}"
-    return (
+    subquery = (
         f"(SELECT __inferline_out.*, * EXCLUDE (__inferline_out) FROM "
         f"(SELECT *, {udf}({packed}) AS __inferline_out FROM ({batched_sql or inner_sql}) AS __inferline_in))"
     )
+    return subquery, [o.name for o in outputs]
 
 
 def _probe_prediction(

@@ -94,7 +94,7 @@ def test_create_model_replace_and_drop(con: SqlConnection, iris_example: Path) -
 @pytest.mark.parametrize(
     ("statement", "message"),
     [
-        ("SELECT * FROM ML.EVALUATE(MODEL ds.iris, (SELECT 1))", r"ML.EVALUATE is not supported"),
+        ("SELECT * FROM ML.TRAINING_INFO(MODEL ds.iris)", r"ML.TRAINING_INFO is not supported"),
         (
             "SELECT * FROM ML.EXPLAIN_PREDICT(MODEL ds.iris, (SELECT 1))",
             r"ML.EXPLAIN_PREDICT is not supported",

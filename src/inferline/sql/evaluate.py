@@ -1,0 +1,215 @@
+"""`ML.EVALUATE(MODEL m, (SELECT ...))`: BigQuery ML's evaluation metrics for an imported model.
+
+The input holds the features and the true value in the column named by the model's
+`input_label_cols` option (`CREATE MODEL ... OPTIONS(input_label_cols=['species'])`), else
+`label`. The model predicts the rows as ML.PREDICT would (the label column is not an input),
+and the statement gets one row of BigQuery's metrics:
+
+- classifiers (the model has classes or scores): `precision`, `recall`, `f1_score` (macro
+  averages over the classes that occur as truth), `accuracy`, `log_loss` and `roc_auc`
+  (one-vs-rest, macro; NULL when the model gives no probabilities);
+- regressors: `mean_absolute_error`, `mean_squared_error`, `mean_squared_log_error` (NULL with
+  negative values), `median_absolute_error`, `r2_score`, `explained_variance`.
+
+sqlglot does not parse ML.EVALUATE, so `mark()` rewrites each call to ML.PREDICT with a marker
+STRUCT as its options argument; the translation spots the marker and evaluates instead.
+
+Example:
+    >>> mark("SELECT * FROM ML.EVALUATE(MODEL ds.iris, TABLE flowers)")
+    'SELECT * FROM ML.PREDICT(MODEL ds.iris, TABLE flowers, STRUCT(TRUE AS __inferline_evaluate))'
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import duckdb
+import numpy as np
+import sqlglot
+from sqlglot import exp
+from sqlglot.tokenizer_core import TokenType
+
+from inferline.errors import SqlError
+from inferline.report.metrics import Confusion
+
+MARKER = "__inferline_evaluate"
+DEFAULT_LABEL = "label"
+CLASSIFIER_METRICS = ("precision", "recall", "accuracy", "f1_score", "log_loss", "roc_auc")
+REGRESSOR_METRICS = (
+    "mean_absolute_error",
+    "mean_squared_error",
+    "mean_squared_log_error",
+    "median_absolute_error",
+    "r2_score",
+    "explained_variance",
+)
+
+
+def mark(text: str) -> str:
+    """Each `ML.EVALUATE(MODEL m, input)` -> `ML.PREDICT(MODEL m, input, STRUCT(TRUE AS marker))`."""
+    tokens = list(sqlglot.tokenize(text, read="bigquery"))
+    edits: list[tuple[int, int, str]] = []
+    for i in range(len(tokens) - 3):
+        ml, dot, name, paren = tokens[i : i + 4]
+        if not (
+            ml.text.upper() == "ML"
+            and dot.token_type == TokenType.DOT
+            and name.text.upper() == "EVALUATE"
+            and paren.token_type == TokenType.L_PAREN
+        ):
+            continue
+        depth, commas, close = 0, 0, None
+        for token in tokens[i + 3 :]:
+            if token.token_type == TokenType.L_PAREN:
+                depth += 1
+            elif token.token_type == TokenType.R_PAREN:
+                depth -= 1
+                if depth == 0:
+                    close = token
+                    break
+            elif token.token_type == TokenType.COMMA and depth == 1:
+                commas += 1
+        if close is None:
+            raise SqlError("ML.EVALUATE: missing closing parenthesis")
+        if commas != 1:
+            raise SqlError(
+                "ML.EVALUATE takes MODEL name and one input, (SELECT ...) or TABLE name; "
+                "options such as STRUCT(0.5 AS threshold) are not supported"
+            )
+        edits.append((name.start, name.end + 1, "PREDICT"))
+        edits.append((close.start, close.start, f", STRUCT(TRUE AS {MARKER})"))
+    for start, end, replacement in sorted(edits, reverse=True):
+        text = text[:start] + replacement + text[end:]
+    return text
+
+
+def is_marked(node: exp.Expr) -> bool:
+    """Whether an ML.PREDICT node came from ML.EVALUATE (and drop the marker if so)."""
+    params = node.args.get("params_struct")
+    if params is None or MARKER not in params.sql("duckdb"):
+        return False
+    node.set("params_struct", None)
+    return True
+
+
+def evaluate(
+    con: duckdb.DuckDBPyConnection,
+    predicted_sql: str,
+    label: str,
+    outputs: list[str],
+    classes: list[Any] | None,
+    *,
+    classifier: bool,
+    where: str,
+) -> dict[str, float | None]:
+    """Run the ML.PREDICT subquery and compute the metrics over its rows."""
+    quoted = ", ".join(_identifier(c) for c in [label, *outputs])
+    try:
+        table = con.sql(f"SELECT {quoted} FROM {predicted_sql}").to_arrow_table()
+    except duckdb.Error as exc:
+        raise SqlError(f"{where}: {str(exc).splitlines()[0]}") from None
+    truth = table.column(label).to_pylist()
+    predicted = table.column(outputs[0]).to_pylist()
+    keep = [
+        i for i, (t, p) in enumerate(zip(truth, predicted, strict=True)) if t is not None and p is not None
+    ]
+    if not keep:
+        raise SqlError(f"{where}: no rows with both a {label} value and a prediction to evaluate")
+    truth = [truth[i] for i in keep]
+    predicted = [predicted[i] for i in keep]
+    if not classifier:
+        try:
+            return regression_metrics(
+                np.asarray(truth, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+            )
+        except (TypeError, ValueError):
+            raise SqlError(f"{where}: column {label} must hold numbers for a regression model") from None
+    scores = None
+    if len(outputs) > 1:
+        rows = table.column(outputs[1]).to_pylist()
+        scores = np.asarray([rows[i] for i in keep], dtype=np.float64)
+    return classification_metrics(truth, predicted, scores, classes)
+
+
+def classification_metrics(
+    truth: list[Any], predicted: list[Any], scores: np.ndarray | None, classes: list[Any] | None
+) -> dict[str, float | None]:
+    counts: dict[tuple[object, object], int] = {}
+    for pair in zip(truth, predicted, strict=True):
+        counts[pair] = counts.get(pair, 0) + 1
+    confusion = Confusion.from_pairs(counts)
+    precision, recall, f1 = confusion.macro()
+    metrics: dict[str, float | None] = {
+        "precision": precision,
+        "recall": recall,
+        "accuracy": confusion.accuracy,
+        "f1_score": f1,
+        "log_loss": None,
+        "roc_auc": None,
+    }
+    if scores is None or scores.ndim != 2:
+        return metrics
+    order = classes if classes is not None else list(range(scores.shape[1]))
+    index = {_class_key(c): i for i, c in enumerate(order)}
+    columns = [index.get(_class_key(t)) for t in truth]
+    if len(order) != scores.shape[1] or any(c is None for c in columns):
+        return metrics  # the scores' columns cannot be matched to the labels
+    rows = np.arange(len(truth))
+    chosen = scores[rows, np.asarray(columns, dtype=np.int64)]
+    metrics["log_loss"] = float(-np.mean(np.log(np.clip(chosen, 1e-15, 1.0))))
+    aucs = [_auc(np.asarray(columns) == k, scores[:, k]) for k in range(scores.shape[1])]
+    present = [a for a in aucs if a is not None]
+    metrics["roc_auc"] = float(np.mean(present)) if present else None
+    return metrics
+
+
+def regression_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]:
+    error = truth - predicted
+    variance = float(np.var(truth))
+    log_error = None
+    if (truth >= 0).all() and (predicted >= 0).all():
+        log_error = float(np.mean((np.log1p(truth) - np.log1p(predicted)) ** 2))
+    return {
+        "mean_absolute_error": float(np.mean(np.abs(error))),
+        "mean_squared_error": float(np.mean(error**2)),
+        "mean_squared_log_error": log_error,
+        "median_absolute_error": float(np.median(np.abs(error))),
+        "r2_score": 1.0 - float(np.mean(error**2)) / variance if variance else None,
+        "explained_variance": 1.0 - float(np.var(error)) / variance if variance else None,
+    }
+
+
+def result_row(metrics: dict[str, float | None]) -> str:
+    """One-row DuckDB subquery holding the metrics as DOUBLE columns."""
+    values = ", ".join(
+        f"{'NULL' if v is None or not math.isfinite(v) else repr(float(v))}::DOUBLE AS {_identifier(k)}"
+        for k, v in metrics.items()
+    )
+    return f"(SELECT {values})"
+
+
+def _auc(positive: np.ndarray, score: np.ndarray) -> float | None:
+    # Mann-Whitney U with average ranks for ties.
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(score, kind="mergesort")
+    ordered = score[order]
+    starts = np.concatenate(([True], ordered[1:] != ordered[:-1]))
+    first = np.flatnonzero(starts)
+    sizes = np.diff(np.append(first, len(score)))
+    ranks = np.empty(len(score), dtype=np.float64)
+    ranks[order] = (first + (sizes + 1) / 2.0)[np.cumsum(starts) - 1]
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _class_key(value: Any) -> str:
+    from inferline.report.metrics import class_name
+
+    return class_name(value)
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -1,0 +1,128 @@
+"""ML.EVALUATE: BigQuery ML's metrics for imported classifiers and regressors, checked against
+scikit-learn's own metric functions on the same predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pytest
+from sklearn import metrics
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LinearRegression, LogisticRegression
+
+from inferline.errors import SqlError
+from inferline.sql import SqlConnection
+
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+def _one_row(con: SqlConnection, query: str) -> dict[str, Any]:
+    table = con.fetch(con.run_script(query))
+    assert table is not None and table.num_rows == 1
+    return dict(table.to_pylist()[0])
+
+
+@pytest.fixture
+def weak_classifier(tmp_path: Path) -> Path:
+    """A logistic regression on two features: wrong often enough for every metric to matter."""
+    iris = load_iris()
+    model = LogisticRegression(max_iter=300).fit(iris.data[:, :2], iris.target)
+    path = tmp_path / "weak-1.joblib"
+    joblib.dump(model, path)
+    return path
+
+
+def test_classifier_metrics_match_scikit_learn(con: SqlConnection, weak_classifier: Path) -> None:
+    con.run_script(
+        f"CREATE MODEL ds.weak INPUT(sepal_length FLOAT64, sepal_width FLOAT64) "
+        f"OPTIONS(model_type='sklearn', model_path='{weak_classifier}', input_label_cols=['species'])"
+    )
+    got = _one_row(
+        con,
+        "SELECT * FROM ML.EVALUATE(MODEL ds.weak, "
+        "(SELECT sepal_length, sepal_width, target AS species FROM flowers))",
+    )
+    model = joblib.load(weak_classifier)
+    iris = load_iris()
+    predicted = model.predict(iris.data[:, :2])
+    probabilities = model.predict_proba(iris.data[:, :2])
+    truth = iris.target
+    assert list(got) == ["precision", "recall", "accuracy", "f1_score", "log_loss", "roc_auc"]
+    expected = {
+        "precision": metrics.precision_score(truth, predicted, average="macro", zero_division=0),
+        "recall": metrics.recall_score(truth, predicted, average="macro"),
+        "accuracy": metrics.accuracy_score(truth, predicted),
+        "f1_score": metrics.f1_score(truth, predicted, average="macro"),
+        "log_loss": metrics.log_loss(truth, probabilities),
+        "roc_auc": metrics.roc_auc_score(truth, probabilities, multi_class="ovr", average="macro"),
+    }
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert 0.6 < got["accuracy"] < 0.95  # a weak model: the metrics are not trivially 1
+
+
+def test_the_default_label_column_and_a_table_input(con: SqlConnection, iris_model: Any) -> None:
+    con.run_script(f"CREATE TABLE labelled AS SELECT {', '.join(FEATURES)}, target AS label FROM flowers")
+    got = _one_row(con, "SELECT accuracy, roc_auc FROM ML.EVALUATE(MODEL ds.iris, TABLE labelled)")
+    iris = load_iris()
+    assert got["accuracy"] == pytest.approx(
+        metrics.accuracy_score(iris.target, iris_model.predict(iris.data))
+    )
+    assert got["roc_auc"] is None  # the SVC gives no probabilities
+
+
+def test_regressor_metrics_match_scikit_learn(con: SqlConnection, tmp_path: Path) -> None:
+    iris = load_iris()
+    x, y = iris.data[:, :3], iris.data[:, 3]  # petal width from the other three measures
+    model = LinearRegression().fit(x, y)
+    joblib.dump(model, tmp_path / "width-1.joblib")
+    con.run_script(
+        f"CREATE MODEL ds.width INPUT(sepal_length FLOAT64, sepal_width FLOAT64, petal_length FLOAT64) "
+        f"OPTIONS(model_type='sklearn', model_path='{tmp_path}/width-*.joblib')"
+    )
+    got = _one_row(
+        con,
+        "WITH rows AS (SELECT sepal_length, sepal_width, petal_length, petal_width AS label FROM flowers) "
+        "SELECT * FROM ML.EVALUATE(MODEL ds.width, TABLE rows)",
+    )
+    predicted = model.predict(x)
+    assert got == pytest.approx(
+        {
+            "mean_absolute_error": metrics.mean_absolute_error(y, predicted),
+            "mean_squared_error": metrics.mean_squared_error(y, predicted),
+            "mean_squared_log_error": None
+            if (predicted < 0).any()
+            else metrics.mean_squared_log_error(y, predicted),
+            "median_absolute_error": metrics.median_absolute_error(y, predicted),
+            "r2_score": metrics.r2_score(y, predicted),
+            "explained_variance": metrics.explained_variance_score(y, predicted),
+        },
+        rel=1e-9,
+    )
+
+
+@pytest.mark.parametrize(
+    ("statement", "message"),
+    [
+        (
+            f"SELECT * FROM ML.EVALUATE(MODEL ds.iris, (SELECT {', '.join(FEATURES)} FROM flowers))",
+            "ML.EVALUATE(MODEL ds.iris): the input has no label column 'label' (columns: sepal_length, "
+            "sepal_width, petal_length, petal_width); select the true values AS label, or CREATE MODEL "
+            "... OPTIONS(input_label_cols=['name'])",
+        ),
+        (
+            "SELECT * FROM ML.EVALUATE(MODEL ds.iris, TABLE flowers, STRUCT(0.5 AS threshold))",
+            "ML.EVALUATE takes MODEL name and one input, (SELECT ...) or TABLE name; options such as "
+            "STRUCT(0.5 AS threshold) are not supported",
+        ),
+        (
+            "CREATE MODEL ds.x OPTIONS(model_type='sklearn', model_path='m.joblib', input_label_cols='y')",
+            "CREATE MODEL ds.x: input_label_cols must be a list of column names, e.g. ['species']",
+        ),
+    ],
+)
+def test_evaluation_errors_name_what_to_do(con: SqlConnection, statement: str, message: str) -> None:
+    with pytest.raises(SqlError) as raised:
+        con.run_script(statement)
+    assert str(raised.value) == f"statement 1: {message}"
