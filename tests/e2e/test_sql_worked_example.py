@@ -30,7 +30,7 @@ def test_readme_worked_example_runs(cli: CliRunner, project: Path, digits_exampl
     shutil.copytree(digits_example, project / "examples" / "digits")
     sql, commands = _worked_example()
     (project / "top_classes.sql").write_text(sql, encoding="utf-8")
-    assert len(commands) == 2 and commands[0] == ["sql", "--db", "digits.duckdb", "-f", "top_classes.sql"]
+    assert len(commands) == 3 and commands[0] == ["sql", "--db", "digits.duckdb", "-f", "top_classes.sql"]
 
     top = cli(*commands[0], "--format", "json")
     rows = [json.loads(line) for line in top.stdout.splitlines()]
@@ -41,3 +41,7 @@ def test_readme_worked_example_runs(cli: CliRunner, project: Path, digits_exampl
 
     accuracy = cli(*commands[1], "--format", "json")
     assert json.loads(accuracy.stdout)["accuracy"] > 0.9
+    # ML.EVALUATE over the same object table agrees with the hand-written accuracy.
+    evaluation = json.loads(cli(*commands[2], "--format", "json").stdout)
+    assert evaluation["accuracy"] == json.loads(accuracy.stdout)["accuracy"]
+    assert 0.9 < evaluation["f1_score"] <= 1 and evaluation["log_loss"] > 0 and evaluation["roc_auc"] > 0.9
