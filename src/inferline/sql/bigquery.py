@@ -22,7 +22,7 @@ from inferline.sql.catalog import MODEL_TYPES, CatalogModel, drop_model, put_mod
 from inferline.sql.mlpredict import predict_subquery
 from inferline.sql.resolver import ModelResolver
 
-SUPPORTED_ML = ("PREDICT", "EVALUATE", "DECODE_IMAGE")
+SUPPORTED_ML = ("PREDICT", "EVALUATE", "CONFUSION_MATRIX", "DECODE_IMAGE")
 # model_class / model_params (JSON) are inferline's: a PyTorch state_dict needs its class.
 MODEL_OPTIONS = ("model_type", "model_path", "model_class", "model_params", "input_label_cols")
 REMOTE_OPTIONS = ("endpoint", "auth_env")
@@ -86,8 +86,9 @@ def translate(text: str, session: Session) -> list[str]:
         name = _ml_call(tokens, i)
         if name is not None and name not in SUPPORTED_ML:
             raise SqlError(
-                f"ML.{name} is not supported; inferline runs ML.PREDICT, ML.EVALUATE and "
-                "ML.DECODE_IMAGE (train models in Python, then CREATE MODEL to import them)"
+                f"ML.{name} is not supported; inferline runs ML.PREDICT, ML.EVALUATE, "
+                "ML.CONFUSION_MATRIX and ML.DECODE_IMAGE (train models in Python, then CREATE "
+                "MODEL to import them)"
             )
     if head[:2] in (["ALTER", "MODEL"],) or words[:1] == ["EXPORT"]:
         raise SqlError(f"{words[0]} MODEL is not supported; use CREATE OR REPLACE MODEL to change a model")
@@ -308,9 +309,9 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
         where = f"ML.PREDICT(MODEL {model})"
         if any(isinstance(n, exp.Predict) for n in node.expression.find_all(exp.Predict) if n is not node):
             raise SqlError(f"{where}: nested ML.PREDICT is not supported; use a CTE or a table")
-        evaluating = evaluate.is_marked(node)
+        evaluating = evaluate.marked(node)
         if evaluating:
-            where = f"ML.EVALUATE(MODEL {model})"
+            where = f"ML.{evaluating}(MODEL {model})"
         if node.args.get("params_struct") is not None:
             raise SqlError(f"{where}: the STRUCT(...) options argument is not supported")
         source = node.expression
@@ -339,7 +340,10 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
             exclude=(label,) if label else (),
         )
         if label is not None:
-            subquery = _evaluation(session, loaded, subquery, ctes_sql, label, outputs, where, inner_sql)
+            assert evaluating is not None
+            subquery = _evaluation(
+                session, loaded, subquery, ctes_sql, label, outputs, where, inner_sql, evaluating
+            )
         replacements[placeholder] = subquery
         holder = node.parent if isinstance(node.parent, exp.Table) else node
         alias = holder.args.get("alias") if holder is not node else None
@@ -369,8 +373,9 @@ def _evaluation(
     outputs: list[str],
     where: str,
     inner_sql: str,
+    function: str,
 ) -> str:
-    """ML.EVALUATE: the metrics over the predicted rows, as a one-row subquery."""
+    """ML.EVALUATE / ML.CONFUSION_MATRIX over the predicted rows, as a subquery of literals."""
     columns = list(session.con.sql(f"{ctes_sql} SELECT * FROM ({inner_sql}) LIMIT 0").columns)
     if label not in columns:
         raise SqlError(
@@ -380,16 +385,16 @@ def _evaluation(
     model = getattr(loaded, "model", None)
     classes = getattr(model, "classes_", None)
     classifier = classes is not None or len(outputs) > 1
-    metrics = evaluate.evaluate(
+    return evaluate.evaluate(
         session.con,
         f"({ctes_sql} SELECT * FROM {subquery})",
         label,
         outputs,
         list(classes) if classes is not None else None,
+        function=function,
         classifier=classifier,
         where=where,
     )
-    return evaluate.result_row(metrics)
 
 
 def _visible_ctes(tree: exp.Expr, node: exp.Expr) -> str:

@@ -1,9 +1,10 @@
-"""`ML.EVALUATE(MODEL m, (SELECT ...))`: BigQuery ML's evaluation metrics for an imported model.
+"""`ML.EVALUATE` and `ML.CONFUSION_MATRIX(MODEL m, (SELECT ...))`: BigQuery ML's evaluation of an
+imported model.
 
 The input holds the features and the true value in the column named by the model's
 `input_label_cols` option (`CREATE MODEL ... OPTIONS(input_label_cols=['species'])`), else
 `label`. The model predicts the rows as ML.PREDICT would (the label column is not an input),
-and the statement gets one row of BigQuery's metrics:
+and ML.EVALUATE gives one row of BigQuery's metrics:
 
 - classifiers (the model has classes or scores): `precision`, `recall`, `f1_score` (macro
   averages over the classes that occur as truth), `accuracy`, `log_loss` and `roc_auc`
@@ -11,17 +12,21 @@ and the statement gets one row of BigQuery's metrics:
 - regressors: `mean_absolute_error`, `mean_squared_error`, `mean_squared_log_error` (NULL with
   negative values), `median_absolute_error`, `r2_score`, `explained_variance`.
 
-sqlglot does not parse ML.EVALUATE, so `mark()` rewrites each call to ML.PREDICT with a marker
-STRUCT as its options argument; the translation spots the marker and evaluates instead.
+ML.CONFUSION_MATRIX gives BigQuery's confusion matrix: `expected_label`, then one count column
+per class (named by the label; `_0`, `_1`, ... for numbers), one row per true class.
+
+sqlglot parses neither, so `mark()` rewrites each call to ML.PREDICT with a marker STRUCT as its
+options argument; the translation spots the marker and evaluates instead.
 
 Example:
     >>> mark("SELECT * FROM ML.EVALUATE(MODEL ds.iris, TABLE flowers)")
-    'SELECT * FROM ML.PREDICT(MODEL ds.iris, TABLE flowers, STRUCT(TRUE AS __inferline_evaluate))'
+    "SELECT * FROM ML.PREDICT(MODEL ds.iris, TABLE flowers, STRUCT('EVALUATE' AS __inferline_evaluate))"
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import duckdb
@@ -34,6 +39,7 @@ from inferline.errors import SqlError
 from inferline.report.metrics import Confusion
 
 MARKER = "__inferline_evaluate"
+FUNCTIONS = ("EVALUATE", "CONFUSION_MATRIX")
 DEFAULT_LABEL = "label"
 CLASSIFIER_METRICS = ("precision", "recall", "accuracy", "f1_score", "log_loss", "roc_auc")
 REGRESSOR_METRICS = (
@@ -47,7 +53,8 @@ REGRESSOR_METRICS = (
 
 
 def mark(text: str) -> str:
-    """Each `ML.EVALUATE(MODEL m, input)` -> `ML.PREDICT(MODEL m, input, STRUCT(TRUE AS marker))`."""
+    """Each `ML.EVALUATE(MODEL m, input)` -> `ML.PREDICT(MODEL m, input, STRUCT('EVALUATE' AS
+    marker))`, and likewise ML.CONFUSION_MATRIX."""
     tokens = list(sqlglot.tokenize(text, read="bigquery"))
     edits: list[tuple[int, int, str]] = []
     for i in range(len(tokens) - 3):
@@ -55,7 +62,7 @@ def mark(text: str) -> str:
         if not (
             ml.text.upper() == "ML"
             and dot.token_type == TokenType.DOT
-            and name.text.upper() == "EVALUATE"
+            and name.text.upper() in FUNCTIONS
             and paren.token_type == TokenType.L_PAREN
         ):
             continue
@@ -70,27 +77,30 @@ def mark(text: str) -> str:
                     break
             elif token.token_type == TokenType.COMMA and depth == 1:
                 commas += 1
+        function = name.text.upper()
         if close is None:
-            raise SqlError("ML.EVALUATE: missing closing parenthesis")
+            raise SqlError(f"ML.{function}: missing closing parenthesis")
         if commas != 1:
             raise SqlError(
-                "ML.EVALUATE takes MODEL name and one input, (SELECT ...) or TABLE name; "
+                f"ML.{function} takes MODEL name and one input, (SELECT ...) or TABLE name; "
                 "options such as STRUCT(0.5 AS threshold) are not supported"
             )
         edits.append((name.start, name.end + 1, "PREDICT"))
-        edits.append((close.start, close.start, f", STRUCT(TRUE AS {MARKER})"))
+        edits.append((close.start, close.start, f", STRUCT('{function}' AS {MARKER})"))
     for start, end, replacement in sorted(edits, reverse=True):
         text = text[:start] + replacement + text[end:]
     return text
 
 
-def is_marked(node: exp.Expr) -> bool:
-    """Whether an ML.PREDICT node came from ML.EVALUATE (and drop the marker if so)."""
+def marked(node: exp.Expr) -> str | None:
+    """The function (EVALUATE, CONFUSION_MATRIX) an ML.PREDICT node came from, dropping the
+    marker; None for a real ML.PREDICT."""
     params = node.args.get("params_struct")
     if params is None or MARKER not in params.sql("duckdb"):
-        return False
+        return None
     node.set("params_struct", None)
-    return True
+    literal = params.find(exp.Literal)
+    return str(literal.this) if literal is not None else None
 
 
 def evaluate(
@@ -100,10 +110,12 @@ def evaluate(
     outputs: list[str],
     classes: list[Any] | None,
     *,
+    function: str,
     classifier: bool,
     where: str,
-) -> dict[str, float | None]:
-    """Run the ML.PREDICT subquery and compute the metrics over its rows."""
+) -> str:
+    """Run the ML.PREDICT subquery; the one-row metrics (EVALUATE) or the confusion matrix
+    (CONFUSION_MATRIX) over its rows, as a DuckDB subquery."""
     quoted = ", ".join(_identifier(c) for c in [label, *outputs])
     try:
         table = con.sql(f"SELECT {quoted} FROM {predicted_sql}").to_arrow_table()
@@ -118,18 +130,47 @@ def evaluate(
         raise SqlError(f"{where}: no rows with both a {label} value and a prediction to evaluate")
     truth = [truth[i] for i in keep]
     predicted = [predicted[i] for i in keep]
+    if function == "CONFUSION_MATRIX":
+        if not classifier:
+            raise SqlError(f"{where}: a confusion matrix needs a classifier (a model with classes)")
+        return confusion_rows(truth, predicted)
     if not classifier:
         try:
-            return regression_metrics(
-                np.asarray(truth, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
-            )
+            actual = np.asarray(truth, dtype=np.float64)
+            return result_row(regression_metrics(actual, np.asarray(predicted, dtype=np.float64)))
         except (TypeError, ValueError):
             raise SqlError(f"{where}: column {label} must hold numbers for a regression model") from None
     scores = None
     if len(outputs) > 1:
         rows = table.column(outputs[1]).to_pylist()
         scores = np.asarray([rows[i] for i in keep], dtype=np.float64)
-    return classification_metrics(truth, predicted, scores, classes)
+    return result_row(classification_metrics(truth, predicted, scores, classes))
+
+
+def confusion_rows(truth: list[Any], predicted: list[Any]) -> str:
+    """BigQuery's ML.CONFUSION_MATRIX as a DuckDB subquery: expected_label, one column per class."""
+    counts: dict[tuple[object, object], int] = {}
+    for pair in zip(truth, predicted, strict=True):
+        counts[pair] = counts.get(pair, 0) + 1
+    confusion = Confusion.from_pairs(counts)
+    numeric = all(_is_int(label) for label in confusion.labels)
+    names = [_column_name(label) for label in confusion.labels]
+    rows = []
+    for i, label in enumerate(confusion.labels):
+        expected = label if numeric else "'" + label.replace("'", "''") + "'"
+        rows.append("(" + ", ".join([expected, *(str(int(n)) for n in confusion.matrix[i])]) + ")")
+    columns = ", ".join(_identifier(c) for c in ["expected_label", *names])
+    return f"(SELECT * FROM (VALUES {', '.join(rows)}) AS __inferline_confusion({columns}))"
+
+
+def _is_int(label: str) -> bool:
+    return label.lstrip("-").isdigit()
+
+
+def _column_name(label: str) -> str:
+    # BigQuery: invalid characters become `_`, and a leading digit gets a `_` prefix.
+    name = re.sub(r"[^A-Za-z0-9_]", "_", label)
+    return f"_{name}" if not name or name[0].isdigit() else name
 
 
 def classification_metrics(

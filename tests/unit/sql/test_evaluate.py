@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 import pytest
 from sklearn import metrics
 from sklearn.datasets import load_iris
@@ -126,3 +127,61 @@ def test_evaluation_errors_name_what_to_do(con: SqlConnection, statement: str, m
     with pytest.raises(SqlError) as raised:
         con.run_script(statement)
     assert str(raised.value) == f"statement 1: {message}"
+
+
+def test_confusion_matrix_counts_match_scikit_learn(con: SqlConnection, weak_classifier: Path) -> None:
+    con.run_script(
+        f"CREATE MODEL ds.weak INPUT(sepal_length FLOAT64, sepal_width FLOAT64) "
+        f"OPTIONS(model_type='sklearn', model_path='{weak_classifier}')"
+    )
+    table = con.fetch(
+        con.run_script(
+            "SELECT * FROM ML.CONFUSION_MATRIX(MODEL ds.weak, "
+            "(SELECT sepal_length, sepal_width, target AS label FROM flowers)) ORDER BY expected_label"
+        )
+    )
+    assert table is not None
+    assert table.column_names == ["expected_label", "_0", "_1", "_2"]
+    iris = load_iris()
+    expected = metrics.confusion_matrix(iris.target, joblib.load(weak_classifier).predict(iris.data[:, :2]))
+    assert [list(row.values()) for row in table.to_pylist()] == [[i, *expected[i]] for i in range(3)]
+
+
+def test_confusion_matrix_names_text_labels_like_bigquery(con: SqlConnection, tmp_path: Path) -> None:
+    iris = load_iris()
+    names = np.array(["iris setosa", "versicolor", "virginica"])[iris.target]
+    model = LogisticRegression(max_iter=300).fit(iris.data, names)
+    joblib.dump(model, tmp_path / "named-1.joblib")
+    con.run_script(
+        f"CREATE MODEL ds.named OPTIONS(model_type='sklearn', model_path='{tmp_path}/named-*.joblib')"
+    )
+    table = con.fetch(
+        con.run_script(
+            "SELECT * FROM ML.CONFUSION_MATRIX(MODEL ds.named, (SELECT sepal_length, sepal_width, "
+            "petal_length, petal_width, CASE target WHEN 0 THEN 'iris setosa' WHEN 1 THEN 'versicolor' "
+            "ELSE 'virginica' END AS label FROM flowers))"
+        )
+    )
+    assert table is not None
+    assert table.column_names == ["expected_label", "iris_setosa", "versicolor", "virginica"]
+    rows = {r["expected_label"]: r for r in table.to_pylist()}
+    assert sum(rows[n][c] for n in rows for c in table.column_names[1:]) == 150
+    assert rows["iris setosa"]["iris_setosa"] == 50
+
+
+def test_a_confusion_matrix_of_a_regressor_is_refused(con: SqlConnection, tmp_path: Path) -> None:
+    iris = load_iris()
+    joblib.dump(LinearRegression().fit(iris.data[:, :3], iris.data[:, 3]), tmp_path / "reg-1.joblib")
+    con.run_script(
+        f"CREATE MODEL ds.reg INPUT(sepal_length FLOAT64, sepal_width FLOAT64, petal_length FLOAT64) "
+        f"OPTIONS(model_type='sklearn', model_path='{tmp_path}/reg-*.joblib')"
+    )
+    with pytest.raises(SqlError) as raised:
+        con.run_script(
+            "SELECT * FROM ML.CONFUSION_MATRIX(MODEL ds.reg, (SELECT sepal_length, sepal_width, "
+            "petal_length, petal_width AS label FROM flowers))"
+        )
+    assert str(raised.value) == (
+        "statement 1: ML.CONFUSION_MATRIX(MODEL ds.reg): a confusion matrix needs a classifier "
+        "(a model with classes)"
+    )
