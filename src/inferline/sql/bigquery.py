@@ -22,7 +22,7 @@ from inferline.sql.catalog import MODEL_TYPES, CatalogModel, drop_model, put_mod
 from inferline.sql.mlpredict import predict_subquery
 from inferline.sql.resolver import ModelResolver
 
-SUPPORTED_ML = ("PREDICT", "EVALUATE", "CONFUSION_MATRIX", "DECODE_IMAGE")
+SUPPORTED_ML = ("PREDICT", "EVALUATE", "CONFUSION_MATRIX", "ROC_CURVE", "DECODE_IMAGE")
 # model_class / model_params (JSON) are inferline's: a PyTorch state_dict needs its class.
 MODEL_OPTIONS = ("model_type", "model_path", "model_class", "model_params", "input_label_cols")
 REMOTE_OPTIONS = ("endpoint", "auth_env")
@@ -87,8 +87,8 @@ def translate(text: str, session: Session) -> list[str]:
         if name is not None and name not in SUPPORTED_ML:
             raise SqlError(
                 f"ML.{name} is not supported; inferline runs ML.PREDICT, ML.EVALUATE, "
-                "ML.CONFUSION_MATRIX and ML.DECODE_IMAGE (train models in Python, then CREATE "
-                "MODEL to import them)"
+                "ML.CONFUSION_MATRIX, ML.ROC_CURVE and ML.DECODE_IMAGE (train models in Python, "
+                "then CREATE MODEL to import them)"
             )
     if head[:2] in (["ALTER", "MODEL"],) or words[:1] == ["EXPORT"]:
         raise SqlError(f"{words[0]} MODEL is not supported; use CREATE OR REPLACE MODEL to change a model")
@@ -328,7 +328,15 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
         loaded = session.resolver.get(model)
         ctes_sql = _visible_ctes(tree, node)
         placeholder = f"__inferline_ml_predict_slot_{i}"
-        label = _label_column(session, model) if evaluating else None
+        if evaluating:
+            # The true values travel under a private name: an ONNX classifier's own output
+            # is called `label` too.
+            label = _label_column(session, model)
+            _require_column(session, ctes_sql, inner_sql, label, where)
+            inner_sql, batched_sql = (
+                f"SELECT * EXCLUDE ({_quote(label)}), {_quote(label)} AS {evaluate.TRUTH} FROM ({sql})"
+                for sql in (inner_sql, batched_sql)
+            )
         subquery, outputs = predict_subquery(
             session.con,
             loaded,
@@ -337,13 +345,10 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
             ctes_sql,
             session.errors,
             batched_sql=batched_sql,
-            exclude=(label,) if label else (),
+            exclude=(evaluate.TRUTH,) if evaluating else (),
         )
-        if label is not None:
-            assert evaluating is not None
-            subquery = _evaluation(
-                session, loaded, subquery, ctes_sql, label, outputs, where, inner_sql, evaluating
-            )
+        if evaluating:
+            subquery = _evaluation(session, loaded, subquery, ctes_sql, outputs, where, evaluating)
         replacements[placeholder] = subquery
         holder = node.parent if isinstance(node.parent, exp.Table) else node
         alias = holder.args.get("alias") if holder is not node else None
@@ -364,31 +369,35 @@ def _label_column(session: Session, model: str) -> str:
     return labels[0] if labels else evaluate.DEFAULT_LABEL
 
 
-def _evaluation(
-    session: Session,
-    loaded: Any,
-    subquery: str,
-    ctes_sql: str,
-    label: str,
-    outputs: list[str],
-    where: str,
-    inner_sql: str,
-    function: str,
-) -> str:
-    """ML.EVALUATE / ML.CONFUSION_MATRIX over the predicted rows, as a subquery of literals."""
-    columns = list(session.con.sql(f"{ctes_sql} SELECT * FROM ({inner_sql}) LIMIT 0").columns)
+def _require_column(session: Session, ctes_sql: str, inner_sql: str, label: str, where: str) -> None:
+    try:
+        columns = list(session.con.sql(f"{ctes_sql} SELECT * FROM ({inner_sql}) LIMIT 0").columns)
+    except duckdb.Error as exc:
+        raise SqlError(f"{where}: the input subquery fails: {str(exc).splitlines()[0]}") from None
     if label not in columns:
         raise SqlError(
             f"{where}: the input has no label column {label!r} (columns: {', '.join(columns)}); "
             "select the true values AS label, or CREATE MODEL ... OPTIONS(input_label_cols=['name'])"
         )
+
+
+def _evaluation(
+    session: Session,
+    loaded: Any,
+    subquery: str,
+    ctes_sql: str,
+    outputs: list[str],
+    where: str,
+    function: str,
+) -> str:
+    """ML.EVALUATE / CONFUSION_MATRIX / ROC_CURVE over the predicted rows, as a subquery of literals."""
     model = getattr(loaded, "model", None)
     classes = getattr(model, "classes_", None)
     classifier = classes is not None or len(outputs) > 1
     return evaluate.evaluate(
         session.con,
         f"({ctes_sql} SELECT * FROM {subquery})",
-        label,
+        evaluate.TRUTH,
         outputs,
         list(classes) if classes is not None else None,
         function=function,

@@ -1,5 +1,5 @@
-"""`ML.EVALUATE` and `ML.CONFUSION_MATRIX(MODEL m, (SELECT ...))`: BigQuery ML's evaluation of an
-imported model.
+"""`ML.EVALUATE`, `ML.CONFUSION_MATRIX` and `ML.ROC_CURVE(MODEL m, (SELECT ...))`: BigQuery ML's
+evaluation of an imported model.
 
 The input holds the features and the true value in the column named by the model's
 `input_label_cols` option (`CREATE MODEL ... OPTIONS(input_label_cols=['species'])`), else
@@ -14,6 +14,10 @@ and ML.EVALUATE gives one row of BigQuery's metrics:
 
 ML.CONFUSION_MATRIX gives BigQuery's confusion matrix: `expected_label`, then one count column
 per class (named by the label; `_0`, `_1`, ... for numbers), one row per true class.
+ML.ROC_CURVE, for a binary classifier with probabilities, gives BigQuery's columns `threshold,
+recall, false_positive_rate, true_positives, false_positives, true_negatives, false_negatives`
+at up to 101 thresholds (quantiles of the positive class's probability; the positive class is
+the model's second class).
 
 sqlglot parses neither, so `mark()` rewrites each call to ML.PREDICT with a marker STRUCT as its
 options argument; the translation spots the marker and evaluates instead.
@@ -39,8 +43,18 @@ from inferline.errors import SqlError
 from inferline.report.metrics import Confusion
 
 MARKER = "__inferline_evaluate"
-FUNCTIONS = ("EVALUATE", "CONFUSION_MATRIX")
+FUNCTIONS = ("EVALUATE", "CONFUSION_MATRIX", "ROC_CURVE")
+ROC_COLUMNS = (
+    "threshold",
+    "recall",
+    "false_positive_rate",
+    "true_positives",
+    "false_positives",
+    "true_negatives",
+    "false_negatives",
+)
 DEFAULT_LABEL = "label"
+TRUTH = "__inferline_label"  # the label column's name inside the translation
 CLASSIFIER_METRICS = ("precision", "recall", "accuracy", "f1_score", "log_loss", "roc_auc")
 REGRESSOR_METRICS = (
     "mean_absolute_error",
@@ -127,9 +141,17 @@ def evaluate(
         i for i, (t, p) in enumerate(zip(truth, predicted, strict=True)) if t is not None and p is not None
     ]
     if not keep:
-        raise SqlError(f"{where}: no rows with both a {label} value and a prediction to evaluate")
+        raise SqlError(f"{where}: no rows with both a true value and a prediction to evaluate")
     truth = [truth[i] for i in keep]
     predicted = [predicted[i] for i in keep]
+    scores: np.ndarray | None = None
+    if classifier and len(outputs) > 1:
+        rows = table.column(outputs[1]).to_pylist()
+        scores = np.asarray([rows[i] for i in keep], dtype=np.float64)
+    if function == "ROC_CURVE":
+        if scores is None:
+            raise SqlError(f"{where}: an ROC curve needs a classifier that gives probabilities")
+        return roc_rows(truth, scores, classes, where=where)
     if function == "CONFUSION_MATRIX":
         if not classifier:
             raise SqlError(f"{where}: a confusion matrix needs a classifier (a model with classes)")
@@ -139,11 +161,7 @@ def evaluate(
             actual = np.asarray(truth, dtype=np.float64)
             return result_row(regression_metrics(actual, np.asarray(predicted, dtype=np.float64)))
         except (TypeError, ValueError):
-            raise SqlError(f"{where}: column {label} must hold numbers for a regression model") from None
-    scores = None
-    if len(outputs) > 1:
-        rows = table.column(outputs[1]).to_pylist()
-        scores = np.asarray([rows[i] for i in keep], dtype=np.float64)
+            raise SqlError(f"{where}: the label column must hold numbers for a regression model") from None
     return result_row(classification_metrics(truth, predicted, scores, classes))
 
 
@@ -161,6 +179,35 @@ def confusion_rows(truth: list[Any], predicted: list[Any]) -> str:
         rows.append("(" + ", ".join([expected, *(str(int(n)) for n in confusion.matrix[i])]) + ")")
     columns = ", ".join(_identifier(c) for c in ["expected_label", *names])
     return f"(SELECT * FROM (VALUES {', '.join(rows)}) AS __inferline_confusion({columns}))"
+
+
+def roc_rows(truth: list[Any], scores: np.ndarray, classes: list[Any] | None, *, where: str) -> str:
+    """BigQuery's ML.ROC_CURVE rows for a binary classifier, as a DuckDB subquery."""
+    if scores.ndim != 2 or scores.shape[1] != 2:
+        width = scores.shape[1] if scores.ndim == 2 else 1
+        raise SqlError(f"{where}: an ROC curve needs a binary classifier; this model gives {width} classes")
+    order = classes if classes is not None else [0, 1]
+    positive_class = _class_key(order[1])
+    positive = np.asarray([_class_key(t) == positive_class for t in truth])
+    score = scores[:, 1]
+    thresholds = np.unique(np.quantile(score, np.linspace(0.0, 1.0, 101)))[::-1]
+    rows = []
+    for threshold in thresholds:
+        called = score >= threshold
+        tp = int(np.sum(called & positive))
+        fp = int(np.sum(called & ~positive))
+        tn = int(np.sum(~called & ~positive))
+        fn = int(np.sum(~called & positive))
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        fpr = fp / (fp + tn) if fp + tn else 0.0
+        rows.append(f"({_double(threshold)}, {_double(recall)}, {_double(fpr)}, {tp}, {fp}, {tn}, {fn})")
+    columns = ", ".join(ROC_COLUMNS)
+    return f"(SELECT * FROM (VALUES {', '.join(rows)}) AS __inferline_roc({columns}))"
+
+
+def _double(value: float) -> str:
+    # Exponent notation: DuckDB reads it as a DOUBLE (a plain decimal literal is a DECIMAL).
+    return f"{float(value):.17e}"
 
 
 def _is_int(label: str) -> bool:
@@ -224,7 +271,7 @@ def regression_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict[str, fl
 def result_row(metrics: dict[str, float | None]) -> str:
     """One-row DuckDB subquery holding the metrics as DOUBLE columns."""
     values = ", ".join(
-        f"{'NULL' if v is None or not math.isfinite(v) else repr(float(v))}::DOUBLE AS {_identifier(k)}"
+        f"{'NULL' if v is None or not math.isfinite(v) else _double(v)}::DOUBLE AS {_identifier(k)}"
         for k, v in metrics.items()
     )
     return f"(SELECT {values})"

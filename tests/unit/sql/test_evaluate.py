@@ -71,6 +71,9 @@ def test_the_default_label_column_and_a_table_input(con: SqlConnection, iris_mod
         metrics.accuracy_score(iris.target, iris_model.predict(iris.data))
     )
     assert got["roc_auc"] is None  # the SVC gives no probabilities
+    # The ONNX twin names its own output `label` too; the true values still come from `label`.
+    onnx = _one_row(con, "SELECT accuracy FROM ML.EVALUATE(MODEL ds.iris_onnx, TABLE labelled)")
+    assert onnx["accuracy"] == got["accuracy"]
 
 
 def test_regressor_metrics_match_scikit_learn(con: SqlConnection, tmp_path: Path) -> None:
@@ -184,4 +187,59 @@ def test_a_confusion_matrix_of_a_regressor_is_refused(con: SqlConnection, tmp_pa
     assert str(raised.value) == (
         "statement 1: ML.CONFUSION_MATRIX(MODEL ds.reg): a confusion matrix needs a classifier "
         "(a model with classes)"
+    )
+
+
+def test_roc_curve_of_a_binary_classifier_matches_scikit_learn(con: SqlConnection, tmp_path: Path) -> None:
+    iris = load_iris()
+    x, y = iris.data[:, :2], (iris.target == 2).astype(int)  # virginica or not, from the sepals
+    model = LogisticRegression(max_iter=300).fit(x, y)
+    joblib.dump(model, tmp_path / "virginica-1.joblib")
+    con.run_script(
+        f"CREATE MODEL ds.virginica INPUT(sepal_length FLOAT64, sepal_width FLOAT64) "
+        f"OPTIONS(model_type='sklearn', model_path='{tmp_path}/virginica-*.joblib')"
+    )
+    table = con.fetch(
+        con.run_script(
+            "SELECT * FROM ML.ROC_CURVE(MODEL ds.virginica, (SELECT sepal_length, sepal_width, "
+            "CASE WHEN target = 2 THEN 1 ELSE 0 END AS label FROM flowers)) ORDER BY threshold DESC"
+        )
+    )
+    assert table is not None
+    assert table.column_names == [
+        "threshold",
+        "recall",
+        "false_positive_rate",
+        "true_positives",
+        "false_positives",
+        "true_negatives",
+        "false_negatives",
+    ]
+    rows = table.to_pylist()
+    assert 2 < len(rows) <= 101
+    score = model.predict_proba(x)[:, 1]
+    for row in rows:
+        called = score >= row["threshold"]
+        assert row["true_positives"] == int(np.sum(called & (y == 1)))
+        assert row["false_positives"] == int(np.sum(called & (y == 0)))
+        assert row["true_positives"] + row["false_negatives"] == 50
+        assert row["false_positives"] + row["true_negatives"] == 100
+        assert row["recall"] == pytest.approx(row["true_positives"] / 50)
+        assert row["false_positive_rate"] == pytest.approx(row["false_positives"] / 100)
+    assert rows[-1]["recall"] == 1.0  # the lowest threshold calls everything positive
+    # The curve's area is close to scikit-learn's AUC (trapezoids over up to 101 points).
+    fpr = [0.0] + [r["false_positive_rate"] for r in rows]
+    tpr = [0.0] + [r["recall"] for r in rows]
+    assert np.trapezoid(tpr, fpr) == pytest.approx(metrics.roc_auc_score(y, score), abs=0.02)
+
+
+def test_an_roc_curve_needs_two_classes_with_probabilities(con: SqlConnection) -> None:
+    with pytest.raises(SqlError) as raised:
+        con.run_script(
+            "SELECT * FROM ML.ROC_CURVE(MODEL ds.iris_onnx, (SELECT sepal_length, sepal_width, "
+            "petal_length, petal_width, target AS label FROM flowers))"
+        )
+    assert str(raised.value) == (
+        "statement 1: ML.ROC_CURVE(MODEL ds.iris_onnx): an ROC curve needs a binary classifier; "
+        "this model gives 3 classes"
     )
