@@ -312,8 +312,7 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
         evaluating = evaluate.marked(node)
         if evaluating:
             where = f"ML.{evaluating}(MODEL {model})"
-        if node.args.get("params_struct") is not None:
-            raise SqlError(f"{where}: the STRUCT(...) options argument is not supported")
+        threshold = _threshold(node.args.get("params_struct"), where)
         source = node.expression
         if isinstance(source, exp.Subquery):
             inner = source.this
@@ -346,6 +345,7 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
             session.errors,
             batched_sql=batched_sql,
             exclude=(evaluate.TRUTH,) if evaluating else (),
+            threshold=threshold,
         )
         if evaluating:
             subquery = _evaluation(session, loaded, subquery, ctes_sql, outputs, where, evaluating)
@@ -367,6 +367,30 @@ def _label_column(session: Session, model: str) -> str:
     entry = session.resolver.entry(model)
     labels = entry.label_columns if entry is not None else []
     return labels[0] if labels else evaluate.DEFAULT_LABEL
+
+
+def _threshold(params: exp.Expr | None, where: str) -> float | None:
+    """`STRUCT(0.6 AS threshold)`: the probability above which a binary classifier says its
+    second class (BigQuery's ML.PREDICT option); no other option is supported."""
+    if params is None:
+        return None
+    threshold = None
+    for item in params.expressions if isinstance(params, exp.Struct) else [params]:
+        if isinstance(item, exp.PropertyEQ):
+            name, value = item.this.name, item.expression
+        elif isinstance(item, exp.Alias):
+            name, value = item.alias, item.this
+        else:
+            name, value = "", item
+        if name.lower() != "threshold":
+            shown = name or item.sql("bigquery")
+            raise SqlError(f"{where}: option {shown} is not supported (supported: threshold)")
+        number = float(value.this) if isinstance(value, exp.Literal) and not value.is_string else -1.0
+        if not 0 <= number <= 1:
+            shown = value.sql("bigquery")
+            raise SqlError(f"{where}: threshold must be a number between 0 and 1, got {shown}")
+        threshold = number
+    return threshold
 
 
 def _require_column(session: Session, ctes_sql: str, inner_sql: str, label: str, where: str) -> None:

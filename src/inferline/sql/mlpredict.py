@@ -149,8 +149,26 @@ def features(fields: list[pa.Array], names: list[str], loaded: LoadedModel, wher
     return model_layout(scalar_matrix(fields, names, where=where), loaded)
 
 
+def apply_threshold(prediction: Prediction, loaded: LoadedModel, threshold: float, where: str) -> Prediction:
+    """A binary classifier's labels at `threshold` on its second class's probability."""
+    scores = None if prediction.scores is None else np.asarray(prediction.scores)
+    if scores is None or scores.ndim != 2 or scores.shape[1] != 2:
+        raise SqlError(
+            f"{where}: threshold applies to binary classifiers with probabilities; "
+            f"model {loaded.model_id} does not give two class probabilities"
+        )
+    classes = getattr(loaded.model, "classes_", None)
+    labels = np.asarray(classes) if classes is not None and len(classes) == 2 else np.array([0, 1])
+    return Prediction(prediction=labels[(scores[:, 1] >= threshold).astype(np.int64)], scores=scores)
+
+
 def predict_struct(
-    loaded: LoadedModel, inputs: list[str], outputs: list[Output], where: str
+    loaded: LoadedModel,
+    inputs: list[str],
+    outputs: list[Output],
+    where: str,
+    *,
+    threshold: float | None = None,
 ) -> Callable[[pa.Array], pa.Array]:
     """The UDF body: a struct of input columns -> a struct of output columns."""
     struct_type = pa.struct([pa.field(o.name, o.type) for o in outputs])
@@ -162,6 +180,8 @@ def predict_struct(
         if not present or len(present[0]) == 0:
             return pa.nulls(len(packed), struct_type)
         prediction = run_model(loaded, features(present, inputs, loaded, where), where=where)
+        if threshold is not None:
+            prediction = apply_threshold(prediction, loaded, threshold, where)
         values = [prediction.prediction, prediction.scores]
         arrays = []
         for output, value in zip(outputs, values, strict=False):
@@ -216,6 +236,7 @@ def predict_subquery(
     *,
     batched_sql: str | None = None,
     exclude: tuple[str, ...] = (),
+    threshold: float | None = None,
 ) -> tuple[str, list[str]]:
     """Register the UDF for one ML.PREDICT; the DuckDB subquery replacing it, and the names of
     the model's output columns in it.
@@ -236,6 +257,8 @@ def predict_subquery(
     candidates = [(c, t) for c, t in zip(columns, types, strict=True) if c not in exclude]
     inputs = choose_inputs([c for c, _ in candidates], [t for _, t in candidates], loaded, where)
     prediction = _probe_prediction(sample, inputs, loaded, where)
+    if threshold is not None and prediction is not None:
+        prediction = apply_threshold(prediction, loaded, threshold, where)
     outputs = outputs_of(loaded, prediction)
     clash = [o.name for o in outputs if o.name in columns]
     if clash:
@@ -243,9 +266,9 @@ def predict_subquery(
     input_types = dict(zip(columns, types, strict=True))
     param = "STRUCT(" + ", ".join(f"{identifier(c)} {input_types[c]}" for c in inputs) + ")"
     result = "STRUCT(" + ", ".join(f"{identifier(o.name)} {sql_type(o.type)}" for o in outputs) + ")"
-    key = "|".join([loaded.model_id, loaded.uri, param, result, str(id(loaded))])
+    key = "|".join([loaded.model_id, loaded.uri, param, result, str(id(loaded)), str(threshold)])
     udf = "__inferline_ml_predict_" + hashlib.sha1(key.encode()).hexdigest()[:12]
-    body = predict_struct(loaded, inputs, outputs, where)
+    body = predict_struct(loaded, inputs, outputs, where, threshold=threshold)
 
     def call(packed: pa.ChunkedArray) -> pa.Array:
         try:

@@ -118,8 +118,12 @@ def test_create_model_replace_and_drop(con: SqlConnection, iris_example: Path) -
         ),
         ("ALTER MODEL ds.iris SET OPTIONS(description='x')", r"ALTER MODEL is not supported"),
         (
-            "SELECT * FROM ML.PREDICT(MODEL ds.iris, (SELECT 1.0 AS a), STRUCT(0.5 AS threshold))",
-            r"ML.PREDICT\(MODEL ds.iris\): the STRUCT\(...\) options argument is not supported",
+            "SELECT * FROM ML.PREDICT(MODEL ds.iris, (SELECT 1.0 AS a), STRUCT(5 AS top_k))",
+            r"ML.PREDICT\(MODEL ds.iris\): option top_k is not supported \(supported: threshold\)",
+        ),
+        (
+            "SELECT * FROM ML.PREDICT(MODEL ds.iris, (SELECT 1.0 AS a), STRUCT(1.5 AS threshold))",
+            r"ML.PREDICT\(MODEL ds.iris\): threshold must be a number between 0 and 1, got 1.5",
         ),
         (
             "CREATE EXTERNAL TABLE ds.t OPTIONS(uris=['x/*'], object_metadata='DIRECTORY')",

@@ -243,3 +243,35 @@ def test_an_roc_curve_needs_two_classes_with_probabilities(con: SqlConnection) -
         "statement 1: ML.ROC_CURVE(MODEL ds.iris_onnx): an ROC curve needs a binary classifier; "
         "this model gives 3 classes"
     )
+
+
+def test_ml_predict_threshold_moves_a_binary_classifiers_labels(con: SqlConnection, tmp_path: Path) -> None:
+    iris = load_iris()
+    x, y = iris.data[:, :2], np.where(iris.target == 2, "virginica", "other")
+    model = LogisticRegression(max_iter=300).fit(x, y)
+    joblib.dump(model, tmp_path / "named-1.joblib")
+    con.run_script(
+        f"CREATE MODEL ds.named INPUT(sepal_length FLOAT64, sepal_width FLOAT64) "
+        f"OPTIONS(model_type='sklearn', model_path='{tmp_path}/named-*.joblib')"
+    )
+    probability = model.predict_proba(x)[:, 1]  # classes_ = [other, virginica]
+    for threshold in (0.2, 0.5, 0.8):
+        table = con.fetch(
+            con.run_script(
+                "SELECT predicted_label FROM ML.PREDICT(MODEL ds.named, (SELECT sepal_length, sepal_width, "
+                f"id FROM flowers), STRUCT({threshold} AS threshold)) ORDER BY id"
+            )
+        )
+        assert table is not None
+        expected = np.where(probability >= threshold, "virginica", "other").tolist()
+        assert table.column("predicted_label").to_pylist() == expected
+        assert 0 < expected.count("virginica") < 150
+    with pytest.raises(SqlError) as raised:
+        con.run_script(
+            f"SELECT * FROM ML.PREDICT(MODEL ds.iris, (SELECT {', '.join(FEATURES)} FROM flowers), "
+            "STRUCT(0.5 AS threshold))"
+        )
+    assert str(raised.value) == (
+        "statement 1: ML.PREDICT(MODEL ds.iris): threshold applies to binary classifiers with "
+        "probabilities; model ds.iris/1 does not give two class probabilities"
+    )
