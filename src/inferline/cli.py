@@ -63,8 +63,21 @@ def run(
         quiet_beam_logging()
         from inferline.engine.beam import beam_runner_name, run_beam
 
-        with record_run(spec, runner=f"beam/{beam_runner_name(ctx.args)}") as history:
-            summary = history.summary = run_beam(spec, ctx.args, limit=limit)
+        runner_name = beam_runner_name(ctx.args)
+        with record_run(spec, runner=f"beam/{runner_name}") as history:
+            # Beam reports counts only at the end; on a terminal, say what is running meanwhile.
+            status = (
+                err.status(f"{spec.name}: running on Beam's {runner_name}")
+                if progress and err.is_terminal
+                else None
+            )
+            if status is not None:
+                status.start()
+            try:
+                summary = history.summary = run_beam(spec, ctx.args, limit=limit)
+            finally:
+                if status is not None:
+                    status.stop()
         print_summary(out, summary)
         return
     if ctx.args:
