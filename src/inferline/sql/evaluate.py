@@ -55,15 +55,6 @@ ROC_COLUMNS = (
 )
 DEFAULT_LABEL = "label"
 TRUTH = "__inferline_label"  # the label column's name inside the translation
-CLASSIFIER_METRICS = ("precision", "recall", "accuracy", "f1_score", "log_loss", "roc_auc")
-REGRESSOR_METRICS = (
-    "mean_absolute_error",
-    "mean_squared_error",
-    "mean_squared_log_error",
-    "median_absolute_error",
-    "r2_score",
-    "explained_variance",
-)
 
 
 def mark(text: str) -> str:
@@ -94,27 +85,60 @@ def mark(text: str) -> str:
         function = name.text.upper()
         if close is None:
             raise SqlError(f"ML.{function}: missing closing parenthesis")
-        if commas != 1:
+        options = commas == 2 and function != "ROC_CURVE" and _ends_with_struct(tokens, i + 3, close)
+        if commas != 1 and not options:
             raise SqlError(
-                f"ML.{function} takes MODEL name and one input, (SELECT ...) or TABLE name; "
-                "options such as STRUCT(0.5 AS threshold) are not supported"
+                f"ML.{function} takes MODEL name and one input, (SELECT ...) or TABLE name"
+                + (", and optionally STRUCT(0.5 AS threshold)" if function != "ROC_CURVE" else "")
             )
         edits.append((name.start, name.end + 1, "PREDICT"))
-        edits.append((close.start, close.start, f", STRUCT('{function}' AS {MARKER})"))
+        if options:  # the marker joins the STRUCT(...) the call already has
+            end = _closing_paren_before(tokens, close)
+            edits.append((end.start, end.start, f", '{function}' AS {MARKER}"))
+        else:
+            edits.append((close.start, close.start, f", STRUCT('{function}' AS {MARKER})"))
     for start, end, replacement in sorted(edits, reverse=True):
         text = text[:start] + replacement + text[end:]
     return text
 
 
+def _ends_with_struct(tokens: list[Any], start: int, close: Any) -> bool:
+    # The third argument of ML.EVALUATE(MODEL m, input, STRUCT(...)) is a STRUCT literal.
+    inside = [t for t in tokens[start:] if t.start < close.start]
+    last_comma = max(
+        (k for k, t in enumerate(inside) if t.token_type == TokenType.COMMA and _depth(inside, k) == 1),
+        default=None,
+    )
+    return last_comma is not None and inside[last_comma + 1].text.upper() == "STRUCT"
+
+
+def _depth(tokens: list[Any], index: int) -> int:
+    depth = 0
+    for token in tokens[:index]:
+        if token.token_type == TokenType.L_PAREN:
+            depth += 1
+        elif token.token_type == TokenType.R_PAREN:
+            depth -= 1
+    return depth
+
+
+def _closing_paren_before(tokens: list[Any], close: Any) -> Any:
+    before = [t for t in tokens if t.end < close.start and t.token_type == TokenType.R_PAREN]
+    return before[-1]
+
+
 def marked(node: exp.Expr) -> str | None:
-    """The function (EVALUATE, CONFUSION_MATRIX) an ML.PREDICT node came from, dropping the
-    marker; None for a real ML.PREDICT."""
+    """The function (EVALUATE, CONFUSION_MATRIX, ROC_CURVE) an ML.PREDICT node came from,
+    dropping the marker (other options such as a threshold stay); None for a real ML.PREDICT."""
     params = node.args.get("params_struct")
-    if params is None or MARKER not in params.sql("duckdb"):
+    if not isinstance(params, exp.Struct):
         return None
-    node.set("params_struct", None)
-    literal = params.find(exp.Literal)
-    return str(literal.this) if literal is not None else None
+    for item in params.expressions:
+        if isinstance(item, exp.PropertyEQ) and item.this.name == MARKER:
+            rest = [e for e in params.expressions if e is not item]
+            node.set("params_struct", exp.Struct(expressions=rest) if rest else None)
+            return str(item.expression.this)
+    return None
 
 
 def evaluate(

@@ -116,9 +116,13 @@ def test_regressor_metrics_match_scikit_learn(con: SqlConnection, tmp_path: Path
             "... OPTIONS(input_label_cols=['name'])",
         ),
         (
-            "SELECT * FROM ML.EVALUATE(MODEL ds.iris, TABLE flowers, STRUCT(0.5 AS threshold))",
-            "ML.EVALUATE takes MODEL name and one input, (SELECT ...) or TABLE name; options such as "
-            "STRUCT(0.5 AS threshold) are not supported",
+            "SELECT * FROM ML.EVALUATE(MODEL ds.iris, TABLE flowers, 0.5)",
+            "ML.EVALUATE takes MODEL name and one input, (SELECT ...) or TABLE name, and optionally "
+            "STRUCT(0.5 AS threshold)",
+        ),
+        (
+            "SELECT * FROM ML.ROC_CURVE(MODEL ds.iris, TABLE flowers, GENERATE_ARRAY(0, 1, 0.1))",
+            "ML.ROC_CURVE takes MODEL name and one input, (SELECT ...) or TABLE name",
         ),
         (
             "CREATE MODEL ds.x OPTIONS(model_type='sklearn', model_path='m.joblib', input_label_cols='y')",
@@ -275,3 +279,36 @@ def test_ml_predict_threshold_moves_a_binary_classifiers_labels(con: SqlConnecti
         "statement 1: ML.PREDICT(MODEL ds.iris): threshold applies to binary classifiers with "
         "probabilities; model ds.iris/1 does not give two class probabilities"
     )
+
+
+def test_a_threshold_changes_what_evaluate_and_the_confusion_matrix_count(
+    con: SqlConnection, tmp_path: Path
+) -> None:
+    iris = load_iris()
+    x, y = iris.data[:, :2], (iris.target == 2).astype(int)
+    model = LogisticRegression(max_iter=300).fit(x, y)
+    joblib.dump(model, tmp_path / "virginica-1.joblib")
+    con.run_script(
+        f"CREATE MODEL ds.virginica INPUT(sepal_length FLOAT64, sepal_width FLOAT64) "
+        f"OPTIONS(model_type='sklearn', model_path='{tmp_path}/virginica-*.joblib')"
+    )
+    rows = "(SELECT sepal_length, sepal_width, CASE WHEN target = 2 THEN 1 ELSE 0 END AS label FROM flowers)"
+    probability = model.predict_proba(x)[:, 1]
+    for threshold in (0.3, 0.7):
+        called = (probability >= threshold).astype(int)
+        got = _one_row(
+            con,
+            f"SELECT * FROM ML.EVALUATE(MODEL ds.virginica, {rows}, STRUCT({threshold} AS threshold))",
+        )
+        assert got["accuracy"] == pytest.approx(metrics.accuracy_score(y, called))
+        assert got["recall"] == pytest.approx(metrics.recall_score(y, called, average="macro"))
+        assert got["roc_auc"] == pytest.approx(metrics.roc_auc_score(y, probability))  # no threshold in it
+        table = con.fetch(
+            con.run_script(
+                f"SELECT * FROM ML.CONFUSION_MATRIX(MODEL ds.virginica, {rows}, "
+                f"STRUCT({threshold} AS threshold)) ORDER BY expected_label"
+            )
+        )
+        assert table is not None
+        expected = metrics.confusion_matrix(y, called)
+        assert [list(r.values())[1:] for r in table.to_pylist()] == expected.tolist()
