@@ -15,10 +15,7 @@ Each UDF call gets a whole chunk (DuckDB's 2048 rows) and makes one model call.
 
 from __future__ import annotations
 
-import sys
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import duckdb
 import numpy as np
@@ -28,6 +25,7 @@ from duckdb.func import ARROW, SPECIAL
 
 from inferline.errors import InferlineError, SqlError
 from inferline.models.base import LoadedModel, Prediction
+from inferline.sql import calls
 from inferline.sql.decode import IMAGE_TYPE, decode_column
 from inferline.sql.resolver import ModelResolver
 from inferline.sql.tensors import combine, complete_rows, list_tensor, model_layout, scatter
@@ -90,7 +88,8 @@ def _guard(fn: Callable[..., pa.Array], errors: UdfErrors) -> Callable[..., pa.A
     # DuckDB counts the Python function's parameters, so each arity gets its own wrapper.
     def call(*args: pa.ChunkedArray) -> pa.Array:
         try:
-            return fn(*(combine(a) for a in args))
+            with calls.udf_call():
+                return fn(*(combine(a) for a in args))
         except InferlineError as exc:
             errors.append(exc)
             raise
@@ -143,12 +142,13 @@ def _predict_chunk(loaded: LoadedModel, inputs: pa.Array, public: str, arrow_typ
 
 
 def run_model(loaded: LoadedModel, tensor: np.ndarray, *, where: str) -> Prediction:
-    """One model call on a chunk; a failure names the model and the input shape."""
+    """One chunk through the model (image tensors in slices, see sql/calls.py); a failure names
+    the model and the input shape."""
     try:
         if loaded.handler.framework == "torch":
-            with _torch_single_threaded():
-                return loaded.predict(tensor)
-        return loaded.predict(tensor)
+            with calls.torch_threads():
+                return calls.predict_sliced(loaded, tensor)
+        return calls.predict_sliced(loaded, tensor)
     except InferlineError:
         raise
     except Exception as exc:
@@ -157,31 +157,6 @@ def run_model(loaded: LoadedModel, tensor: np.ndarray, *, where: str) -> Predict
             f"{where}: model {loaded.model_id} failed on input of shape {tuple(tensor.shape)} "
             f"({type(exc).__name__}: {message}); check the number and order of the input columns"
         ) from exc
-
-
-_torch_lock = threading.Lock()
-_torch_calls = 0
-_torch_threads = 0
-
-
-@contextmanager
-def _torch_single_threaded() -> Iterator[None]:
-    # DuckDB already runs UDF calls on all cores; torch's own intra-op threads on top of
-    # that oversubscribe the CPU (measured 10x slower on small batches on a busy machine).
-    global _torch_calls, _torch_threads
-    torch = sys.modules["torch"]
-    with _torch_lock:
-        if _torch_calls == 0:
-            _torch_threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _torch_calls += 1
-    try:
-        yield
-    finally:
-        with _torch_lock:
-            _torch_calls -= 1
-            if _torch_calls == 0:
-                torch.set_num_threads(_torch_threads)
 
 
 def _output(prediction: Prediction, public: str, where: str) -> pa.Array:

@@ -28,6 +28,7 @@ from duckdb.func import ARROW, SPECIAL
 
 from inferline.errors import InferlineError, SqlError
 from inferline.models.base import LoadedModel, Prediction
+from inferline.sql import calls
 from inferline.sql.functions import run_model
 from inferline.sql.tensors import (
     combine,
@@ -272,7 +273,8 @@ def predict_subquery(
 
     def call(packed: pa.ChunkedArray) -> pa.Array:
         try:
-            return body(combine(packed))
+            with calls.udf_call():
+                return body(combine(packed))
         except InferlineError as exc:
             errors.append(exc)
             raise
