@@ -120,3 +120,19 @@ def test_the_first_bad_row_of_a_chunk_is_reported_when_decoding_on_threads() -> 
         con.raw.executemany("INSERT INTO blobs VALUES (?, ?)", list(enumerate(blobs)))
         with pytest.raises(SqlError, match=r"^statement 1: decode_image: row 31 is not an image "):
             con.fetch(con.run_script("SELECT decode_image(data, 16, 16) FROM blobs ORDER BY i"))
+
+
+def test_a_chunk_is_scaled_at_once_as_each_image_alone_8_and_16_bit() -> None:
+    eight = [_png("L", (28, 28), i * 9) for i in range(20)] + [_png("RGB", (28, 28), (3, 200, 255))]
+    deep = np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 250
+    buffer = io.BytesIO()
+    Image.fromarray(deep).save(buffer, format="PNG")
+    sixteen = buffer.getvalue()
+    for blobs in ([*eight, None], [eight[0], None, sixteen, eight[-1]]):
+        column = decode_column(*_chunk(blobs, 0, 0)).to_pylist()
+        for value, blob in zip(column, blobs, strict=True):
+            assert (value is None) == (blob is None)
+            if blob is not None:
+                got = np.asarray(value, dtype=np.float32)
+                assert got.dtype == np.float32 and np.array_equal(got, decode(blob))
+    assert decode(sixteen).max() == np.float32(255 * 250) / np.float32(65535)
