@@ -8,6 +8,7 @@ schema `ds`, table `t`; a leading project (`proj.ds.t`) is dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Protocol
 
@@ -17,7 +18,7 @@ from sqlglot import exp
 from sqlglot.tokenizer_core import Token, TokenType
 
 from inferline.errors import InferlineError, SqlError
-from inferline.sql import batching, evaluate, objects
+from inferline.sql import batching, evaluate, fused, objects
 from inferline.sql.catalog import MODEL_TYPES, CatalogModel, drop_model, put_model
 from inferline.sql.mlpredict import predict_subquery
 from inferline.sql.resolver import ModelResolver
@@ -324,6 +325,7 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
         batched_sql = inner_sql
         if tables and batching.sort_object_scans(inner, tables, shadowed):
             batched_sql = inner.sql("duckdb")
+        decoded = fused.decoded_inputs(inner)
         loaded = session.resolver.get(model)
         ctes_sql = _visible_ctes(tree, node)
         placeholder = f"__inferline_ml_predict_slot_{i}"
@@ -332,10 +334,9 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
             # is called `label` too.
             label = _label_column(session, model)
             _require_column(session, ctes_sql, inner_sql, label, where)
-            inner_sql, batched_sql = (
-                f"SELECT * EXCLUDE ({_quote(label)}), {_quote(label)} AS {evaluate.TRUTH} FROM ({sql})"
-                for sql in (inner_sql, batched_sql)
-            )
+            truth = f"SELECT * EXCLUDE ({_quote(label)}), {_quote(label)} AS {evaluate.TRUTH} FROM "
+            inner_sql, batched_sql = (f"{truth}({sql})" for sql in (inner_sql, batched_sql))
+            decoded = {name: dataclasses.replace(d, sql=f"{truth}({d.sql})") for name, d in decoded.items()}
         subquery, outputs = predict_subquery(
             session.con,
             loaded,
@@ -346,6 +347,7 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
             batched_sql=batched_sql,
             exclude=(evaluate.TRUTH,) if evaluating else (),
             threshold=threshold,
+            decoded=decoded,
         )
         if evaluating:
             subquery = _evaluation(session, loaded, subquery, ctes_sql, outputs, where, evaluating)

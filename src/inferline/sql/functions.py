@@ -141,9 +141,11 @@ def _predict_chunk(loaded: LoadedModel, inputs: pa.Array, public: str, arrow_typ
     return scatter(_output(prediction, public, where), valid).cast(arrow_type)
 
 
-def run_model(loaded: LoadedModel, tensor: np.ndarray, *, where: str) -> Prediction:
+def run_model(
+    loaded: LoadedModel, tensor: np.ndarray, *, where: str, shape: tuple[int, ...] | None = None
+) -> Prediction:
     """One chunk through the model (image tensors in slices, see sql/calls.py); a failure names
-    the model and the input shape."""
+    the model and the input shape (`shape`, when `tensor` is a slice of the chunk)."""
     try:
         if loaded.handler.framework == "torch":
             with calls.torch_threads():
@@ -154,7 +156,7 @@ def run_model(loaded: LoadedModel, tensor: np.ndarray, *, where: str) -> Predict
     except Exception as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SqlError(
-            f"{where}: model {loaded.model_id} failed on input of shape {tuple(tensor.shape)} "
+            f"{where}: model {loaded.model_id} failed on input of shape {shape or tuple(tensor.shape)} "
             f"({type(exc).__name__}: {message}); check the number and order of the input columns"
         ) from exc
 

@@ -28,7 +28,8 @@ from duckdb.func import ARROW, SPECIAL
 
 from inferline.errors import InferlineError, SqlError
 from inferline.models.base import LoadedModel, Prediction
-from inferline.sql import calls
+from inferline.sql import calls, fused
+from inferline.sql.decode import IMAGE_TYPE
 from inferline.sql.functions import run_model
 from inferline.sql.tensors import (
     combine,
@@ -173,6 +174,7 @@ def predict_struct(
 ) -> Callable[[pa.Array], pa.Array]:
     """The UDF body: a struct of input columns -> a struct of output columns."""
     struct_type = pa.struct([pa.field(o.name, o.type) for o in outputs])
+    arrays_of = output_arrays(loaded, outputs, where, threshold)
 
     def run(packed: pa.Array) -> pa.Array:
         fields = [packed.field(i) for i in range(len(inputs))]
@@ -181,17 +183,29 @@ def predict_struct(
         if not present or len(present[0]) == 0:
             return pa.nulls(len(packed), struct_type)
         prediction = run_model(loaded, features(present, inputs, loaded, where), where=where)
+        return pa.StructArray.from_arrays(arrays_of(prediction, valid), fields=list(struct_type))
+
+    return run
+
+
+def output_arrays(
+    loaded: LoadedModel, outputs: list[Output], where: str, threshold: float | None = None
+) -> Callable[[Prediction, np.ndarray], list[pa.Array]]:
+    """A chunk's prediction on its valid rows -> one array per output, NULL on the other rows
+    (labels at `threshold` when given)."""
+
+    def arrays(prediction: Prediction, valid: np.ndarray) -> list[pa.Array]:
         if threshold is not None:
             prediction = apply_threshold(prediction, loaded, threshold, where)
         values = [prediction.prediction, prediction.scores]
-        arrays = []
+        result = []
         for output, value in zip(outputs, values, strict=False):
             if value is None:
                 raise SqlError(f"{where}: the model returned no {output.name!r} output for this chunk")
-            arrays.append(scatter(_as_type(value, output.type, where), valid))
-        return pa.StructArray.from_arrays(arrays, fields=list(struct_type))
+            result.append(scatter(_as_type(value, output.type, where), valid))
+        return result
 
-    return run
+    return arrays
 
 
 def _as_type(value: np.ndarray, t: pa.DataType, where: str) -> pa.Array:
@@ -238,13 +252,16 @@ def predict_subquery(
     batched_sql: str | None = None,
     exclude: tuple[str, ...] = (),
     threshold: float | None = None,
+    decoded: dict[str, fused.DecodedInput] | None = None,
 ) -> tuple[str, list[str]]:
     """Register the UDF for one ML.PREDICT; the DuckDB subquery replacing it, and the names of
     the model's output columns in it.
 
     The first rows of `inner_sql` are probed for the output types; the returned subquery reads
-    `batched_sql` when given (the same rows, with object tables read in full chunks). Columns
-    in `exclude` (ML.EVALUATE's label) pass through but are never model inputs.
+    `batched_sql` when given (the same rows, with object tables read in full chunks), or, when
+    the model's one input is a `decoded` column, that one's subquery (decoding in the UDF, see
+    sql/fused.py). Columns in `exclude` (ML.EVALUATE's label) pass through but are never model
+    inputs.
     """
     where = f"ML.PREDICT(MODEL {model_name})"
     probe_sql = f"{ctes_sql} SELECT * FROM ({inner_sql}) AS __inferline_in LIMIT {PROBE_ROWS}"
@@ -268,8 +285,20 @@ def predict_subquery(
     param = "STRUCT(" + ", ".join(f"{identifier(c)} {input_types[c]}" for c in inputs) + ")"
     result = "STRUCT(" + ", ".join(f"{identifier(o.name)} {sql_type(o.type)}" for o in outputs) + ")"
     key = "|".join([loaded.model_id, loaded.uri, param, result, str(id(loaded)), str(threshold)])
-    udf = "__inferline_ml_predict_" + hashlib.sha1(key.encode()).hexdigest()[:12]
     body = predict_struct(loaded, inputs, outputs, where, threshold=threshold)
+    image = (decoded or {}).get(inputs[0]) if len(inputs) == 1 else None
+    if image is not None and not _fusable(con, image, columns, input_types, ctes_sql):
+        image = None
+    if image is not None:
+        # The model's input is the subquery's decode_image(...): decode within the UDF (sql/fused.py).
+        image_field = pa.field(image.column, pa.list_(pa.list_(pa.list_(pa.float32()))))
+        struct_type = pa.struct([*(pa.field(o.name, o.type) for o in outputs), image_field])
+        arrays = output_arrays(loaded, outputs, where, threshold)
+        body = fused.predict_decoding(loaded, body, arrays, struct_type, run_model, where)
+        param = fused.PARAM
+        result = result[:-1] + f", {identifier(image.column)} {IMAGE_TYPE})"
+        key = f"{key}|{param}|{result}"
+    udf = "__inferline_ml_predict_" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
     def call(packed: pa.ChunkedArray) -> pa.Array:
         try:
@@ -283,12 +312,40 @@ def predict_subquery(
         con.create_function(udf, call, [param], result, type=ARROW, null_handling=SPECIAL)
     except duckdb.NotImplementedException:
         pass  # already registered by an earlier statement: same model, inputs and outputs
+    if image is not None:
+        out = [f"__inferline_out.{identifier(o.name)} AS {identifier(o.name)}" for o in outputs]
+        passed = [
+            f"__inferline_out.{identifier(c)} AS {identifier(c)}" if c == image.column else identifier(c)
+            for c in columns
+        ]
+        subquery = (
+            f"(SELECT {', '.join([*out, *passed])} FROM "
+            f"(SELECT *, {udf}({fused.PACKED}) AS __inferline_out FROM ({image.sql}) AS __inferline_in))"
+        )
+        return subquery, [o.name for o in outputs]
     packed = "{" + ", ".join(f"'{c.replace(chr(39), chr(39) * 2)}': {identifier(c)}" for c in inputs) + "}"
     subquery = (
         f"(SELECT __inferline_out.*, * EXCLUDE (__inferline_out) FROM "
         f"(SELECT *, {udf}({packed}) AS __inferline_out FROM ({batched_sql or inner_sql}) AS __inferline_in))"
     )
     return subquery, [o.name for o in outputs]
+
+
+def _fusable(
+    con: duckdb.DuckDBPyConnection,
+    image: fused.DecodedInput,
+    columns: list[str],
+    types: dict[str, str],
+    ctes_sql: str,
+) -> bool:
+    """Whether the decoding subquery binds to the same columns, the decoded one replaced."""
+    if len(set(columns)) != len(columns) or types[image.column] != IMAGE_TYPE:
+        return False
+    try:
+        bound = list(con.sql(f"{ctes_sql} SELECT * FROM ({image.sql}) AS __inferline_in LIMIT 0").columns)
+    except duckdb.Error:
+        return False
+    return bound == image.columns(columns)
 
 
 def _probe_prediction(

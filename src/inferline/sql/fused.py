@@ -1,0 +1,178 @@
+"""ML.PREDICT over `(SELECT ..., ML.DECODE_IMAGE(data) AS image ...)`: decode and model overlap.
+
+DuckDB runs a small query's UDF calls one after another on one thread: `decode_image` on a
+chunk, then the model on it. Decoding tiny images is Python-level Pillow work that holds the
+GIL while a model call releases it, so when the model's input column is the subquery's
+`decode_image(blob[, height, width])`, the ML.PREDICT UDF takes the blob instead and, within
+each chunk, decodes the next slice of images while the model runs on the previous one (on
+one worker thread, torch on one thread meanwhile). It returns the decoded images as the
+column too, so DuckDB does not decode them twice. Values, NULLs and error messages are those
+of the two calls; images that are not tiny (decoded on all cores by `decode_image`), models
+that take a chunk in one call (scikit-learn, remote) and chunks of images of different sizes
+take the unfused path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from sqlglot import exp
+
+from inferline.models.base import LoadedModel, Prediction
+from inferline.sql import calls
+from inferline.sql.decode import Job, decode_column, decode_threads, images_to_arrow, pixels, scale
+from inferline.sql.tensors import model_layout
+
+BLOB, HEIGHT, WIDTH = "__inferline_blob", "__inferline_height", "__inferline_width"
+PARAM = f"STRUCT({BLOB} BLOB, {HEIGHT} INTEGER, {WIDTH} INTEGER)"
+PACKED = "{" + ", ".join(f"'{name}': {name}" for name in (BLOB, HEIGHT, WIDTH)) + "}"
+
+Chunk = Callable[[pa.Array], pa.Array]
+Outputs = Callable[[Prediction, np.ndarray], list[pa.Array]]
+RunModel = Callable[..., Prediction]
+
+
+@dataclass(frozen=True)
+class DecodedInput:
+    """A subquery column that is `decode_image(...)`, and the subquery selecting its arguments instead."""
+
+    column: str
+    sql: str
+
+    def columns(self, columns: list[str]) -> list[str]:
+        """The subquery's columns with the decoded one replaced by the hidden arguments."""
+        index = columns.index(self.column)
+        return [*columns[:index], BLOB, HEIGHT, WIDTH, *columns[index + 1 :]]
+
+
+def decoded_inputs(inner: exp.Expr) -> dict[str, DecodedInput]:
+    """The plain SELECT's `decode_image(blob[, h, w]) AS name` columns (translated ML.DECODE_IMAGE)."""
+    if not isinstance(inner, exp.Select):
+        return {}
+    if any(inner.args.get(key) for key in ("distinct", "group", "having", "qualify", "windows")):
+        return {}
+    names = [e.alias_or_name for e in inner.expressions]
+    found: dict[str, DecodedInput] = {}
+    for index, projection in enumerate(inner.expressions):
+        call = projection.this if isinstance(projection, exp.Alias) else None
+        if not isinstance(call, exp.Anonymous) or call.name.lower() != "decode_image":
+            continue
+        args = list(call.expressions)
+        name = projection.alias_or_name
+        if len(args) not in (1, 3) or names.count(name) != 1 or name in (BLOB, HEIGHT, WIDTH):
+            continue
+        if any(a.find(exp.AggFunc, exp.Window, exp.Star) is not None for a in args):
+            continue
+        rest = inner.copy()
+        rest.set("expressions", [e for i, e in enumerate(rest.expressions) if i != index])
+        if any(c.name.lower() == name.lower() for c in rest.find_all(exp.Column)):
+            continue  # WHERE/ORDER BY image: the alias must stay
+        sizes = args[1:] if len(args) == 3 else [exp.Literal.number(0), exp.Literal.number(0)]
+        hidden = [
+            exp.alias_(exp.cast(args[0].copy(), "BLOB"), BLOB),
+            exp.alias_(exp.cast(sizes[0].copy(), "INTEGER"), HEIGHT),
+            exp.alias_(exp.cast(sizes[1].copy(), "INTEGER"), WIDTH),
+        ]
+        query = inner.copy()
+        query.set("expressions", [*query.expressions[:index], *hidden, *query.expressions[index + 1 :]])
+        found[name] = DecodedInput(column=name, sql=query.sql("duckdb"))
+    return found
+
+
+def predict_decoding(
+    loaded: LoadedModel,
+    unfused: Chunk,
+    outputs: Outputs,
+    result: pa.StructType,
+    run_model: RunModel,
+    where: str,
+) -> Chunk:
+    """The UDF body: a struct of (blob, height, width) -> a `result` struct (outputs, then images).
+
+    `unfused` is the ML.PREDICT body on a one-field struct of decoded images; `outputs` turns
+    a chunk's prediction and its valid rows into the output arrays.
+    """
+    field = result.field(result.num_fields - 1)
+
+    def with_images(predicted: pa.Array, images: pa.Array) -> pa.Array:
+        if predicted.null_count == len(predicted) and len(predicted):
+            return pa.nulls(len(predicted), result)
+        arrays = [predicted.field(i) for i in range(predicted.type.num_fields)]
+        return pa.StructArray.from_arrays([*arrays, images], fields=list(result))
+
+    def run(packed: pa.Array) -> pa.Array:
+        blobs, heights, widths = (packed.field(i) for i in range(3))
+        jobs: list[Job] = [
+            (row, blob, int(h or 0), int(w or 0))
+            for row, (blob, h, w) in enumerate(
+                zip(blobs.to_pylist(), heights.to_pylist(), widths.to_pylist(), strict=True)
+            )
+            if blob is not None
+        ]
+        if decode_threads(jobs) != 1 or loaded.handler.framework not in calls.SLICED_FRAMEWORKS:
+            images = decode_column(blobs, heights, widths)
+            return with_images(unfused(pa.StructArray.from_arrays([images], fields=[field])), images)
+        decoded: list[np.ndarray | None] = [None] * len(packed)
+        parts = _decode_and_predict(loaded, jobs, decoded, run_model, where)
+        images = images_to_arrow(decoded)
+        if parts is None:  # images of different sizes (or none): the unfused path answers
+            return with_images(unfused(pa.StructArray.from_arrays([images], fields=[field])), images)
+        valid = np.array([image is not None for image in decoded], dtype=bool)
+        scores = [p.scores for p in parts if p.scores is not None]
+        prediction = Prediction(
+            prediction=np.concatenate([p.prediction for p in parts]),
+            scores=np.concatenate(scores) if len(scores) == len(parts) else None,
+        )
+        return pa.StructArray.from_arrays([*outputs(prediction, valid), images], fields=list(result))
+
+    return run
+
+
+def _decode_and_predict(
+    loaded: LoadedModel, jobs: list[Job], images: list[np.ndarray | None], run_model: RunModel, where: str
+) -> list[Prediction] | None:
+    """Decode `jobs` into `images` slice by slice, each slice predicted while the next decodes.
+
+    None when there is nothing to predict or the images differ in size (all are decoded first,
+    so a bad image is reported as `decode_image` reports it).
+    """
+    if not jobs:
+        return None
+    first = pixels(jobs[0][1], height=jobs[0][2], width=jobs[0][3], row=jobs[0][0])
+    shape = first.shape
+    step = calls.slice_rows(np.broadcast_to(np.float32(0), (len(jobs), *shape)), loaded.handler.framework)
+    full = (len(jobs), *model_layout(np.broadcast_to(np.float32(0), (1, *shape)), loaded).shape[1:])
+    futures: list[Future[Prediction]] = []
+    same = True
+    with ThreadPoolExecutor(1, thread_name_prefix="inferline-sql-model") as pool:
+        try:
+            with calls.udf_call():  # while decoding, torch calls on the model thread take one thread
+                for start in range(0, len(jobs), step):
+                    part = jobs[start : start + step]
+                    decoded = [
+                        first if start == i == 0 else pixels(blob, height=h, width=w, row=row)
+                        for i, (row, blob, h, w) in enumerate(part)
+                    ]
+                    for (row, *_), image in zip(part, decoded, strict=True):
+                        images[row] = image
+                    same = same and all(image.shape == shape for image in decoded)
+                    if same:
+                        tensor = model_layout(_floats(decoded), loaded)
+                        futures.append(pool.submit(run_model, loaded, tensor, where=where, shape=full))
+            if not same:
+                return None
+            return [future.result() for future in futures]
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def _floats(images: list[np.ndarray]) -> np.ndarray:
+    """Same-shaped stored pixels -> one float32 (n, h, w, c) array, as `decode` scales each."""
+    if all(image.dtype == np.uint8 for image in images):
+        return scale(np.stack(images))
+    return np.stack([scale(image) for image in images])

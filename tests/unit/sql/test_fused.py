@@ -1,0 +1,103 @@
+"""ML.PREDICT over `ML.DECODE_IMAGE(data) AS image`: decoded inside the model's UDF, same results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import inferline.sql
+from inferline.errors import SqlError
+from inferline.examples import digits
+from inferline.sql import SqlConnection, bigquery
+
+PREDICT = "SELECT * FROM ML.PREDICT(MODEL ds.digits, ({inner})) ORDER BY uri"
+
+
+@pytest.fixture
+def con(digits_example: Path) -> Iterator[SqlConnection]:
+    """`ds.digits` (the example's TorchScript CNN) and an empty `blobs (uri, data)` table."""
+    with inferline.sql.connect() as connection:
+        connection.sql(
+            f"CREATE MODEL ds.digits OPTIONS(model_type='pytorch', "
+            f"model_path='{digits_example / 'models' / 'digits-1.pts'}');"
+            "CREATE TABLE blobs (uri VARCHAR, data BLOB)"
+        )
+        yield connection
+
+
+def _insert(con: SqlConnection, rows: list[tuple[str, bytes | None]]) -> None:
+    con.raw.executemany("INSERT INTO blobs VALUES (?, ?)", rows)
+
+
+def _pngs(tmp_path: Path, count: int, side: int = digits.SIZE) -> list[tuple[str, bytes | None]]:
+    files = digits.write_pngs(str(tmp_path / f"png{side}"), count, side)
+    return [(Path(f).name, Path(f).read_bytes()) for f in files]
+
+
+def _rows(con: SqlConnection, query: str) -> tuple[list[str], list[tuple[object, ...]]]:
+    relation = con.sql(query)
+    assert relation is not None
+    return list(relation.columns), relation.fetchall()
+
+
+def _same(fused: list[tuple[object, ...]], unfused: list[tuple[object, ...]]) -> None:
+    assert len(fused) == len(unfused)
+    for got, expected in zip(fused, unfused, strict=True):
+        label, scores, uri, image = got
+        assert (label, uri, image) == (expected[0], expected[2], expected[3])
+        assert (scores is None) == (expected[1] is None)
+        if scores is not None:
+            np.testing.assert_allclose(scores, expected[1], rtol=1e-5, atol=1e-7)  # type: ignore[arg-type]
+
+
+def _reference(con: SqlConnection, image: str) -> tuple[list[str], list[tuple[object, ...]]]:
+    """The same rows decoded into a table first: ML.PREDICT then gets the images themselves."""
+    con.sql(f"CREATE OR REPLACE TABLE decoded AS SELECT uri, {image} AS image FROM blobs")
+    return _rows(con, PREDICT.format(inner="SELECT * FROM decoded"))
+
+
+def test_decoded_in_the_udf_equals_decoding_first_with_nulls(con: SqlConnection, tmp_path: Path) -> None:
+    _insert(con, [*_pngs(tmp_path, 300), ("empty_a", None), ("empty_b", None)])
+    inner = "SELECT uri, ML.DECODE_IMAGE(data) AS image FROM blobs"
+    (translated,) = bigquery.translate(PREDICT.format(inner=inner), con)
+    assert "__inferline_blob" in translated and "decode_image(" not in translated.lower()
+    columns, fused = _rows(con, PREDICT.format(inner=inner))
+    expected_columns, unfused = _reference(con, "decode_image(data)")
+    assert columns == expected_columns == ["predicted_label", "probabilities", "uri", "image"]
+    _same(fused, unfused)
+    assert [r[:2] + r[3:] for r in fused if str(r[2]).startswith("empty")] == [(None, None, None)] * 2
+
+
+def test_resized_and_large_images_equal_decoding_first(con: SqlConnection, tmp_path: Path) -> None:
+    # 40x40 is tiny (decoded while the model runs); 80x80 is decoded on all cores by decode_image.
+    for side in (40, 80):
+        con.sql("DELETE FROM blobs")
+        _insert(con, _pngs(tmp_path, 40, side))
+        inner = "SELECT uri, decode_image(data, 28, 28) AS image FROM blobs"
+        assert "__inferline_blob" in bigquery.translate(PREDICT.format(inner=inner), con)[0]
+        _same(_rows(con, PREDICT.format(inner=inner))[1], _reference(con, "decode_image(data, 28, 28)")[1])
+
+
+def test_errors_are_those_of_decode_image_and_the_model(con: SqlConnection, tmp_path: Path) -> None:
+    pngs = _pngs(tmp_path, 20)
+    _insert(con, [*pngs[:12], ("bad", b"not an image at all"), *pngs[12:]])  # after the probe's 8 rows
+    query = PREDICT.format(inner="SELECT uri, ML.DECODE_IMAGE(data) AS image FROM blobs")
+    with pytest.raises(SqlError, match=r"^statement 1: decode_image: row 12 is not an image \(19 bytes"):
+        con.fetch(con.run_script(query))
+    con.sql("DELETE FROM blobs WHERE uri = 'bad'")
+    _insert(con, _pngs(tmp_path, 1, side=30))
+    with pytest.raises(SqlError, match=r"input arrays differ in size \(28, 30\).*decode_image\(data, height"):
+        con.fetch(con.run_script(query))
+
+
+def test_an_image_alias_used_elsewhere_in_the_subquery_stays_a_decode_image_column(
+    con: SqlConnection, tmp_path: Path
+) -> None:
+    _insert(con, _pngs(tmp_path, 30))
+    inner = "SELECT uri, ML.DECODE_IMAGE(data) AS image FROM blobs WHERE image IS NOT NULL"
+    (translated,) = bigquery.translate(PREDICT.format(inner=inner), con)
+    assert "__inferline_blob" not in translated
+    _same(_rows(con, PREDICT.format(inner=inner))[1], _reference(con, "decode_image(data)")[1])
