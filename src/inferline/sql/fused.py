@@ -146,19 +146,18 @@ def _decode_and_predict(
     shape = first.shape
     step = calls.slice_rows(np.broadcast_to(np.float32(0), (len(jobs), *shape)), loaded.handler.framework)
     full = (len(jobs), *model_layout(np.broadcast_to(np.float32(0), (1, *shape)), loaded).shape[1:])
+    if step >= len(jobs):  # one model call: nothing to overlap
+        decoded = _decode(jobs, first, images)
+        if any(image.shape != shape for image in decoded):
+            return None
+        return [run_model(loaded, model_layout(_floats(decoded), loaded), where=where)]
     futures: list[Future[Prediction]] = []
     same = True
     with ThreadPoolExecutor(1, thread_name_prefix="inferline-sql-model") as pool:
         try:
             with calls.udf_call():  # while decoding, torch calls on the model thread take one thread
                 for start in range(0, len(jobs), step):
-                    part = jobs[start : start + step]
-                    decoded = [
-                        first if start == i == 0 else pixels(blob, height=h, width=w, row=row)
-                        for i, (row, blob, h, w) in enumerate(part)
-                    ]
-                    for (row, *_), image in zip(part, decoded, strict=True):
-                        images[row] = image
+                    decoded = _decode(jobs[start : start + step], first if start == 0 else None, images)
                     same = same and all(image.shape == shape for image in decoded)
                     if same:
                         tensor = model_layout(_floats(decoded), loaded)
@@ -169,6 +168,17 @@ def _decode_and_predict(
         finally:
             for future in futures:
                 future.cancel()
+
+
+def _decode(part: list[Job], first: np.ndarray | None, images: list[np.ndarray | None]) -> list[np.ndarray]:
+    """Decode a slice of jobs (its first already decoded when `first` is given) into `images`."""
+    decoded = [
+        first if first is not None and i == 0 else pixels(blob, height=h, width=w, row=row)
+        for i, (row, blob, h, w) in enumerate(part)
+    ]
+    for (row, *_), image in zip(part, decoded, strict=True):
+        images[row] = image
+    return decoded
 
 
 def _floats(images: list[np.ndarray]) -> np.ndarray:

@@ -82,14 +82,20 @@ def test_resized_and_large_images_equal_decoding_first(con: SqlConnection, tmp_p
 
 
 def test_errors_are_those_of_decode_image_and_the_model(con: SqlConnection, tmp_path: Path) -> None:
-    pngs = _pngs(tmp_path, 20)
+    pngs = _pngs(tmp_path, 200)  # two slices of 167 rows: decoding overlaps the model
     _insert(con, [*pngs[:12], ("bad", b"not an image at all"), *pngs[12:]])  # after the probe's 8 rows
     query = PREDICT.format(inner="SELECT uri, ML.DECODE_IMAGE(data) AS image FROM blobs")
     with pytest.raises(SqlError, match=r"^statement 1: decode_image: row 12 is not an image \(19 bytes"):
         con.fetch(con.run_script(query))
     con.sql("DELETE FROM blobs WHERE uri = 'bad'")
-    _insert(con, _pngs(tmp_path, 1, side=30))
+    _insert(con, [("z_larger", _pngs(tmp_path, 1, side=30)[0][1])])  # in the second slice
     with pytest.raises(SqlError, match=r"input arrays differ in size \(28, 30\).*decode_image\(data, height"):
+        con.fetch(con.run_script(query))
+    con.sql("DELETE FROM blobs WHERE uri >= '1'")  # keeps the zeros: one slice, one model call
+    (kept,) = con.raw.execute("SELECT count(*) FROM blobs").fetchall()[0]
+    assert 8 < kept < 100
+    _insert(con, [("bad", b"\x89PNG not quite")])
+    with pytest.raises(SqlError, match=rf"^statement 1: decode_image: row {kept} is not an image \(14 bytes"):
         con.fetch(con.run_script(query))
 
 
