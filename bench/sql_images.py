@@ -9,12 +9,13 @@ weights), predictions checked equal, all in one run:
 
 - hand loop: read each file, decode with Pillow (pixels / 255, as ML.DECODE_IMAGE), stack,
   one forward pass per 2,048 images under `torch.inference_mode()`, argmax;
-- `ML.PREDICT(MODEL ds.digits, (SELECT uri, ML.DECODE_IMAGE(data) AS image FROM ds.images))`;
+- `ML.PREDICT(MODEL ds.digits, (SELECT uri, ML.DECODE_IMAGE(data) AS image FROM ds.images))`
+  (the model's UDF decodes the blobs itself, overlapping decoding and the model: sql/fused.py);
 - the native `SELECT uri, predict('ds.digits', decode_image(data)) FROM ds.images` through
   inferline's connection (which reads the object table in full chunks too);
-- the same statement as it ran before object tables were read in full chunks (the translated
-  SQL without the `ORDER BY uri` subquery: DuckDB's read_blob gives one file per chunk, so one
-  model call per image);
+- the ML.PREDICT statement as it ran before object tables were read in full chunks (the
+  translated SQL without the `ORDER BY uri` subquery: DuckDB's read_blob gives one file per
+  chunk, so one model call per image);
 - the old workaround: `CREATE TABLE t AS SELECT uri, ML.DECODE_IMAGE(data) ...`, then
   `ML.PREDICT(MODEL ds.digits, TABLE t)` (both statements timed).
 """

@@ -107,3 +107,33 @@ def test_an_image_alias_used_elsewhere_in_the_subquery_stays_a_decode_image_colu
     (translated,) = bigquery.translate(PREDICT.format(inner=inner), con)
     assert "__inferline_blob" not in translated
     _same(_rows(con, PREDICT.format(inner=inner))[1], _reference(con, "decode_image(data)")[1])
+
+
+def test_a_threshold_and_ml_evaluate_work_on_the_decoded_path(con: SqlConnection, tmp_path: Path) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    binary = tmp_path / "zero-1.pts"
+    digits.save_torchscript(digits.DigitsCNN(classes=2).eval(), str(binary))
+    con.sql(f"CREATE MODEL ds.zero OPTIONS(model_type='pytorch', model_path='{binary}')")
+    _insert(con, _pngs(tmp_path, 200))
+    inner = "SELECT uri, ML.DECODE_IMAGE(data) AS image FROM blobs"
+    query = f"SELECT * FROM ML.PREDICT(MODEL ds.zero, ({inner}), STRUCT(0.5 AS threshold)) ORDER BY uri"
+    assert "__inferline_blob" in bigquery.translate(query, con)[0]
+    con.sql("CREATE OR REPLACE TABLE decoded AS SELECT uri, decode_image(data) AS image FROM blobs")
+    reference = query.replace(f"({inner})", "TABLE decoded")
+    for threshold in ("0.5", "0.001"):
+        _same(
+            _rows(con, query.replace("0.5", threshold))[1], _rows(con, reference.replace("0.5", threshold))[1]
+        )
+    truth = "(starts_with(uri, '0_'))::INT AS label"
+    evaluate = "SELECT * FROM ML.EVALUATE(MODEL ds.zero, ({}))"
+    columns, (row,) = _rows(
+        con, evaluate.format(f"SELECT uri, ML.DECODE_IMAGE(data) AS image, {truth} FROM blobs")
+    )
+    con.sql(
+        f"CREATE OR REPLACE TABLE labelled AS SELECT uri, decode_image(data) AS image, {truth} FROM blobs"
+    )
+    expected_columns, (expected,) = _rows(con, evaluate.format("SELECT * FROM labelled"))
+    assert columns == expected_columns and "log_loss" in columns
+    assert row == pytest.approx(expected, rel=1e-6)  # scores from other slices/threads: last bits differ
