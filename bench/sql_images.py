@@ -12,7 +12,8 @@ weights), predictions checked equal, all in one run:
 - `ML.PREDICT(MODEL ds.digits, (SELECT uri, ML.DECODE_IMAGE(data) AS image FROM ds.images))`
   (the model's UDF decodes the blobs itself, overlapping decoding and the model: sql/fused.py);
 - the native `SELECT uri, predict('ds.digits', decode_image(data)) FROM ds.images` through
-  inferline's connection (which reads the object table in full chunks too);
+  inferline's connection (which reads the object table in full chunks too, and rewrites
+  `predict(m, decode_image(data))` into one call that decodes as it predicts);
 - the ML.PREDICT statement as it ran before object tables were read in full chunks (the
   translated SQL without the `ORDER BY uri` subquery: DuckDB's read_blob gives one file per
   chunk, so one model call per image);
@@ -38,7 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import inferline.sql  # noqa: E402
 from inferline.examples import digits  # noqa: E402
-from inferline.sql import batching, bigquery  # noqa: E402
+from inferline.sql import batching, bigquery, fused  # noqa: E402
 from inferline.sql.decode import decode  # noqa: E402
 
 CHUNK = 2048
@@ -106,8 +107,10 @@ def main() -> None:
             raise SystemExit("ML.PREDICT does not read the object table in full chunks")
         per_image_sql = batched_sql.replace(sorted_scan, "ds.images")
         decode_call = image.replace("ML.DECODE_IMAGE", "decode_image")
-        native_sql = batching.batch_predict_scans(
-            f"SELECT uri, predict('ds.digits', {decode_call}) AS predicted_label FROM ds.images", con.raw
+        native_sql = fused.fuse_native_calls(  # as SqlConnection.sql runs it
+            batching.batch_predict_scans(
+                f"SELECT uri, predict('ds.digits', {decode_call}) AS predicted_label FROM ds.images", con.raw
+            )
         )
         if sorted_scan not in native_sql:
             raise SystemExit("predict() does not read the object table in full chunks")

@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from inferline.errors import InferlineError, SqlError
-from inferline.sql import batching, bigquery, functions, objects
+from inferline.sql import batching, bigquery, functions, fused, objects
 from inferline.sql.resolver import ModelResolver
 
 
@@ -76,7 +76,7 @@ class SqlConnection:
             if statements:
                 self.con.execute(statements[-1], parameters)
             return self
-        self.con.execute(batching.batch_predict_scans(query, self.con), parameters)
+        self.con.execute(fused.fuse_native_calls(batching.batch_predict_scans(query, self.con)), parameters)
         return self
 
     def run_script(self, script: str) -> Result:
@@ -90,7 +90,7 @@ class SqlConnection:
             if bigquery.is_bigquery_ml(text):
                 translated = self._translate(number, text)
             else:  # predict(...) over an object table: read it in full chunks (sql/batching.py)
-                translated = [batching.batch_predict_scans(text, self.con)]
+                translated = [fused.fuse_native_calls(batching.batch_predict_scans(text, self.con))]
             for query in translated:
                 relation = self._run(number, query)
         return Result(number=len(statements), relation=relation)

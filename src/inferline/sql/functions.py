@@ -25,8 +25,8 @@ from duckdb.func import ARROW, SPECIAL
 
 from inferline.errors import InferlineError, SqlError
 from inferline.models.base import LoadedModel, Prediction
-from inferline.sql import calls
-from inferline.sql.decode import IMAGE_TYPE, decode_column
+from inferline.sql import calls, fused
+from inferline.sql.decode import IMAGE_TYPE, Job, decode_column, decode_threads, images_to_arrow
 from inferline.sql.resolver import ModelResolver
 from inferline.sql.tensors import combine, complete_rows, list_tensor, model_layout, scatter
 
@@ -56,6 +56,14 @@ def register(con: duckdb.DuckDBPyConnection, resolver: ModelResolver, errors: Ud
                 null_handling=SPECIAL,
             )
         con.execute(_macro_sql(public))
+        con.create_function(  # predict(m, decode_image(...)) rewritten by fused.fuse_native_calls
+            f"__inferline_{public}_decoding",
+            _guard(_decoding_run(resolver, public, arrow_type), errors),
+            ["VARCHAR", "BLOB", "INTEGER", "INTEGER"],
+            sql_type,
+            type=ARROW,
+            null_handling=SPECIAL,
+        )
     con.create_function(
         "__inferline_decode_image",
         _guard(decode_column, errors),
@@ -100,13 +108,24 @@ def _guard(fn: Callable[..., pa.Array], errors: UdfErrors) -> Callable[..., pa.A
     def call3(a: pa.ChunkedArray, b: pa.ChunkedArray, c: pa.ChunkedArray) -> pa.Array:
         return call(a, b, c)
 
+    def call4(a: pa.ChunkedArray, b: pa.ChunkedArray, c: pa.ChunkedArray, d: pa.ChunkedArray) -> pa.Array:
+        return call(a, b, c, d)
+
     arity = fn.__code__.co_argcount
-    return call2 if arity == 2 else call3
+    if arity == 2:
+        return call2
+    return call3 if arity == 3 else call4
 
 
 def _predict_udf(
     resolver: ModelResolver, public: str, arrow_type: pa.DataType, errors: UdfErrors
 ) -> Callable[..., pa.Array]:
+    return _guard(_predict_run(resolver, public, arrow_type), errors)
+
+
+def _predict_run(
+    resolver: ModelResolver, public: str, arrow_type: pa.DataType
+) -> Callable[[pa.Array, pa.Array], pa.Array]:
     def run(names: pa.Array, inputs: pa.Array) -> pa.Array:
         unique = [v for v in pc.unique(names).to_pylist() if v is not None]
         if len(unique) == 1 and not names.null_count:
@@ -127,7 +146,43 @@ def _predict_udf(
         order[np.concatenate(where)] = np.arange(len(values))
         return values.take(pa.array(order, mask=order < 0))
 
-    return _guard(run, errors)
+    return run
+
+
+def _decoding_run(
+    resolver: ModelResolver, public: str, arrow_type: pa.DataType
+) -> Callable[[pa.Array, pa.Array, pa.Array, pa.Array], pa.Array]:
+    """`predict(m, decode_image(blob, h, w))` in one call: the next slice of images decodes while
+    the model runs on the last (sql/fused.py); results and errors are those of the two calls."""
+    on_images = _predict_run(resolver, public, arrow_type)
+
+    def run(names: pa.Array, blobs: pa.Array, heights: pa.Array, widths: pa.Array) -> pa.Array:
+        unique = [v for v in pc.unique(names).to_pylist() if v is not None]
+        if len(unique) != 1 or names.null_count:
+            return on_images(names, decode_column(blobs, heights, widths))
+        try:
+            loaded = resolver.get(unique[0])
+        except InferlineError:
+            decode_column(blobs, heights, widths)  # a bad image is reported first, as unfused
+            raise
+        jobs: list[Job] = [
+            (row, blob, int(h or 0), int(w or 0))
+            for row, (blob, h, w) in enumerate(
+                zip(blobs.to_pylist(), heights.to_pylist(), widths.to_pylist(), strict=True)
+            )
+            if blob is not None
+        ]
+        if decode_threads(jobs) != 1 or loaded.handler.framework not in calls.SLICED_FRAMEWORKS:
+            return on_images(names, decode_column(blobs, heights, widths))
+        where = f"{public}({loaded.name!r})"
+        decoded: list[np.ndarray | None] = [None] * len(blobs)
+        parts = fused.decode_and_predict(loaded, jobs, decoded, run_model, where)
+        if parts is None:  # no image, or images of different sizes: as the unfused call
+            return on_images(names, images_to_arrow(decoded))
+        valid = np.array([image is not None for image in decoded], dtype=bool)
+        return scatter(_output(fused.concatenate(parts), public, where), valid).cast(arrow_type)
+
+    return run
 
 
 def _predict_chunk(loaded: LoadedModel, inputs: pa.Array, public: str, arrow_type: pa.DataType) -> pa.Array:

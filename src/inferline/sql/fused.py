@@ -17,10 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from sqlglot import exp
+import sqlglot
+from sqlglot import TokenType, exp
 
 from inferline.models.base import LoadedModel, Prediction
 from inferline.sql import calls
@@ -34,6 +36,8 @@ PACKED = "{" + ", ".join(f"'{name}': {name}" for name in (BLOB, HEIGHT, WIDTH)) 
 Chunk = Callable[[pa.Array], pa.Array]
 Outputs = Callable[[Prediction, np.ndarray], list[pa.Array]]
 RunModel = Callable[..., Prediction]
+# predict(m, decode_image(...)) and the others -> a UDF that decodes itself (see fuse_native_calls).
+NATIVE = ("predict", "predict_scores", "predict_label")
 
 
 @dataclass(frozen=True)
@@ -117,22 +121,18 @@ def predict_decoding(
             images = decode_column(blobs, heights, widths)
             return with_images(unfused(pa.StructArray.from_arrays([images], fields=[field])), images)
         decoded: list[np.ndarray | None] = [None] * len(packed)
-        parts = _decode_and_predict(loaded, jobs, decoded, run_model, where)
+        parts = decode_and_predict(loaded, jobs, decoded, run_model, where)
         images = images_to_arrow(decoded)
         if parts is None:  # images of different sizes (or none): the unfused path answers
             return with_images(unfused(pa.StructArray.from_arrays([images], fields=[field])), images)
         valid = np.array([image is not None for image in decoded], dtype=bool)
-        scores = [p.scores for p in parts if p.scores is not None]
-        prediction = Prediction(
-            prediction=np.concatenate([p.prediction for p in parts]),
-            scores=np.concatenate(scores) if len(scores) == len(parts) else None,
-        )
+        prediction = concatenate(parts)
         return pa.StructArray.from_arrays([*outputs(prediction, valid), images], fields=list(result))
 
     return run
 
 
-def _decode_and_predict(
+def decode_and_predict(
     loaded: LoadedModel, jobs: list[Job], images: list[np.ndarray | None], run_model: RunModel, where: str
 ) -> list[Prediction] | None:
     """Decode `jobs` into `images` slice by slice, each slice predicted while the next decodes.
@@ -170,6 +170,15 @@ def _decode_and_predict(
                 future.cancel()
 
 
+def concatenate(parts: list[Prediction]) -> Prediction:
+    """The predictions of consecutive slices as one."""
+    scores = [p.scores for p in parts if p.scores is not None]
+    return Prediction(
+        prediction=np.concatenate([p.prediction for p in parts]),
+        scores=np.concatenate(scores) if len(scores) == len(parts) else None,
+    )
+
+
 def _decode(part: list[Job], first: np.ndarray | None, images: list[np.ndarray | None]) -> list[np.ndarray]:
     """Decode a slice of jobs (its first already decoded when `first` is given) into `images`."""
     decoded = [
@@ -186,3 +195,82 @@ def _floats(images: list[np.ndarray]) -> np.ndarray:
     if all(image.dtype == np.uint8 for image in images):
         return scale(np.stack(images))
     return np.stack([scale(image) for image in images])
+
+
+def fuse_native_calls(text: str) -> str:
+    """`predict(m, decode_image(blob[, h, w]))` (and predict_scores/predict_label) in a DuckDB
+    statement -> `__inferline_predict_decoding(m, blob, h, w)`, which decodes as it predicts.
+
+    Only a call whose whole second argument is a `decode_image(...)` call is rewritten; the
+    rest of the text is left as written (found on sqlglot's tokens: strings and comments are
+    not calls). Text that does not tokenize is returned as is.
+    """
+    if "decode_image" not in text.lower():
+        return text
+    try:
+        tokens = sqlglot.tokenize(text, read="duckdb")
+    except sqlglot.errors.SqlglotError:
+        return text
+    spans: list[tuple[int, int, str]] = []
+    for i, token in enumerate(tokens):
+        name = token.text.lower()
+        if name not in NATIVE or i + 1 >= len(tokens) or tokens[i + 1].token_type != TokenType.L_PAREN:
+            continue
+        if i > 0 and tokens[i - 1].token_type == TokenType.DOT:
+            continue
+        call = _native_call(text, tokens, i + 1)
+        if call is not None:
+            end, model, args = call
+            sizes = "" if len(args) == 3 else ", 0, 0"
+            spans.append(
+                (token.start, end, f"__inferline_{name}_decoding({model}, {', '.join(args)}{sizes})")
+            )
+    for start, end, replacement in reversed(spans):
+        text = text[:start] + replacement + text[end + 1 :]
+    return text
+
+
+def _native_call(text: str, tokens: list[Any], lparen: int) -> tuple[int, str, list[str]] | None:
+    """(end of the call, model argument, decode_image's arguments) when the call's second and
+    last argument is `decode_image(1 or 3 arguments)`."""
+    comma = _next_at_depth(tokens, lparen + 1, (TokenType.COMMA, TokenType.R_PAREN))
+    if comma is None or tokens[comma].token_type != TokenType.COMMA:
+        return None
+    decode = comma + 1
+    if (
+        decode + 1 >= len(tokens)
+        or tokens[decode].text.lower() != "decode_image"
+        or tokens[decode + 1].token_type != TokenType.L_PAREN
+    ):
+        return None
+    args: list[str] = []
+    start = decode + 2
+    while True:
+        stop = _next_at_depth(tokens, start, (TokenType.COMMA, TokenType.R_PAREN))
+        if stop is None or stop == start:
+            return None
+        args.append(text[tokens[start].start : tokens[stop - 1].end + 1])
+        if tokens[stop].token_type == TokenType.R_PAREN:
+            break
+        start = stop + 1
+    close = stop + 1
+    if len(args) not in (1, 3) or close >= len(tokens) or tokens[close].token_type != TokenType.R_PAREN:
+        return None
+    model = text[tokens[lparen + 1].start : tokens[comma - 1].end + 1] if comma > lparen + 1 else ""
+    return (tokens[close].end, model, args) if model else None
+
+
+def _next_at_depth(tokens: list[Any], start: int, kinds: tuple[Any, ...]) -> int | None:
+    """The first token of `kinds` from `start` outside nested parentheses/brackets."""
+    depth = 0
+    for index in range(start, len(tokens)):
+        kind = tokens[index].token_type
+        if depth == 0 and kind in kinds:
+            return index
+        if kind in (TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE):
+            depth += 1
+        elif kind in (TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE):
+            depth -= 1
+            if depth < 0:
+                return None
+    return None

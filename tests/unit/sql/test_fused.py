@@ -11,7 +11,7 @@ import pytest
 import inferline.sql
 from inferline.errors import SqlError
 from inferline.examples import digits
-from inferline.sql import SqlConnection, bigquery
+from inferline.sql import SqlConnection, bigquery, fused
 
 PREDICT = "SELECT * FROM ML.PREDICT(MODEL ds.digits, ({inner})) ORDER BY uri"
 
@@ -137,3 +137,88 @@ def test_a_threshold_and_ml_evaluate_work_on_the_decoded_path(con: SqlConnection
     expected_columns, (expected,) = _rows(con, evaluate.format("SELECT * FROM labelled"))
     assert columns == expected_columns and "log_loss" in columns
     assert row == pytest.approx(expected, rel=1e-6)  # scores from other slices/threads: last bits differ
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (
+            "SELECT uri, predict('ds.digits', decode_image(data)) FROM ds.images",
+            "SELECT uri, __inferline_predict_decoding('ds.digits', data, 0, 0) FROM ds.images",
+        ),
+        (
+            "SELECT Predict_Scores(m, DECODE_IMAGE(i.data, 28, 28)) s, predict_label('m',decode_image(data)) "
+            "FROM t -- predict('m', decode_image(x))",
+            "SELECT __inferline_predict_scores_decoding(m, i.data, 28, 28) s, "
+            "__inferline_predict_label_decoding('m', data, 0, 0) FROM t -- predict('m', decode_image(x))",
+        ),
+        (
+            "SELECT predict(concat('a', 'b'), decode_image(coalesce(data, NULL)))",
+            "SELECT __inferline_predict_decoding(concat('a', 'b'), coalesce(data, NULL), 0, 0)",
+        ),
+    ],
+)
+def test_native_calls_on_decode_image_become_one_call(sql: str, expected: str) -> None:
+    assert fused.fuse_native_calls(sql) == expected
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT predict('m', decode_image(data), 1)",
+        "SELECT predict('m', decode_image(data) + 1)",
+        "SELECT predict('m', decode_image(data, 28))",
+        "SELECT predict(decode_image(data))",
+        "SELECT x.predict('m', decode_image(data))",
+        "SELECT 'predict(''m'', decode_image(data))'",
+        "SELECT predict('m', decode_image(data)",
+    ],
+)
+def test_other_calls_stay_as_written(sql: str) -> None:
+    assert fused.fuse_native_calls(sql) == sql
+
+
+NATIVE = (
+    "SELECT uri, predict('ds.digits', decode_image(data{size})) AS p, "
+    "predict_scores('ds.digits', decode_image(data{size})) AS s, "
+    "predict_label('ds.digits', decode_image(data{size})) AS l FROM blobs ORDER BY uri"
+)
+
+
+def test_native_decoding_calls_equal_decode_then_predict(
+    con: SqlConnection, tmp_path: Path, digits_example: Path
+) -> None:
+    # con.sql rewrites predict(m, decode_image(...)); con.raw runs the statement as written.
+    _insert(con, [*_pngs(tmp_path, 300), ("empty", None)])
+    for size in ("", ", 28, 28"):
+        got, expected = (
+            _rows(con, NATIVE.format(size=size))[1],
+            con.raw.sql(NATIVE.format(size=size)).fetchall(),
+        )
+        assert [(r[0], r[1], r[3]) for r in got] == [(r[0], r[1], r[3]) for r in expected]
+        assert got[-1] == ("empty", None, None, None)
+        np.testing.assert_allclose([s for *_, s, _ in got[:-1]], [s for *_, s, _ in expected[:-1]], rtol=1e-5)
+    model = digits_example / "models" / "digits-1.pts"
+    con.sql(f"CREATE MODEL ds.digits2 OPTIONS(model_type='pytorch', model_path='{model}')")
+    two = (
+        "SELECT predict(CASE WHEN uri < '5' THEN 'ds.digits' ELSE 'ds.digits2' END, decode_image(data)) "
+        "FROM blobs ORDER BY uri"
+    )
+    assert _rows(con, two)[1] == con.raw.sql(two).fetchall()  # a model per row: decoded first
+
+
+def test_native_decoding_errors_are_those_of_decode_then_predict(con: SqlConnection, tmp_path: Path) -> None:
+    pngs = _pngs(tmp_path, 200)
+    _insert(con, [*pngs[:150], ("bad", b"not an image at all"), *pngs[150:]])
+    query = "SELECT predict('{model}', decode_image(data)) FROM blobs"
+    for model in ("ds.digits", "nope"):  # the bad image is reported before the unknown model
+        with pytest.raises(SqlError, match=r"^statement 1: decode_image: row 150 is not an image \(19 bytes"):
+            con.fetch(con.run_script(query.format(model=model)))
+    con.sql("DELETE FROM blobs WHERE uri = 'bad'")
+    with pytest.raises(
+        SqlError, match=r"^statement 1: model 'nope' not found: register it with CREATE MODEL"
+    ):
+        con.fetch(con.run_script(query.format(model="nope")))
+    _insert(con, [("z_larger", _pngs(tmp_path, 1, side=30)[0][1])])
+    with pytest.raises(SqlError, match=r"input arrays differ in size \(28, 30\).*decode_image\(data, height"):
+        con.fetch(con.run_script(query.format(model="ds.digits")))
