@@ -10,6 +10,10 @@ column too, so DuckDB does not decode them twice. Values, NULLs and error messag
 of the two calls; images that are not tiny (decoded on all cores by `decode_image`), models
 that take a chunk in one call (scikit-learn, remote) and chunks of images of different sizes
 take the unfused path.
+
+Native statements get the same through `fuse_native_calls`: `predict(m, decode_image(...))`
+becomes `__inferline_predict_decoding(m, blob, h, w)` (sql/functions.py). 5,000 28x28 PNGs,
+digits CNN: ML.PREDICT 0.42 s -> 0.26 s, native predict 0.40 s -> 0.24 s (bench/RESULTS.md).
 """
 
 from __future__ import annotations
