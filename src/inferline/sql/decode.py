@@ -105,17 +105,21 @@ def _offsets(sizes: np.ndarray) -> pa.Array:
     return pa.array(offsets.astype(np.int32))
 
 
-def decode_column(blobs: pa.Array, height: pa.Array, width: pa.Array) -> pa.Array:
-    """The vectorised body of the `decode_image` SQL function for one chunk."""
-    data = blobs.to_pylist()
-    heights = height.to_pylist()
-    widths = width.to_pylist()
-    jobs: list[Job] = [
+def chunk_jobs(blobs: pa.Array, height: pa.Array, width: pa.Array) -> list[Job]:
+    """One job per non-NULL image of a chunk: its row, bytes and target size (0: as stored)."""
+    return [
         (row, blob, int(h or 0), int(w or 0))
-        for row, (blob, h, w) in enumerate(zip(data, heights, widths, strict=True))
+        for row, (blob, h, w) in enumerate(
+            zip(blobs.to_pylist(), height.to_pylist(), width.to_pylist(), strict=True)
+        )
         if blob is not None
     ]
-    images: list[np.ndarray | None] = [None] * len(data)
+
+
+def decode_column(blobs: pa.Array, height: pa.Array, width: pa.Array) -> pa.Array:
+    """The vectorised body of the `decode_image` SQL function for one chunk."""
+    jobs = chunk_jobs(blobs, height, width)
+    images: list[np.ndarray | None] = [None] * len(blobs)
     threads = decode_threads(jobs)
     if threads == 1:
         for (row, *_), image in zip(jobs, _decode_jobs(jobs), strict=True):

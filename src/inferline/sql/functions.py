@@ -26,7 +26,7 @@ from duckdb.func import ARROW, SPECIAL
 from inferline.errors import InferlineError, SqlError
 from inferline.models.base import LoadedModel, Prediction
 from inferline.sql import calls, fused
-from inferline.sql.decode import IMAGE_TYPE, Job, decode_column, decode_threads, images_to_arrow
+from inferline.sql.decode import IMAGE_TYPE, chunk_jobs, decode_column, images_to_arrow
 from inferline.sql.resolver import ModelResolver
 from inferline.sql.tensors import combine, complete_rows, list_tensor, model_layout, scatter
 
@@ -165,14 +165,8 @@ def _decoding_run(
         except InferlineError:
             decode_column(blobs, heights, widths)  # a bad image is reported first, as unfused
             raise
-        jobs: list[Job] = [
-            (row, blob, int(h or 0), int(w or 0))
-            for row, (blob, h, w) in enumerate(
-                zip(blobs.to_pylist(), heights.to_pylist(), widths.to_pylist(), strict=True)
-            )
-            if blob is not None
-        ]
-        if decode_threads(jobs) != 1 or loaded.handler.framework not in calls.SLICED_FRAMEWORKS:
+        jobs = chunk_jobs(blobs, heights, widths)
+        if not fused.fusable(loaded, jobs):
             return on_images(names, decode_column(blobs, heights, widths))
         where = f"{public}({loaded.name!r})"
         decoded: list[np.ndarray | None] = [None] * len(blobs)

@@ -30,7 +30,15 @@ from sqlglot import TokenType, exp
 
 from inferline.models.base import LoadedModel, Prediction
 from inferline.sql import calls
-from inferline.sql.decode import Job, decode_column, decode_threads, images_to_arrow, pixels, scale
+from inferline.sql.decode import (
+    Job,
+    chunk_jobs,
+    decode_column,
+    decode_threads,
+    images_to_arrow,
+    pixels,
+    scale,
+)
 from inferline.sql.tensors import model_layout
 
 BLOB, HEIGHT, WIDTH = "__inferline_blob", "__inferline_height", "__inferline_width"
@@ -114,14 +122,8 @@ def predict_decoding(
 
     def run(packed: pa.Array) -> pa.Array:
         blobs, heights, widths = (packed.field(i) for i in range(3))
-        jobs: list[Job] = [
-            (row, blob, int(h or 0), int(w or 0))
-            for row, (blob, h, w) in enumerate(
-                zip(blobs.to_pylist(), heights.to_pylist(), widths.to_pylist(), strict=True)
-            )
-            if blob is not None
-        ]
-        if decode_threads(jobs) != 1 or loaded.handler.framework not in calls.SLICED_FRAMEWORKS:
+        jobs = chunk_jobs(blobs, heights, widths)
+        if not fusable(loaded, jobs):
             images = decode_column(blobs, heights, widths)
             return with_images(unfused(pa.StructArray.from_arrays([images], fields=[field])), images)
         decoded: list[np.ndarray | None] = [None] * len(packed)
@@ -134,6 +136,12 @@ def predict_decoding(
         return pa.StructArray.from_arrays([*outputs(prediction, valid), images], fields=list(result))
 
     return run
+
+
+def fusable(loaded: LoadedModel, jobs: list[Job]) -> bool:
+    """Whether a chunk decodes in the model's call: small images (decoded on one thread) for a
+    model that takes them in slices; otherwise the chunk is decoded first, as unfused."""
+    return decode_threads(jobs) == 1 and loaded.handler.framework in calls.SLICED_FRAMEWORKS
 
 
 def decode_and_predict(
