@@ -194,15 +194,25 @@ def test_a_confusion_matrix_of_a_regressor_is_refused(con: SqlConnection, tmp_pa
     )
 
 
-def test_roc_curve_of_a_binary_classifier_matches_scikit_learn(con: SqlConnection, tmp_path: Path) -> None:
+@pytest.fixture
+def virginica(con: SqlConnection, tmp_path: Path) -> tuple[Any, np.ndarray, np.ndarray]:
+    """A binary classifier (virginica or not, from the sepals) registered as ds.virginica;
+    the model, its features and its 0/1 truth."""
     iris = load_iris()
-    x, y = iris.data[:, :2], (iris.target == 2).astype(int)  # virginica or not, from the sepals
+    x, y = iris.data[:, :2], (iris.target == 2).astype(int)
     model = LogisticRegression(max_iter=300).fit(x, y)
     joblib.dump(model, tmp_path / "virginica-1.joblib")
     con.run_script(
         f"CREATE MODEL ds.virginica INPUT(sepal_length FLOAT64, sepal_width FLOAT64) "
         f"OPTIONS(model_type='sklearn', model_path='{tmp_path}/virginica-*.joblib')"
     )
+    return model, x, y
+
+
+def test_roc_curve_of_a_binary_classifier_matches_scikit_learn(
+    con: SqlConnection, virginica: tuple[Any, np.ndarray, np.ndarray]
+) -> None:
+    model, x, y = virginica
     table = con.fetch(
         con.run_script(
             "SELECT * FROM ML.ROC_CURVE(MODEL ds.virginica, (SELECT sepal_length, sepal_width, "
@@ -282,16 +292,9 @@ def test_ml_predict_threshold_moves_a_binary_classifiers_labels(con: SqlConnecti
 
 
 def test_a_threshold_changes_what_evaluate_and_the_confusion_matrix_count(
-    con: SqlConnection, tmp_path: Path
+    con: SqlConnection, virginica: tuple[Any, np.ndarray, np.ndarray]
 ) -> None:
-    iris = load_iris()
-    x, y = iris.data[:, :2], (iris.target == 2).astype(int)
-    model = LogisticRegression(max_iter=300).fit(x, y)
-    joblib.dump(model, tmp_path / "virginica-1.joblib")
-    con.run_script(
-        f"CREATE MODEL ds.virginica INPUT(sepal_length FLOAT64, sepal_width FLOAT64) "
-        f"OPTIONS(model_type='sklearn', model_path='{tmp_path}/virginica-*.joblib')"
-    )
+    model, x, y = virginica
     rows = "(SELECT sepal_length, sepal_width, CASE WHEN target = 2 THEN 1 ELSE 0 END AS label FROM flowers)"
     probability = model.predict_proba(x)[:, 1]
     for threshold in (0.3, 0.7):
