@@ -165,15 +165,27 @@ def kafka_config(spec: PipelineSpec) -> dict[str, str]:
     }
 
 
-class ParseFile(beam.DoFn):
+class _SourceDoFn(beam.DoFn):
+    """A source's parsing step: counts rows read and dead-lettered as the run summary reports."""
+
+    def __init__(self) -> None:
+        self.read = Metrics.counter(NAMESPACE, "rows_read")
+        self.dead = Metrics.counter(NAMESPACE, "rows_dead")
+
+    def bury(self, key: str, raw: str, error: str, stage: str) -> Any:
+        """Count one dead letter and return it as the `dead` tagged output."""
+        self.dead.inc()
+        return beam.pvalue.TaggedOutput(DEAD, dead_letter(key, raw, error, stage))
+
+
+class ParseFile(_SourceDoFn):
     """One matched file -> `(key, row)` per row, parsed by the local engine's file readers."""
 
     def __init__(self, kind: str, string_columns: list[str], key: str | None) -> None:
         self.kind = kind
         self.string_columns = string_columns
         self.key = key
-        self.read = Metrics.counter(NAMESPACE, "rows_read")
-        self.dead = Metrics.counter(NAMESPACE, "rows_dead")
+        super().__init__()
 
     def process(self, readable: fileio.ReadableFile) -> Iterator[Any]:
         from inferline.io import files
@@ -185,11 +197,8 @@ class ParseFile(beam.DoFn):
         with readable.open() as handle:
             for batch, dead in source._read(handle, uri):
                 for letter in dead:
-                    self.dead.inc()
                     self.read.inc()
-                    yield beam.pvalue.TaggedOutput(
-                        DEAD, dead_letter(letter.key, letter.raw, letter.error, letter.stage)
-                    )
+                    yield self.bury(letter.key, letter.raw, letter.error, letter.stage)
                 if self.key and batch.num_rows and self.key not in batch.schema.names:
                     raise InputError(
                         f"{uri}: key column {self.key!r} not found (columns: {', '.join(batch.schema.names)})"
@@ -203,14 +212,13 @@ class ParseFile(beam.DoFn):
                     yield (str(row[self.key]) if self.key else f"{uri}:{number}"), row
 
 
-class DecodeImage(beam.DoFn):
+class DecodeImage(_SourceDoFn):
     """One image file -> `(uri, {uri, width, height, image})` with `image` a float32 array laid
     out as the source says; an unreadable image becomes a dead letter (stage `decode`)."""
 
     def __init__(self, settings: Any) -> None:
         self.settings = settings
-        self.read = Metrics.counter(NAMESPACE, "rows_read")
-        self.dead = Metrics.counter(NAMESPACE, "rows_dead")
+        super().__init__()
 
     def process(self, readable: fileio.ReadableFile) -> Iterator[Any]:
         from inferline.io.images import decode_with_size
@@ -220,20 +228,18 @@ class DecodeImage(beam.DoFn):
         try:
             pixels, (width, height) = decode_with_size(readable.read(), self.settings)
         except (InputError, OSError) as exc:
-            self.dead.inc()
-            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(uri, uri, f"{uri}: {exc}", "decode"))
+            yield self.bury(uri, uri, f"{uri}: {exc}", "decode")
             return
         yield uri, {"uri": uri, "width": width, "height": height, "image": pixels}
 
 
-class ReadObject(beam.DoFn):
+class ReadObject(_SourceDoFn):
     """One matched file -> `(uri, {uri, content_type, size, updated, data})`, as the local
     `objects` source gives it; a file that cannot be read becomes a dead letter (stage `read`)."""
 
     def __init__(self, read_data: bool) -> None:
         self.read_data = read_data
-        self.read = Metrics.counter(NAMESPACE, "rows_read")
-        self.dead = Metrics.counter(NAMESPACE, "rows_dead")
+        super().__init__()
 
     def process(self, readable: fileio.ReadableFile) -> Iterator[Any]:
         from inferline.io.objects import object_row
@@ -245,14 +251,12 @@ class ReadObject(beam.DoFn):
         try:
             data = readable.read() if self.read_data else None
         except OSError as exc:
-            self.dead.inc()
-            error = f"{uri}: cannot read file ({exc})".splitlines()[0]
-            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(uri, uri, error, "read"))
+            yield self.bury(uri, uri, f"{uri}: cannot read file ({exc})".splitlines()[0], "read")
             return
         yield uri, object_row(uri, int(readable.metadata.size_in_bytes), updated, data)
 
 
-class ParseMessage(beam.DoFn):
+class ParseMessage(_SourceDoFn):
     """A Pub/Sub or Kafka message holding one JSON object -> `(key, row)`.
 
     The key is the spec's `key:` field, else the Pub/Sub message id or Kafka's
@@ -263,8 +267,7 @@ class ParseMessage(beam.DoFn):
         self.kind = kind
         self.key = key
         self.load = load
-        self.read = Metrics.counter(NAMESPACE, "rows_read")
-        self.dead = Metrics.counter(NAMESPACE, "rows_dead")
+        super().__init__()
 
     def process(self, message: Any) -> Iterator[Any]:
         if self.kind == "pubsub":
@@ -278,10 +281,7 @@ class ParseMessage(beam.DoFn):
             if not isinstance(row, dict):
                 raise ValueError(f"expected a JSON object, got {type(row).__name__}")
         except ValueError as exc:
-            self.dead.inc()
-            yield beam.pvalue.TaggedOutput(
-                DEAD, dead_letter(str(ident), text, f"message {ident}: {exc}".splitlines()[0], "parse")
-            )
+            yield self.bury(str(ident), text, f"message {ident}: {exc}".splitlines()[0], "parse")
             return
         key = row.get(self.key) if self.key else None
         yield (str(key) if key is not None else str(ident)), row
