@@ -213,9 +213,7 @@ class RunSpec(_beam_ptransform[Any, Any]):
 
     def expand(self, rows: Any) -> dict[str, Any]:
         from inferline.engine.beam import process_rows
-        from inferline.engine.process import BatchProcessor
 
-        BatchProcessor.from_spec(self.spec)  # bad steps, hooks or label files fail at build time
         outputs = process_rows(rows, self.spec, streaming=self.streaming)
         return {"results": outputs.results, "dead": outputs.dead, **outputs.sides}
 

@@ -102,7 +102,6 @@ def is_streaming(spec: PipelineSpec, options: PipelineOptions | None = None) -> 
 def build(pipeline: beam.Pipeline, spec: PipelineSpec, *, streaming: bool = False) -> BeamOutputs:
     """Add the spec's source, processing and sinks to `pipeline`."""
     check_supported(spec)
-    BatchProcessor.from_spec(spec)  # bad steps, hooks or label files fail here, before Beam starts
     models = spec.all_models
     string_columns = [name for model in models for name in model_inputs(model)]
     parsed = read_source(pipeline, spec, string_columns=string_columns)
@@ -131,6 +130,7 @@ def process_rows(
     `WatchFilePattern(model.uri)`. With `split:` on the sink, `sides` holds each side's rows.
     """
     pipeline = rows.pipeline
+    BatchProcessor.from_spec(spec)  # bad steps, hooks or label files fail here, before Beam starts
     models = spec.all_models
     if not models:
         # Bounded input: full batches (a bundle's tail may be smaller); streams: whatever came.

@@ -18,6 +18,7 @@ from sqlglot import exp
 from sqlglot.tokenizer_core import Token, TokenType
 
 from inferline.errors import InferlineError, SqlError
+from inferline.models.base import LoadedModel
 from inferline.sql import batching, evaluate, fused, objects
 from inferline.sql.catalog import MODEL_TYPES, CatalogModel, drop_model, put_model
 from inferline.sql.mlpredict import predict_subquery
@@ -409,7 +410,7 @@ def _require_column(session: Session, ctes_sql: str, inner_sql: str, label: str,
 
 def _evaluation(
     session: Session,
-    loaded: Any,
+    loaded: LoadedModel,
     subquery: str,
     ctes_sql: str,
     outputs: list[str],
@@ -417,8 +418,7 @@ def _evaluation(
     function: str,
 ) -> str:
     """ML.EVALUATE / CONFUSION_MATRIX / ROC_CURVE over the predicted rows, as a subquery of literals."""
-    model = getattr(loaded, "model", None)
-    classes = getattr(model, "classes_", None)
+    classes = getattr(loaded.model, "classes_", None)
     classifier = classes is not None or len(outputs) > 1
     return evaluate.evaluate(
         session.con,

@@ -40,7 +40,7 @@ from sqlglot import exp
 from sqlglot.tokenizer_core import TokenType
 
 from inferline.errors import SqlError
-from inferline.report.metrics import Confusion
+from inferline.report.metrics import Confusion, class_name
 
 MARKER = "__inferline_evaluate"
 FUNCTIONS = ("EVALUATE", "CONFUSION_MATRIX", "ROC_CURVE")
@@ -211,8 +211,8 @@ def roc_rows(truth: list[Any], scores: np.ndarray, classes: list[Any] | None, *,
         width = scores.shape[1] if scores.ndim == 2 else 1
         raise SqlError(f"{where}: an ROC curve needs a binary classifier; this model gives {width} classes")
     order = classes if classes is not None else [0, 1]
-    positive_class = _class_key(order[1])
-    positive = np.asarray([_class_key(t) == positive_class for t in truth])
+    positive_class = class_name(order[1])
+    positive = np.asarray([class_name(t) == positive_class for t in truth])
     score = scores[:, 1]
     thresholds = np.unique(np.quantile(score, np.linspace(0.0, 1.0, 101)))[::-1]
     rows = []
@@ -263,8 +263,8 @@ def classification_metrics(
     if scores is None or scores.ndim != 2:
         return metrics
     order = classes if classes is not None else list(range(scores.shape[1]))
-    index = {_class_key(c): i for i, c in enumerate(order)}
-    columns = [index.get(_class_key(t)) for t in truth]
+    index = {class_name(c): i for i, c in enumerate(order)}
+    columns = [index.get(class_name(t)) for t in truth]
     if len(order) != scores.shape[1] or any(c is None for c in columns):
         return metrics  # the scores' columns cannot be matched to the labels
     rows = np.arange(len(truth))
@@ -315,12 +315,6 @@ def _auc(positive: np.ndarray, score: np.ndarray) -> float | None:
     ranks = np.empty(len(score), dtype=np.float64)
     ranks[order] = (first + (sizes + 1) / 2.0)[np.cumsum(starts) - 1]
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def _class_key(value: Any) -> str:
-    from inferline.report.metrics import class_name
-
-    return class_name(value)
 
 
 def _identifier(name: str) -> str:
