@@ -31,6 +31,15 @@ log = logging.getLogger("inferline.engine")
 
 
 @dataclass
+class RunColumns:
+    """What one run remembers across batches with several models: each model's result column
+    types (fixed by the first batch), and which dropped columns it has warned about."""
+
+    types: dict[str, dict[str, pa.DataType]] = field(default_factory=dict)
+    warned: set[tuple[str, str]] = field(default_factory=set)
+
+
+@dataclass
 class ModelOutput:
     """One model's answers for the rows listed in `rows` (indices into the batch)."""
 
@@ -106,11 +115,11 @@ def results_for(
     *,
     keep: list[str] | None,
     pool: ThreadPoolExecutor | None = None,
-    columns: dict[str, dict[str, pa.DataType]] | None = None,
+    columns: RunColumns | None = None,
 ) -> tuple[pa.RecordBatch | None, list[DeadLetter]]:
     """Result rows and dead letters for a batch, for one model or several side by side.
 
-    `columns` remembers each model's result columns across batches (pass the same dict every
+    `columns` remembers each model's result columns across batches (pass the same one every
     time), so a batch where a model failed on every row still writes its columns, all null,
     with the types of earlier batches: the sink sees one schema for the whole run.
     """
@@ -128,7 +137,7 @@ def results_for(
         source = out.typed if out.typed is not None else _take(data, out.rows)
         batch = assemble(source, _take_array(keys, out.rows), out.prediction, out.model.model_id, keep=keep)
         return _with_extra(batch, out.extra), dead
-    known = {} if columns is None else columns
+    known = RunColumns() if columns is None else columns
     return _side_by_side(outputs, hooks, data, keys, keep=keep, known=known), dead
 
 
@@ -139,7 +148,7 @@ def _side_by_side(
     keys: pa.Array,
     *,
     keep: list[str] | None,
-    known: dict[str, dict[str, pa.DataType]],
+    known: RunColumns,
 ) -> pa.RecordBatch | None:
     n = data.num_rows
     if n == 0:
@@ -158,15 +167,15 @@ def _side_by_side(
                 columns["scores"] = list_column(out.prediction.scores)
             columns.update(out.extra)
             columns["model_id"] = pa.repeat(pa.scalar(out.model.model_id), len(out.rows))
-        types = known.get(out.model.name)
+        types = known.types.get(out.model.name)
         if types is None:
             # The first batch fixes the sink's schema: a model that failed on all of its rows
             # is probed with one row of zeros for its column types.
             types = (
                 {n: c.type for n, c in columns.items()} if columns else probe_types(out.model, model_hooks)
             )
-            known[out.model.name] = types
-        columns = _conform(columns, types, out.model.name, len(out.rows))
+            known.types[out.model.name] = types
+        columns = _conform(columns, types, out.model.name, len(out.rows), known.warned)
         for name, column in columns.items():
             names.append(prefix + name)
             arrays.append(column.take(take) if len(column) else pa.nulls(n, column.type))
@@ -193,7 +202,11 @@ def probe_types(model: LoadedModel, hooks: ModelHooks | None) -> dict[str, pa.Da
 
 
 def _conform(
-    columns: dict[str, pa.Array], types: dict[str, pa.DataType], model: str, n: int
+    columns: dict[str, pa.Array],
+    types: dict[str, pa.DataType],
+    model: str,
+    n: int,
+    warned: set[tuple[str, str]],
 ) -> dict[str, pa.Array]:
     # Every batch writes the columns and types of the first one, so the sink's schema holds.
     out: dict[str, pa.Array] = {}
@@ -207,19 +220,19 @@ def _conform(
             try:
                 out[name] = column.cast(type_)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                _warn_once(model, name, f"left empty: its values are {column.type}, not {type_} as before")
+                why = f"left empty: its values are {column.type}, not {type_} as before"
+                _warn_once(warned, model, name, why)
                 out[name] = pa.nulls(n, type_)
     for name in columns.keys() - types.keys():
-        _warn_once(model, name, "not written: it first appeared after the first batch fixed the columns")
+        _warn_once(
+            warned, model, name, "not written: it first appeared after the first batch fixed the columns"
+        )
     return out
 
 
-_warned: set[tuple[str, str]] = set()
-
-
-def _warn_once(model: str, column: str, why: str) -> None:
-    if (model, column) not in _warned:
-        _warned.add((model, column))
+def _warn_once(warned: set[tuple[str, str]], model: str, column: str, why: str) -> None:
+    if (model, column) not in warned:
+        warned.add((model, column))
         log.warning("model %s: column %s_%s %s", model, model, column, why)
 
 

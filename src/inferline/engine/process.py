@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from inferline.engine.output import OutputMapping
-from inferline.engine.predict import results_for
+from inferline.engine.predict import RunColumns, results_for
 from inferline.engine.steps import Step, StepFailed, apply_steps, build_steps
 from inferline.io.base import DeadLetter, row_as_json
 from inferline.models.base import LoadedModel
@@ -37,7 +37,7 @@ class BatchProcessor:
     output: OutputMapping | None = None
     pool: ThreadPoolExecutor | None = None
     # Each model's result columns and types, so failed batches keep the run's schema.
-    columns: dict[str, dict[str, pa.DataType]] = field(default_factory=dict)
+    columns: RunColumns = field(default_factory=RunColumns)
 
     @classmethod
     def from_spec(cls, spec: PipelineSpec) -> BatchProcessor:
