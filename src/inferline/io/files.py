@@ -29,19 +29,25 @@ def expand_paths(pattern: str) -> list[tuple[fsspec.AbstractFileSystem, str, str
 
     `pattern` is a file, a folder (every file under it), or a glob with `*`, `?`, `[...]`.
     """
+    return [(fs, path, uri) for fs, path, uri, _ in list_files(pattern)]
+
+
+def list_files(pattern: str) -> list[tuple[fsspec.AbstractFileSystem, str, str, dict[str, Any]]]:
+    """As `expand_paths`, with each file's listing details (size, modification time, ...) as
+    the filesystem gave them, so callers need no second request per file."""
     fs, root = fsspec.core.url_to_fs(pattern)
     if any(ch in root for ch in "*?["):
         found = fs.glob(root, detail=True)
-        matched = sorted(p for p, info in found.items() if info.get("type") != "directory")
     elif fs.isdir(root):
-        matched = sorted(fs.find(root))
+        found = fs.find(root, detail=True)
     else:
-        matched = [root] if fs.exists(root) else []
+        found = {root: fs.info(root)} if fs.exists(root) else {}
+    matched = sorted(((p, i) for p, i in found.items() if i.get("type") != "directory"), key=lambda m: m[0])
     if not matched:
         raise InputError(f"source path {pattern}: no files match")
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     prefix = "" if protocol in ("file", "local") else f"{protocol}://"
-    return [(fs, p, prefix + p) for p in matched]
+    return [(fs, p, prefix + p, info) for p, info in matched]
 
 
 def row_keys(uri: str, start: int, count: int) -> pa.Array:

@@ -98,9 +98,12 @@ class ObjectsSource:
         self._files: list[ObjectFile] = []
 
     def open(self) -> None:
-        from inferline.io.files import expand_paths
+        from inferline.io.files import list_files
 
-        self._files = [_listed(fs, path, uri) for fs, path, uri in expand_paths(self.path)]
+        self._files = [
+            ObjectFile(fs, path, uri, int(info.get("size") or 0), _modified(info))
+            for fs, path, uri, info in list_files(self.path)
+        ]
 
     def total_bytes(self) -> int | None:
         return sum(f.size for f in self._files) if self.read_data else None
@@ -140,14 +143,6 @@ class ObjectsSource:
             size += item.size
         if chunk:
             yield chunk
-
-
-def _listed(fs: fsspec.AbstractFileSystem, path: str, uri: str) -> ObjectFile:
-    try:
-        info = fs.info(path)
-    except OSError:
-        return ObjectFile(fs, path, uri, 0, None)
-    return ObjectFile(fs, path, uri, int(info.get("size") or 0), _modified(info))
 
 
 def _modified(info: dict[str, Any]) -> dt.datetime | None:
