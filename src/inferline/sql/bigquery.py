@@ -243,6 +243,11 @@ def remote_model(
             "or '.../predictions/NAME'[, auth_env='ENV_VAR_WITH_TOKEN'])"
         )
     endpoint = str(options["endpoint"])
+    if "://" not in endpoint:  # BigQuery's hosted models are named, e.g. ENDPOINT='gemini-2.0-flash'
+        raise SqlError(
+            f"{where}: ENDPOINT={endpoint!r} names a Google-hosted model, which runs only in BigQuery; "
+            "a remote model here is a KServe v2/TorchServe URL, e.g. 'http://host:8080/v2/models/NAME'"
+        )
     from inferline.models.remote import parse_url
 
     try:
@@ -311,6 +316,7 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
         where = f"ML.PREDICT(MODEL {model})"
         if any(isinstance(n, exp.Predict) for n in node.expression.find_all(exp.Predict) if n is not node):
             raise SqlError(f"{where}: nested ML.PREDICT is not supported; use a CTE or a table")
+        thresholds = evaluate.roc_thresholds(node, f"ML.ROC_CURVE(MODEL {model})")
         evaluating = evaluate.marked(node)
         if evaluating:
             where = f"ML.{evaluating}(MODEL {model})"
@@ -351,7 +357,9 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
             decoded=decoded,
         )
         if evaluating:
-            subquery = _evaluation(session, loaded, subquery, ctes_sql, outputs, where, evaluating)
+            subquery = _evaluation(
+                session, loaded, subquery, ctes_sql, outputs, where, evaluating, thresholds
+            )
         replacements[placeholder] = subquery
         holder = node.parent if isinstance(node.parent, exp.Table) else node
         alias = holder.args.get("alias") if holder is not node else None
@@ -416,6 +424,7 @@ def _evaluation(
     outputs: list[str],
     where: str,
     function: str,
+    thresholds: list[float] | None = None,
 ) -> str:
     """ML.EVALUATE / CONFUSION_MATRIX / ROC_CURVE over the predicted rows, as a subquery of literals."""
     classes = getattr(loaded.model, "classes_", None)
@@ -429,6 +438,7 @@ def _evaluation(
         function=function,
         classifier=classifier,
         where=where,
+        thresholds=thresholds,
     )
 
 

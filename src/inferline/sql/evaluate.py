@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 from typing import Any
 
 import duckdb
@@ -43,6 +44,7 @@ from inferline.errors import SqlError
 from inferline.report.metrics import Confusion, class_name
 
 MARKER = "__inferline_evaluate"
+THRESHOLDS = "__inferline_thresholds"  # ML.ROC_CURVE's third argument, inside the marker
 FUNCTIONS = ("EVALUATE", "CONFUSION_MATRIX", "ROC_CURVE")
 ROC_COLUMNS = (
     "threshold",
@@ -73,11 +75,11 @@ def mark(text: str) -> str:
             continue
         depth, commas, close = 0, 0, None
         for token in tokens[i + 3 :]:
-            if token.token_type == TokenType.L_PAREN:
+            if token.token_type in (TokenType.L_PAREN, TokenType.L_BRACKET):
                 depth += 1
-            elif token.token_type == TokenType.R_PAREN:
+            elif token.token_type in (TokenType.R_PAREN, TokenType.R_BRACKET):
                 depth -= 1
-                if depth == 0:
+                if depth == 0 and token.token_type == TokenType.R_PAREN:
                     close = token
                     break
             elif token.token_type == TokenType.COMMA and depth == 1:
@@ -86,13 +88,23 @@ def mark(text: str) -> str:
         if close is None:
             raise SqlError(f"ML.{function}: missing closing parenthesis")
         options = commas == 2 and function != "ROC_CURVE" and _ends_with_struct(tokens, i + 3, close)
-        if commas != 1 and not options:
+        listed = commas == 2 and function == "ROC_CURVE" and _ends_with_thresholds(tokens, i + 3, close)
+        if commas != 1 and not options and not listed:
             raise SqlError(
                 f"ML.{function} takes MODEL name and one input, (SELECT ...) or TABLE name"
-                + (", and optionally STRUCT(0.5 AS threshold)" if function != "ROC_CURVE" else "")
+                + (
+                    ", and optionally STRUCT(0.5 AS threshold)"
+                    if function != "ROC_CURVE"
+                    else ", and optionally thresholds, GENERATE_ARRAY(0.4, 0.6, 0.01) or [0.4, 0.5]"
+                )
             )
         edits.append((name.start, name.end + 1, "PREDICT"))
-        if options:  # the marker joins the STRUCT(...) the call already has
+        if listed:  # the thresholds travel in the marker STRUCT
+            comma = _last_comma(tokens, i + 3, close) or 0
+            given = text[tokens[comma + 1].start : close.start]
+            marker = f", STRUCT('{function}' AS {MARKER}, {given} AS {THRESHOLDS})"
+            edits.append((tokens[comma].start, close.start, marker))
+        elif options:  # the marker joins the STRUCT(...) the call already has
             end = _closing_paren_before(tokens, close)
             edits.append((end.start, end.start, f", '{function}' AS {MARKER}"))
         else:
@@ -104,27 +116,81 @@ def mark(text: str) -> str:
 
 def _ends_with_struct(tokens: list[Any], start: int, close: Any) -> bool:
     # The third argument of ML.EVALUATE(MODEL m, input, STRUCT(...)) is a STRUCT literal.
-    inside = [t for t in tokens[start:] if t.start < close.start]
-    last_comma = max(
-        (k for k, t in enumerate(inside) if t.token_type == TokenType.COMMA and _depth(inside, k) == 1),
-        default=None,
+    comma = _last_comma(tokens, start, close)
+    return comma is not None and tokens[comma + 1].text.upper() == "STRUCT"
+
+
+def _ends_with_thresholds(tokens: list[Any], start: int, close: Any) -> bool:
+    # ML.ROC_CURVE(MODEL m, input, GENERATE_ARRAY(0.4, 0.6, 0.01)) or an array literal.
+    comma = _last_comma(tokens, start, close)
+    after = tokens[comma + 1] if comma is not None else None
+    return after is not None and (
+        after.text.upper() in ("GENERATE_ARRAY", "ARRAY") or after.token_type == TokenType.L_BRACKET
     )
-    return last_comma is not None and inside[last_comma + 1].text.upper() == "STRUCT"
 
 
-def _depth(tokens: list[Any], index: int) -> int:
-    depth = 0
-    for token in tokens[:index]:
-        if token.token_type == TokenType.L_PAREN:
+def _last_comma(tokens: list[Any], start: int, close: Any) -> int | None:
+    """The index in `tokens` of the call's last top-level comma (the call's `(` is `start`)."""
+    depth, last = 0, None
+    for k in range(start, len(tokens)):
+        token = tokens[k]
+        if token.start >= close.start:
+            break
+        if token.token_type in (TokenType.L_PAREN, TokenType.L_BRACKET):
             depth += 1
-        elif token.token_type == TokenType.R_PAREN:
+        elif token.token_type in (TokenType.R_PAREN, TokenType.R_BRACKET):
             depth -= 1
-    return depth
+        elif token.token_type == TokenType.COMMA and depth == 1:
+            last = k
+    return last
 
 
 def _closing_paren_before(tokens: list[Any], close: Any) -> Any:
     before = [t for t in tokens if t.end < close.start and t.token_type == TokenType.R_PAREN]
     return before[-1]
+
+
+def roc_thresholds(node: exp.Expr, where: str) -> list[float] | None:
+    """ML.ROC_CURVE's thresholds (its third argument), taken out of the marker STRUCT; None when
+    not given. `GENERATE_ARRAY(start, end, step)` counts in decimal, as BigQuery: 0.4 .. 0.6 by
+    0.01 gives 21 thresholds."""
+    params = node.args.get("params_struct")
+    if not isinstance(params, exp.Struct):
+        return None
+    for item in params.expressions:
+        if isinstance(item, exp.PropertyEQ) and item.this.name == THRESHOLDS:
+            params.set("expressions", [e for e in params.expressions if e is not item])
+            return _threshold_list(item.expression, where)
+    return None
+
+
+def _threshold_list(node: exp.Expr, where: str) -> list[float]:
+    shown = node.sql("bigquery")
+    if isinstance(node, exp.GenerateSeries):
+        parts = [node.args.get(k) for k in ("start", "end", "step")]
+        start, end, step = (_decimal(p, where, shown) for p in parts)
+        if step <= 0:
+            raise SqlError(f"{where}: GENERATE_ARRAY's step must be positive, got {shown}")
+        count = int((end - start) / step) + 1 if end >= start else 0
+        values = [float(start + i * step) for i in range(count)]
+    elif isinstance(node, exp.Array):
+        values = [float(_decimal(e, where, shown)) for e in node.expressions]
+    else:
+        raise SqlError(
+            f"{where}: thresholds must be GENERATE_ARRAY(start, end, step) or [numbers], got {shown}"
+        )
+    if not values or not all(0.0 <= v <= 1.0 for v in values):
+        raise SqlError(f"{where}: thresholds must be numbers between 0 and 1, got {shown}")
+    return values
+
+
+def _decimal(node: exp.Expr | None, where: str, shown: str) -> Decimal:
+    negative = isinstance(node, exp.Neg)
+    literal = node.this if isinstance(node, exp.Neg) else node
+    if not isinstance(literal, exp.Literal) or literal.is_string:
+        raise SqlError(f"{where}: thresholds must be number literals, got {shown}")
+    value = Decimal(str(literal.this))
+    return -value if negative else value
 
 
 def marked(node: exp.Expr) -> str | None:
@@ -151,6 +217,7 @@ def evaluate(
     function: str,
     classifier: bool,
     where: str,
+    thresholds: list[float] | None = None,
 ) -> str:
     """Run the ML.PREDICT subquery; the one-row metrics (EVALUATE) or the confusion matrix
     (CONFUSION_MATRIX) over its rows, as a DuckDB subquery."""
@@ -175,7 +242,7 @@ def evaluate(
     if function == "ROC_CURVE":
         if scores is None:
             raise SqlError(f"{where}: an ROC curve needs a classifier that gives probabilities")
-        return roc_rows(truth, scores, classes, where=where)
+        return roc_rows(truth, scores, classes, where=where, thresholds=thresholds)
     if function == "CONFUSION_MATRIX":
         if not classifier:
             raise SqlError(f"{where}: a confusion matrix needs a classifier (a model with classes)")
@@ -205,16 +272,25 @@ def confusion_rows(truth: list[Any], predicted: list[Any]) -> str:
     return f"(SELECT * FROM (VALUES {', '.join(rows)}) AS __inferline_confusion({columns}))"
 
 
-def roc_rows(truth: list[Any], scores: np.ndarray, classes: list[Any] | None, *, where: str) -> str:
-    """BigQuery's ML.ROC_CURVE rows for a binary classifier, as a DuckDB subquery."""
+def roc_rows(
+    truth: list[Any],
+    scores: np.ndarray,
+    classes: list[Any] | None,
+    *,
+    where: str,
+    thresholds: list[float] | None = None,
+) -> str:
+    """BigQuery's ML.ROC_CURVE rows for a binary classifier, as a DuckDB subquery: at the given
+    `thresholds`, else at up to 101 quantiles of the positive class's probability."""
     if scores.ndim != 2 or scores.shape[1] != 2:
         width = scores.shape[1] if scores.ndim == 2 else 1
         raise SqlError(f"{where}: an ROC curve needs a binary classifier; this model gives {width} classes")
     order = classes if classes is not None else [0, 1]
-    positive_class = class_name(order[1])
-    positive = np.asarray([class_name(t) == positive_class for t in truth])
+    positive_name = class_name(order[1])
+    positive = np.asarray([class_name(t) == positive_name for t in truth])
     score = scores[:, 1]
-    thresholds = np.unique(np.quantile(score, np.linspace(0.0, 1.0, 101)))[::-1]
+    if thresholds is None:
+        thresholds = list(np.unique(np.quantile(score, np.linspace(0.0, 1.0, 101)))[::-1])
     rows = []
     for threshold in thresholds:
         called = score >= threshold
@@ -252,6 +328,10 @@ def classification_metrics(
         counts[pair] = counts.get(pair, 0) + 1
     confusion = Confusion.from_pairs(counts)
     precision, recall, f1 = confusion.macro()
+    positive = positive_class(confusion.labels, classes, scores)
+    if positive is not None:  # BigQuery: a binary classifier's scores are its positive class's
+        scored = [(c.precision, c.recall, c.f1) for c in confusion.per_class() if c.name == positive]
+        precision, recall, f1 = scored[0] if scored else (0.0, 0.0, 0.0)
     metrics: dict[str, float | None] = {
         "precision": precision,
         "recall": recall,
@@ -274,6 +354,16 @@ def classification_metrics(
     present = [a for a in aucs if a is not None]
     metrics["roc_auc"] = float(np.mean(present)) if present else None
     return metrics
+
+
+def positive_class(labels: list[str], classes: list[Any] | None, scores: np.ndarray | None) -> str | None:
+    """A binary classifier's positive class (its second; the larger of two labels when the model
+    does not list its classes), or None for more than two classes."""
+    if classes is not None:
+        return class_name(classes[1]) if len(classes) == 2 else None
+    if scores is not None and scores.ndim == 2 and scores.shape[1] != 2:
+        return None
+    return labels[1] if len(labels) == 2 else None
 
 
 def regression_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]:

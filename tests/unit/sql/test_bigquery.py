@@ -118,6 +118,15 @@ def test_create_model_replace_and_drop(con: SqlConnection, iris_example: Path) -
         ),
         ("ALTER MODEL ds.iris SET OPTIONS(description='x')", r"ALTER MODEL is not supported"),
         (
+            "CREATE OR REPLACE MODEL `mydataset.gemini` REMOTE WITH CONNECTION `us.example_connection` "
+            "OPTIONS (ENDPOINT = 'gemini-2.0-flash')",
+            r"ENDPOINT='gemini-2.0-flash' names a Google-hosted model, which runs only in BigQuery",
+        ),
+        (
+            "SELECT * FROM ML.GENERATE_TEXT(MODEL `mydataset.gemini`, (SELECT 'hi' AS prompt))",
+            r"ML.GENERATE_TEXT is not supported",
+        ),
+        (
             "SELECT * FROM ML.PREDICT(MODEL ds.iris, (SELECT 1.0 AS a), STRUCT(5 AS top_k))",
             r"ML.PREDICT\(MODEL ds.iris\): option top_k is not supported \(supported: threshold\)",
         ),

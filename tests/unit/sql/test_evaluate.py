@@ -121,8 +121,14 @@ def test_regressor_metrics_match_scikit_learn(con: SqlConnection, tmp_path: Path
             "STRUCT(0.5 AS threshold)",
         ),
         (
-            "SELECT * FROM ML.ROC_CURVE(MODEL ds.iris, TABLE flowers, GENERATE_ARRAY(0, 1, 0.1))",
-            "ML.ROC_CURVE takes MODEL name and one input, (SELECT ...) or TABLE name",
+            "SELECT * FROM ML.ROC_CURVE(MODEL ds.iris, TABLE flowers, STRUCT(1 AS trial_id))",
+            "ML.ROC_CURVE takes MODEL name and one input, (SELECT ...) or TABLE name, and optionally "
+            "thresholds, GENERATE_ARRAY(0.4, 0.6, 0.01) or [0.4, 0.5]",
+        ),
+        (
+            "SELECT * FROM ML.ROC_CURVE(MODEL ds.iris, TABLE flowers, GENERATE_ARRAY(0.5, 2, 0.5))",
+            "ML.ROC_CURVE(MODEL ds.iris): thresholds must be numbers between 0 and 1, "
+            "got GENERATE_ARRAY(0.5, 2, 0.5)",
         ),
         (
             "CREATE MODEL ds.x OPTIONS(model_type='sklearn', model_path='m.joblib', input_label_cols='y')",
@@ -304,7 +310,11 @@ def test_a_threshold_changes_what_evaluate_and_the_confusion_matrix_count(
             f"SELECT * FROM ML.EVALUATE(MODEL ds.virginica, {rows}, STRUCT({threshold} AS threshold))",
         )
         assert got["accuracy"] == pytest.approx(metrics.accuracy_score(y, called))
-        assert got["recall"] == pytest.approx(metrics.recall_score(y, called, average="macro"))
+        # BigQuery: a binary classifier's precision, recall and f1 are its positive class's.
+        assert got["precision"] == pytest.approx(metrics.precision_score(y, called))
+        assert got["recall"] == pytest.approx(metrics.recall_score(y, called))
+        assert got["f1_score"] == pytest.approx(metrics.f1_score(y, called))
+        assert got["f1_score"] != pytest.approx(metrics.f1_score(y, called, average="macro"))
         assert got["roc_auc"] == pytest.approx(metrics.roc_auc_score(y, probability))  # no threshold in it
         table = con.fetch(
             con.run_script(
@@ -315,3 +325,28 @@ def test_a_threshold_changes_what_evaluate_and_the_confusion_matrix_count(
         assert table is not None
         expected = metrics.confusion_matrix(y, called)
         assert [list(r.values())[1:] for r in table.to_pylist()] == expected.tolist()
+
+
+def test_roc_curve_at_the_thresholds_given_as_bigquery_generates_them(
+    con: SqlConnection, virginica: tuple[Any, np.ndarray, np.ndarray]
+) -> None:
+    model, x, y = virginica
+    rows = "(SELECT sepal_length, sepal_width, CASE WHEN target = 2 THEN 1 ELSE 0 END AS label FROM flowers)"
+    table = con.fetch(
+        con.run_script(
+            f"SELECT * FROM ML.ROC_CURVE(MODEL ds.virginica, {rows}, GENERATE_ARRAY(0.4, 0.6, 0.01)) "
+            "ORDER BY threshold"
+        )
+    )
+    assert table is not None
+    got = table.to_pylist()
+    assert [r["threshold"] for r in got] == pytest.approx([0.4 + i / 100 for i in range(21)])
+    score = model.predict_proba(x)[:, 1]
+    for row in got:
+        called = score >= row["threshold"]
+        assert row["recall"] == pytest.approx(metrics.recall_score(y, called.astype(int)))
+        assert row["false_positives"] == int(np.sum(called & (y == 0)))
+    listed = con.fetch(
+        con.run_script(f"SELECT threshold FROM ML.ROC_CURVE(MODEL ds.virginica, {rows}, [0.25, 0.75])")
+    )
+    assert listed is not None and listed.column("threshold").to_pylist() == [0.25, 0.75]
