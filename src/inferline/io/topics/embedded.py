@@ -50,19 +50,77 @@ _POLL_SECONDS = 0.005
 _MAX_POLL_SECONDS = 0.02
 
 
-def _connect(path: str) -> sqlite3.Connection:
+_OPEN_TIMEOUT_SECONDS = 60.0
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _connect(
+    path: str,
+    *,
+    timeout: float = _OPEN_TIMEOUT_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> sqlite3.Connection:
+    """A connection to the queue file, created with its schema if new.
+
+    Many processes may open a new file at once: SQLite's busy timeout does not cover the
+    switch to WAL (it fails at once with "database is locked" while another connection holds
+    the file), so that switch and the schema are retried until `timeout` seconds have passed.
+    """
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
+    deadline = clock() + timeout
     try:
-        con = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-        con.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a killed process (not a power cut) and is much faster.
-        con.execute("PRAGMA synchronous=NORMAL")
-        con.executescript(_SCHEMA)
+        con = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        try:
+            _while_busy(lambda: _use_wal(con), deadline, clock=clock, sleep=sleep)
+            # NORMAL in WAL mode survives a killed process (not a power cut) and is much faster.
+            con.execute("PRAGMA synchronous=NORMAL")
+            _while_busy(lambda: _create_schema(con), deadline, clock=clock, sleep=sleep)
+        except BaseException:
+            con.close()
+            raise
     except sqlite3.DatabaseError as exc:
         raise InputError(f"queue {path}: cannot open as an embedded queue ({exc})") from None
     return con
+
+
+def _while_busy(
+    step: Callable[[], None], deadline: float, *, clock: Callable[[], float], sleep: Callable[[float], None]
+) -> None:
+    pause = _POLL_SECONDS
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _BUSY or clock() >= deadline:
+                raise
+        sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
+def _use_wal(con: sqlite3.Connection) -> None:
+    # Reading the mode takes no lock; switching needs the file to itself, so only switch once.
+    (mode,) = con.execute("PRAGMA journal_mode").fetchone()
+    if str(mode).lower() != "wal":
+        con.execute("PRAGMA journal_mode=WAL")
+
+
+def _create_schema(con: sqlite3.Connection) -> None:
+    # One write transaction (which waits for the busy timeout), so concurrent creators take
+    # turns and the second finds every table there.
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                con.execute(statement)
+        con.execute("COMMIT")
+    except BaseException:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        raise
 
 
 class EmbeddedTopic:
