@@ -53,7 +53,8 @@ def test_register_set_default_unregister(
         shutil.copy(path, outside)
         refused = httpx.post(f"{base}/models", params={"url": str(outside), "model_name": "iris"})
         assert refused.status_code == 400
-        assert "refusing to load a pickled model from an untrusted location" in refused.json()["message"]
+        message = refused.json()["message"]
+        assert "refusing to load a sklearn file registered over HTTP (it could run code)" in message
         missing = httpx.post(f"{base}/models", params={"model_name": "iris"})
         assert missing.status_code == 400 and "missing ?url=PATH" in missing.json()["message"]
 
@@ -202,6 +203,12 @@ def test_a_corrupt_new_version_leaves_the_old_one_serving(store: Path, tmp_path:
     [
         (["--batch-size", "0"], "error: serve: --batch-size 0; expected a positive number"),
         (["--max-body", "-1"], "error: serve: --max-body -1; expected a positive number"),
+        (["--token", "  "], "error: serve: --token is empty or whitespace; pass a real secret"),
+        (["--host", "0.0.0.0", "--token", " \t"], "error: serve: --token is empty or whitespace"),
+        (
+            ["--allow-origin", "localhost:3000"],
+            "error: serve: --allow-origin 'localhost:3000'; expected an origin like http://localhost:3000",
+        ),
     ],
 )
 def test_bad_options_are_refused(store: Path, args: list[str], message: str) -> None:

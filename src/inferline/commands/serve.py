@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import sys
 from typing import Annotated
@@ -10,16 +9,20 @@ from typing import Annotated
 import typer
 
 from inferline.errors import InferlineError, require
+from inferline.serve.hosts import is_loopback
 
 
-def is_loopback(host: str) -> bool:
-    """True when `host` only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+def checked_origins(origins: list[str]) -> tuple[str, ...]:
+    """`--allow-origin` values as browsers send them in `Origin` (scheme://host[:port])."""
+    out = []
+    for origin in origins:
+        scheme, sep, rest = origin.rstrip("/").partition("://")
+        if not sep or scheme not in ("http", "https") or not rest or "/" in rest:
+            raise InferlineError(
+                f"serve: --allow-origin {origin!r}; expected an origin like http://localhost:3000"
+            )
+        out.append(f"{scheme}://{rest}")
+    return tuple(out)
 
 
 def register(app: typer.Typer) -> None:
@@ -45,8 +48,17 @@ def register(app: typer.Typer) -> None:
         watch_interval: Annotated[
             float, typer.Option(help="Seconds between checks of the store for new versions (0: never).")
         ] = 1.0,
+        allow_origin: Annotated[
+            list[str] | None,
+            typer.Option(help="A web page origin allowed to manage models (repeatable).", show_default=False),
+        ] = None,
     ) -> None:
         """Serve every model in the store over HTTP (TorchServe and KServe v2 APIs)."""
+        if token is not None:
+            if not token.strip():
+                raise InferlineError("serve: --token is empty or whitespace; pass a real secret")
+            token = token.strip()
+        origins = checked_origins(allow_origin or [])
         if not is_loopback(host) and not token:
             raise InferlineError(
                 f"serve: binding {host} exposes the management API to the network; "
@@ -74,6 +86,8 @@ def register(app: typer.Typer) -> None:
                 batch_size=batch_size, max_batch_delay_ms=max_batch_delay, max_queue=max_queue
             ),
             watch_interval=watch_interval,
+            allow_origins=origins,
+            loopback_only=is_loopback(host),
         )
         state = ServerState(config, store=ModelStore(models))
         assert state.catalog is not None

@@ -128,16 +128,17 @@ def is_remote_uri(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
 
-def ensure_trusted(uri: str, *, what: str = "pickled model") -> None:
+def ensure_trusted(uri: str, *, what: str = "pickled model", listed_only: bool = False) -> None:
     """Refuse to unpickle from places the user has not trusted.
 
     Pickle runs code on load. Local files are trusted by default; remote URIs are not
     unless listed (by prefix) in INFERLINE_TRUSTED_PATHS (os.pathsep-separated). When
     INFERLINE_TRUSTED_PATHS is set, local files must be under one of its entries too.
+    `listed_only=True` (files named by a web request) trusts listed locations only.
     """
     trusted = [p for p in os.environ.get("INFERLINE_TRUSTED_PATHS", "").split(os.pathsep) if p]
     if not trusted:
-        if not is_remote_uri(uri):
+        if not is_remote_uri(uri) and not listed_only:
             return
     else:
         target = uri if is_remote_uri(uri) else os.path.realpath(uri.removeprefix("file://"))

@@ -19,13 +19,13 @@ import time
 from typing import Any
 
 from inferline.errors import InferlineError
-from inferline.models.base import LoadedModel, ensure_trusted
+from inferline.models.base import LoadedModel
 from inferline.serve.http import ApiError, bad_request, not_found
 from inferline.serve.models import BatchSettings, ServedModels, ServedVersion
+from inferline.serve.security import check_registrable
 
 log = logging.getLogger("inferline.serve")
 
-PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle", ".pt", ".pth")
 # Store metadata keys passed to the framework handler, e.g. a torch state_dict's class.
 HANDLER_KEYS = ("model_class", "model_params", "output", "device")
 
@@ -147,11 +147,10 @@ class StoreCatalog:
         self, url: str, name: str, settings: BatchSettings, *, framework: str | None = None
     ) -> ServedVersion:
         """Add the file at `url` to the store as `name`'s next version and serve it."""
-        if url.lower().endswith(PICKLE_SUFFIXES):
-            try:
-                ensure_trusted(url)
-            except InferlineError as exc:
-                raise bad_request(f"POST /models: {exc}") from exc
+        try:
+            await asyncio.to_thread(check_registrable, url, framework)
+        except InferlineError as exc:
+            raise bad_request(f"POST /models: {exc}") from exc
         try:
             # A new version of a served model takes over its input names unless told otherwise.
             model = self.models.models.get(name)

@@ -6,7 +6,8 @@
     PUT    /models/{name}/{version}/set-default     pins the version in the store
     DELETE /models/{name}[/{version}]               stops serving it (files stay in the store)
 
-With a token configured every route here needs `Authorization: Bearer TOKEN`.
+With a token configured every route here needs `Authorization: Bearer TOKEN`. Every route
+refuses what a web page could send behind the user's back (see `inferline.serve.security`).
 """
 
 from __future__ import annotations
@@ -24,16 +25,19 @@ from inferline.errors import InferlineError
 from inferline.serve.catalog import StoreCatalog
 from inferline.serve.http import ApiError, bad_request, json_response, not_found
 from inferline.serve.models import BatchSettings
+from inferline.serve.security import check_browser_request
 from inferline.serve.state import ServerState, server_of
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def guarded(endpoint: Endpoint) -> Endpoint:
-    """`endpoint` behind the server's bearer token (when it has one)."""
+    """`endpoint` refusing cross-site browser requests, behind the server's token (if any)."""
 
     async def check(request: Request) -> Response:
-        token = server_of(request).config.token
+        config = server_of(request).config
+        check_browser_request(request, allow_origins=config.allow_origins, loopback_only=config.loopback_only)
+        token = config.token
         if token is not None:
             header = request.headers.get("authorization", "")
             scheme, _, given = header.partition(" ")

@@ -32,9 +32,15 @@ Render = Callable[[ServedVersion, Prediction, Any], Any]
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Server options; `token` guards the management API."""
+    """Server options; `token` guards the management API.
+
+    `allow_origins` are web page origins allowed to manage models; `loopback_only` makes
+    management refuse non-loopback `Host` headers (set when the server binds loopback).
+    """
 
     token: str | None = None
+    allow_origins: tuple[str, ...] = ()
+    loopback_only: bool = False
     max_body: int = 16 * 2**20
     settings: BatchSettings = field(default_factory=BatchSettings)
     watch_interval: float = 1.0
