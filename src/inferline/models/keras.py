@@ -20,6 +20,7 @@ import numpy as np
 from inferline.errors import ModelError, require
 from inferline.models.base import Prediction
 from inferline.models.files import local_copy
+from inferline.models.layout import standard_layout
 from inferline.models.outputs import check_output_mode, classify
 from inferline.models.torch import pick_device
 
@@ -74,7 +75,7 @@ class KerasHandler:
         keras = keras_module()
         dtype = np.float32 if inputs.dtype == np.float64 else inputs.dtype
         with self._scope(keras):
-            output = model.predict_on_batch(np.ascontiguousarray(inputs, dtype=dtype))
+            output = model.predict_on_batch(standard_layout(inputs, dtype))
         if isinstance(output, (list, tuple)):
             output = output[0]
         values = np.asarray(keras.ops.convert_to_numpy(output))

@@ -9,6 +9,7 @@ import numpy as np
 from inferline.errors import ModelError, require
 from inferline.models.base import Prediction
 from inferline.models.files import local_copy
+from inferline.models.layout import standard_layout
 
 
 class OnnxHandler:
@@ -47,7 +48,7 @@ class OnnxHandler:
     def predict(self, model: Any, inputs: np.ndarray) -> Prediction:
         first = model.get_inputs()[0]
         dtype = np.float64 if first.type == "tensor(double)" else np.float32
-        outputs = model.run(None, {first.name: np.ascontiguousarray(inputs, dtype=dtype)})
+        outputs = model.run(None, {first.name: standard_layout(inputs, dtype)})
         prediction = np.asarray(outputs[0])
         scores = None
         if self.scores and len(outputs) > 1:

@@ -28,6 +28,7 @@ import numpy as np
 from inferline.errors import ModelError, require
 from inferline.models.base import Prediction, ensure_trusted
 from inferline.models.files import local_copy
+from inferline.models.layout import standard_layout
 from inferline.models.outputs import check_output_mode, classify
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -183,10 +184,8 @@ class TorchHandler:
     def predict(self, model: Any, inputs: np.ndarray) -> Prediction:
         torch = torch_module()
         dtype = _input_dtype(torch, model)
-        array = np.ascontiguousarray(inputs)
-        if not array.flags.writeable:
-            # Arrow-backed arrays are read-only; torch wants to own writable memory.
-            array = array.copy()
+        # Arrow-backed arrays are read-only; torch wants to own writable memory.
+        array = standard_layout(inputs, writable=True)
         tensor = torch.from_numpy(array).to(device=self._device, dtype=dtype)
         with torch.inference_mode():
             output = model(tensor)

@@ -1,0 +1,116 @@
+"""The Dataflow RunInference MNIST model (flattens with `x.view`) through every path.
+
+Its `view` fails when a batch reaches torch with channels-last strides; SQL's NHWC -> NCHW
+transpose of 1-channel images used to produce exactly that. Pipeline, SQL and server must
+all answer what the model answers on the same pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import httpx
+import numpy as np
+import pytest
+
+import inferline.sql
+from inferline.models.store import ModelStore
+from tests.conftest import CliRunner
+from tests.e2e.server import running_server
+from tests.mnist import MnistNet, draw_digits, logits, pixels, save_models
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL_CLASS = "tests.mnist:MnistNet"
+
+
+@pytest.fixture(scope="module")
+def mnist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, MnistNet, list[Path]]:
+    root = tmp_path_factory.mktemp("mnist")
+    model = save_models(root)
+    return root, model, draw_digits(root / "png", 24)
+
+
+def _softmax(values: np.ndarray) -> np.ndarray:
+    exp = np.exp(values - values.max(axis=1, keepdims=True))
+    out: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
+    return out
+
+
+SPEC = """
+name: mnist
+source: {{kind: images, path: {root}/png/*.png, mode: L, resize: [28, 28], scale: 255, layout: NCHW}}
+models:
+  - {{name: script, uri: {root}/mnist-1.pts}}
+  - {{name: weights, uri: {root}/mnist-1.pt, model_class: '{model_class}'}}
+sink: {{kind: duckdb, path: out.duckdb, table: mnist}}
+batch: {{max_size: 16}}
+"""
+
+
+def test_pipeline_answers_what_the_model_does(
+    mnist: tuple[Path, MnistNet, list[Path]], project: Path, cli: CliRunner
+) -> None:
+    root, model, pngs = mnist
+    (project / "mnist.yaml").write_text(SPEC.format(root=root, model_class=MODEL_CLASS))
+    result = cli("run", "mnist.yaml", env={"PYTHONPATH": str(REPO)})
+    assert "24 rows read, 24 predicted, 0 dead-lettered" in result.stdout
+    with duckdb.connect(str(project / "out.duckdb")) as con:
+        rows = {
+            k: (a, b)
+            for k, a, b in con.execute("SELECT key, script_scores, weights_scores FROM mnist").fetchall()
+        }
+    want = _softmax(logits(model, pixels(pngs)))
+    for column in (0, 1):  # TorchScript, state_dict
+        got = np.array([rows[str(p)][column] for p in pngs])
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("suffix", ["pts", "pt"])
+def test_sql_ml_predict_over_an_object_table_of_pngs(
+    mnist: tuple[Path, MnistNet, list[Path]], suffix: str
+) -> None:
+    root, model, pngs = mnist
+    options = f"model_type='pytorch', model_path='{root}/mnist-*.{suffix}'"
+    if suffix == "pt":
+        options += f", model_class='{MODEL_CLASS}'"
+    with inferline.sql.connect() as con:
+        con.run_script(
+            f"CREATE EXTERNAL TABLE ds.digits OPTIONS(uris=['{root}/png/*.png'], object_metadata='SIMPLE');"
+            f"CREATE MODEL ds.mnist OPTIONS({options});"
+        )
+        table = con.fetch(
+            con.run_script(
+                "SELECT uri, predicted_label, probabilities FROM ML.PREDICT(MODEL ds.mnist, "
+                "(SELECT uri, ML.DECODE_IMAGE(data) AS image FROM ds.digits)) ORDER BY uri"
+            )
+        )
+    assert table is not None
+    rows = table.to_pylist()
+    assert [r["uri"] for r in rows] == [str(p) for p in sorted(pngs)]
+    out = logits(model, pixels(sorted(pngs)))
+    np.testing.assert_allclose(np.array([r["probabilities"] for r in rows]), _softmax(out), atol=1e-5)
+    assert [r["predicted_label"] for r in rows] == out.argmax(axis=1).tolist()
+
+
+def test_server_answers_png_bodies(mnist: tuple[Path, MnistNet, list[Path]], tmp_path: Path) -> None:
+    root, model, pngs = mnist
+    store = tmp_path / "store"
+    image = {"image": {"resize": [28, 28], "mode": "L", "scale": 255}}
+    ModelStore(str(store)).add("mnist", str(root / "mnist-1.pts"), metadata=image)
+    ModelStore(str(store)).add(
+        "mnist_weights", str(root / "mnist-1.pt"), metadata={**image, "model_class": MODEL_CLASS}
+    )
+    want = logits(model, pixels(pngs[:4])).argmax(axis=1).tolist()
+    with running_server(store, env={"PYTHONPATH": str(REPO)}) as base:
+        for name in ("mnist", "mnist_weights"):
+            answers = [
+                httpx.post(
+                    f"{base}/predictions/{name}",
+                    content=p.read_bytes(),
+                    headers={"content-type": "image/png"},
+                )
+                for p in pngs[:4]
+            ]
+            assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+            assert [a.json()["predictions"][0] for a in answers] == want
