@@ -74,6 +74,11 @@ class ServedVersion:
 
     def check_rows(self, rows: np.ndarray, *, input_name: str = "input") -> np.ndarray:
         """`rows` if its shape fits this model, else a 422 naming the input and expected shape."""
+        if rows.ndim == 0 or len(rows) == 0:
+            raise invalid_input(
+                f"model {self.model_id}: input {input_name!r} has no rows (shape {list(rows.shape)}); "
+                f"expected {self.expected_shape()}"
+            )
         if self.row_shape is not None and tuple(rows.shape[1:]) != self.row_shape:
             raise invalid_input(
                 f"model {self.model_id}: input {input_name!r} has shape {list(rows.shape)}; "

@@ -20,21 +20,7 @@ from inferline.models.base import Prediction
 from inferline.serve.http import bad_request, invalid_input, json_response, parse_json
 from inferline.serve.models import ServedVersion
 from inferline.serve.state import server_of
-
-NUMERIC: dict[str, type[np.generic]] = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-}
+from inferline.serve.values import DATATYPES, may_hold_booleans, typed_tensor
 
 
 def datatype_of(array: np.ndarray) -> str:
@@ -100,8 +86,9 @@ def parse_infer(body: bytes, request: Request, served: ServedVersion) -> tuple[n
     payload = parse_json(body, route=route)
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
         raise bad_request(f'{route}: expected {{"inputs": [{{name, shape, datatype, data}}, ...]}}')
-    tensors = [_tensor(spec, served, route) for spec in payload["inputs"]]
-    if len(tensors) == 1:
+    bools = may_hold_booleans(body)
+    tensors = [_tensor(spec, served, route, may_hold_bools=bools) for spec in payload["inputs"]]
+    if len(tensors) == 1 and (tensors[0][0] not in served.inputs or len(served.inputs) == 1):
         name, array = tensors[0]
         if array.ndim == 1 and served.row_shape is not None and served.row_shape != (1,):
             array = array.reshape(1, -1) if array.shape[0] == math.prod(served.row_shape) else array
@@ -120,7 +107,7 @@ def parse_infer(body: bytes, request: Request, served: ServedVersion) -> tuple[n
     return rows, (payload.get("id"), names)
 
 
-def _tensor(spec: Any, served: ServedVersion, route: str) -> tuple[str, np.ndarray]:
+def _tensor(spec: Any, served: ServedVersion, route: str, *, may_hold_bools: bool) -> tuple[str, np.ndarray]:
     if not isinstance(spec, dict):
         raise bad_request(f"{route}: each input must be an object with name, shape, datatype, data")
     missing = [key for key in ("name", "shape", "datatype", "data") if key not in spec]
@@ -128,19 +115,30 @@ def _tensor(spec: Any, served: ServedVersion, route: str) -> tuple[str, np.ndarr
         raise bad_request(f"{route}: input {spec.get('name', '?')!r} lacks {', '.join(missing)}")
     name, shape, datatype = str(spec["name"]), spec["shape"], spec["datatype"]
     expected = served.expected_shape()
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise bad_request(f"{route}: input {name!r} shape must be a list of sizes, got {shape!r}")
-    dtype = NUMERIC.get(datatype) if isinstance(datatype, str) else None
-    if dtype is None:
+    if datatype not in DATATYPES:
         raise invalid_input(
             f"model {served.model_id}: input {name!r} has datatype {datatype!r}; expected a numeric "
             f"datatype (FP32, FP64, INT64, ...) of shape {expected}"
         )
-    try:
-        array = np.asarray(spec["data"], dtype=dtype)
-    except (ValueError, TypeError) as exc:
+    data = spec["data"]
+    if not isinstance(data, list):
         raise invalid_input(
-            f"model {served.model_id}: input {name!r} data is not {datatype} ({exc})"
+            f"model {served.model_id}: input {name!r} data must be a list, got {type(data).__name__}"
+        )
+
+    def where(index: tuple[int, ...]) -> str:
+        position = ", ".join(map(str, index)) or "0"
+        return f"model {served.model_id}: input {name!r} value [{position}]"
+
+    try:
+        array = typed_tensor(data, datatype, where=where, may_hold_bools=may_hold_bools)
+    except ValueError as exc:  # ragged nested lists
+        raise invalid_input(
+            f"model {served.model_id}: input {name!r} data is not a regular {datatype} array ({exc})"
         ) from exc
     if array.size != math.prod(shape):
         raise invalid_input(
@@ -151,11 +149,28 @@ def _tensor(spec: Any, served: ServedVersion, route: str) -> tuple[str, np.ndarr
 
 
 def _columns(tensors: list[tuple[str, np.ndarray]], served: ServedVersion) -> np.ndarray:
+    names = [name for name, _ in tensors]
+    one_tensor = f"one tensor of shape {served.expected_shape()}"
+    expected = (
+        f"{', '.join(served.inputs)} (one [n] tensor each), or {one_tensor}" if served.inputs else one_tensor
+    )
+    unknown = list(dict.fromkeys(n for n in names if n not in served.inputs))
+    if unknown:
+        raise bad_request(
+            f"model {served.model_id}: unknown inputs {', '.join(map(repr, unknown))}; expected {expected}"
+        )
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    missing = [n for n in served.inputs if n not in names]
+    if repeated or missing:
+        problem = (
+            f"repeated inputs {', '.join(repeated)}" if repeated else f"missing inputs {', '.join(missing)}"
+        )
+        raise bad_request(f"model {served.model_id}: {problem}; expected {expected}")
     by_name = dict(tensors)
-    missing = [n for n in served.inputs if n not in by_name]
-    if not served.inputs or missing:
-        expected = ", ".join(served.inputs) or f"one tensor of shape {served.expected_shape()}"
-        raise invalid_input(f"model {served.model_id}: got inputs {', '.join(by_name)}; expected {expected}")
+    if any(by_name[n].ndim == 0 for n in served.inputs):
+        raise invalid_input(
+            f"model {served.model_id}: per-feature inputs must all have shape [n] with the same n"
+        )
     columns = [by_name[n].reshape(len(by_name[n]), -1) for n in served.inputs]
     lengths = {len(c) for c in columns}
     if len(lengths) != 1 or any(c.shape[1] != 1 for c in columns):
