@@ -51,6 +51,8 @@ class ServedVersion:
         )
         self.row_shape: tuple[int, ...] | None = feature_shape(loaded)
         self.hooks = hooks_from(loaded)
+        self._probe: Prediction | None = None
+        self._probed = False
 
     @property
     def model_id(self) -> str:
@@ -89,6 +91,19 @@ class ServedVersion:
 
     async def predict(self, rows: np.ndarray, *, expected: bool = False) -> Prediction:
         return await self.batcher.predict(rows, expected=expected)
+
+    async def probe(self) -> Prediction | None:
+        """The model's answer to one row of zeros, which shows the outputs it really gives
+        (asked once, off the event loop); None when the row shape is unknown or it fails."""
+        if not self._probed:
+            self._probed = True
+            if self.row_shape is not None:
+                rows = np.zeros((1, *self.row_shape))
+                try:
+                    self._probe = await asyncio.to_thread(self.loaded.predict, rows)
+                except Exception as exc:  # noqa: BLE001 - metadata then says what it can
+                    log.debug("model %s: output probe failed: %s", self.model_id, exc)
+        return self._probe
 
 
 def hooks_from(loaded: LoadedModel) -> ModelHooks | None:

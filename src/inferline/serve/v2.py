@@ -52,18 +52,22 @@ async def model_metadata(request: Request) -> Response:
     name = request.path_params["name"]
     served = await state.resolve(name, request.path_params.get("version"))
     model = state.models.models[name]
+    probe = await served.probe()
     classes = getattr(served.loaded.model, "classes_", None)
-    predictions_type = datatype_of(np.asarray(classes)) if classes is not None else "FP32"
+    if probe is not None:
+        predictions_type = datatype_of(np.asarray(probe.prediction))
+    else:
+        predictions_type = datatype_of(np.asarray(classes)) if classes is not None else "FP32"
+    outputs = [{"name": "predictions", "datatype": predictions_type, "shape": [-1]}]
+    if probe is not None and probe.scores is not None:  # only what the model really answers
+        outputs.append({"name": "scores", "datatype": datatype_of(probe.scores), "shape": [-1, -1]})
     return json_response(
         {
             "name": name,
             "versions": sorted(model.versions, key=lambda v: (not v.isdigit(), v.zfill(12))),
             "platform": served.framework,
             "inputs": [{"name": "input", "datatype": "FP64", "shape": served.expected_shape()}],
-            "outputs": [
-                {"name": "predictions", "datatype": predictions_type, "shape": [-1]},
-                {"name": "scores", "datatype": "FP64", "shape": [-1, -1]},
-            ],
+            "outputs": outputs,
             "parameters": {"model_id": served.model_id, "features": served.inputs},
         }
     )

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from decimal import Decimal
@@ -56,6 +57,8 @@ ROC_COLUMNS = (
     "false_negatives",
 )
 DEFAULT_LABEL = "label"
+PROBABILITY_TOLERANCE = 1e-3  # float32 softmax rows sum to 1 within ~1e-6; decision scores miss by far
+log = logging.getLogger("inferline.sql")
 TRUTH = "__inferline_label"  # the label column's name inside the translation
 
 
@@ -247,6 +250,15 @@ def evaluate(
         if not classifier:
             raise SqlError(f"{where}: a confusion matrix needs a classifier (a model with classes)")
         return confusion_rows(truth, predicted)
+    if scores is not None and not are_probabilities(scores):
+        log.warning(
+            "warning: %s: log_loss and roc_auc are NULL: the model's %s are not probabilities "
+            "(rows must be in [0, 1] and sum to 1; an SVC without probability=True gives "
+            "decision scores)",
+            where,
+            outputs[1],
+        )
+        scores = None
     if not classifier:
         try:
             actual = np.asarray(truth, dtype=np.float64)
@@ -254,6 +266,14 @@ def evaluate(
         except (TypeError, ValueError):
             raise SqlError(f"{where}: the label column must hold numbers for a regression model") from None
     return result_row(classification_metrics(truth, predicted, scores, classes))
+
+
+def are_probabilities(scores: np.ndarray) -> bool:
+    """Whether each row of `scores` is a probability distribution over the classes."""
+    if scores.ndim != 2 or scores.size == 0 or not np.isfinite(scores).all():
+        return False
+    within = bool(((scores >= -PROBABILITY_TOLERANCE) & (scores <= 1 + PROBABILITY_TOLERANCE)).all())
+    return within and bool(np.allclose(scores.sum(axis=1), 1.0, atol=PROBABILITY_TOLERANCE))
 
 
 def confusion_rows(truth: list[Any], predicted: list[Any]) -> str:

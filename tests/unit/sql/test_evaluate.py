@@ -350,3 +350,15 @@ def test_roc_curve_at_the_thresholds_given_as_bigquery_generates_them(
         con.run_script(f"SELECT threshold FROM ML.ROC_CURVE(MODEL ds.virginica, {rows}, [0.25, 0.75])")
     )
     assert listed is not None and listed.column("threshold").to_pylist() == [0.25, 0.75]
+
+
+def test_only_rows_that_are_distributions_count_as_probabilities() -> None:
+    from inferline.sql.evaluate import are_probabilities
+
+    assert are_probabilities(np.array([[0.2, 0.8], [1.0, 0.0]]))
+    assert are_probabilities(np.array([[0.2, 0.3, 0.5]], dtype=np.float32).astype(np.float64))
+    assert not are_probabilities(np.array([[2.2, 1.1, -0.3]]))  # an SVC's decision scores
+    assert not are_probabilities(np.array([[0.2, 0.2, 0.2]]))  # in [0, 1] but no distribution
+    assert not are_probabilities(np.array([[1.5, -0.5]]))  # sums to 1, out of [0, 1]
+    assert not are_probabilities(np.array([[np.nan, 1.0]]))
+    assert not are_probabilities(np.array([0.2, 0.8]))
