@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Protocol, runtime_checkable
 
+import fsspec
 import numpy as np
 
 from inferline.errors import ModelError
@@ -23,6 +24,8 @@ FRAMEWORKS: dict[str, tuple[str, str]] = {
     "onnx": ("inferline.models.onnx", "OnnxHandler"),
     "torch": ("inferline.models.torch", "TorchHandler"),
     "keras": ("inferline.models.keras", "KerasHandler"),
+    "xgboost": ("inferline.models.xgboost", "XGBoostHandler"),
+    "lightgbm": ("inferline.models.lightgbm", "LightGBMHandler"),
     "remote": ("inferline.models.remote", "RemoteHandler"),
 }
 
@@ -37,6 +40,15 @@ SUFFIXES: dict[str, str] = {
     ".pth": "torch",
     ".keras": "keras",
     ".h5": "keras",
+    ".ubj": "xgboost",
+    ".bst": "xgboost",
+    ".model": "xgboost",
+}
+
+# Suffixes many tools write: the file's first bytes say which framework made it.
+SNIFFED: dict[str, tuple[tuple[bytes, str], ...]] = {
+    ".json": ((b'"learner"', "xgboost"),),
+    ".txt": ((b"tree\n", "lightgbm"), (b"tree\r\n", "lightgbm")),
 }
 
 
@@ -96,17 +108,36 @@ def detect_framework(uri: str) -> str:
     framework = SUFFIXES.get(path.suffix.lower())
     if framework is not None:
         return framework
+    sniffed = _sniff(uri, path.suffix.lower())
+    if sniffed is not None:
+        return sniffed
     if "://" not in uri and os.path.isdir(uri):
         if os.path.exists(os.path.join(uri, "saved_model.pb")):
             raise ModelError(
                 f"model {uri}: TensorFlow SavedModel directories are not supported; "
                 "export to ONNX (tf2onnx) or a .keras file"
             )
-    known = ", ".join(sorted(SUFFIXES))
+    known = ", ".join(sorted([*SUFFIXES, *SNIFFED]))
     raise ModelError(
         f"model {uri}: unknown model format {path.suffix or '(no suffix)'!r}; "
         f"expected one of {known} or set framework: in the model spec"
     )
+
+
+def _sniff(uri: str, suffix: str) -> str | None:
+    signatures = SNIFFED.get(suffix)
+    if not signatures:
+        return None
+    try:
+        with fsspec.open(uri, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return None
+    for marker, framework in signatures:
+        found = head.startswith(marker) if marker.startswith(b"tree") else marker in head
+        if found:
+            return framework
+    return None
 
 
 def handler_for(

@@ -47,3 +47,22 @@ def probabilities(values: np.ndarray) -> np.ndarray:
     exp = np.exp(shifted)
     result: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
     return result
+
+
+def from_probabilities(probabilities: np.ndarray, classes: np.ndarray | None, *, scores: bool) -> Prediction:
+    """A classifier's probabilities -> its labels and scores.
+
+    One column (a binary model's probability of the second class) becomes two; the label is
+    the class with the highest probability (the first on a tie, as scikit-learn's `p > 0.5`).
+
+    Example:
+        >>> answer = from_probabilities(np.array([0.2, 0.9]), np.array(["no", "yes"]), scores=False)
+        >>> answer.prediction.tolist()
+        ['no', 'yes']
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim == 1:
+        p = np.column_stack([1.0 - p, p])
+    index = p.argmax(axis=1)
+    labels = np.asarray(classes)[index] if classes is not None else index
+    return Prediction(prediction=labels, scores=p if scores else None)

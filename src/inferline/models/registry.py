@@ -80,7 +80,7 @@ def resolve_uri(spec: ModelSpec) -> ModelVersion:
 
 def handler_options(spec: ModelSpec, framework: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    if framework in ("sklearn", "onnx"):
+    if framework in ("sklearn", "onnx", "xgboost", "lightgbm"):
         options["scores"] = spec.scores
     if framework in ("onnx", "torch", "keras"):
         options["device"] = spec.device

@@ -202,8 +202,8 @@ def test_default_store_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_unknown_framework_is_refused(tmp_path: Path, files: dict[str, Path]) -> None:
     store = ModelStore(str(tmp_path))
-    with pytest.raises(ModelError, match=r"unknown framework 'tensorflow'; expected one of keras, onnx"):
-        store.add("iris", str(files["onnx"]), framework="tensorflow")
+    with pytest.raises(ModelError, match=r"unknown framework 'caffe'; expected one of keras, lightgbm, onnx"):
+        store.add("iris", str(files["onnx"]), framework="caffe")
 
 
 def test_a_failed_copy_leaves_no_half_version(
