@@ -32,9 +32,11 @@ def report(
     """Write a self-contained HTML report: classes, accuracy, confusion matrix, run history."""
     from rich.console import Console
 
+    from inferline.io.targets import check_output
     from inferline.report.data import load_report
     from inferline.report.html import render_report
 
+    check_output(output, "html", setting="-o {}")
     data = load_report(table, db=db, label=label, compare=compare, prediction=prediction, runs=runs)
     page = render_report(data)
     parent = os.path.dirname(output)

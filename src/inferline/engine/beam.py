@@ -56,6 +56,7 @@ from inferline.engine.tensors import tensor_column  # noqa: E402
 from inferline.io.base import DeadLetter, SourceBatch  # noqa: E402
 from inferline.io.loaders import ImageLoader, make_loader  # noqa: E402
 from inferline.io.split import split_fractions, split_parts  # noqa: E402
+from inferline.io.targets import check_run_outputs  # noqa: E402
 from inferline.models.base import LoadedModel  # noqa: E402
 from inferline.pipeline import ModelSpec, PipelineSpec  # noqa: E402
 
@@ -417,6 +418,7 @@ def run_beam(spec: PipelineSpec, beam_args: Sequence[str] = (), *, limit: int | 
     if limit is not None:
         raise SpecError("--limit is not supported with --runner beam; run on a smaller input instead")
     check_supported(spec)
+    check_run_outputs(spec)
     options = pipeline_options(beam_args)
     streaming = is_streaming(spec, options)
     if streaming:

@@ -26,6 +26,7 @@ from inferline.errors import InferlineError
 from inferline.io.base import DeadLetter, Sink, Source, SourceBatch, dead_letter_batch
 from inferline.io.factory import make_sink, make_source
 from inferline.io.loaders import ImageLoader, make_loader
+from inferline.io.targets import check_run_outputs
 from inferline.io.topic_source import TopicSource
 from inferline.models.base import LoadedModel
 from inferline.models.registry import ModelRef
@@ -219,6 +220,7 @@ class LocalEngine:
     # --- run ------------------------------------------------------------------------
     def run(self) -> RunSummary:
         started = self.clock()
+        check_run_outputs(self.spec)
         refs = self._open_models()
         self._processor = BatchProcessor.from_spec(self.spec)
         self._loader = make_loader(self.spec.source, origin=self.spec.origin)
@@ -260,7 +262,9 @@ class LocalEngine:
                     continue
                 if item.dead:
                     if dead_sink is None and dead_spec is not None:
-                        dead_sink = make_sink(dead_spec, origin=self.spec.origin)
+                        dead_sink = make_sink(
+                            dead_spec, origin=self.spec.origin, setting="--set dead_letter={}"
+                        )
                         dead_sink.open()
                     if dead_sink is not None:
                         dead_sink.write(dead_letter_batch(item.dead))

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 
 from inferline.errors import InputError, SinkError
 from inferline.io.base import SourceBatch
+from inferline.io.targets import check_output
 
 
 def quote(name: str) -> str:
@@ -31,10 +32,13 @@ class DuckDBSink:
         >>> sink = DuckDBSink("warehouse.duckdb", "iris_predictions")
     """
 
-    def __init__(self, path: str, table: str, *, key: str = "key") -> None:
+    def __init__(
+        self, path: str, table: str, *, key: str = "key", setting: str = "--set sink.path={}"
+    ) -> None:
         self.path = path
         self.table = table
         self.key = key
+        self.setting = setting
         self._con: duckdb.DuckDBPyConnection | None = None
         self._columns: dict[str, str] | None = None
         self._in_transaction = False
@@ -49,6 +53,7 @@ class DuckDBSink:
         return f"{self.path} table {self.table}"
 
     def open(self) -> None:
+        check_output(self.path, "duckdb", setting=self.setting)
         parent = os.path.dirname(self.path)
         if parent:
             os.makedirs(parent, exist_ok=True)

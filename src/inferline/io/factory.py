@@ -66,8 +66,9 @@ def make_source(spec: PipelineSpec, *, string_columns: list[str] | None = None) 
     return source
 
 
-def make_sink(sink: SinkSpec, *, origin: str = "<spec>") -> Sink:
-    """The sink for a sink spec (also used for the dead-letter sink)."""
+def make_sink(sink: SinkSpec, *, origin: str = "<spec>", setting: str = "--set sink.path={}") -> Sink:
+    """The sink for a sink spec (also used for the dead-letter sink). `setting` is how the
+    user sets its path, for the hint when a file sink refuses to replace another file."""
     if sink.split:
         from inferline.io.split import SplitSink
 
@@ -81,9 +82,9 @@ def make_sink(sink: SinkSpec, *, origin: str = "<spec>") -> Sink:
         raise SpecError(f"{origin}: sink kind {sink.kind!r} is not available in this build")
     cls = _load(SINKS[sink.kind])
     if sink.kind == "duckdb":
-        result: Sink = cls(sink.path, sink.table or "predictions")
+        result: Sink = cls(sink.path, sink.table or "predictions", setting=setting)
     elif sink.kind in ("parquet", "jsonl", "csv"):
-        result = cls(sink.path)
+        result = cls(sink.path, setting=setting)
     else:
         result = cls(sink)
     return result

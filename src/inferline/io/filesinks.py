@@ -1,6 +1,7 @@
 """File sinks: Parquet, JSONL and CSV, written to `<path>.partial` and renamed on success.
 
-A failed run leaves the previous output untouched and its partial output beside it.
+A failed run leaves the previous output untouched and its partial output beside it. A sink
+never replaces a file of another kind (`io/targets.py`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from inferline.errors import SinkError
+from inferline.io.targets import check_output
 
 
 class _FileSink:
-    def __init__(self, path: str) -> None:
+    kind = "file"
+
+    def __init__(self, path: str, *, setting: str = "--set sink.path={}") -> None:
         self.path = path
+        # How the user sets this path (`--set dead_letter={}`), for the refusal's hint.
+        self.setting = setting
         self._handle: IO[bytes] | None = None
         self._fs: Any = None
         self._partial = ""
@@ -29,6 +35,7 @@ class _FileSink:
         return self.path
 
     def open(self) -> None:
+        check_output(self.path, self.kind, setting=self.setting)
         self._fs, _, (target,) = fsspec.get_fs_token_paths(self.path)
         parent = os.path.dirname(target)
         if parent:
@@ -68,8 +75,10 @@ class _FileSink:
 class ParquetSink(_FileSink):
     """One Parquet file; the schema is fixed by the first batch."""
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
+    kind = "parquet"
+
+    def __init__(self, path: str, *, setting: str = "--set sink.path={}") -> None:
+        super().__init__(path, setting=setting)
         self._writer: pq.ParquetWriter | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -104,8 +113,10 @@ def binary_as_base64(con: duckdb.DuckDBPyConnection, batch: pa.RecordBatch) -> p
 class JsonlSink(_FileSink):
     """Newline-delimited JSON, one object per row (DuckDB's `to_json`, vectorised)."""
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
+    kind = "jsonl"
+
+    def __init__(self, path: str, *, setting: str = "--set sink.path={}") -> None:
+        super().__init__(path, setting=setting)
         self._con = duckdb.connect()
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -127,8 +138,10 @@ class JsonlSink(_FileSink):
 class CsvSink(_FileSink):
     """CSV with a header; list and struct columns are written as JSON text."""
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
+    kind = "csv"
+
+    def __init__(self, path: str, *, setting: str = "--set sink.path={}") -> None:
+        super().__init__(path, setting=setting)
         self._writer: pa_csv.CSVWriter | None = None
         self._con = duckdb.connect()
 

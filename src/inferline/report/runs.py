@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from inferline.io.duckdb import quote
+from inferline.io.targets import check_output
 
 if TYPE_CHECKING:
     from inferline.engine.local import RunStats, RunSummary
@@ -177,10 +178,13 @@ def runs_file(spec: PipelineSpec) -> str:
 
 def write_run(spec: PipelineSpec, record: RunRecord) -> None:
     """Append `record` to the run history of `spec`'s sink."""
+    # The history never replaces a file of another kind either (a refused sink's path).
     sink = spec.sink
     if sink.kind == "duckdb" and sink.path:
+        check_output(sink.path, "duckdb")
         write_run_duckdb(sink.path, record)
     else:
+        check_output(runs_file(spec), "jsonl")
         write_run_jsonl(runs_file(spec), record)
 
 
