@@ -88,5 +88,5 @@ def test_v2_metadata_lists_only_the_outputs_infer_answers(cli: CliRunner, projec
             advertised[name] = outputs
     assert [o["name"] for o in advertised["svc"]] == ["predictions"]  # an SVC has no predict_proba
     assert [o["name"] for o in advertised["lr"]] == ["predictions", "scores"]
-    assert advertised["lr"][1] == {"name": "scores", "datatype": "FP64", "shape": [-1, -1]}
+    assert advertised["lr"][1] == {"name": "scores", "datatype": "FP64", "shape": [-1, 3]}
     assert [o["name"] for o in advertised["svc_onnx"]] == ["predictions", "scores"]

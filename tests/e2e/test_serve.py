@@ -62,8 +62,8 @@ def test_kserve_v2_api(server: str, svc: object) -> None:
     assert httpx.get(f"{server}/v2/health/ready").json() == {"ready": True}
     meta = httpx.get(f"{server}/v2/models/iris").json()
     assert meta["name"] == "iris" and meta["versions"] == ["1"] and meta["platform"] == "sklearn"
-    assert meta["inputs"] == [{"name": "input", "datatype": "FP64", "shape": [-1, 4]}]
-    assert meta["outputs"][0] == {"name": "predictions", "datatype": "INT64", "shape": [-1]}
+    assert meta["inputs"] == [{"name": name, "datatype": "FP64", "shape": [-1]} for name in FEATURES]
+    assert meta["outputs"] == [{"name": "predictions", "datatype": "INT64", "shape": [-1]}]  # SVC: no scores
     assert httpx.get(f"{server}/v2/models/iris/versions/1").json()["parameters"]["model_id"] == "iris/1"
     assert httpx.get(f"{server}/v2/models/iris/ready").json()["ready"] is True
     assert httpx.get(f"{server}/v2/models/iris/versions/1/ready").status_code == 200
@@ -91,10 +91,16 @@ def test_management_read_routes(server: str) -> None:
 
 
 def error(response: httpx.Response, code: int, pattern: str) -> None:
+    """A JSON error: `{"error"}` on v2 routes (as its clients read it), else `{"code", "type", "message"}`."""
     assert response.status_code == code, response.text
     body = response.json()
-    assert set(body) == {"code", "type", "message"} and body["code"] == code
-    assert re.search(pattern, body["message"]), body["message"]
+    if response.url.path.startswith("/v2"):
+        assert set(body) == {"error"}
+        message = body["error"]
+    else:
+        assert set(body) == {"code", "type", "message"} and body["code"] == code
+        message = body["message"]
+    assert re.search(pattern, message), message
 
 
 def test_errors_are_json_and_the_server_keeps_serving(server: str, svc: object) -> None:
@@ -125,14 +131,20 @@ def test_errors_are_json_and_the_server_keeps_serving(server: str, svc: object) 
         422,
         r"instance 0 lacks sepal_width, petal_length, petal_width",
     )
-    bad_shape = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
+    bad_shape = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
     error(
-        post(f"{server}/v2/models/iris/infer", json=bad_shape), 422, r"input 'x' has shape \[1, 3\]; expected"
+        post(f"{server}/v2/models/iris/infer", json=bad_shape),
+        422,
+        r"input 'input' has shape \[1, 3\]; expected",
     )
-    bad_type = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]}]}
-    error(post(f"{server}/v2/models/iris/infer", json=bad_type), 422, r"input 'x' has datatype 'BYTES'")
-    bad_count = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
-    error(post(f"{server}/v2/models/iris/infer", json=bad_count), 422, r"input 'x' has 4 values but shape")
+    bad_type = {
+        "inputs": [{"name": "input", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]}]
+    }
+    error(post(f"{server}/v2/models/iris/infer", json=bad_type), 422, r"input 'input' has datatype 'BYTES'")
+    bad_count = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    error(
+        post(f"{server}/v2/models/iris/infer", json=bad_count), 422, r"input 'input' has 4 values but shape"
+    )
     error(
         post(f"{server}/predictions/iris", json=[[1.0, 2.0, 3.0, 4.0]] * 2000),
         413,

@@ -1,4 +1,4 @@
-"""`inferline serve --models STORE`: the HTTP model server (TorchServe + KServe v2 APIs)."""
+"""`inferline serve --models STORE`: the model server (TorchServe + KServe v2 over HTTP, v2 gRPC)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import typer
 
 from inferline.errors import InferlineError, require
 from inferline.serve.hosts import is_loopback
+
+DEFAULT_GRPC_PORT = 8081
 
 
 def checked_origins(origins: list[str]) -> tuple[str, ...]:
@@ -25,6 +27,11 @@ def checked_origins(origins: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def address(host: str, port: int) -> str:
+    """`host:port` as gRPC takes it (IPv6 literals in brackets)."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
@@ -33,6 +40,13 @@ def register(app: typer.Typer) -> None:
             "127.0.0.1"
         ),
         port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+        grpc_port: Annotated[
+            int | None,
+            typer.Option(
+                help="Port of the KServe v2 gRPC API on the same host (default 8081, skipped with a "
+                "warning if busy; 0 turns it off)."
+            ),
+        ] = None,
         token: Annotated[
             str | None,
             typer.Option(help="Bearer token required by the management API.", envvar="INFERLINE_TOKEN"),
@@ -64,6 +78,8 @@ def register(app: typer.Typer) -> None:
                 f"serve: binding {host} exposes the management API to the network; "
                 "pass --token TOKEN (or bind --host 127.0.0.1)"
             )
+        if grpc_port is not None and not 0 <= grpc_port <= 65535:
+            raise InferlineError(f"serve: --grpc-port {grpc_port}; expected 1-65535, or 0 for no gRPC")
         for name, value in (
             ("--batch-size", batch_size),
             ("--max-body", max_body),
@@ -88,15 +104,24 @@ def register(app: typer.Typer) -> None:
             watch_interval=watch_interval,
             allow_origins=origins,
             loopback_only=is_loopback(host),
+            grpc_address=None if grpc_port == 0 else address(host, grpc_port or DEFAULT_GRPC_PORT),
+            grpc_required=grpc_port is not None,
         )
         state = ServerState(config, store=ModelStore(models))
         assert state.catalog is not None
         loaded = state.catalog.load_all()
+        grpc_note = f" and gRPC {config.grpc_address}" if config.grpc_address else ""
         print(
-            f"serving {', '.join(loaded) or 'no models yet'} from {models} on http://{host}:{port}",
+            f"serving {', '.join(loaded) or 'no models yet'} from {models} on http://{host}:{port}"
+            + grpc_note,
             file=sys.stderr,
             flush=True,
         )
         uvicorn.run(  # type: ignore[attr-defined]
-            create_app(state), host=host, port=port, log_level="warning", access_log=False
+            create_app(state),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            loop="asyncio",  # grpc.aio shares this loop; it is not made for uvloop
         )

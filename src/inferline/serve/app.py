@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 from collections.abc import AsyncIterator
 from http import HTTPStatus
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -23,9 +25,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from inferline.serve.http import ApiError
+from inferline.serve.http import ApiError, error_response
 from inferline.serve.metrics import CONTENT_TYPE
 from inferline.serve.state import ServerConfig, ServerState, api_error, server_of, unexpected_error
+
+log = logging.getLogger("inferline.serve")
 
 ROUTE_MODULES: tuple[str, ...] = (
     "inferline.serve.torchserve",
@@ -47,7 +51,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
     message = f"{request.method} {request.url.path}: {exc.detail}"
     if exc.status_code == 404:
         message += "; see /predictions/{name}, /v2/models/{name}/infer, /models, /metrics"
-    return ApiError(exc.status_code, name, message, headers=dict(exc.headers or {})).response()
+    error = ApiError(exc.status_code, name, message, headers=dict(exc.headers or {}))
+    return error_response(error, request.url.path)
 
 
 def all_routes() -> list[BaseRoute]:
@@ -57,12 +62,29 @@ def all_routes() -> list[BaseRoute]:
     return routes
 
 
+async def start_rpc(state: ServerState) -> Any:
+    """The gRPC server on `config.grpc_address` (None when off, or busy and not required)."""
+    address = state.config.grpc_address
+    if not address:
+        return None
+    from inferline.serve.rpc.server import start_grpc
+
+    try:
+        return await start_grpc(state, address)
+    except OSError as exc:
+        if state.config.grpc_required:
+            raise
+        log.warning("%s; serving HTTP only (pick a port with --grpc-port, 0 turns gRPC off)", exc)
+        return None
+
+
 def create_app(state: ServerState) -> Starlette:
     """The server's app; the store watcher runs while the app is up."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         watcher = None
+        rpc = await start_rpc(state)
         if state.catalog is not None and state.config.watch_interval > 0:
             watcher = asyncio.create_task(state.catalog.watch(state.config.watch_interval))
         state.ready = True
@@ -70,6 +92,8 @@ def create_app(state: ServerState) -> Starlette:
             yield
         finally:
             state.ready = False
+            if rpc is not None:
+                await rpc.stop(grace=1.0)
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -124,6 +124,24 @@ class StoreCatalog:
                 continue  # no complete version yet
         return found
 
+    async def stored_names(self) -> list[str]:
+        names: list[str] = await asyncio.to_thread(self.store.names)
+        return names
+
+    async def load_model(self, name: str) -> ServedVersion:
+        """Serve `name` again (after an unload) at its current store version, or reload it."""
+        try:
+            found = await asyncio.to_thread(self.store.current, name)
+        except InferlineError as exc:
+            raise not_found(f"model {name!r}: not in the model store ({exc})") from exc
+        version = str(found.version)
+        self.hidden.discard(name)
+        self.hidden_versions.discard((name, version))
+        served = await self.load_version(name, version)
+        self.models.set_default(name, version)
+        self.models.models[name].url = found.uri
+        return served
+
     async def load_version(self, name: str, version: str) -> ServedVersion:
         """A version asked for by number: load it from the store if it is there."""
         if name in self.hidden or (name, version) in self.hidden_versions or not version.isdigit():

@@ -1,7 +1,9 @@
 """HTTP plumbing: errors as JSON `{"code", "type", "message"}`, bodies with a size limit.
 
 Handlers raise `ApiError`; the app turns it (and any unexpected exception, as 500) into a
-JSON body, so a client always gets a parseable answer and the server keeps serving.
+JSON body, so a client always gets a parseable answer and the server keeps serving. Routes
+under `/v2` answer errors as the Open Inference Protocol says, `{"error": "<message>"}`,
+which is what its clients (tritonclient, kserve) read.
 """
 
 from __future__ import annotations
@@ -37,6 +39,16 @@ class ApiError(InferlineError):
             status=self.code,
             headers=self.headers,
         )
+
+
+V2_PREFIX = "/v2"
+
+
+def error_response(exc: ApiError, path: str) -> Response:
+    """`exc` as the JSON error body of the protocol that owns `path`."""
+    if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
+        return json_response({"error": exc.message}, status=exc.code, headers=exc.headers)
+    return exc.response()
 
 
 def bad_request(message: str) -> ApiError:

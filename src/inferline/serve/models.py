@@ -53,6 +53,8 @@ class ServedVersion:
         self.hooks = hooks_from(loaded)
         self._probe: Prediction | None = None
         self._probed = False
+        # The v2 outputs this version answers (`serve/inference.py`), learnt on first use.
+        self.output_specs: list[dict[str, Any]] | None = None
 
     @property
     def model_id(self) -> str:

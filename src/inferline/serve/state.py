@@ -1,9 +1,10 @@
 """One server's state (config, models, metrics, store) and the request path shared by protocols.
 
-Protocol modules (`torchserve`, `v2`) only parse bodies into row arrays and format
-predictions; `ServerState.infer` does the rest the same way for both: resolve the model
-version, read the body under the size limit, batch, time, count, and turn every failure into
-a JSON error so the server keeps serving.
+Protocol modules (`torchserve`, `v2` over HTTP, `rpc.v2` over gRPC) only turn requests into
+row arrays and predictions into answers; `ServerState.handle` does the rest the same way for
+all of them: resolve the model version, batch, time, count, and turn every failure into an
+`ApiError` (answered as JSON by `infer` for HTTP, as a gRPC status by the gRPC servicers) so
+the server keeps serving.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from starlette.responses import Response
 
 from inferline.models.base import Prediction
 from inferline.serve.batching import QueueFullError
-from inferline.serve.http import ApiError, json_response, read_body
+from inferline.serve.http import ApiError, error_response, json_response, read_body
 from inferline.serve.metrics import ServerMetrics
 from inferline.serve.models import BatchSettings, ServedModels, ServedVersion
 
@@ -28,19 +29,25 @@ log = logging.getLogger("inferline.serve")
 
 Parse = Callable[[bytes, Request, ServedVersion], tuple[np.ndarray, Any]]
 Render = Callable[[ServedVersion, Prediction, Any], Any]
+Decode = Callable[[ServedVersion], Awaitable[tuple[np.ndarray, Any]]]
+Encode = Callable[[ServedVersion, Prediction, Any], Any]
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Server options; `token` guards the management API.
+    """Server options; `token` guards the management API (and gRPC's repository RPCs).
 
     `allow_origins` are web page origins allowed to manage models; `loopback_only` makes
     management refuse non-loopback `Host` headers (set when the server binds loopback).
+    `grpc_address` ("127.0.0.1:8081") starts the gRPC server with the app; when it cannot
+    bind, the app fails to start if `grpc_required`, else serves HTTP only and logs why.
     """
 
     token: str | None = None
     allow_origins: tuple[str, ...] = ()
     loopback_only: bool = False
+    grpc_address: str | None = None
+    grpc_required: bool = False
     max_body: int = 16 * 2**20
     settings: BatchSettings = field(default_factory=BatchSettings)
     watch_interval: float = 1.0
@@ -68,9 +75,13 @@ class ServerState:
                 raise
             return await self.catalog.load_version(name, version)
 
-    async def infer(
-        self, request: Request, name: str, version: str | None, parse: Parse, render: Render
-    ) -> Response:
+    async def handle(self, name: str, version: str | None, decode: Decode, encode: Encode) -> Any:
+        """The request path every protocol shares; raises `ApiError` for every failure.
+
+        `decode(served)` turns the request into rows (the batcher knows a request is being
+        received meanwhile), the rows are predicted in a batch, and `encode(served,
+        prediction, context)` builds the answer. Each call is counted and timed by model.
+        """
         start = time.perf_counter()
         label = name
         status = 500
@@ -78,46 +89,65 @@ class ServerState:
             served = self.models.get(name, version) if version is None else await self.resolve(name, version)
             served.batcher.expect()
             try:
-                body = await read_body(request, self.config.max_body)
-                rows, context = parse(body, request, served)
+                rows, context = await decode(served)
             except BaseException:
                 served.batcher.unexpect()
                 raise
             prediction = await served.predict(rows, expected=True)
-            response = json_response(
-                render(served, prediction, context), headers={"X-Model-Id": served.model_id}
-            )
+            answer = encode(served, prediction, context)
             status = 200
-            return response
+            return answer
         except ApiError as exc:
             status = exc.code
             if status == 404:
                 label = ""  # unknown names must not grow the metrics' label sets
-            return exc.response()
+            raise
         except QueueFullError as exc:
             status = 503
-            return ApiError(
+            raise ApiError(
                 503, "ServiceUnavailable", str(exc), headers={"Retry-After": str(self.config.retry_after_s)}
-            ).response()
+            ) from exc
         except Exception as exc:
             first_line = (str(exc).strip().splitlines() or [""])[0]
             log.warning("model %s: prediction failed: %s: %s", name, type(exc).__name__, exc)
             status = 500
-            return ApiError(
+            raise ApiError(
                 500, "ModelError", f"model {name}: prediction failed ({type(exc).__name__}: {first_line})"
-            ).response()
+            ) from exc
         finally:
             self.metrics.request(label, status, time.perf_counter() - start if status == 200 else None)
+
+    async def infer(
+        self, request: Request, name: str, version: str | None, parse: Parse, render: Render
+    ) -> Response:
+        """`handle` for an HTTP request: the body read under `max_body`, errors as JSON."""
+
+        async def decode(served: ServedVersion) -> tuple[np.ndarray, Any]:
+            body = await read_body(request, self.config.max_body)
+            return parse(body, request, served)
+
+        def encode(served: ServedVersion, prediction: Prediction, context: Any) -> Response:
+            answer = render(served, prediction, context)
+            response = answer if isinstance(answer, Response) else json_response(answer)
+            response.headers["X-Model-Id"] = served.model_id
+            return response
+
+        try:
+            response: Response = await self.handle(name, version, decode, encode)
+            return response
+        except ApiError as exc:
+            return error_response(exc, request.url.path)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("route %s failed", request.url.path)
-    return ApiError(500, "InternalServerError", f"{request.url.path}: {type(exc).__name__}: {exc}").response()
+    error = ApiError(500, "InternalServerError", f"{request.url.path}: {type(exc).__name__}: {exc}")
+    return error_response(error, request.url.path)
 
 
 async def api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return exc.response()
+    return error_response(exc, request.url.path)
 
 
 Handler = Callable[[Request], Awaitable[Response]]

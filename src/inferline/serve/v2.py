@@ -1,13 +1,18 @@
-"""KServe Open Inference Protocol v2 (REST): health, model metadata, readiness and infer.
+"""KServe / Triton Open Inference Protocol v2 over REST: a thin front door to `serve.inference`.
 
-A request carries either one tensor of shape `[n, *row_shape]` (any name) or one `[n]`
-tensor per named model input (columns, stacked in the model's input order). The answer has
-a `predictions` tensor and, when the model gives them, a `scores` tensor `[n, k]`.
+Routes: health, server and model metadata, model config (Triton's `get_model_config`),
+readiness, infer, and the model repository extension (index, load, unload; guarded like
+management). Infer bodies are JSON, or JSON plus raw tensors (the binary tensor data
+extension): the `Inference-Header-Content-Length` header says where the JSON ends, and each
+input with `parameters.binary_data_size` takes that many bytes, in order, from the rest.
+Outputs come back raw the same way when asked (`parameters.binary_data` per output, or
+`binary_data_output` for all). Errors are `{"error": "<message>"}`.
 """
 
 from __future__ import annotations
 
-import math
+import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,21 +22,19 @@ from starlette.routing import Route
 
 import inferline
 from inferline.models.base import Prediction
-from inferline.serve.http import bad_request, invalid_input, json_response, parse_json
+from inferline.serve import inference
+from inferline.serve.catalog import StoreCatalog
+from inferline.serve.http import ApiError, bad_request, json_response, parse_json
+from inferline.serve.inference import InferRequest
+from inferline.serve.management import guarded
 from inferline.serve.models import ServedVersion
-from inferline.serve.state import server_of
-from inferline.serve.values import DATATYPES, may_hold_booleans, typed_tensor
+from inferline.serve.state import ServerState, server_of
+from inferline.serve.tensors import Tensor, check_header, decode_json, decode_raw, encode_raw, json_data
+from inferline.serve.values import may_hold_booleans
 
-
-def datatype_of(array: np.ndarray) -> str:
-    kind = array.dtype.kind
-    if kind == "b":
-        return "BOOL"
-    if kind in "iu":
-        return f"{'U' if kind == 'u' else ''}INT{array.dtype.itemsize * 8}"
-    if kind == "f":
-        return f"FP{array.dtype.itemsize * 8}"
-    return "BYTES"
+HEADER_LENGTH = "Inference-Header-Content-Length"
+BINARY = "application/octet-stream"
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
 async def live(request: Request) -> Response:
@@ -44,37 +47,25 @@ async def ready(request: Request) -> Response:
 
 
 async def server_metadata(request: Request) -> Response:
-    return json_response({"name": "inferline", "version": inferline.__version__, "extensions": []})
+    return json_response({"name": "inferline", "version": inferline.__version__, "extensions": EXTENSIONS})
+
+
+async def _served(request: Request) -> ServedVersion:
+    return await server_of(request).resolve(request.path_params["name"], request.path_params.get("version"))
 
 
 async def model_metadata(request: Request) -> Response:
-    state = server_of(request)
-    name = request.path_params["name"]
-    served = await state.resolve(name, request.path_params.get("version"))
-    model = state.models.models[name]
-    probe = await served.probe()
-    classes = getattr(served.loaded.model, "classes_", None)
-    if probe is not None:
-        predictions_type = datatype_of(np.asarray(probe.prediction))
-    else:
-        predictions_type = datatype_of(np.asarray(classes)) if classes is not None else "FP32"
-    outputs = [{"name": "predictions", "datatype": predictions_type, "shape": [-1]}]
-    if probe is not None and probe.scores is not None:  # only what the model really answers
-        outputs.append({"name": "scores", "datatype": datatype_of(probe.scores), "shape": [-1, -1]})
-    return json_response(
-        {
-            "name": name,
-            "versions": sorted(model.versions, key=lambda v: (not v.isdigit(), v.zfill(12))),
-            "platform": served.framework,
-            "inputs": [{"name": "input", "datatype": "FP64", "shape": served.expected_shape()}],
-            "outputs": outputs,
-            "parameters": {"model_id": served.model_id, "features": served.inputs},
-        }
-    )
+    served = await _served(request)
+    model = server_of(request).models.models[served.name]
+    return json_response(await inference.model_metadata(model, served))
+
+
+async def model_config(request: Request) -> Response:
+    return json_response(await inference.model_config(await _served(request)))
 
 
 async def model_ready(request: Request) -> Response:
-    served = await server_of(request).resolve(request.path_params["name"], request.path_params.get("version"))
+    served = await _served(request)
     return json_response({"name": served.name, "version": served.version, "ready": True})
 
 
@@ -85,123 +76,147 @@ async def infer(request: Request) -> Response:
     )
 
 
-def parse_infer(body: bytes, request: Request, served: ServedVersion) -> tuple[np.ndarray, Any]:
+@dataclass
+class Wanted:
+    """What the answer should hold: the request, and which outputs go back raw."""
+
+    request: InferRequest
+    binary: set[str]
+    binary_all: bool
+
+
+def parse_infer(body: bytes, request: Request, served: ServedVersion) -> tuple[np.ndarray, Wanted]:
     route = f"POST /v2/models/{served.name}/infer"
-    payload = parse_json(body, route=route)
+    header, raw = split_body(body, request.headers.get(HEADER_LENGTH), route)
+    payload = parse_json(header, route=route)
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
         raise bad_request(f'{route}: expected {{"inputs": [{{name, shape, datatype, data}}, ...]}}')
-    bools = may_hold_booleans(body)
-    tensors = [_tensor(spec, served, route, may_hold_bools=bools) for spec in payload["inputs"]]
-    if len(tensors) == 1 and (tensors[0][0] not in served.inputs or len(served.inputs) == 1):
-        name, array = tensors[0]
-        if array.ndim == 1 and served.row_shape is not None and served.row_shape != (1,):
-            array = array.reshape(1, -1) if array.shape[0] == math.prod(served.row_shape) else array
-        if array.ndim == 1:
-            array = array.reshape(-1, 1)
-        rows = served.check_rows(array, input_name=name)
-    else:
-        rows = _columns(tensors, served)
-    wanted = payload.get("outputs")
-    names = None
-    if isinstance(wanted, list):
-        names = [o.get("name") for o in wanted if isinstance(o, dict)]
-        unknown = [n for n in names if n not in ("predictions", "scores")]
-        if unknown:
-            raise bad_request(f"{route}: unknown outputs {unknown}; expected predictions, scores")
-    return rows, (payload.get("id"), names)
+    tensors = []
+    offset = 0
+    bools = may_hold_booleans(header)
+    for spec in payload["inputs"]:
+        tensor, used = _tensor(spec, raw, offset, route, served=served, may_hold_bools=bools)
+        tensors.append(tensor)
+        offset += used
+    if offset != len(raw):
+        raise bad_request(
+            f"{route}: {len(raw) - offset} bytes of binary data are left after the last input; "
+            "each input's parameters.binary_data_size must count its bytes"
+        )
+    parameters = payload.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise bad_request(f"{route}: parameters must be an object, got {type(parameters).__name__}")
+    wanted, binary = _outputs(payload.get("outputs"), route)
+    request_id = payload.get("id")
+    infer_request = InferRequest(
+        tensors, wanted, str(request_id) if request_id is not None else None, parameters
+    )
+    inference.check_outputs(served, wanted, where=route)
+    rows = inference.rows_for(served, tensors, where=route)
+    return rows, Wanted(infer_request, binary, parameters.get("binary_data_output") is True)
 
 
-def _tensor(spec: Any, served: ServedVersion, route: str, *, may_hold_bools: bool) -> tuple[str, np.ndarray]:
+def split_body(body: bytes, header_length: str | None, route: str) -> tuple[bytes, memoryview]:
+    """The JSON part and the raw tensor bytes of a request body."""
+    if header_length is None:
+        return body, memoryview(b"")
+    if not header_length.strip().isdigit() or int(header_length) > len(body):
+        raise bad_request(
+            f"{route}: {HEADER_LENGTH} {header_length!r} must be the byte length of the JSON part "
+            f"(at most the body's {len(body)} bytes)"
+        )
+    size = int(header_length)
+    view = memoryview(body)
+    return bytes(view[:size]), view[size:]
+
+
+def _tensor(
+    spec: Any, raw: memoryview, offset: int, route: str, *, served: ServedVersion, may_hold_bools: bool
+) -> tuple[Tensor, int]:
     if not isinstance(spec, dict):
         raise bad_request(f"{route}: each input must be an object with name, shape, datatype, data")
-    missing = [key for key in ("name", "shape", "datatype", "data") if key not in spec]
+    parameters = spec.get("parameters") or {}
+    size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    needed = ("name", "shape", "datatype") if size is not None else ("name", "shape", "datatype", "data")
+    missing = [key for key in needed if key not in spec]
     if missing:
         raise bad_request(f"{route}: input {spec.get('name', '?')!r} lacks {', '.join(missing)}")
-    name, shape, datatype = str(spec["name"]), spec["shape"], spec["datatype"]
-    expected = served.expected_shape()
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
-        raise bad_request(f"{route}: input {name!r} shape must be a list of sizes, got {shape!r}")
-    if datatype not in DATATYPES:
-        raise invalid_input(
-            f"model {served.model_id}: input {name!r} has datatype {datatype!r}; expected a numeric "
-            f"datatype (FP32, FP64, INT64, ...) of shape {expected}"
+    name = str(spec["name"])
+    datatype, shape = check_header(name, spec["datatype"], spec["shape"], where=route)
+    if size is None:
+        data = decode_json(
+            name, datatype, shape, spec["data"], model=served.model_id, may_hold_bools=may_hold_bools
         )
-    data = spec["data"]
-    if not isinstance(data, list):
-        raise invalid_input(
-            f"model {served.model_id}: input {name!r} data must be a list, got {type(data).__name__}"
-        )
-
-    def where(index: tuple[int, ...]) -> str:
-        position = ", ".join(map(str, index)) or "0"
-        return f"model {served.model_id}: input {name!r} value [{position}]"
-
-    try:
-        array = typed_tensor(data, datatype, where=where, may_hold_bools=may_hold_bools)
-    except ValueError as exc:  # ragged nested lists
-        raise invalid_input(
-            f"model {served.model_id}: input {name!r} data is not a regular {datatype} array ({exc})"
-        ) from exc
-    if array.size != math.prod(shape):
-        raise invalid_input(
-            f"model {served.model_id}: input {name!r} has {array.size} values but shape {shape} "
-            f"needs {math.prod(shape)}; expected shape {expected}"
-        )
-    return name, array.reshape(shape)
-
-
-def _columns(tensors: list[tuple[str, np.ndarray]], served: ServedVersion) -> np.ndarray:
-    names = [name for name, _ in tensors]
-    one_tensor = f"one tensor of shape {served.expected_shape()}"
-    expected = (
-        f"{', '.join(served.inputs)} (one [n] tensor each), or {one_tensor}" if served.inputs else one_tensor
-    )
-    unknown = list(dict.fromkeys(n for n in names if n not in served.inputs))
-    if unknown:
+        return Tensor(name, datatype, data), 0
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(raw):
         raise bad_request(
-            f"model {served.model_id}: unknown inputs {', '.join(map(repr, unknown))}; expected {expected}"
+            f"{route}: input {name!r} has binary_data_size {size!r} but only {len(raw) - offset} "
+            f"bytes of binary data are left (is {HEADER_LENGTH} right?)"
         )
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    missing = [n for n in served.inputs if n not in names]
-    if repeated or missing:
-        problem = (
-            f"repeated inputs {', '.join(repeated)}" if repeated else f"missing inputs {', '.join(missing)}"
-        )
-        raise bad_request(f"model {served.model_id}: {problem}; expected {expected}")
-    by_name = dict(tensors)
-    if any(by_name[n].ndim == 0 for n in served.inputs):
-        raise invalid_input(
-            f"model {served.model_id}: per-feature inputs must all have shape [n] with the same n"
-        )
-    columns = [by_name[n].reshape(len(by_name[n]), -1) for n in served.inputs]
-    lengths = {len(c) for c in columns}
-    if len(lengths) != 1 or any(c.shape[1] != 1 for c in columns):
-        raise invalid_input(
-            f"model {served.model_id}: per-feature inputs must all have shape [n] with the same n"
-        )
-    return served.check_rows(np.hstack(columns).astype(np.float64), input_name="inputs")
+    try:
+        array = decode_raw(raw[offset : offset + size], datatype, shape, name=name)
+    except ApiError as exc:
+        raise bad_request(f"{route}: {exc.message}") from exc
+    return Tensor(name, datatype, array), size
 
 
-def render_infer(served: ServedVersion, prediction: Prediction, context: Any) -> dict[str, Any]:
-    request_id, names = context
-    outputs = []
-    for name, array in (("predictions", prediction.prediction), ("scores", prediction.scores)):
-        if array is None or (names is not None and name not in names):
-            continue
-        outputs.append(
-            {
-                "name": name,
-                "datatype": datatype_of(array),
-                "shape": list(array.shape),
-                "data": array.reshape(-1).tolist(),
-            }
-        )
+def _outputs(outputs: Any, route: str) -> tuple[list[str] | None, set[str]]:
+    if outputs is None:
+        return None, set()
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) and "name" in o for o in outputs):
+        raise bad_request(f"{route}: outputs must be a list of {{name, parameters}} objects")
+    names = [str(o["name"]) for o in outputs]
+    binary = {
+        str(o["name"])
+        for o in outputs
+        if isinstance(o.get("parameters"), dict) and o["parameters"].get("binary_data") is True
+    }
+    return names, binary
+
+
+def render_infer(served: ServedVersion, prediction: Prediction, wanted: Wanted) -> dict[str, Any] | Response:
+    tensors = inference.outputs_for(served, prediction, wanted.request.outputs)
+    outputs: list[dict[str, Any]] = []
+    buffers: list[bytes] = []
+    for tensor in tensors:
+        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
+        if wanted.binary_all or tensor.name in wanted.binary:
+            data = encode_raw(tensor.array)
+            entry["parameters"] = {"binary_data_size": len(data)}
+            buffers.append(data)
+        else:
+            entry["data"] = json_data(tensor.array)
+        outputs.append(entry)
     out: dict[str, Any] = {"model_name": served.name, "model_version": served.version, "outputs": outputs}
-    if request_id is not None:
-        out["id"] = request_id
-    return out
+    if wanted.request.id is not None:
+        out["id"] = wanted.request.id
+    if not buffers:
+        return out
+    header = json.dumps(out, separators=(",", ":"), allow_nan=False).encode()
+    return Response(
+        b"".join([header, *buffers]), media_type=BINARY, headers={HEADER_LENGTH: str(len(header))}
+    )
+
+
+# --- the model repository extension ------------------------------------------------------
+async def repository_index(request: Request) -> Response:
+    return json_response(await inference.repository_models(server_of(request)))
+
+
+async def repository_load(request: Request) -> Response:
+    await _catalog(server_of(request)).load_model(request.path_params["name"])
+    return json_response({})
+
+
+async def repository_unload(request: Request) -> Response:
+    await _catalog(server_of(request)).unregister(request.path_params["name"], None)
+    return json_response({})
+
+
+def _catalog(state: ServerState) -> StoreCatalog:
+    if state.catalog is None:
+        raise bad_request("this server has no model store; start it with --models STORE")
+    return state.catalog
 
 
 def routes() -> list[Route]:
@@ -211,8 +226,13 @@ def routes() -> list[Route]:
         Route("/v2/health/ready", ready, methods=["GET"]),
         Route("/v2/models/{name}", model_metadata, methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}", model_metadata, methods=["GET"]),
+        Route("/v2/models/{name}/config", model_config, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/config", model_config, methods=["GET"]),
         Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=["GET"]),
         Route("/v2/models/{name}/infer", infer, methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+        Route("/v2/repository/index", guarded(repository_index), methods=["POST"]),
+        Route("/v2/repository/models/{name}/load", guarded(repository_load), methods=["POST"]),
+        Route("/v2/repository/models/{name}/unload", guarded(repository_unload), methods=["POST"]),
     ]
