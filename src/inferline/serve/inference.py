@@ -102,7 +102,7 @@ def check_outputs(served: ServedVersion, wanted: list[str] | None, *, where: str
     known = [s["name"] for s in served.output_specs] if served.output_specs is not None else list(OUTPUTS)
     unknown = [name for name in wanted if name not in known]
     if unknown:
-        raise bad_request(f"{where}: unknown outputs {unknown}; expected {', '.join(known)}")
+        raise bad_request(f"model {served.model_id}: unknown outputs {unknown}; expected {', '.join(known)}")
 
 
 def outputs_for(served: ServedVersion, prediction: Prediction, wanted: list[str] | None) -> list[Tensor]:
@@ -114,7 +114,7 @@ def outputs_for(served: ServedVersion, prediction: Prediction, wanted: list[str]
     if wanted is not None and any(n not in available for n in wanted):
         missing = [n for n in wanted if n not in available]
         raise bad_request(
-            f"model {served.model_id}: has no outputs {missing}; it gives {', '.join(available)}"
+            f"model {served.model_id}: unknown outputs {missing}; expected {', '.join(available)}"
         )
     names = list(available) if wanted is None else wanted
     return [Tensor(name, datatype_of(available[name]), np.asarray(available[name])) for name in names]
