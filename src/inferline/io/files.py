@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -121,6 +122,55 @@ def _tell(handle: IO[bytes]) -> int:
         return 0
 
 
+class _InvalidRows:
+    """Arrow's `invalid_row_handler` for one CSV file: malformed lines become dead letters.
+
+    A re-read from the start (input columns as text) meets the lines already reported, and
+    those the parser's read-ahead reported for blocks not yet emitted: each line is reported
+    once. Lines are counted by (number, text), since without a line number (the threaded
+    parser) identical lines are told apart only by how many times they occur.
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._invalid: list[DeadLetter] = []
+        self._reported: Counter[tuple[int | None, str]] = Counter()
+        self._this_pass: Counter[tuple[int | None, str]] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, row: Any) -> str:
+        with self._lock:
+            line = (row.number, row.text)
+            self._this_pass[line] += 1
+            if self._this_pass[line] > self._reported[line]:
+                self._reported[line] += 1
+                key = _bad_line_key(self.uri, row.number, row.text)
+                if self._reported[line] > 1:
+                    key += f"-{self._reported[line]}"
+                where = f" line {row.number}" if row.number is not None else ""
+                self._invalid.append(
+                    DeadLetter(
+                        key=key,
+                        raw=row.text,
+                        error=f"{self.uri}{where}: expected {row.expected_columns} columns, "
+                        f"got {row.actual_columns}",
+                        stage="parse",
+                    )
+                )
+        return "skip"
+
+    def restart(self) -> None:
+        """The file is read again from its start."""
+        with self._lock:
+            self._this_pass.clear()
+
+    def drain(self) -> list[DeadLetter]:
+        """The dead letters reported since the last call."""
+        with self._lock:
+            dead, self._invalid = self._invalid, []
+        return dead
+
+
 class CsvSource(_FileSource):
     """CSV files with a header row; malformed lines become dead letters.
 
@@ -134,31 +184,8 @@ class CsvSource(_FileSource):
         # Columns are typed by Arrow's inference. If a model-input column later holds a value
         # that is not a number, the file is re-read from where it stopped with the input
         # columns as text, so that the bad value dead-letters one row instead of the file.
-        invalid: list[DeadLetter] = []
-        reported: set[int | None] = set()
-        lock = threading.Lock()
-
-        def on_invalid(row: Any) -> str:
-            with lock:
-                if row.number is None or row.number not in reported:
-                    reported.add(row.number)
-                    invalid.append(
-                        DeadLetter(
-                            key=_bad_line_key(uri, row.number, row.text),
-                            raw=row.text,
-                            error=(
-                                f"{uri}{f' line {row.number}' if row.number is not None else ''}: "
-                                f"expected {row.expected_columns} columns, got {row.actual_columns}"
-                            ),
-                            stage="parse",
-                        )
-                    )
-            return "skip"
-
-        def drain() -> list[DeadLetter]:
-            with lock:
-                dead, invalid[:] = list(invalid), []
-            return dead
+        on_invalid = _InvalidRows(uri)
+        drain = on_invalid.drain
 
         as_text = False
         emitted = 0
@@ -183,6 +210,7 @@ class CsvSource(_FileSource):
                     raise InputError(f"{uri}: {exc}") from None
                 as_text = True
                 handle.seek(0)
+                on_invalid.restart()
                 continue
             leftover = drain()
             if leftover:
@@ -190,7 +218,7 @@ class CsvSource(_FileSource):
             return
 
     def _open_reader(
-        self, handle: IO[bytes], uri: str, on_invalid: Any, *, as_text: bool
+        self, handle: IO[bytes], uri: str, on_invalid: _InvalidRows, *, as_text: bool
     ) -> pa_csv.CSVStreamingReader | None:
         types = {c: pa.string() for c in self.string_columns} if as_text else {}
         try:
@@ -205,6 +233,7 @@ class CsvSource(_FileSource):
                 return None
             if not as_text and self.string_columns and "conversion error" in str(exc).lower():
                 handle.seek(0)
+                on_invalid.restart()
                 return self._open_reader(handle, uri, on_invalid, as_text=True)
             raise InputError(f"{uri}: cannot read as CSV ({exc})") from None
 
