@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -42,6 +41,10 @@ def run(
     stats_every: Annotated[
         float | None, typer.Option(help="Streams: print msg/s, latency p50/p99 and backlog every SECONDS.")
     ] = None,
+    broker_timeout: Annotated[
+        float,
+        typer.Option(help="Streams: seconds to keep reconnecting to a broker (Redis) that went away."),
+    ] = 300.0,
     runner: Annotated[
         str, typer.Option(help="local, or beam (Beam options after --, e.g. -- --runner=DataflowRunner).")
     ] = "local",
@@ -94,6 +97,7 @@ def run(
         on_progress=display.update,
         until_idle=until_idle,
         stats_every=stats_every,
+        broker_timeout=broker_timeout,
         on_stats=lambda stats: err.print(stats.line(), markup=False),
     )
     with display, record_run(spec, engine.stats) as history:
@@ -149,13 +153,9 @@ register_all(app)
 
 def _log_to_stderr() -> None:
     # Model swaps (INFO) and load failures (WARNING) of a running pipeline, one line each.
-    logger = logging.getLogger("inferline")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    from inferline.logs import log_to_stderr
+
+    log_to_stderr()
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

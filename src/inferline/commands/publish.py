@@ -45,16 +45,22 @@ def register(app: typer.Typer) -> None:
         rate: Annotated[
             float | None, typer.Option(help="Messages per second (default: as fast as possible).")
         ] = None,
+        broker_timeout: Annotated[
+            float,
+            typer.Option(help="Seconds to keep reconnecting to a broker (Redis) that went away."),
+        ] = 300.0,
     ) -> None:
         """Publish messages (one JSON object a line) to a topic."""
         from inferline.io.topics.publish import default_url
         from inferline.io.topics.publish import publish as publish_messages
+        from inferline.logs import log_to_stderr
 
         if rate is not None and rate <= 0:
             raise InputError(f"publish --rate {rate:g}: expected a positive number of messages per second")
         target = url or default_url()
         started = time.monotonic()
-        count = publish_messages(topic, _lines(from_), url=target, rate=rate)
+        log_to_stderr()
+        count = publish_messages(topic, _lines(from_), url=target, rate=rate, broker_timeout=broker_timeout)
         seconds = max(time.monotonic() - started, 1e-9)
         typer.echo(
             f"published {count:,} messages to topic {topic} at {target} ({count / seconds:,.0f} msg/s)"

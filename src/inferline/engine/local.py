@@ -107,6 +107,7 @@ class LocalEngine:
         until_idle: float | None = None,
         stats_every: float | None = None,
         on_stats: Callable[[StreamStats], None] | None = None,
+        broker_timeout: float | None = None,
     ) -> None:
         self.spec = spec
         self.limit = limit
@@ -122,6 +123,7 @@ class LocalEngine:
         self.until_idle = until_idle
         self.stats_every = stats_every
         self.on_stats = on_stats
+        self.broker_timeout = broker_timeout
         self.latency = LatencyTracker()
         # Set on failure: stages drop what they hold instead of finishing it.
         self._abort = threading.Event()
@@ -228,7 +230,13 @@ class LocalEngine:
             self._processor.pool = ThreadPoolExecutor(len(refs), thread_name_prefix="inferline-model")
         source = make_source(self.spec, string_columns=self._string_columns())
         if isinstance(source, TopicSource):
-            source.bind(stop=self.stop, limit=self.limit, until_idle=self.until_idle, clock=self.clock)
+            source.bind(
+                stop=self.stop,
+                limit=self.limit,
+                until_idle=self.until_idle,
+                clock=self.clock,
+                broker_timeout=self.broker_timeout,
+            )
         sink = make_sink(self.spec.sink, origin=self.spec.origin)
         dead_spec = self.spec.dead_letter_spec()
         dead_sink: Sink | None = None

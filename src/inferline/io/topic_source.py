@@ -71,6 +71,7 @@ class TopicSource:
         self.limit: int | None = None
         self.until_idle: float | None = None
         self.clock: Callable[[], float] = time.monotonic
+        self.broker_timeout: float | None = None
         self._topic: Topic | None = None
         self._consumer: Consumer | None = None
         self._schema: pa.Schema | None = None
@@ -82,15 +83,20 @@ class TopicSource:
         limit: int | None = None,
         until_idle: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        broker_timeout: float | None = None,
     ) -> None:
-        """Run until `stop` is set, `limit` messages were read, or nothing came for `until_idle` s."""
+        """Run until `stop` is set, `limit` messages were read, or nothing came for `until_idle` s.
+
+        `broker_timeout`: seconds to keep reconnecting to a broker that went away (default 5 min).
+        """
         self.stop, self.limit, self.until_idle, self.clock = stop, limit, until_idle, clock
+        self.broker_timeout = broker_timeout
 
     def describe(self) -> str:
         return f"topic {self.topic_name} at {self.url}"
 
     def open(self) -> None:
-        self._topic = open_topic(self.url, self.topic_name)
+        self._topic = open_topic(self.url, self.topic_name, broker_timeout=self.broker_timeout)
         self._consumer = self._topic.consumer(
             self.group, self.consumer_name, lease_seconds=self.lease_seconds, retention=self.retention
         )

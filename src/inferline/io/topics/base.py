@@ -111,8 +111,11 @@ class Topic(Protocol):
     def close(self) -> None: ...
 
 
-def open_topic(url: str, name: str) -> Topic:
+def open_topic(url: str, name: str, *, broker_timeout: float | None = None) -> Topic:
     """The topic `name` at `url`: `redis://host:port/db` or a path to an embedded queue file.
+
+    `broker_timeout`: how long calls to a networked broker (Redis) keep retrying through an
+    outage before failing (default 5 minutes).
 
     Example:
         >>> topic = open_topic("queue.db", "iris")  # doctest: +SKIP
@@ -121,9 +124,11 @@ def open_topic(url: str, name: str) -> Topic:
     if not name:
         raise SpecError(f"topic at {url}: no topic name given; set source.topic (e.g. topic: iris)")
     if url.startswith(("redis://", "rediss://", "unix://")):
+        from inferline.io.topics.reconnect import DEFAULT_BROKER_TIMEOUT
         from inferline.io.topics.redis import RedisTopic
 
-        topic: Topic = RedisTopic(url, name)
+        timeout = DEFAULT_BROKER_TIMEOUT if broker_timeout is None else broker_timeout
+        topic: Topic = RedisTopic(url, name, broker_timeout=timeout)
     elif "://" in url:
         scheme = url.split("://", 1)[0]
         raise SpecError(

@@ -8,7 +8,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from inferline.errors import InferlineError
 from inferline.io.topics.base import open_topic
+from inferline.io.topics.reconnect import BrokerUnavailable
 
 DEFAULT_URL = "queue.db"
 
@@ -37,6 +39,10 @@ def _chunks(items: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
         yield chunk
 
 
+def _accepted(count: int) -> str:
+    return f"{count:,} messages were accepted before the failure"
+
+
 def publish(
     topic: str,
     messages: Iterable[Any],
@@ -46,10 +52,13 @@ def publish(
     chunk_size: int = 1000,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    broker_timeout: float | None = None,
 ) -> int:
     """Publish `messages` (dicts are sent as JSON; str/bytes as they are); returns the count.
 
-    `rate` paces publishing to about that many messages per second.
+    `rate` paces publishing to about that many messages per second. Through a broker
+    restart publishing waits and goes on (up to `broker_timeout` seconds, default 5 min);
+    past that it raises `BrokerUnavailable`, whose `accepted` says how many got in.
 
     Example:
         >>> import inferline
@@ -57,7 +66,7 @@ def publish(
         >>> inferline.publish("iris", rows, url="queue.db")  # doctest: +SKIP
         1
     """
-    target = open_topic(url or default_url(), topic)
+    target = open_topic(url or default_url(), topic, broker_timeout=broker_timeout)
     size = chunk_size if rate is None else max(1, min(chunk_size, int(rate // 100) or 1))
     count = 0
     started = clock()
@@ -67,7 +76,18 @@ def publish(
                 wait = started + count / rate - clock()
                 if wait > 0:
                     sleep(wait)
-            target.publish(chunk)
+            try:
+                target.publish(chunk)
+            except BrokerUnavailable as exc:
+                raise BrokerUnavailable(f"{exc}; {_accepted(count)}", accepted=count) from None
+            except InferlineError:
+                raise
+            except Exception as exc:  # e.g. Redis refusing writes (OOM): nothing to wait for
+                raise BrokerUnavailable(
+                    f"topic {topic} at {target.url}: publishing failed ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}); {_accepted(count)}",
+                    accepted=count,
+                ) from None
             count += len(chunk)
     finally:
         target.close()

@@ -3,18 +3,28 @@
 A consumer first re-reads its own pending entries (what it had in flight when it last
 stopped), then new ones; every `lease_seconds / 2` it also XAUTOCLAIMs entries another
 consumer has left pending for longer than the lease (a consumer that crashed for good).
+
+Every call goes through a `Reconnector`: when Redis restarts, calls are retried with
+backoff until it is back (or `broker_timeout` passes). A consumer then re-reads its own
+pending entries again, skipping those still in flight, since an XREADGROUP whose reply was
+lost has delivered entries nobody received. A published chunk is one MULTI/EXEC whose first
+entry carries a token, so a retry first looks whether the lost attempt got in: no chunk is
+added twice.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 from inferline.errors import InputError, require
 from inferline.io.topics.base import DEFAULT_LEASE_SECONDS, KEEP_ACKED, Message, Retention
+from inferline.io.topics.reconnect import DEFAULT_BROKER_TIMEOUT, Reconnector
 
 _BODY = b"b"
+_TOKEN = b"t"  # on a published chunk's first entry: finds the chunk after a lost reply
 _MAX_SEQUENCE = 2**64 - 1
 
 
@@ -47,10 +57,15 @@ class RedisTopic:
         >>> topic.open()  # doctest: +SKIP
     """
 
-    def __init__(self, url: str, name: str) -> None:
+    def __init__(self, url: str, name: str, *, broker_timeout: float = DEFAULT_BROKER_TIMEOUT) -> None:
         self.url = url
         self.name = name
+        self.broker_timeout = broker_timeout
         self._client: Any = None
+        self._reconnector: Reconnector | None = None
+        self._publisher = uuid.uuid4().hex[:16]
+        self._chunks = 0
+        self._last_id: str | None = None  # the newest entry id this topic knows is in the stream
 
     @property
     def client(self) -> Any:
@@ -58,9 +73,25 @@ class RedisTopic:
             raise RuntimeError("RedisTopic used before open()")
         return self._client
 
+    @property
+    def reconnector(self) -> Reconnector:
+        if self._reconnector is None:
+            raise RuntimeError("RedisTopic used before open()")
+        return self._reconnector
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """`fn()` against Redis, retried through a broker restart (see `Reconnector`)."""
+        return self.reconnector.call(fn)
+
     def open(self) -> None:
         redis = require("redis", "redis")
-        client = redis.Redis.from_url(self.url)  # type: ignore[attr-defined]
+        from redis.backoff import NoBackoff  # type: ignore[import-not-found,unused-ignore]
+        from redis.retry import Retry  # type: ignore[import-not-found,unused-ignore]
+
+        # The client's own retries would hide an outage; the Reconnector does the retrying.
+        client = redis.Redis.from_url(  # type: ignore[attr-defined]
+            self.url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=10, socket_timeout=60
+        )
         try:
             client.ping()
         except redis.exceptions.RedisError as exc:  # type: ignore[attr-defined]
@@ -68,12 +99,51 @@ class RedisTopic:
                 f"topic {self.name}: cannot reach Redis at {self.url} ({exc}); is redis-server running?"
             ) from None
         self._client = client
+        self._reconnector = Reconnector(
+            f"topic {self.name}: Redis at {self.url}",
+            errors=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),  # type: ignore[attr-defined]
+            timeout=self.broker_timeout,
+        )
 
     def publish(self, bodies: list[bytes]) -> list[str]:
-        pipe = self.client.pipeline(transaction=False)
-        for body in bodies:
-            pipe.xadd(self.name, {_BODY: body})
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in pipe.execute()]
+        if not bodies:
+            return []
+        token = f"{self._publisher}:{self._chunks}".encode()
+        self._chunks += 1
+        tried = False
+
+        def attempt() -> list[str]:
+            nonlocal tried
+            if self._last_id is None:
+                newest = self.client.xrevrange(self.name, count=1)
+                self._last_id = _text(newest[0][0]) if newest else "0-0"
+            if tried:  # the last attempt's reply was lost: maybe the chunk got in
+                found = self._find_chunk(token, len(bodies))
+                if found:
+                    return found
+            tried = True
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xadd(self.name, {_BODY: bodies[0], _TOKEN: token})
+            for body in bodies[1:]:
+                pipe.xadd(self.name, {_BODY: body})
+            return [_text(i) for i in pipe.execute()]
+
+        ids: list[str] = self.call(attempt)
+        self._last_id = ids[-1]
+        return ids
+
+    def _find_chunk(self, token: bytes, count: int) -> list[str]:
+        # MULTI/EXEC added the chunk's entries back to back, after everything we saw before it.
+        start = f"({self._last_id}" if self._last_id != "0-0" else "-"
+        while True:
+            entries = self.client.xrange(self.name, min=start, count=1000)
+            for entry_id, fields in entries:
+                if (fields or {}).get(_TOKEN) == token:
+                    chunk = self.client.xrange(self.name, min=_text(entry_id), count=count)
+                    return [_text(i) for i, _ in chunk]
+            if len(entries) < 1000:
+                return []
+            start = f"({_text(entries[-1][0])}"
 
     def consumer(
         self,
@@ -117,24 +187,42 @@ class RedisConsumer:
         self._own_cursor: str | None = "0"  # replaying our own pending entries until exhausted
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
+        # Delivered to this process and not acked yet: a replay after a reconnection skips them.
+        self._in_flight: set[str] = set()
+        self._recoveries = 0
 
     def open(self) -> None:
         redis = require("redis", "redis")
         try:
-            self.topic.client.xgroup_create(self.topic.name, self.group, id="0", mkstream=True)
+            self.topic.call(
+                lambda: self.topic.client.xgroup_create(self.topic.name, self.group, id="0", mkstream=True)
+            )
         except redis.exceptions.ResponseError as exc:  # type: ignore[attr-defined]
             if "BUSYGROUP" not in str(exc):
                 raise
+        self._recoveries = self.topic.reconnector.recoveries
 
     def read(self, max_messages: int, timeout: float) -> list[Message]:
+        messages: list[Message] = self.topic.call(lambda: self._read(max_messages, timeout))
+        self._in_flight.update(m.id for m in messages)
+        return messages
+
+    def _read(self, max_messages: int, timeout: float) -> list[Message]:
         client, stream = self.topic.client, self.topic.name
-        if self._own_cursor is not None:
+        if self.topic.reconnector.recoveries != self._recoveries:
+            # Redis was away: an XREADGROUP whose reply was lost left entries pending on us.
+            self._recoveries = self.topic.reconnector.recoveries
+            self._own_cursor = "0"
+        while self._own_cursor is not None:
             reply = client.xreadgroup(self.group, self.name, {stream: self._own_cursor}, count=max_messages)
             entries = reply[0][1] if reply else []
-            if entries:
-                self._own_cursor = entries[-1][0].decode()
-                return [_message(i, f) for i, f in entries]
-            self._own_cursor = None
+            if not entries:
+                self._own_cursor = None
+                break
+            self._own_cursor = _text(entries[-1][0])
+            own = [_message(i, f) for i, f in entries if _text(i) not in self._in_flight]
+            if own:
+                return own
         if time.monotonic() >= self._next_claim:
             claimed = self._reclaim(max_messages)
             if claimed:
@@ -156,16 +244,18 @@ class RedisConsumer:
             start_id=self._claim_cursor,
             count=max_messages,
         )
-        cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        cursor = _text(reply[0])
         self._claim_cursor = cursor
         if cursor == "0-0":  # the scan went round: look again in half a lease
             self._next_claim = time.monotonic() + self.lease_seconds / 2
-        return [_message(i, f) for i, f in reply[1] if f is not None]
+        return [_message(i, f) for i, f in reply[1] if f is not None and _text(i) not in self._in_flight]
 
     def ack(self, ids: list[str]) -> None:
         if not ids:
             return
-        self.topic.client.xack(self.topic.name, self.group, *ids)
+        # XACK is idempotent: acking again after a lost reply changes nothing.
+        self.topic.call(lambda: self.topic.client.xack(self.topic.name, self.group, *ids))
+        self._in_flight.difference_update(ids)
         self._acked_since_trim += len(ids)
         if self.retention.due(self._acked_since_trim, self.clock() - self._last_trim):
             self.trim()
@@ -175,6 +265,10 @@ class RedisConsumer:
         self._last_trim = self.clock()
         if self.retention.keep_all:
             return 0
+        # Recomputed from scratch on every attempt: the bounds only move forward.
+        return int(self.topic.call(self._trim))
+
+    def _trim(self) -> int:
         client, stream = self.topic.client, self.topic.name
         groups = [(_text(g["name"]), g.get("last-delivered-id")) for g in client.xinfo_groups(stream)]
         if not groups:
@@ -192,7 +286,7 @@ class RedisConsumer:
         return int(client.xtrim(stream, minid=f"{ms}-{seq}", approximate=False))
 
     def _group_info(self) -> dict[Any, Any]:
-        for info in self.topic.client.xinfo_groups(self.topic.name):
+        for info in self.topic.call(lambda: self.topic.client.xinfo_groups(self.topic.name)):
             name = info.get("name")
             if (name.decode() if isinstance(name, bytes) else name) == self.group:
                 return dict(info)
@@ -205,7 +299,8 @@ class RedisConsumer:
         info = self._group_info()
         lag = info.get("lag")
         if lag is None:  # Redis cannot tell after deletions; count from the stream length
-            lag = max(int(self.topic.client.xlen(self.topic.name)) - int(info.get("entries-read") or 0), 0)
+            length = self.topic.call(lambda: self.topic.client.xlen(self.topic.name))
+            lag = max(int(length) - int(info.get("entries-read") or 0), 0)
         return int(lag) + int(info.get("pending") or 0)
 
     def close(self) -> None:
@@ -214,6 +309,6 @@ class RedisConsumer:
             return
         redis = require("redis", "redis")
         try:
-            self.trim()
+            self._trim()  # once, without waiting for a broker that is away
         except redis.exceptions.RedisError:  # type: ignore[attr-defined]
             pass  # best effort while shutting down: the next consumer's trim catches up
