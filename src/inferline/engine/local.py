@@ -131,6 +131,7 @@ class LocalEngine:
         self._last_stats = 0.0
         self._processor = BatchProcessor()
         self._loader: ImageLoader | None = None
+        self._stream = False
 
     # --- building -------------------------------------------------------------------
     def _open_models(self) -> list[ModelRef]:
@@ -202,7 +203,14 @@ class LocalEngine:
         dead = list(batch.dead)
         if batch.data.num_rows == 0:
             return _Work(batch, None, dead)
-        results, more = self._processor(batch.data, self._keys(batch), models)
+        keys = self._keys(batch)
+        results, more = self._processor(batch.data, keys, models)
+        if more and self._stream and keys is not batch.keys:
+            # A stream's dead letters are keyed by message id whatever failed, so a message that
+            # failed to parse and another's payload id never share (and overwrite) one key.
+            by_key = dict(zip(keys.to_pylist(), batch.keys.to_pylist(), strict=True))
+            for letter in more:
+                letter.key = by_key.get(letter.key, letter.key)
         dead.extend(more)
         if models:
             self.stats.model_ids.update(m.model_id for m in models)
@@ -229,6 +237,7 @@ class LocalEngine:
         if len(refs) > 1:
             self._processor.pool = ThreadPoolExecutor(len(refs), thread_name_prefix="inferline-model")
         source = make_source(self.spec, string_columns=self._string_columns())
+        self._stream = not source.bounded
         if isinstance(source, TopicSource):
             source.bind(
                 stop=self.stop,
@@ -275,7 +284,7 @@ class LocalEngine:
                         )
                         dead_sink.open()
                     if dead_sink is not None:
-                        dead_sink.write(dead_letter_batch(item.dead))
+                        dead_sink.write(dead_letter_batch(_unique_keys(item.dead)))
                 if item.results is not None:
                     sink.write(item.results)
                 sink.commit()
@@ -371,6 +380,17 @@ class LocalEngine:
             self._failure = exc
         self._abort.set()
         self.stop.set()
+
+
+def _unique_keys(dead: list[DeadLetter]) -> list[DeadLetter]:
+    # A row can fail more than once (several models): each failure is its own dead letter.
+    seen: dict[str, int] = {}
+    for letter in dead:
+        count = seen.get(letter.key, 0)
+        seen[letter.key] = count + 1
+        if count:
+            letter.key = f"{letter.key}#{count + 1}"
+    return dead
 
 
 def _default_workers(refs: list[ModelRef]) -> int:

@@ -8,19 +8,17 @@ not have the types the rest of the stream has, becomes a dead letter; the stream
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.json as pa_json
 
 from inferline.errors import SpecError
 from inferline.io.base import DeadLetter, SourceBatch
+from inferline.io.json_messages import DEFAULT_MAX_MESSAGE_BYTES, JsonMessages
 from inferline.io.topics.base import (
     DEFAULT_CONSUMER,
     DEFAULT_GROUP,
@@ -36,6 +34,10 @@ from inferline.pipeline import PipelineSpec
 
 # How often a waiting source looks at its stop event.
 _POLL_SECONDS = 0.1
+# A message delivered this often without being committed is dead-lettered (it keeps
+# crashing or stalling the consumer); from its third delivery on it is read alone.
+DEFAULT_MAX_DELIVERIES = 5
+_SUSPECT_DELIVERIES = 3
 
 
 class TopicSource:
@@ -74,7 +76,9 @@ class TopicSource:
         self.broker_timeout: float | None = None
         self._topic: Topic | None = None
         self._consumer: Consumer | None = None
-        self._schema: pa.Schema | None = None
+        self.max_deliveries = _whole(src.options, "max_deliveries", DEFAULT_MAX_DELIVERIES, spec.origin)
+        max_bytes = _whole(src.options, "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, spec.origin)
+        self._messages = JsonMessages(key=spec.key, inputs=_message_inputs(spec), max_bytes=max_bytes)
 
     def bind(
         self,
@@ -131,10 +135,34 @@ class TopicSource:
                 if left <= 0:
                     break
                 messages.extend(self.consumer.read(want - len(messages), timeout=min(left, _POLL_SECONDS)))
-            yield self.decode(messages)
+            yield from self._batches_of(messages)
             if remaining is not None:
                 remaining -= len(messages)
             idle_since = self.clock()
+
+    def _batches_of(self, messages: list[Message]) -> Iterator[SourceBatch]:
+        # A message the consumer has failed to commit twice is read alone, so a message that
+        # crashes it costs only itself; past `max_deliveries` it is dead-lettered unread.
+        usual = [
+            m for m in messages if m.deliveries < _SUSPECT_DELIVERIES or m.deliveries > self.max_deliveries
+        ]
+        if usual:
+            batch = self.decode([m for m in usual if m.deliveries <= self.max_deliveries])
+            for message in usual:
+                if message.deliveries > self.max_deliveries:
+                    batch.dead.append(
+                        self._dead(
+                            message,
+                            f"delivered {message.deliveries} times and never committed (it crashed or "
+                            f"stalled the consumer each time); over source.options.max_deliveries "
+                            f"({self.max_deliveries})",
+                        )
+                    )
+                    batch.position.append(message.id)
+            yield batch
+        for message in messages:
+            if _SUSPECT_DELIVERIES <= message.deliveries <= self.max_deliveries:
+                yield self.decode([message])
 
     def ack(self, position: list[str] | None) -> None:
         if position:
@@ -154,13 +182,10 @@ class TopicSource:
         bodies = [_one_line(m.body) for m in messages]
         if self.load is not None:
             bodies = [_as_file_message(b) for b in bodies]
-        table = self._parse(bodies, self._schema)
-        dead: list[DeadLetter] = []
-        good = messages
-        if table is None or table.num_rows != len(messages):
-            table, good, dead = self._parse_one_by_one(messages, bodies)
-        if self._schema is None and table.num_rows:
-            self._schema = table.schema
+        decoded = self._messages.decode(bodies)
+        dead = [self._dead(messages[i], error) for i, error in sorted(decoded.errors.items())]
+        good = [messages[i] for i in decoded.good]
+        table = decoded.table
         data = table.combine_chunks().to_batches()[0] if table.num_rows else _empty(table.schema)
         return SourceBatch(
             data=data,
@@ -170,65 +195,13 @@ class TopicSource:
             published_at=[m.published_at for m in good],
         )
 
-    def _parse(self, bodies: list[bytes], schema: pa.Schema | None) -> pa.Table | None:
-        # Once the stream's schema is known, it is explicit: 5 parses as 5.0 in a double field.
-        options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
-        try:
-            return pa_json.read_json(io.BytesIO(b"\n".join(bodies)), parse_options=options)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            return None
-
-    def _parse_one_by_one(
-        self, messages: list[Message], bodies: list[bytes]
-    ) -> tuple[pa.Table, list[Message], list[DeadLetter]]:
-        # The rare path: some message is poison. Find which, keep the others.
-        dead: list[DeadLetter] = []
-        parsed: list[tuple[Message, bytes, pa.Table]] = []
-        for message, body in zip(messages, bodies, strict=True):
-            try:
-                value = json.loads(body)
-                if not isinstance(value, dict):
-                    raise ValueError(f"expected a JSON object, got {type(value).__name__}")
-                one = self._parse([body], self._schema)
-                if one is None and self._schema is not None:
-                    # Maybe only wider numbers (1.5 where the stream so far had 1).
-                    one = self._parse([body], None)
-                    if one is not None and _shape(one.schema) != _shape(self._schema):
-                        one = None
-                if one is None or one.num_rows != 1:
-                    raise ValueError(f"fields do not match the stream's schema ({_describe(self._schema)})")
-                parsed.append((message, body, one))
-            except ValueError as exc:
-                dead.append(self._dead(message, f"not a usable JSON message: {exc}"))
-        if self._schema is None and parsed:
-            # No schema learnt yet: the most common shape in this batch is the stream's.
-            shapes = Counter(_shape(t.schema) for _, _, t in parsed)
-            usual = shapes.most_common(1)[0][0]
-            for message, _, one in parsed:
-                if _shape(one.schema) != usual:
-                    dead.append(
-                        self._dead(
-                            message, f"fields differ from the other messages ({_describe(one.schema)})"
-                        )
-                    )
-            parsed = [p for p in parsed if _shape(p[2].schema) == usual]
-        good = [m for m, _, _ in parsed]
-        bodies = [b for _, b, _ in parsed]
-        table = self._parse(bodies, self._schema) if parsed else None
-        if table is None and parsed:
-            table = self._parse(bodies, None)
-            if table is not None and self._schema is not None:
-                self._schema = table.schema  # widened numbers
-        if table is None or table.num_rows != len(good):
-            for message in good:
-                dead.append(self._dead(message, "fields differ from the other messages in its batch"))
-            good, table = [], pa.table({})
-        return table, good, dead
-
     def _dead(self, message: Message, error: str) -> DeadLetter:
+        body = message.body
+        if len(body) > self._messages.max_bytes:  # keep the dead-letter table small
+            body = body[:1024] + f"... ({len(body):,} bytes)".encode()
         return DeadLetter(
             key=message.id,
-            raw=message.body.decode("utf-8", errors="replace"),
+            raw=body.decode("utf-8", errors="replace"),
             error=f"topic {self.topic_name} message {message.id}: {error}".splitlines()[0],
             stage="parse",
         )
@@ -263,6 +236,23 @@ def retention(options: dict[str, Any], origin: str) -> Retention:
     return Retention(keep_all=retain == "all", every_messages=every, every_seconds=float(seconds))
 
 
+def _whole(options: dict[str, Any], name: str, default: int, origin: str) -> int:
+    value = options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(
+            f"{origin}: source.options.{name} is {value!r}; expected a whole number >= 1 "
+            f"(default {default:,})"
+        )
+    return value
+
+
+def _message_inputs(spec: PipelineSpec) -> list[str]:
+    # Model inputs that are message fields as they are (not made by `load:` or `steps:`).
+    if spec.steps or spec.source.load is not None:
+        return []
+    return [c for m in spec.all_models for c in m.input_columns if c.isidentifier()]
+
+
 def _one_line(body: bytes) -> bytes:
     # Messages are joined by newlines for one vectorised parse; re-encode pretty-printed ones.
     if b"\n" not in body and b"\r" not in body:
@@ -283,17 +273,6 @@ def _as_file_message(body: bytes) -> bytes:
     except ValueError:
         value = text.decode("utf-8", errors="replace")
     return json.dumps({"uri": value}).encode() if isinstance(value, str) else body
-
-
-def _shape(schema: pa.Schema) -> str:
-    # Integers and floats are the same shape: JSON writes 5.0 as 5 in some encoders.
-    return str(schema).replace("int64", "double")
-
-
-def _describe(schema: pa.Schema | None) -> str:
-    if schema is None:
-        return "unknown"
-    return ", ".join(f"{f.name}: {f.type}" for f in schema)
 
 
 def _empty(schema: pa.Schema) -> pa.RecordBatch:

@@ -52,11 +52,13 @@ KEEP_ACKED = Retention()
 
 @dataclass(frozen=True)
 class Message:
-    """One delivered message: its id (stable across redeliveries), body, publish time."""
+    """One delivered message: its id (stable across redeliveries), body, publish time, and
+    how many times it has been delivered (1 the first time; more after crashes)."""
 
     id: str
     body: bytes
     published_at: float  # seconds since the epoch (wall clock of the publisher or server)
+    deliveries: int = 1
 
 
 class Consumer(Protocol):

@@ -260,7 +260,8 @@ class EmbeddedConsumer:
         key = (self.topic.name, self.group)
         with self._transaction() as con:
             rows = con.execute(
-                "SELECT m.seq, m.body, m.published FROM pending p JOIN messages m ON m.seq = p.seq "
+                "SELECT m.seq, m.body, m.published, p.deliveries + 1 FROM pending p "
+                "JOIN messages m ON m.seq = p.seq "
                 "WHERE p.topic = ? AND p.grp = ? AND p.lease_until < ? ORDER BY p.seq LIMIT ?",
                 (*key, now, max_messages),
             ).fetchall()
@@ -268,7 +269,7 @@ class EmbeddedConsumer:
                 con.executemany(
                     "UPDATE pending SET consumer = ?, lease_until = ?, deliveries = deliveries + 1 "
                     "WHERE topic = ? AND grp = ? AND seq = ?",
-                    [(self.name, lease, *key, seq) for seq, _, _ in rows],
+                    [(self.name, lease, *key, row[0]) for row in rows],
                 )
             room = max_messages - len(rows)
             (cursor,) = con.execute(
@@ -276,7 +277,7 @@ class EmbeddedConsumer:
             ).fetchone()
             if room > 0:
                 fresh = con.execute(
-                    "SELECT seq, body, published FROM messages WHERE topic = ? AND seq > ? "
+                    "SELECT seq, body, published, 1 FROM messages WHERE topic = ? AND seq > ? "
                     "ORDER BY seq LIMIT ?",
                     (self.topic.name, cursor, room),
                 ).fetchall()
@@ -291,7 +292,10 @@ class EmbeddedConsumer:
                     con.execute("UPDATE cursors SET last_seq = ? WHERE topic = ? AND grp = ?", (cursor, *key))
                     rows.extend(fresh)
             self._cursor = int(cursor)
-        return [Message(str(seq), bytes(body), float(published)) for seq, body, published in rows]
+        return [
+            Message(str(seq), bytes(body), float(published), int(deliveries))
+            for seq, body, published, deliveries in rows
+        ]
 
     def ack(self, ids: list[str]) -> None:
         if not ids:

@@ -7,9 +7,9 @@ consumer has left pending for longer than the lease (a consumer that crashed for
 Every call goes through a `Reconnector`: when Redis restarts, calls are retried with
 backoff until it is back (or `broker_timeout` passes). A consumer then re-reads its own
 pending entries again, skipping those still in flight, since an XREADGROUP whose reply was
-lost has delivered entries nobody received. A published chunk is one MULTI/EXEC whose first
-entry carries a token, so a retry first looks whether the lost attempt got in: no chunk is
-added twice.
+lost has delivered entries nobody received. A published chunk is one MULTI/EXEC that also
+sets a marker key (deleted with the next chunk), so a retry first looks whether the lost
+attempt got in: no chunk is added twice, even if consumers have already trimmed it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from inferline.errors import InputError, require
@@ -25,6 +26,7 @@ from inferline.io.topics.reconnect import DEFAULT_BROKER_TIMEOUT, Reconnector
 
 _BODY = b"b"
 _TOKEN = b"t"  # on a published chunk's first entry: finds the chunk after a lost reply
+_MARKER_SECONDS = 600  # a chunk's "it got in" key outlives any outage we wait through
 _MAX_SEQUENCE = 2**64 - 1
 
 
@@ -66,6 +68,7 @@ class RedisTopic:
         self._publisher = uuid.uuid4().hex[:16]
         self._chunks = 0
         self._last_id: str | None = None  # the newest entry id this topic knows is in the stream
+        self._marker: str | None = None  # the key saying the last chunk got in
 
     @property
     def client(self) -> Any:
@@ -109,6 +112,7 @@ class RedisTopic:
         if not bodies:
             return []
         token = f"{self._publisher}:{self._chunks}".encode()
+        marker = f"{self.name}:inferline-chunk:{token.decode()}"
         self._chunks += 1
         tried = False
 
@@ -117,19 +121,24 @@ class RedisTopic:
             if self._last_id is None:
                 newest = self.client.xrevrange(self.name, count=1)
                 self._last_id = _text(newest[0][0]) if newest else "0-0"
-            if tried:  # the last attempt's reply was lost: maybe the chunk got in
-                found = self._find_chunk(token, len(bodies))
-                if found:
-                    return found
+            # The last attempt's reply was lost: did the chunk get in? (The marker key says
+            # so even when consumers have already trimmed the entries.)
+            if tried and self.client.exists(marker):
+                return self._find_chunk(token, len(bodies))
             tried = True
             pipe = self.client.pipeline(transaction=True)
             pipe.xadd(self.name, {_BODY: bodies[0], _TOKEN: token})
             for body in bodies[1:]:
                 pipe.xadd(self.name, {_BODY: body})
-            return [_text(i) for i in pipe.execute()]
+            pipe.set(marker, b"1", ex=_MARKER_SECONDS)
+            if self._marker is not None:
+                pipe.delete(self._marker)  # the previous chunk's reply came: its marker is done
+            return [_text(i) for i in pipe.execute()[: len(bodies)]]
 
         ids: list[str] = self.call(attempt)
-        self._last_id = ids[-1]
+        self._marker = marker
+        if ids and ids[-1]:
+            self._last_id = ids[-1]
         return ids
 
     def _find_chunk(self, token: bytes, count: int) -> list[str]:
@@ -142,7 +151,7 @@ class RedisTopic:
                     chunk = self.client.xrange(self.name, min=_text(entry_id), count=count)
                     return [_text(i) for i, _ in chunk]
             if len(entries) < 1000:
-                return []
+                return [""] * count  # in, but already consumed and trimmed: ids unknown
             start = f"({_text(entries[-1][0])}"
 
     def consumer(
@@ -159,6 +168,11 @@ class RedisTopic:
 
     def close(self) -> None:
         if self._client is not None:
+            if self._marker is not None:
+                try:
+                    self._client.delete(self._marker)
+                except Exception:  # noqa: BLE001 - best effort: the key expires anyway
+                    pass
             self._client.close()
             self._client = None
 
@@ -222,7 +236,7 @@ class RedisConsumer:
             self._own_cursor = _text(entries[-1][0])
             own = [_message(i, f) for i, f in entries if _text(i) not in self._in_flight]
             if own:
-                return own
+                return self._counted(own)
         if time.monotonic() >= self._next_claim:
             claimed = self._reclaim(max_messages)
             if claimed:
@@ -248,7 +262,21 @@ class RedisConsumer:
         self._claim_cursor = cursor
         if cursor == "0-0":  # the scan went round: look again in half a lease
             self._next_claim = time.monotonic() + self.lease_seconds / 2
-        return [_message(i, f) for i, f in reply[1] if f is not None and _text(i) not in self._in_flight]
+        claimed = [_message(i, f) for i, f in reply[1] if f is not None and _text(i) not in self._in_flight]
+        return self._counted(claimed) if claimed else []
+
+    def _counted(self, messages: list[Message]) -> list[Message]:
+        # Redelivered entries (rare): how often each was delivered, for the poison-message limit.
+        rows = self.topic.client.xpending_range(
+            self.topic.name,
+            self.group,
+            min=messages[0].id,
+            max=messages[-1].id,
+            count=len(messages) * 2,
+            consumername=self.name,
+        )
+        times = {_text(r["message_id"]): int(r["times_delivered"]) for r in rows}
+        return [replace(m, deliveries=times.get(m.id, 1)) for m in messages]
 
     def ack(self, ids: list[str]) -> None:
         if not ids:
