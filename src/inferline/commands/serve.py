@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import sys
 from typing import Annotated
 
@@ -30,6 +32,25 @@ def checked_origins(origins: list[str]) -> tuple[str, ...]:
 def address(host: str, port: int) -> str:
     """`host:port` as gRPC takes it (IPv6 literals in brackets)."""
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, so a busy port fails in one line before the server announces
+    itself (uvicorn would print its own error after our "serving ..." line)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise InferlineError(
+                f"serve: port {port} on {host} is already in use (another inferline serve?); "
+                f"stop that process or pass --port with a free port, e.g. --port {port + 1}"
+            ) from None
+        raise InferlineError(f"serve: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    return sock
 
 
 def register(app: typer.Typer) -> None:
@@ -94,6 +115,7 @@ def register(app: typer.Typer) -> None:
         from inferline.serve.models import BatchSettings
         from inferline.serve.state import ServerConfig, ServerState
 
+        listening = bind(host, port)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         config = ServerConfig(
             token=token,
@@ -117,11 +139,14 @@ def register(app: typer.Typer) -> None:
             file=sys.stderr,
             flush=True,
         )
-        uvicorn.run(  # type: ignore[attr-defined]
-            create_app(state),
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            loop="asyncio",  # grpc.aio shares this loop; it is not made for uvloop
+        server = uvicorn.Server(  # type: ignore[attr-defined]
+            uvicorn.Config(  # type: ignore[attr-defined]
+                create_app(state),
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                loop="asyncio",  # grpc.aio shares this loop; it is not made for uvloop
+            )
         )
+        server.run(sockets=[listening])

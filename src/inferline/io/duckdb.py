@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,9 +11,41 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from inferline.errors import InputError, SinkError
+from inferline.errors import InferlineError, InputError, SinkError
 from inferline.io.base import SourceBatch
 from inferline.io.targets import check_output
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+READ_WHILE_RUNNING = 'README "Reading the warehouse while a pipeline runs"'
+
+
+def open_database(
+    path: str, *, read_only: bool = False, error: type[InferlineError] = InputError
+) -> duckdb.DuckDBPyConnection:
+    """`duckdb.connect(path)`, failing with one line: for a file another process has open,
+    the line names that process (DuckDB lets no other process in while one writes).
+
+    Example:
+        >>> with open_database("warehouse.duckdb", read_only=True) as con:  # doctest: +SKIP
+        ...     con.sql("SELECT count(*) FROM iris_predictions").fetchall()
+    """
+    try:
+        return duckdb.connect(path, read_only=read_only)
+    except duckdb.Error as exc:
+        raise error(open_failure(path, exc)) from None
+
+
+def open_failure(path: str, exc: BaseException) -> str:
+    """Why DuckDB cannot open `path`, on one line."""
+    text = (str(exc).splitlines() or [type(exc).__name__])[0]
+    holder = _LOCK_HOLDER.search(text)
+    if holder is None:
+        return f"{path}: cannot open DuckDB database ({text})"
+    return (
+        f"{path}: in use by another process (PID {holder['pid']}, {holder['program']}); DuckDB lets "
+        "no other process open a file while one has it open for writing: let that run end or stop it "
+        f"(Ctrl-C; a stream resumes where it stopped) and retry, see {READ_WHILE_RUNNING}"
+    )
 
 
 def quote(name: str) -> str:
@@ -57,10 +90,7 @@ class DuckDBSink:
         parent = os.path.dirname(self.path)
         if parent:
             os.makedirs(parent, exist_ok=True)
-        try:
-            self._con = duckdb.connect(self.path)
-        except duckdb.Error as exc:
-            raise SinkError(f"{self.path}: cannot open DuckDB database ({exc})") from None
+        self._con = open_database(self.path, error=SinkError)
         if "." in self.table:
             self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.table.split('.')[0])}")
         self._columns = self._existing_columns()
@@ -249,7 +279,7 @@ class TableSource:
     def open(self) -> None:
         if not os.path.exists(self.path):
             raise InputError(f"source {self.path}: DuckDB database not found")
-        self._con = duckdb.connect(self.path, read_only=True)
+        self._con = open_database(self.path, read_only=True)
 
     def total_bytes(self) -> int | None:
         return None

@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from inferline.io.duckdb import quote
+from inferline.errors import SinkError
+from inferline.io.duckdb import open_database, quote
 from inferline.io.targets import check_output
 
 if TYPE_CHECKING:
@@ -190,12 +191,10 @@ def write_run(spec: PipelineSpec, record: RunRecord) -> None:
 
 def write_run_duckdb(path: str, record: RunRecord) -> None:
     """Insert `record` into `inferline_runs` in the DuckDB file at `path`."""
-    import duckdb
-
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    with duckdb.connect(path) as con:
+    with open_database(path, error=SinkError) as con:
         columns = ", ".join(f"{quote(n)} {t}" for n, t in RUN_COLUMNS.items())
         con.execute(f"CREATE TABLE IF NOT EXISTS {RUNS_TABLE} ({columns})")
         existing = {
@@ -241,9 +240,7 @@ def read_runs(path: str, *, table: str | None = None, limit: int = 20) -> list[d
             rows = [r for r in rows if r.get("output_table") == table]
         rows.sort(key=lambda r: r["started_at"])
         return rows[-limit:]
-    import duckdb
-
-    with duckdb.connect(path, read_only=True) as con:
+    with open_database(path, read_only=True) as con:
         found = con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [RUNS_TABLE]
         ).fetchall()

@@ -8,6 +8,12 @@ Example:
 
 from __future__ import annotations
 
-from inferline.sql.connect import Result, SqlConnection, connect
+from inferline.errors import require
+
+# BigQuery-ML statements and batched object tables are parsed with sqlglot (the `sql` extra):
+# without it, one line naming the extra rather than a traceback from deep inside.
+require("sqlglot", "sql")
+
+from inferline.sql.connect import Result, SqlConnection, connect  # noqa: E402
 
 __all__ = ["Result", "SqlConnection", "connect"]

@@ -19,6 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from inferline.errors import InferlineError, SqlError
+from inferline.io.duckdb import open_database
 from inferline.sql import batching, bigquery, functions, fused, objects
 from inferline.sql.resolver import ModelResolver
 
@@ -155,10 +156,7 @@ def connect(db: str = ":memory:", *, store: str | None = None, read_only: bool =
         >>> con.sql("SELECT 1 AS one").fetchall()
         [(1,)]
     """
-    try:
-        con = duckdb.connect(db, read_only=read_only)
-    except duckdb.Error as exc:
-        raise SqlError(f"{db}: cannot open DuckDB database ({str(exc).splitlines()[0]})") from None
+    con = open_database(db, read_only=read_only, error=SqlError)
     session = SqlConnection(con, store=store)
     functions.register(con, session.resolver, session.errors)
     objects.restore_filesystems(con)
