@@ -160,10 +160,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(kind: str, models: dict[str, str], store: Path, workdir: Path) -> Iterator[str]:
+def server(
+    kind: str, models: dict[str, str], store: Path, workdir: Path, extra: tuple[str, ...] = ()
+) -> Iterator[str]:
     port = free_port()
     if kind == "inferline":
         cmd = [sys.executable, "-m", "inferline", "serve", "--models", str(store), "--port", str(port)]
+        cmd += extra
     else:
         cmd = [
             sys.executable,

@@ -9,6 +9,7 @@ the server keeps serving.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -101,6 +102,9 @@ class ServerState:
             status = exc.code
             if status == 404:
                 label = ""  # unknown names must not grow the metrics' label sets
+            raise
+        except asyncio.CancelledError:
+            status = 499  # the client went away (a cancelled gRPC call): not a server failure
             raise
         except QueueFullError as exc:
             status = 503
