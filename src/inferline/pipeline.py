@@ -74,7 +74,8 @@ class ModelSpec(_Spec):
     store: str | None = None
     url: str | None = None
     framework: str | None = None
-    inputs: list[str] | str | None = None
+    # A list of columns, or {model input name: column} for a model with named inputs.
+    inputs: list[str] | str | dict[str, str] | None = None
     watch: bool = False
     watch_interval: float = Field(default=1.0, gt=0)
     model_class: str | None = None
@@ -113,6 +114,8 @@ class ModelSpec(_Spec):
     def input_columns(self) -> list[str]:
         if self.inputs is None:
             return []
+        if isinstance(self.inputs, dict):
+            return list(self.inputs.values())
         return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
 
 

@@ -43,11 +43,14 @@ def resolve_column(data: pa.RecordBatch, name: str) -> pa.Array:
     raise KeyError(name)
 
 
-def extract_features(data: pa.RecordBatch, inputs: list[str], *, where: str = "input") -> Features:
+def extract_features(
+    data: pa.RecordBatch, inputs: list[str], *, where: str = "input", text: list[str] | None = None
+) -> Features:
     """Stack `inputs` into an (n, k) float64 matrix; rows with unusable values are marked bad.
 
     `inputs` names scalar columns, or one list-valued column. With no inputs, every
-    numeric column is used.
+    numeric column is used. Columns named in `text` (a model's string inputs) are kept as
+    strings, and the matrix is then an object array.
     """
     n = data.num_rows
     good = np.ones(n, dtype=bool)
@@ -68,8 +71,17 @@ def extract_features(data: pa.RecordBatch, inputs: list[str], *, where: str = "i
     if len(columns) == 1 and _is_list(columns[0][1].type):
         matrix = _stack_list(columns[0][0], columns[0][1], good, errors)
     else:
-        parts = [_as_float(name, col, good, errors) for name, col in columns]
-        matrix = np.column_stack(parts) if parts else np.empty((n, 0))
+        as_text = set(text or ())
+        parts = [
+            _as_text(name, col, good, errors) if name in as_text else _as_float(name, col, good, errors)
+            for name, col in columns
+        ]
+        if as_text and parts:
+            matrix = np.empty((n, len(parts)), dtype=object)
+            for j, part in enumerate(parts):
+                matrix[:, j] = part
+        else:
+            matrix = np.column_stack(parts) if parts else np.empty((n, 0))
     return Features(matrix=matrix[good] if not good.all() else matrix, good=good, errors=errors)
 
 
@@ -127,6 +139,18 @@ def _as_float(name: str, column: pa.Array, good: np.ndarray, errors: dict[int, s
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return _parse_slowly(name, column, good, errors)
     raise InputError(f"input column {name!r} has type {column.type}, expected numbers")
+
+
+def _as_text(name: str, column: pa.Array, good: np.ndarray, errors: dict[int, str]) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if column.null_count:
+        nulls = np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+        _mark(good, errors, np.flatnonzero(nulls), f"field {name!r} is empty, expected text")
+        column = column.fill_null("") if pa.types.is_string(column.type) else column
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        column = pc.cast(column, pa.string())
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=object)
 
 
 def _parse_slowly(name: str, column: pa.Array, good: np.ndarray, errors: dict[int, str]) -> np.ndarray:

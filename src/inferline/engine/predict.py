@@ -71,7 +71,9 @@ def run_model(
         return ModelOutput(model, all_rows[:0], None, dead=dead)
     typed = None
     if inputs is None:
-        features = extract_features(data, model.inputs, where=f"model {model.name} inputs")
+        features = extract_features(
+            data, model.inputs, where=f"model {model.name} inputs", text=model.text_inputs
+        )
         rows = np.flatnonzero(features.good)
         for row, error in features.errors.items():
             bury(np.array([row]), error, "features")

@@ -94,12 +94,35 @@ class LoadedModel:
     inputs: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # A model with several named inputs (an ONNX graph exported one input per column)
+        # takes the columns of those names unless the spec or store says otherwise.
+        graph = model_inputs(self.handler, self.model)
+        if not self.inputs or (sorted(self.inputs) == sorted(graph) and self.inputs != graph):
+            self.inputs = graph
+
     @property
     def model_id(self) -> str:
         return f"{self.name}/{self.version}"
 
+    @property
+    def text_inputs(self) -> list[str]:
+        """Input columns fed as text (an ONNX string input), in `inputs` order."""
+        names = getattr(self.handler, "text_inputs", None)
+        if names is None or not self.inputs:
+            return []
+        text = set(names(self.model))
+        graph = model_inputs(self.handler, self.model)
+        return [column for column, name in zip(self.inputs, graph, strict=False) if name in text]
+
     def predict(self, inputs: np.ndarray) -> Prediction:
         return self.handler.predict(self.model, inputs)
+
+
+def model_inputs(handler: ModelHandler, model: Any) -> list[str]:
+    """The input names a handler reads off its model (several named inputs), else []."""
+    names = getattr(handler, "input_names", None)
+    return list(names(model)) if names is not None else []
 
 
 def detect_framework(uri: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import fsspec
 
 from inferline.errors import ModelError, RemoteUnavailable
-from inferline.models.base import LoadedModel, handler_for
+from inferline.models.base import LoadedModel, handler_for, model_inputs
 from inferline.models.store import ModelStore, StoreVersion, load_store_version
 from inferline.pipeline import ModelSpec
 
@@ -135,12 +135,13 @@ def store_version(spec: ModelSpec) -> StoreVersion:
 
 def load_from_store(spec: ModelSpec, found: StoreVersion) -> LoadedModel:
     framework = spec.framework or found.framework
-    return load_store_version(
+    loaded = load_store_version(
         found,
         framework=framework,
         inputs=spec.input_columns or None,
         handler_options=handler_options(spec, framework),
     )
+    return map_inputs(loaded, spec)
 
 
 def load_version(spec: ModelSpec, uri: str, version: str) -> LoadedModel:
@@ -149,7 +150,7 @@ def load_version(spec: ModelSpec, uri: str, version: str) -> LoadedModel:
     framework = spec.framework or detect_framework(uri)
     handler = handler_for(uri, framework=framework, options=handler_options(spec, framework))
     model = handler.load(uri)
-    return LoadedModel(
+    loaded = LoadedModel(
         name=spec.name,
         version=version,
         uri=uri,
@@ -157,6 +158,22 @@ def load_version(spec: ModelSpec, uri: str, version: str) -> LoadedModel:
         model=model,
         inputs=spec.input_columns,
     )
+    return map_inputs(loaded, spec)
+
+
+def map_inputs(loaded: LoadedModel, spec: ModelSpec) -> LoadedModel:
+    """`inputs: {model input: column}`: the columns, in the order of the model's inputs."""
+    if not isinstance(spec.inputs, dict):
+        return loaded
+    names = model_inputs(loaded.handler, loaded.model) or list(spec.inputs)
+    unknown = [n for n in spec.inputs if n not in names]
+    if unknown:
+        raise ModelError(
+            f"model {spec.name}: inputs: names {', '.join(unknown)} that the model does not take "
+            f"(its inputs: {', '.join(names)})"
+        )
+    loaded.inputs = [spec.inputs.get(n, n) for n in names]
+    return loaded
 
 
 def load_remote(spec: ModelSpec) -> LoadedModel:

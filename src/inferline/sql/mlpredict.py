@@ -148,7 +148,7 @@ def _onnx_outputs(loaded: LoadedModel) -> int:
 def features(fields: list[pa.Array], names: list[str], loaded: LoadedModel, where: str) -> np.ndarray:
     if len(fields) == 1 and pa.types.is_list(fields[0].type):
         return model_layout(list_tensor(fields[0], where=where), loaded)
-    return model_layout(scalar_matrix(fields, names, where=where), loaded)
+    return model_layout(scalar_matrix(fields, names, where=where, text=loaded.text_inputs), loaded)
 
 
 def apply_threshold(prediction: Prediction, loaded: LoadedModel, threshold: float, where: str) -> Prediction:

@@ -81,17 +81,34 @@ def list_tensor(column: pa.Array, *, where: str) -> np.ndarray:
     return flat.reshape(shape)
 
 
-def scalar_matrix(columns: list[pa.Array], names: list[str], *, where: str) -> np.ndarray:
-    """Numeric columns (no NULL rows) stacked into an (n, k) float64 matrix."""
+def scalar_matrix(
+    columns: list[pa.Array], names: list[str], *, where: str, text: list[str] | None = None
+) -> np.ndarray:
+    """Numeric columns (no NULL rows) stacked into an (n, k) float64 matrix; with `text` (a
+    model's string inputs) those columns stay strings and the matrix is an object array."""
+    as_text = set(text or ())
     parts = []
     for name, column in zip(names, columns, strict=True):
         t = column.type
+        if name in as_text:
+            strings = (
+                column
+                if pa.types.is_string(t) or pa.types.is_large_string(t)
+                else pc.cast(column, pa.string())
+            )
+            parts.append(np.asarray(strings.to_numpy(zero_copy_only=False), dtype=object))
+            continue
         if pa.types.is_decimal(t):
             column = pc.cast(column, pa.float64())
         elif not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
             raise SqlError(f"{where}: input column {name!r} is {t}, expected numbers")
         parts.append(np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64))
-    return np.column_stack(parts)
+    if not as_text:
+        return np.column_stack(parts)
+    matrix = np.empty((len(parts[0]) if parts else 0, len(parts)), dtype=object)
+    for j, part in enumerate(parts):
+        matrix[:, j] = part
+    return matrix
 
 
 def model_layout(tensor: np.ndarray, loaded: LoadedModel) -> np.ndarray:
