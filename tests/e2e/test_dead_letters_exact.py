@@ -30,8 +30,15 @@ def _write_csv(path: Path, rows: int, *, extra_column_at: list[int], bad_float_a
 def test_a_reread_csv_dead_letters_each_bad_line_once(project: Path, cli: CliRunner) -> None:
     _write_csv(Path("big.csv"), 60_000, extra_column_at=[100, 30_000], bad_float_at=55_000)
     result = cli(
-        "run", "examples/iris/pipeline.yaml", "--no-progress", "--set", "source.path=big.csv",
-        "--set", "sink.kind=parquet", "--set", "sink.path=out/p.parquet",
+        "run",
+        "examples/iris/pipeline.yaml",
+        "--no-progress",
+        "--set",
+        "source.path=big.csv",
+        "--set",
+        "sink.kind=parquet",
+        "--set",
+        "sink.path=out/p.parquet",
     )
     assert "60,000 rows read, 59,997 predicted, 3 dead-lettered" in result.stdout
     errors = [json.loads(line) for line in Path("out/p_errors.jsonl").read_text().splitlines()]

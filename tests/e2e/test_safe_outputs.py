@@ -61,8 +61,15 @@ def test_file_sinks_refuse_other_kinds_of_files_and_the_runs_own_input(project: 
 def test_a_dead_letter_path_never_replaces_another_kind_of_file(project: Path, cli: CliRunner) -> None:
     Path("notes.html").write_text("<!doctype html><html><body>my notes</body></html>")
     result = cli(
-        "run", "examples/iris/pipeline.yaml", "--set", "sink.kind=parquet",
-        "--set", "sink.path=out/p.parquet", "--set", "dead_letter=notes.html", check=False,
+        "run",
+        "examples/iris/pipeline.yaml",
+        "--set",
+        "sink.kind=parquet",
+        "--set",
+        "sink.path=out/p.parquet",
+        "--set",
+        "dead_letter=notes.html",
+        check=False,
     )
     assert result.returncode == 1
     assert _error_lines(result.stderr) == [

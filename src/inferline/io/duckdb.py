@@ -143,6 +143,8 @@ class DuckDBSink:
                 con.execute(f"INSERT {select}")
             else:
                 con.execute(f"INSERT OR REPLACE {select}")
+        except duckdb.Error as exc:  # a full disk, a read-only file: say that, in one line
+            raise SinkError(f"{self.describe()}: cannot write ({root_cause(exc)})") from None
         finally:
             con.unregister("_inferline_batch")
 
@@ -226,19 +228,46 @@ class DuckDBSink:
 
     def commit(self) -> None:
         if self._in_transaction:
-            self.con.execute("COMMIT")
+            # A failed COMMIT ends the transaction too: never ROLLBACK it again afterwards.
             self._in_transaction = False
+            try:
+                self.con.execute("COMMIT")
+            except duckdb.Error as exc:
+                raise SinkError(f"{self.describe()}: cannot commit ({root_cause(exc)})") from None
 
     def rollback(self) -> None:
         if self._in_transaction and self._con is not None:
-            self._con.execute("ROLLBACK")
             self._in_transaction = False
+            try:
+                self._con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass  # a failed statement already ended it; the error that did is the one to report
 
     def close(self) -> None:
         if self._con is not None:
             self.rollback()
             self._con.close()
             self._con = None
+
+
+_WRAPPERS = ("TransactionContext Error: ", "Failed to commit: ", "IO Error: ")
+
+
+def root_cause(exc: BaseException) -> str:
+    """The first line of a DuckDB error without the layers around it ("Failed to commit: ...").
+
+    Example:
+        >>> root_cause(Exception('TransactionContext Error: Failed to commit: disk full'))
+        'disk full'
+    """
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _WRAPPERS:
+            if text.startswith(prefix):
+                text, stripped = text[len(prefix) :], True
+    return text
 
 
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "FLOAT", "DOUBLE", "HUGEINT")

@@ -58,16 +58,36 @@ def test_each_output_may_replace_its_own_kind_of_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("existing", "kind", "message"),
     [
-        ("duckdb", "parquet", "w.duckdb is a DuckDB database, not Parquet output; refusing to replace it: "
-         "pass --set sink.path={dir}/w.parquet (or remove the file)"),
-        ("parquet", "jsonl", "a.parquet is a Parquet file, not JSON Lines output; refusing to replace it: "
-         "pass --set sink.path={dir}/a.jsonl (or remove the file)"),
-        ("json", "csv", "p.jsonl is a JSON file, not CSV output; refusing to replace it: "
-         "pass --set sink.path={dir}/p.csv (or remove the file)"),
-        ("text", "duckdb", "p.csv is a text file, not a DuckDB database; refusing to replace it: "
-         "pass --set sink.path={dir}/p.duckdb (or remove the file)"),
-        ("duckdb", "html", "w.duckdb is a DuckDB database, not an HTML report; refusing to replace it: "
-         "pass --set sink.path={dir}/w.html (or remove the file)"),
+        (
+            "duckdb",
+            "parquet",
+            "w.duckdb is a DuckDB database, not Parquet output; refusing to replace it: "
+            "pass --set sink.path={dir}/w.parquet (or remove the file)",
+        ),
+        (
+            "parquet",
+            "jsonl",
+            "a.parquet is a Parquet file, not JSON Lines output; refusing to replace it: "
+            "pass --set sink.path={dir}/a.jsonl (or remove the file)",
+        ),
+        (
+            "json",
+            "csv",
+            "p.jsonl is a JSON file, not CSV output; refusing to replace it: "
+            "pass --set sink.path={dir}/p.csv (or remove the file)",
+        ),
+        (
+            "text",
+            "duckdb",
+            "p.csv is a text file, not a DuckDB database; refusing to replace it: "
+            "pass --set sink.path={dir}/p.duckdb (or remove the file)",
+        ),
+        (
+            "duckdb",
+            "html",
+            "w.duckdb is a DuckDB database, not an HTML report; refusing to replace it: "
+            "pass --set sink.path={dir}/w.html (or remove the file)",
+        ),
     ],
 )
 def test_another_kind_of_file_is_refused_in_one_line(
@@ -82,8 +102,11 @@ def test_another_kind_of_file_is_refused_in_one_line(
 
 
 def test_a_name_that_says_another_kind_is_refused_even_before_the_file_exists(tmp_path: Path) -> None:
-    with pytest.raises(SinkError, match=r"^w\.duckdb is named like a DuckDB database, not Parquet output: "
-                       r"pass --set sink\.path=w\.parquet$"):
+    with pytest.raises(
+        SinkError,
+        match=r"^w\.duckdb is named like a DuckDB database, not Parquet output: "
+        r"pass --set sink\.path=w\.parquet$",
+    ):
         check_output("w.duckdb", "parquet")
     onnx = r"^m\.onnx is named like an ONNX model, not an HTML report: pass -o m\.html$"
     with pytest.raises(SinkError, match=onnx):
@@ -101,8 +124,11 @@ def test_suggestions_keep_the_folder_and_never_repeat_the_path() -> None:
 def test_an_input_of_the_run_is_never_an_output(tmp_path: Path) -> None:
     data = tmp_path / "data.csv"
     data.write_text("a\n1\n")
-    with pytest.raises(SinkError, match=r"data\.csv is an input of this run; refusing to replace it: "
-                       r"pass --set dead_letter=ANOTHER_PATH$"):
+    with pytest.raises(
+        SinkError,
+        match=r"data\.csv is an input of this run; refusing to replace it: "
+        r"pass --set dead_letter=ANOTHER_PATH$",
+    ):
         check_not_input(str(data), [str(data)], setting="--set dead_letter={}")
     check_not_input(str(tmp_path / "other.csv"), [str(data)])
 

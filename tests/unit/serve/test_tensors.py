@@ -14,8 +14,16 @@ from inferline.serve.tensors import check_header, datatype_of, decode_json, deco
 @pytest.mark.parametrize("datatype", ["BOOL", "UINT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"])
 def test_raw_numeric_tensors_round_trip_as_views_of_the_buffer(datatype: str) -> None:
     array = (np.arange(6).reshape(2, 3) % (2 if datatype == "BOOL" else 6)).astype(
-        {"BOOL": np.bool_, "UINT8": np.uint8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-         "FP16": np.float16, "FP32": np.float32, "FP64": np.float64}[datatype]
+        {
+            "BOOL": np.bool_,
+            "UINT8": np.uint8,
+            "INT16": np.int16,
+            "INT32": np.int32,
+            "INT64": np.int64,
+            "FP16": np.float16,
+            "FP32": np.float32,
+            "FP64": np.float64,
+        }[datatype]
     )
     buffer = encode_raw(array)
     decoded = decode_raw(buffer, datatype, [2, 3], name="t")

@@ -48,9 +48,7 @@ async def start_grpc(state: ServerState, address: str) -> Any:
             ("grpc.max_send_message_length", -1),
         ]
     )
-    server.add_generic_rpc_handlers(
-        tuple(importlib.import_module(name).handler(state) for name in SERVICES)
-    )
+    server.add_generic_rpc_handlers(tuple(importlib.import_module(name).handler(state) for name in SERVICES))
     try:
         server.add_insecure_port(address)
     except RuntimeError as exc:

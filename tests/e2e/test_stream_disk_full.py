@@ -1,0 +1,62 @@
+"""The sink's disk fills up mid-stream: the run ends with the root cause in one line, the
+un-committed messages stay unacked, and a rerun after freeing space loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from inferline.examples import iris_stream
+from tests.conftest import CliRunner
+from tests.e2e.streaming import Probe, write_pipeline
+
+TOTAL = 30_000
+
+
+@pytest.fixture
+def tiny_disk(project: Path) -> Iterator[Path]:
+    """A 1 MB tmpfs (needs root: mount)."""
+    folder = project / "tiny"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=False)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_names_the_cause_and_a_rerun_loses_nothing(
+    project: Path, cli: CliRunner, tiny_disk: Path
+) -> None:
+    write_pipeline(project, "queue.db", max_size=2_000)
+    spec = (project / "stream.yaml").read_text()
+    (project / "stream.yaml").write_text(
+        spec.replace("path: warehouse.duckdb", "path: tiny/warehouse.duckdb")
+    )
+    lines = "\n".join(json.dumps(m) for m in iris_stream.messages(TOTAL)) + "\n"
+    cli("publish", "iris", "--url", "queue.db", input=lines)
+    failed = cli("run", "stream.yaml", "--no-progress", "--until-idle", "1", check=False)
+    assert failed.returncode == 1, failed.stdout
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: tiny/warehouse.duckdb table iris_stream: cannot ")
+    assert last.endswith("No space left on device)")
+    assert "Traceback" not in failed.stderr and "cannot rollback" not in failed.stderr
+    probe = Probe(str(project / "queue.db"))
+    assert probe.pending() + probe.backlog() > 0  # what was not committed is not acked
+    subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True)
+    cli("run", "stream.yaml", "--no-progress", "--until-idle", "1")
+    with duckdb.connect(str(tiny_disk / "warehouse.duckdb"), read_only=True) as con:
+        ids = [r[0] for r in con.sql("SELECT id FROM iris_stream ORDER BY id").fetchall()]
+    assert ids == list(range(TOTAL))
+    assert probe.backlog() == 0 and probe.pending() == 0
+    probe.close()
