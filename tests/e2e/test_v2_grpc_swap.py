@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 
 from inferline.examples.iris import FEATURES
 from inferline.models.store import ModelStore
-from tests.conftest import free_port
+from tests.conftest import free_port, subprocess_env
 from tests.e2e.server import running_server
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
@@ -63,6 +65,20 @@ def test_swap_under_grpc_load_and_repository_rpcs(tmp_path: Path, iris_example: 
         assert errors == []
         assert versions[0] == "1" and versions[-1] == "2" and len(versions) > 100
 
+        # A second server cannot take the busy gRPC port (gRPC's SO_REUSEPORT is off).
+        second = subprocess.run(
+            [sys.executable, "-m", "inferline", "serve", "--models", str(tmp_path / "store")]
+            + ["--port", str(free_port()), "--grpc-port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=subprocess_env(),
+        )
+        assert second.returncode != 0 and second.stderr.strip().splitlines()[-1] == (
+            f"error: serve: --grpc-port {port} on 127.0.0.1 is already in use; pass a free --grpc-port, "
+            "or --grpc-port 0 for no gRPC"
+        )
+
         client = grpcclient.InferenceServerClient(address)
         with pytest.raises(InferenceServerException, match=r"needs 'authorization: Bearer TOKEN'") as no:
             client.unload_model("iris")
@@ -84,3 +100,15 @@ def test_swap_under_grpc_load_and_repository_rpcs(tmp_path: Path, iris_example: 
             rest.unload_model("iris")
         rest.unload_model("iris", headers=auth)
         assert not rest.is_model_ready("iris")
+
+
+def test_a_grpc_port_out_of_range_is_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "inferline", "serve", "--models", str(tmp_path), "--grpc-port", "70000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=subprocess_env(),
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip() == "error: serve: --grpc-port 70000; expected 1-65535, or 0 for no gRPC"

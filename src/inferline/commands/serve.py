@@ -53,6 +53,21 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def grpc_free(host: str, port: int) -> None:
+    """A one-line error now, when an explicit --grpc-port is busy, not a traceback at startup."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            busy = exc.errno == errno.EADDRINUSE
+            raise InferlineError(
+                f"serve: --grpc-port {port} on {host} is "
+                + ("already in use" if busy else f"not available ({exc.strerror or exc})")
+                + "; pass a free --grpc-port, or --grpc-port 0 for no gRPC"
+            ) from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
@@ -115,6 +130,8 @@ def register(app: typer.Typer) -> None:
         from inferline.serve.models import BatchSettings
         from inferline.serve.state import ServerConfig, ServerState
 
+        if grpc_port:
+            grpc_free(host, grpc_port)
         listening = bind(host, port)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         config = ServerConfig(

@@ -46,6 +46,9 @@ async def start_grpc(state: ServerState, address: str) -> Any:
         options=[
             ("grpc.max_receive_message_length", state.config.max_body),
             ("grpc.max_send_message_length", -1),
+            # gRPC's default SO_REUSEPORT would let a second server share a busy port and
+            # silently take half its calls; a busy port must fail instead.
+            ("grpc.so_reuseport", 0),
         ]
     )
     server.add_generic_rpc_handlers(tuple(importlib.import_module(name).handler(state) for name in SERVICES))
