@@ -19,10 +19,11 @@ from sqlglot.tokenizer_core import Token, TokenType
 
 from inferline.errors import InferlineError, SqlError
 from inferline.models.base import LoadedModel
-from inferline.sql import batching, evaluate, fused, objects
+from inferline.sql import batching, evaluate, fused, names, objects
 from inferline.sql.catalog import MODEL_TYPES, CatalogModel, drop_model, put_model
 from inferline.sql.mlpredict import predict_subquery
-from inferline.sql.resolver import ModelResolver
+from inferline.sql.names import table_name
+from inferline.sql.resolver import ModelResolver, load_catalog_model
 
 SUPPORTED_ML = ("PREDICT", "EVALUATE", "CONFUSION_MATRIX", "ROC_CURVE", "DECODE_IMAGE")
 # model_class / model_params (JSON) are inferline's: a PyTorch state_dict needs its class.
@@ -54,10 +55,13 @@ def _statement_head(words: list[str]) -> list[str]:
     return [w for w in words[:8] if w not in skip]
 
 
-def is_bigquery_ml(text: str) -> bool:
-    """Whether a statement needs translating (uses BigQuery-ML), judged from its tokens."""
+def is_bigquery_ml(text: str, con: duckdb.DuckDBPyConnection | None = None) -> bool:
+    """Whether a statement needs translating (uses BigQuery-ML or BigQuery's names, see
+    sql/names.py), judged from its tokens."""
     tokens = _tokens(text)
     words = _words(tokens)
+    if "EXTERNAL_OBJECT_TRANSFORM" in words or names.uses_bigquery_names(text, tokens, con):
+        return True
     head = _statement_head(words)
     if len(head) >= 2 and head[0] in ("CREATE", "DROP", "ALTER") and head[1] == "MODEL":
         return True
@@ -96,7 +100,9 @@ def translate(text: str, session: Session) -> list[str]:
         raise SqlError(f"{words[0]} MODEL is not supported; use CREATE OR REPLACE MODEL to change a model")
     if head[:2] == ["CREATE", "EXTERNAL"]:
         text = _strip_connection(text, tokens)
-    text = evaluate.mark(text)
+    if head[:2] == ["DROP", "MODEL"]:
+        text = names.strip_colon_project(text)
+    text = evaluate.mark(objects.rewrite_object_transforms(text))
     try:
         tree = sqlglot.parse_one(text, read="bigquery")
     except sqlglot.errors.ParseError as exc:
@@ -126,16 +132,9 @@ def _strip_connection(text: str, tokens: list[Token]) -> str:
     return text
 
 
-def table_name(table: Any) -> str:
-    """`proj.ds.t`, `ds.t` or a backquoted `ds.t` -> `ds.t` (the project is dropped)."""
-    if not isinstance(table, exp.Table):
-        raise SqlError(f"expected a name like dataset.name, got {table.sql('bigquery')}")
-    parts = [p.name for p in table.parts]
-    dotted = ".".join(parts).split(".")
-    return ".".join(dotted[-2:])
-
-
 def _value(node: exp.Expression, where: str) -> Any:
+    if isinstance(node, exp.Interval):  # max_staleness: nothing is cached locally, so no effect
+        return node.sql("bigquery")
     if isinstance(node, exp.Literal):
         return node.this if node.is_string else float(node.this)
     if isinstance(node, exp.Array):
@@ -223,8 +222,28 @@ def create_model(create: exp.Create, session: Session) -> None:
         model_params=params,
         label_columns=labels,
     )
-    put_model(session.con, entry, replace=bool(create.args.get("replace")))
-    session.resolver.forget(name)
+    loaded = _load_checked(entry, path, where)
+    if put_model(session.con, entry, replace=bool(create.args.get("replace"))):
+        session.resolver.forget(name)
+        session.resolver.remember(name, loaded)
+
+
+def _load_checked(entry: CatalogModel, path: str, where: str) -> LoadedModel:
+    """Load the model CREATE MODEL registers, so a wrong path or file fails here, not later."""
+    from inferline.models.registry import list_versions
+
+    if not list_versions(entry.path):
+        raise SqlError(
+            f"{where}: model_path {path!r} matches no file"
+            + (f" ({entry.path})" if entry.path != path else "")
+            + "; give a trained model's "
+            "file, or a glob such as 'models/iris-*.onnx' (the newest match is used)"
+        )
+    try:
+        return load_catalog_model(entry)
+    except Exception as exc:  # any loader's failure becomes one line naming the statement
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SqlError(f"{where}: cannot load model_path {path!r}: {message}") from None
 
 
 def remote_model(
@@ -299,6 +318,7 @@ def create_external_table(create: exp.Create) -> list[str]:
 
 def translate_query(tree: exp.Expr, session: Session) -> str:
     """A query using ML.PREDICT / ML.DECODE_IMAGE -> DuckDB SQL (registering its UDFs)."""
+    names.localize_tables(tree, names.attached_databases(session.con))
     for dot in list(tree.find_all(exp.Dot)):
         if isinstance(dot.this, exp.Identifier) and dot.this.name.upper() == "ML":
             call = dot.expression

@@ -65,7 +65,7 @@ class SqlConnection:
 
     def execute(self, query: str, parameters: object = None) -> SqlConnection:
         """DB-API style: translate BigQuery-ML if needed, then `execute` on DuckDB."""
-        if bigquery.is_bigquery_ml(query):
+        if bigquery.is_bigquery_ml(query, self.con):
             if parameters:
                 raise SqlError(
                     "statement 1: query parameters (?, $1) are not supported with BigQuery-ML statements; "
@@ -88,7 +88,7 @@ class SqlConnection:
         relation: duckdb.DuckDBPyRelation | None = None
         for number, text in enumerate(statements, start=1):
             relation = None
-            if bigquery.is_bigquery_ml(text):
+            if bigquery.is_bigquery_ml(text, self.con):
                 translated = self._translate(number, text)
             else:  # predict(...) over an object table: read it in full chunks (sql/batching.py)
                 translated = [fused.fuse_native_calls(batching.batch_predict_scans(text, self.con))]

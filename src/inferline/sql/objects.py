@@ -107,3 +107,43 @@ def file_table_sql(name: str, uris: list[str], fmt: str, *, replace: bool, if_no
     files = "[" + ", ".join(sql_string(u) for u in uris) + "]"
     view = _create_view(name, replace=replace, if_not_exists=if_not_exists)
     return f"{view} AS SELECT * FROM {reader}({files})"
+
+
+def signed_url_sql(uri_column: str) -> str:
+    """BigQuery's signed URL for an object, locally: a `file://` URL for a local path (percent-
+    encoded), the URI itself for other filesystems (nothing to sign)."""
+    return (
+        f"CASE WHEN starts_with({uri_column}, '/') "
+        f"THEN 'file://' || replace(url_encode({uri_column}), '%2F', '/') ELSE {uri_column} END"
+    )
+
+
+def rewrite_object_transforms(text: str) -> str:
+    """`EXTERNAL_OBJECT_TRANSFORM(TABLE t, ['SIGNED_URL'])` (BigQuery SQL, which sqlglot cannot
+    parse) -> `(SELECT *, <file:// URL> AS signed_url FROM t)`."""
+    if "external_object_transform" not in text.lower():
+        return text
+    import sqlglot
+    from sqlglot.tokenizer_core import TokenType
+
+    tokens = list(sqlglot.tokenize(text, read="bigquery"))
+    edits: list[tuple[int, int, str]] = []
+    for i, token in enumerate(tokens):
+        if token.text.upper() != "EXTERNAL_OBJECT_TRANSFORM" or i + 2 >= len(tokens):
+            continue
+        close = next(
+            (k for k in range(i + 1, len(tokens)) if tokens[k].token_type == TokenType.R_PAREN), None
+        )
+        comma = next((k for k in range(i + 1, len(tokens)) if tokens[k].token_type == TokenType.COMMA), None)
+        usage = "EXTERNAL_OBJECT_TRANSFORM takes TABLE object_table and ['SIGNED_URL']"
+        if close is None or comma is None or comma > close or tokens[i + 2].token_type != TokenType.TABLE:
+            raise SqlError(usage)
+        name = text[tokens[i + 3].start : tokens[comma - 1].end + 1]
+        kinds = [t.text.upper() for t in tokens[comma + 1 : close] if t.token_type == TokenType.STRING]
+        if kinds != ["SIGNED_URL"]:
+            raise SqlError(f"{usage}; got {text[tokens[comma + 1].start : tokens[close].start].strip()}")
+        replacement = f"(SELECT *, {signed_url_sql('uri')} AS signed_url FROM {name})"
+        edits.append((token.start, tokens[close].end + 1, replacement))
+    for start, end, replacement in reversed(edits):
+        text = text[:start] + replacement + text[end:]
+    return text

@@ -51,6 +51,11 @@ class ModelResolver:
                 self._cache[key] = cached
         return cached
 
+    def remember(self, name: str, loaded: LoadedModel) -> None:
+        """Cache a model loaded elsewhere (CREATE MODEL loads it to check it)."""
+        with self._lock:
+            self._cache[name.lower()] = loaded
+
     def forget(self, name: str) -> None:
         with self._lock:
             self._cache.pop(name.lower(), None)
