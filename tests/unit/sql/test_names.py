@@ -22,7 +22,8 @@ def test_project_qualified_tables_and_models_name_the_same_local_objects(
     con: SqlConnection, iris_example: Path
 ) -> None:
     con.sql(
-        f"CREATE SCHEMA ml_datasets; CREATE TABLE ml_datasets.iris AS SELECT {FEATURES}, CAST(id AS VARCHAR) AS id FROM flowers;"
+        "CREATE SCHEMA ml_datasets; "
+        f"CREATE TABLE ml_datasets.iris AS SELECT {FEATURES}, CAST(id AS VARCHAR) AS id FROM flowers;"
         f"CREATE MODEL `myproject.mydataset.mymodel` "
         f"OPTIONS(model_type='sklearn', model_path='{iris_example}/models/iris-*.joblib')"
     )
