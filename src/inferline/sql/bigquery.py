@@ -25,7 +25,14 @@ from inferline.sql.mlpredict import predict_subquery
 from inferline.sql.names import table_name
 from inferline.sql.resolver import ModelResolver, load_catalog_model
 
-SUPPORTED_ML = ("PREDICT", "EVALUATE", "CONFUSION_MATRIX", "ROC_CURVE", "DECODE_IMAGE")
+# ML.<name> scalar functions -> inferline's DuckDB functions, with the argument counts they take.
+ML_FUNCTIONS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "DECODE_IMAGE": ("decode_image", (1,)),
+    "RESIZE_IMAGE": ("resize_image", (4,)),
+    "CONVERT_COLOR_SPACE": ("convert_color_space", (2,)),
+    "CONVERT_IMAGE_TYPE": ("convert_image_type", (1,)),
+}
+SUPPORTED_ML = ("PREDICT", "EVALUATE", "CONFUSION_MATRIX", "ROC_CURVE", *ML_FUNCTIONS)
 # model_class / model_params (JSON) are inferline's: a PyTorch state_dict needs its class.
 MODEL_OPTIONS = ("model_type", "model_path", "model_class", "model_params", "input_label_cols")
 REMOTE_OPTIONS = ("endpoint", "auth_env")
@@ -92,9 +99,9 @@ def translate(text: str, session: Session) -> list[str]:
         name = _ml_call(tokens, i)
         if name is not None and name not in SUPPORTED_ML:
             raise SqlError(
-                f"ML.{name} is not supported; inferline runs ML.PREDICT, ML.EVALUATE, "
-                "ML.CONFUSION_MATRIX, ML.ROC_CURVE and ML.DECODE_IMAGE (train models in Python, "
-                "then CREATE MODEL to import them)"
+                f"ML.{name} is not supported; inferline runs "
+                + ", ".join(f"ML.{n}" for n in SUPPORTED_ML)
+                + " (train models in Python, then CREATE MODEL to import them)"
             )
     if head[:2] in (["ALTER", "MODEL"],) or words[:1] == ["EXPORT"]:
         raise SqlError(f"{words[0]} MODEL is not supported; use CREATE OR REPLACE MODEL to change a model")
@@ -322,10 +329,11 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
     for dot in list(tree.find_all(exp.Dot)):
         if isinstance(dot.this, exp.Identifier) and dot.this.name.upper() == "ML":
             call = dot.expression
-            if isinstance(call, exp.Anonymous) and call.name.upper() == "DECODE_IMAGE":
-                if len(call.expressions) != 1:
-                    raise SqlError("ML.DECODE_IMAGE takes one argument, the object table's data column")
-                dot.replace(exp.Anonymous(this="decode_image", expressions=list(call.expressions)))
+            if isinstance(call, exp.Anonymous) and call.name.upper() in ML_FUNCTIONS:
+                local, counts = ML_FUNCTIONS[call.name.upper()]
+                if len(call.expressions) not in counts:
+                    raise SqlError(_usage(call.name.upper()))
+                dot.replace(exp.Anonymous(this=local, expressions=list(call.expressions)))
     predicts = list(tree.find_all(exp.Predict))
     # Object tables feeding a model are read sorted, in full chunks (see sql/batching.py).
     tables = batching.object_tables(session.con) if predicts else set()
@@ -392,6 +400,15 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
     for placeholder, subquery in replacements.items():
         sql = sql.replace(placeholder, subquery)
     return sql
+
+
+def _usage(name: str) -> str:
+    return {
+        "DECODE_IMAGE": "ML.DECODE_IMAGE takes one argument, the object table's data column",
+        "RESIZE_IMAGE": "ML.RESIZE_IMAGE takes image, target_height, target_width, preserve_aspect_ratio",
+        "CONVERT_COLOR_SPACE": "ML.CONVERT_COLOR_SPACE takes image and 'RGB'|'GRAYSCALE'|'HSV'|'YIQ'|'YUV'",
+        "CONVERT_IMAGE_TYPE": "ML.CONVERT_IMAGE_TYPE takes one argument, an image",
+    }[name]
 
 
 def _label_column(session: Session, model: str) -> str:

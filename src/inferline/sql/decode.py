@@ -35,7 +35,17 @@ def decode(data: bytes, *, height: int = 0, width: int = 0, row: int = 0) -> np.
 
 
 def pixels(data: bytes, *, height: int = 0, width: int = 0, row: int = 0) -> np.ndarray:
-    """One image's bytes -> its (h, w, c) pixels as stored (uint8, or uint16 for 16-bit images)."""
+    """One image's bytes -> its (h, w, c) pixels as stored (uint8, or uint16 for 16-bit images).
+
+    Negative sizes ask for `ML.RESIZE_IMAGE(ML.DECODE_IMAGE(data), -height, -width, FALSE)`:
+    floats in [0, 1] resized as sql/image_functions.py does (the fused ML.PREDICT uses this).
+    """
+    if height < 0 and width < 0:
+        from inferline.sql.image_functions import resize_bilinear
+
+        stored = scale(pixels(data, row=row))
+        resized: np.ndarray = resize_bilinear(stored[None], -height, -width)[0]
+        return resized
     pil: Any = require("PIL.Image", "sql")
     try:
         image = pil.open(io.BytesIO(data))
@@ -54,7 +64,9 @@ def pixels(data: bytes, *, height: int = 0, width: int = 0, row: int = 0) -> np.
 
 
 def scale(array: np.ndarray) -> np.ndarray:
-    """Stored pixels -> float32 in [0, 1] (/ 255, or / 65535 for 16-bit images)."""
+    """Stored pixels -> float32 in [0, 1] (/ 255, or / 65535 for 16-bit images); float32 as is."""
+    if array.dtype == np.float32:
+        return array
     factor = 65535.0 if array.dtype == np.uint16 else 255.0
     return array.astype(np.float32) / np.float32(factor)
 

@@ -1,4 +1,5 @@
-"""The SQL functions: `predict`, `predict_scores`, `predict_label` and `decode_image`.
+"""The SQL functions: `predict`, `predict_scores`, `predict_label`, `decode_image` and the image
+functions `resize_image`, `convert_color_space`, `convert_image_type` (sql/image_functions.py).
 
 DuckDB's Python UDFs take a fixed number of arguments and cannot be overloaded, so each
 public name is a typed TEMP MACRO with one overload per arity that packs the feature
@@ -16,6 +17,7 @@ Each UDF call gets a whole chunk (DuckDB's 2048 rows) and makes one model call.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -26,6 +28,7 @@ from duckdb.func import ARROW, SPECIAL
 from inferline.errors import InferlineError, SqlError
 from inferline.models.base import LoadedModel, Prediction
 from inferline.sql import calls, fused
+from inferline.sql import image_functions as images
 from inferline.sql.decode import IMAGE_TYPE, chunk_jobs, decode_column, images_to_arrow
 from inferline.sql.resolver import ModelResolver
 from inferline.sql.tensors import combine, complete_rows, list_tensor, model_layout, scatter
@@ -76,6 +79,33 @@ def register(con: duckdb.DuckDBPyConnection, resolver: ModelResolver, errors: Ud
         "CREATE OR REPLACE TEMP MACRO decode_image(data) AS __inferline_decode_image(data, 0, 0), "
         "(data, height, width) AS __inferline_decode_image(data, height, width)"
     )
+    _register_image_functions(con, errors)
+
+
+def _register_image_functions(con: duckdb.DuckDBPyConnection, errors: UdfErrors) -> None:
+    """resize_image, convert_color_space, convert_image_type (BigQuery ML's, sql/image_functions.py)."""
+    udfs: list[tuple[str, Callable[..., pa.Array], list[Any], str]] = [
+        ("resize_image", images.resize_column, [IMAGE_TYPE, "INTEGER", "INTEGER", "BOOLEAN"], IMAGE_TYPE),
+        ("convert_color_space", images.color_space_column, [IMAGE_TYPE, "VARCHAR"], IMAGE_TYPE),
+        ("convert_image_type", images.image_type_column, [IMAGE_TYPE], "INTEGER[][][]"),
+    ]
+    for name, body, params, result in udfs:
+        con.create_function(
+            f"__inferline_{name}", _guard(body, errors), params, result, type=ARROW, null_handling=SPECIAL
+        )
+    con.execute(
+        "CREATE OR REPLACE TEMP MACRO resize_image(image, height, width) AS "
+        "__inferline_resize_image(image, height, width, false), "
+        "(image, height, width, preserve_aspect_ratio) AS "
+        "__inferline_resize_image(image, height, width, preserve_aspect_ratio)"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP MACRO convert_color_space(image, space) AS "
+        "__inferline_convert_color_space(image, space)"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP MACRO convert_image_type(image) AS __inferline_convert_image_type(image)"
+    )
 
 
 def _macro_sql(public: str) -> str:
@@ -102,6 +132,9 @@ def _guard(fn: Callable[..., pa.Array], errors: UdfErrors) -> Callable[..., pa.A
             errors.append(exc)
             raise
 
+    def call1(a: pa.ChunkedArray) -> pa.Array:
+        return call(a)
+
     def call2(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.Array:
         return call(a, b)
 
@@ -112,8 +145,8 @@ def _guard(fn: Callable[..., pa.Array], errors: UdfErrors) -> Callable[..., pa.A
         return call(a, b, c, d)
 
     arity = fn.__code__.co_argcount
-    if arity == 2:
-        return call2
+    if arity <= 2:
+        return call1 if arity == 1 else call2
     return call3 if arity == 3 else call4
 
 

@@ -75,9 +75,14 @@ def decoded_inputs(inner: exp.Expr) -> dict[str, DecodedInput]:
     found: dict[str, DecodedInput] = {}
     for index, projection in enumerate(inner.expressions):
         call = projection.this if isinstance(projection, exp.Alias) else None
+        resized = _resized_decode(call)
+        if resized is not None:
+            call = resized[0]
         if not isinstance(call, exp.Anonymous) or call.name.lower() != "decode_image":
             continue
         args = list(call.expressions)
+        if resized is not None and len(args) != 1:
+            continue
         name = projection.alias_or_name
         if len(args) not in (1, 3) or names.count(name) != 1 or name in (BLOB, HEIGHT, WIDTH):
             continue
@@ -88,6 +93,8 @@ def decoded_inputs(inner: exp.Expr) -> dict[str, DecodedInput]:
         if any(c.name.lower() == name.lower() for c in rest.find_all(exp.Column)):
             continue  # WHERE/ORDER BY image: the alias must stay
         sizes = args[1:] if len(args) == 3 else [exp.Literal.number(0), exp.Literal.number(0)]
+        if resized is not None:  # negative sizes: decode, then resize as resize_image (sql/decode.py)
+            sizes = [exp.Literal.number(-resized[1]), exp.Literal.number(-resized[2])]
         hidden = [
             exp.alias_(exp.cast(args[0].copy(), "BLOB"), BLOB),
             exp.alias_(exp.cast(sizes[0].copy(), "INTEGER"), HEIGHT),
@@ -97,6 +104,21 @@ def decoded_inputs(inner: exp.Expr) -> dict[str, DecodedInput]:
         query.set("expressions", [*query.expressions[:index], *hidden, *query.expressions[index + 1 :]])
         found[name] = DecodedInput(column=name, sql=query.sql("duckdb"))
     return found
+
+
+def _resized_decode(call: exp.Expr | None) -> tuple[exp.Anonymous, int, int] | None:
+    """`resize_image(decode_image(blob), h, w, FALSE)` with literal sizes: (the decode call, h, w)."""
+    if not isinstance(call, exp.Anonymous) or call.name.lower() != "resize_image":
+        return None
+    args = list(call.expressions)
+    if len(args) not in (3, 4) or not isinstance(args[0], exp.Anonymous):
+        return None
+    if len(args) == 4 and not (isinstance(args[3], exp.Boolean) and not args[3].this):
+        return None
+    sizes = [a for a in args[1:3] if isinstance(a, exp.Literal) and not a.is_string and a.this.isdigit()]
+    if len(sizes) != 2 or min(int(a.this) for a in sizes) < 1:
+        return None
+    return args[0], int(sizes[0].this), int(sizes[1].this)
 
 
 def predict_decoding(
