@@ -67,6 +67,12 @@ def print_summary(console: Console, summary: RunSummary) -> None:
         f"{summary.pipeline}: {summary.rows_read:,} rows read, {summary.rows_predicted:,} {done}, "
         f"{summary.rows_dead:,} dead-lettered"
         + (f", {filtered:,} filtered out by steps" if filtered > 0 else "")
+        + (
+            f", {summary.duplicate_keys:,} duplicate keys"
+            + (" (last write wins)" if summary.table_sink else "")
+            if summary.duplicate_keys
+            else ""
+        )
         + f" in {summary.seconds:.2f} s ({summary.rows_per_second:,.0f} rows/s)",
         markup=False,
     )

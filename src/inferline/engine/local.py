@@ -8,6 +8,7 @@ stream neither loses nor duplicates rows (at-least-once delivery + upsert on key
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -20,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from inferline.engine.features import resolve_column
+from inferline.engine.keys import KeyTracker
 from inferline.engine.process import BatchProcessor
 from inferline.engine.streamstats import LatencyTracker, StreamStats
 from inferline.errors import InferlineError
@@ -32,6 +34,8 @@ from inferline.models.base import LoadedModel
 from inferline.models.registry import ModelRef
 from inferline.models.watch import open_model_ref
 from inferline.pipeline import PipelineSpec
+
+log = logging.getLogger("inferline.engine")
 
 _DONE = object()
 _TICK = object()  # no batch came in time: look at the clock (stream stats)
@@ -47,6 +51,8 @@ class RunStats:
     batches: int = 0
     bytes_done: int = 0
     total_bytes: int | None = None
+    # Rows written whose key an earlier row of the run already had (bounded runs with `key:`).
+    duplicate_keys: int = 0
     model_ids: set[str] = field(default_factory=set)
     latencies: list[float] = field(default_factory=list)
     # Model versions that failed to load while watching (one message per version).
@@ -72,6 +78,9 @@ class RunSummary:
     latency_p99_ms: float | None = None
     # False for pure data preparation (no model): result rows are "written", not "predicted".
     with_model: bool = True
+    # Rows whose key was already written in this run; a table sink keeps the last of each.
+    duplicate_keys: int = 0
+    table_sink: bool = False
 
     @property
     def rows_per_second(self) -> float:
@@ -249,6 +258,8 @@ class LocalEngine:
         sink = make_sink(self.spec.sink, origin=self.spec.origin)
         dead_spec = self.spec.dead_letter_spec()
         dead_sink: Sink | None = None
+        # A key column the user named may repeat; generated keys (uri:row, message ids) do not.
+        keys = KeyTracker() if self.spec.key and source.bounded else None
         source.open()
         self.stats.total_bytes = source.total_bytes()
         sink.open()
@@ -287,6 +298,8 @@ class LocalEngine:
                         dead_sink.write(dead_letter_batch(_unique_keys(item.dead)))
                 if item.results is not None:
                     sink.write(item.results)
+                    if keys is not None:
+                        self._check_keys(keys, item.results)
                 sink.commit()
                 if dead_sink is not None:
                     dead_sink.commit()
@@ -313,6 +326,8 @@ class LocalEngine:
                 self._processor.pool.shutdown(wait=False)
             if self._loader is not None:
                 self._loader.close()
+            if keys is not None:
+                keys.close()
         seconds = max(self.clock() - started, 1e-9)
         p50, p99 = self.latency.run_percentiles()
         return RunSummary(
@@ -328,7 +343,28 @@ class LocalEngine:
             latency_p50_ms=p50,
             latency_p99_ms=p99,
             with_model=bool(self.spec.all_models),
+            duplicate_keys=self.stats.duplicate_keys,
+            table_sink=_is_table_sink(self.spec),
         )
+
+    def _check_keys(self, keys: KeyTracker, results: pa.RecordBatch) -> None:
+        if "key" not in results.schema.names:
+            return
+        first = keys.duplicates == 0
+        self.stats.duplicate_keys += keys.add(results.column("key"))
+        if first and keys.duplicates:
+            kept = (
+                "rows with the same key replace each other in the table (the last one read is kept)"
+                if _is_table_sink(self.spec)
+                else "the output keeps every row"
+            )
+            log.warning(
+                "warning: key column %r is not unique (%r appears more than once): %s; "
+                "name a unique column in key:",
+                self.spec.key,
+                keys.example,
+                kept,
+            )
 
     # --- stream stats -----------------------------------------------------------------
     def _stats_wait(self) -> float | None:
@@ -391,6 +427,10 @@ def _unique_keys(dead: list[DeadLetter]) -> list[DeadLetter]:
         if count:
             letter.key = f"{letter.key}#{count + 1}"
     return dead
+
+
+def _is_table_sink(spec: PipelineSpec) -> bool:
+    return spec.sink.kind == "duckdb"
 
 
 def _default_workers(refs: list[ModelRef]) -> int:

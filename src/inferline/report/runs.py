@@ -52,6 +52,7 @@ RUN_COLUMNS: dict[str, str] = {
     "ended_at": "TIMESTAMPTZ",
     "status": "VARCHAR",
     "error": "VARCHAR",
+    "duplicate_keys": "BIGINT",
 }
 
 
@@ -75,6 +76,7 @@ class RunRecord:
     rows_per_second: float = 0.0
     seconds: float = 0.0
     error: str | None = None
+    duplicate_keys: int = 0
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def as_row(self) -> dict[str, Any]:
@@ -115,10 +117,12 @@ class RunRecorder:
             record.rows_read, record.rows_predicted = summary.rows_read, summary.rows_predicted
             record.rows_dead, record.seconds = summary.rows_dead, summary.seconds
             record.output = summary.output
+            record.duplicate_keys = summary.duplicate_keys
         elif stats is not None:
             record.model_ids = sorted(stats.model_ids)
             record.rows_read, record.rows_predicted = stats.rows_read, stats.rows_predicted
             record.rows_dead, record.seconds = stats.rows_dead, seconds
+            record.duplicate_keys = stats.duplicate_keys
         else:
             record.seconds = seconds
         record.rows_per_second = record.rows_read / record.seconds if record.seconds > 0 else 0.0

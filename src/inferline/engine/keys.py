@@ -1,0 +1,87 @@
+"""Duplicate keys within a run: counted, so that a `key:` column that is not unique is not silent.
+
+A table sink upserts on `key`, so rows with the same key replace each other (the last one
+read wins) and `--set key=target` on iris would leave 3 rows while the summary said 150.
+The engine hands every written batch's keys to a `KeyTracker`, which remembers 64-bit hashes
+of the keys (8 bytes a row, no per-row Python) in a few sorted arrays merged as they grow.
+
+Example:
+    >>> tracker = KeyTracker()
+    >>> tracker.add(pa.array(["a", "b", "a"]))
+    1
+    >>> tracker.example
+    'a'
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+
+class KeyTracker:
+    """Counts rows whose key was already written in this run (or earlier in the same batch)."""
+
+    def __init__(self) -> None:
+        self.duplicates = 0
+        self.example: str | None = None
+        # Sorted, disjoint arrays of hashes; each at most half the size of the one before,
+        # so a batch is looked up in O(log n) arrays and every hash is merged O(log n) times.
+        self._levels: list[np.ndarray] = []
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    def add(self, keys: pa.Array | pa.ChunkedArray) -> int:
+        """Record `keys`; return how many of them were seen before (this batch included)."""
+        if len(keys) == 0:
+            return 0
+        hashes = self._hash(keys)
+        unique, first = np.unique(hashes, return_index=True)
+        seen = np.zeros(len(unique), dtype=bool)
+        for level in self._levels:
+            at = np.searchsorted(level, unique).clip(max=len(level) - 1)
+            seen |= level[at] == unique
+        repeated = (len(hashes) - len(unique)) + int(seen.sum())
+        if repeated and self.example is None:
+            self.example = self._example(keys, hashes, unique[seen], first)
+        self.duplicates += repeated
+        self._insert(unique[~seen])
+        return repeated
+
+    def _hash(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        if self._con is None:
+            self._con = duckdb.connect()
+        self._con.register("_keys", pa.table({"k": keys}))
+        try:
+            (column,) = self._con.sql("SELECT hash(k) AS h FROM _keys").fetchnumpy().values()
+        finally:
+            self._con.unregister("_keys")
+        return np.asarray(column, dtype=np.uint64)
+
+    @staticmethod
+    def _example(
+        keys: pa.Array | pa.ChunkedArray, hashes: np.ndarray, seen_before: np.ndarray, first: np.ndarray
+    ) -> str:
+        if len(seen_before):
+            index = int(np.flatnonzero(np.isin(hashes, seen_before[:1]))[0])
+        else:
+            # A key repeated inside this batch: a row that is not its hash's first occurrence.
+            later = np.ones(len(hashes), dtype=bool)
+            later[first] = False
+            index = int(np.flatnonzero(later)[0])
+        return str(keys[index].as_py())
+
+    def _insert(self, new: np.ndarray) -> None:
+        if not len(new):
+            return
+        self._levels.append(new)
+        while len(self._levels) > 1 and len(self._levels[-1]) * 2 > len(self._levels[-2]):
+            last = self._levels.pop()
+            merged = np.concatenate([self._levels.pop(), last])
+            merged.sort(kind="mergesort")
+            self._levels.append(merged)
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
