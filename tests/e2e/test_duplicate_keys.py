@@ -12,7 +12,8 @@ from tests.conftest import CliRunner
 
 def test_duplicate_keys_are_counted_warned_and_the_last_row_wins(project: Path, cli: CliRunner) -> None:
     result = cli("run", "examples/iris/pipeline.yaml", "--no-progress", "--set", "key=target")
-    assert "150 rows read, 150 predicted, 0 dead-lettered, 147 duplicate keys (last write wins)" in result.stdout
+    summary = "150 rows read, 150 predicted, 0 dead-lettered, 147 duplicate keys (last write wins)"
+    assert summary in result.stdout
     assert [line for line in result.stderr.splitlines() if line.strip()] == [
         "warning: key column 'target' is not unique ('0' appears more than once): rows with the same key "
         "replace each other in the table (the last one read is kept); name a unique column in key:"
