@@ -7,6 +7,9 @@ A hook class may define any of:
         def preprocess(self, batch: pa.RecordBatch): ...   # -> model inputs (np.ndarray)
         def postprocess(self, batch, outputs): ...         # -> {column: values} added to results
 
+A `preprocess`/`postprocess` that also takes a `parameters` keyword gets the request's
+parameters (the v2 `parameters` object) on the server; elsewhere it gets `{}`.
+
 `outputs` is the handler's `Prediction` (`.prediction`, `.scores`). The local engine, the
 HTTP server and the Beam translation all call hooks the same way.
 
@@ -17,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import inspect
 import threading
 from typing import Any
 
@@ -72,18 +76,22 @@ class ModelHooks:
             self._call("setup", model.model)
             self._set_up.add(model.model_id)
 
-    def preprocess(self, data: pa.RecordBatch) -> np.ndarray | None:
+    def preprocess(
+        self, data: pa.RecordBatch, *, parameters: dict[str, Any] | None = None
+    ) -> np.ndarray | None:
         """The hook's model inputs for this batch, or None to use `inputs:` as usual."""
         if self._hook is None or not hasattr(self._hook, "preprocess"):
             return None
-        inputs = self._call("preprocess", data)
+        inputs = self._call("preprocess", data, **self._parameters("preprocess", parameters))
         return np.asarray(inputs)
 
-    def postprocess(self, data: pa.RecordBatch, outputs: Prediction) -> dict[str, pa.Array]:
+    def postprocess(
+        self, data: pa.RecordBatch, outputs: Prediction, *, parameters: dict[str, Any] | None = None
+    ) -> dict[str, pa.Array]:
         """Extra result columns: the hook's, then `label`/`top_labels`/`top_scores`."""
         columns: dict[str, pa.Array] = {}
         if self._hook is not None and hasattr(self._hook, "postprocess"):
-            returned = self._call("postprocess", data, outputs)
+            returned = self._call("postprocess", data, outputs, **self._parameters("postprocess", parameters))
             columns.update(_as_columns(returned, data.num_rows, f"{self.where} handler {self.target}"))
         if self._labels is not None:
             columns.update(label_columns(self._labels, outputs, self.top_k, where=self.where))
@@ -99,9 +107,18 @@ class ModelHooks:
                 types["top_scores"] = pa.list_(pa.float64())
         return types
 
-    def _call(self, name: str, *args: Any) -> Any:
+    def _parameters(self, name: str, parameters: dict[str, Any] | None) -> dict[str, Any]:
+        """`{"parameters": ...}` for a hook method that takes that keyword, else nothing."""
         try:
-            return getattr(self._hook, name)(*args)
+            accepted = inspect.signature(getattr(self._hook, name)).parameters
+        except (TypeError, ValueError):
+            return {}
+        takes = "parameters" in accepted or any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+        return {"parameters": parameters or {}} if takes else {}
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self._hook, name)(*args, **kwargs)
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
             raise HookError(f"{self.where}: hook {self.target}.{name} failed: {message}") from exc

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from inferline.models.base import Prediction
-from inferline.serve.http import bad_request, invalid_input
+from inferline.models.hooks import HookError
+from inferline.serve.http import ApiError, bad_request, invalid_input
 from inferline.serve.models import ServedModel, ServedVersion
 from inferline.serve.state import ServerState
 from inferline.serve.tensors import NUMERIC, Tensor, datatype_of
@@ -40,12 +42,43 @@ TensorSpec = dict[str, Any]  # {"name", "datatype", "shape"} as in v2 metadata
 
 @dataclass
 class InferRequest:
-    """A decoded v2 infer request: tensors, wanted outputs (None: all), id, parameters."""
+    """A decoded v2 infer request: tensors, wanted outputs (None: all), id, parameters.
+
+    `batch` is the inputs as an Arrow batch, kept for the model's hooks (`prepare`).
+    """
 
     inputs: list[Tensor]
     outputs: list[str] | None = None
     id: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    batch: pa.RecordBatch | None = None
+
+
+def prepare(served: ServedVersion, request: InferRequest, *, where: str) -> np.ndarray:
+    """The model's rows for `request`: its hooks' `preprocess` when it has one, else by name."""
+    hooks = served.hooks
+    if hooks is None or not hooks.active:
+        return rows_for(served, request.inputs, where=where)
+    request.batch = tensors_batch(request.inputs, served)
+    try:
+        inputs = hooks.preprocess(request.batch, parameters=request.parameters)
+    except HookError as exc:
+        raise ApiError(500, "HookError", str(exc)) from exc
+    if inputs is not None:
+        return served.check_rows(np.asarray(inputs), input_name="inputs")
+    return rows_for(served, request.inputs, where=where)
+
+
+def tensors_batch(tensors: list[Tensor], served: ServedVersion) -> pa.RecordBatch:
+    """Tensors as hook rows: one column per tensor, a list per row when a row holds several values."""
+    columns: dict[str, Any] = {}
+    for tensor in tensors:
+        array = tensor.array.reshape(len(tensor.array), -1) if tensor.array.ndim > 1 else tensor.array
+        columns[tensor.name] = array.tolist() if array.ndim > 1 or array.dtype == object else array
+    try:
+        return pa.RecordBatch.from_pydict(columns)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise bad_request(f"model {served.model_id}: inputs do not share one number of rows ({exc})") from exc
 
 
 def input_datatype(served: ServedVersion) -> str:
@@ -83,11 +116,22 @@ async def output_specs(served: ServedVersion) -> list[TensorSpec]:
         return served.output_specs
     probe = await served.probe()
     if probe is not None:
-        served.output_specs = specs_of(probe)
+        served.output_specs = specs_of(probe) + label_specs(served)
         return served.output_specs
     classes = getattr(served.loaded.model, "classes_", None)
     datatype = datatype_of(np.asarray(classes)) if classes is not None else "FP32"
     return [{"name": "predictions", "datatype": datatype, "shape": [-1]}]
+
+
+def label_specs(served: ServedVersion) -> list[TensorSpec]:
+    """The outputs a model's label map adds (a user hook's are learnt from its first answer)."""
+    if served.hooks is None:
+        return []
+    types = {"label": "BYTES", "top_labels": "BYTES", "top_scores": "FP64"}
+    return [
+        {"name": name, "datatype": types[name], "shape": [-1] if name == "label" else [-1, -1]}
+        for name in served.hooks.label_types()
+    ]
 
 
 def remember_outputs(served: ServedVersion, prediction: Prediction) -> None:
@@ -101,16 +145,25 @@ def check_outputs(served: ServedVersion, wanted: list[str] | None, *, where: str
         return
     known = [s["name"] for s in served.output_specs] if served.output_specs is not None else list(OUTPUTS)
     unknown = [name for name in wanted if name not in known]
-    if unknown:
+    if unknown and served.hooks is None:  # a hook's outputs are known after its first answer
         raise bad_request(f"model {served.model_id}: unknown outputs {unknown}; expected {', '.join(known)}")
 
 
-def outputs_for(served: ServedVersion, prediction: Prediction, wanted: list[str] | None) -> list[Tensor]:
-    """The answer's tensors: every output, or the wanted ones in the order asked."""
+def outputs_for(served: ServedVersion, prediction: Prediction, request: InferRequest) -> list[Tensor]:
+    """The answer's tensors: every output (with the hooks' columns), or the wanted ones in order."""
+    wanted = request.outputs
     remember_outputs(served, prediction)
     available = {"predictions": prediction.prediction}
     if prediction.scores is not None:
         available["scores"] = prediction.scores
+    if request.batch is not None and served.hooks is not None:
+        try:
+            columns = served.hooks.postprocess(request.batch, prediction, parameters=request.parameters)
+        except HookError as exc:
+            raise ApiError(500, "HookError", str(exc)) from exc
+        for name, column in columns.items():
+            available[name] = column_array(name, column, served)
+        _remember_hook_outputs(served, available)
     if wanted is not None and any(n not in available for n in wanted):
         missing = [n for n in wanted if n not in available]
         raise bad_request(
@@ -118,6 +171,31 @@ def outputs_for(served: ServedVersion, prediction: Prediction, wanted: list[str]
         )
     names = list(available) if wanted is None else wanted
     return [Tensor(name, datatype_of(available[name]), np.asarray(available[name])) for name in names]
+
+
+def column_array(name: str, column: Any, served: ServedVersion) -> np.ndarray:
+    """A hook's result column as an output array: numbers, text (BYTES), or regular lists."""
+    values = column.to_pylist() if hasattr(column, "to_pylist") else list(column)
+    try:
+        array = np.asarray(values)
+    except ValueError:  # rows of different lengths (numpy >= 1.24 refuses them)
+        array = np.asarray(values, dtype=object)
+    if array.dtype.kind in "US":
+        array = array.astype(object)
+    if array.dtype == object and array.ndim == 1 and any(isinstance(v, list) for v in values):
+        raise ApiError(
+            500, "HookError", f"model {served.model_id}: hook output {name!r} has rows of different lengths"
+        )
+    return array
+
+
+def _remember_hook_outputs(served: ServedVersion, available: dict[str, np.ndarray]) -> None:
+    specs = served.output_specs or []
+    known = {spec["name"] for spec in specs}
+    for name, array in available.items():
+        if name not in known:
+            specs.append({"name": name, "datatype": datatype_of(array), "shape": [-1, *array.shape[1:]]})
+    served.output_specs = specs
 
 
 def rows_for(served: ServedVersion, tensors: list[Tensor], *, where: str) -> np.ndarray:

@@ -112,7 +112,7 @@ def parse_infer(body: bytes, request: Request, served: ServedVersion) -> tuple[n
         tensors, wanted, str(request_id) if request_id is not None else None, parameters
     )
     inference.check_outputs(served, wanted, where=route)
-    rows = inference.rows_for(served, tensors, where=route)
+    rows = inference.prepare(served, infer_request, where=route)
     return rows, Wanted(infer_request, binary, parameters.get("binary_data_output") is True)
 
 
@@ -175,7 +175,7 @@ def _outputs(outputs: Any, route: str) -> tuple[list[str] | None, set[str]]:
 
 
 def render_infer(served: ServedVersion, prediction: Prediction, wanted: Wanted) -> dict[str, Any] | Response:
-    tensors = inference.outputs_for(served, prediction, wanted.request.outputs)
+    tensors = inference.outputs_for(served, prediction, wanted.request)
     outputs: list[dict[str, Any]] = []
     buffers: list[bytes] = []
     for tensor in tensors:

@@ -82,7 +82,7 @@ class V2Servicer:
         async def decode(served: ServedVersion) -> tuple[np.ndarray, InferRequest]:
             infer_request = decode_request(request, where)
             inference.check_outputs(served, infer_request.outputs, where=where)
-            return inference.rows_for(served, infer_request.inputs, where=where), infer_request
+            return inference.prepare(served, infer_request, where=where), infer_request
 
         return await self.state.handle(request.model_name, request.model_version or None, decode, encode)
 
@@ -139,7 +139,7 @@ def encode(served: ServedVersion, prediction: Prediction, request: InferRequest)
     response = pb.ModelInferResponse(
         model_name=served.name, model_version=served.version, id=request.id or ""
     )
-    for tensor in inference.outputs_for(served, prediction, request.outputs):
+    for tensor in inference.outputs_for(served, prediction, request):
         response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         response.raw_output_contents.append(encode_raw(tensor.array))
     return response
