@@ -41,11 +41,9 @@ def pixels(data: bytes, *, height: int = 0, width: int = 0, row: int = 0) -> np.
     floats in [0, 1] resized as sql/image_functions.py does (the fused ML.PREDICT uses this).
     """
     if height < 0 and width < 0:
-        from inferline.sql.image_functions import resize_bilinear
+        from inferline.sql.image_functions import resize_stored
 
-        stored = scale(pixels(data, row=row))
-        resized: np.ndarray = resize_bilinear(stored[None], -height, -width)[0]
-        return resized
+        return resize_stored(pixels(data, row=row), -height, -width)
     pil: Any = require("PIL.Image", "sql")
     try:
         image = pil.open(io.BytesIO(data))

@@ -78,6 +78,22 @@ def resize_bilinear(images: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(left + (right - left) * fx[None, None, :, None])
 
 
+def resize_stored(stored: np.ndarray, height: int, width: int) -> np.ndarray:
+    """One image's stored pixels (h, w, c) -> `resize_bilinear` of its [0, 1] floats; only the
+    rows the interpolation reads are scaled (same values, less work on large images)."""
+    from inferline.sql.decode import scale
+
+    h, w, _ = stored.shape
+    if (h, w) == (height, width):
+        return scale(stored)
+    top_i, bottom_i, fy = _axis(h, height)
+    top, bottom = scale(stored[top_i]), scale(stored[bottom_i])
+    rows = top + (bottom - top) * fy[:, None, None]
+    left_i, right_i, fx = _axis(w, width)
+    left, right = rows[:, left_i], rows[:, right_i]
+    return np.ascontiguousarray(left + (right - left) * fx[None, :, None])
+
+
 def convert_color_space(images: np.ndarray, space: str) -> np.ndarray:
     """(n, h, w, 3) RGB floats -> the same pixels in `space` (GRAYSCALE has one channel)."""
     if space == "RGB":
