@@ -16,3 +16,6 @@ def register_all(app: typer.Typer) -> None:
     for name in COMMANDS:
         module = importlib.import_module(f"inferline.commands.{name}")
         module.register(app)
+    from inferline.commands.presentation import finish
+
+    finish(app)  # --version, --debug, and help pages without type noise

@@ -27,8 +27,12 @@ def sql(
     query: Annotated[
         str | None, typer.Argument(help="SQL to run (several statements: separate with ;).")
     ] = None,
-    file: Annotated[str | None, typer.Option("-f", "--file", help="Read the SQL from this file.")] = None,
-    db: Annotated[str, typer.Option(help="DuckDB database file (default: in memory).")] = ":memory:",
+    file: Annotated[
+        str | None, typer.Option("-f", "--file", help="Read the SQL from this file.", metavar="FILE.sql")
+    ] = None,
+    db: Annotated[
+        str, typer.Option(help="DuckDB database file (default: in memory).", metavar="FILE")
+    ] = ":memory:",
     store: Annotated[
         str | None,
         typer.Option(
@@ -36,15 +40,21 @@ def sql(
         ),
     ] = None,
     format_: Annotated[
-        str, typer.Option("--format", help="Output: table | csv | json (JSON lines).")
+        str, typer.Option("--format", help="Output: table | csv | json (JSON lines).", metavar="FORMAT")
     ] = "table",
     max_rows: Annotated[int, typer.Option(help="Rows shown by --format table.")] = 40,
 ) -> None:
-    """Run SQL on DuckDB; prints the last statement's result.
+    """Run SQL on DuckDB, with models as functions and BigQuery-ML statements; prints the last
+    statement's result.
 
-    predict('model', col, ...), predict_scores(...), predict_label(...) and
-    decode_image(blob[, height, width]) are available, as are BigQuery-ML statements:
-    CREATE EXTERNAL TABLE (object tables), CREATE MODEL, ML.PREDICT, ML.DECODE_IMAGE.
+    Functions: predict('model', col, ...), predict_label(...), predict_scores(...) and
+    decode_image(blob[, height, width]).
+
+    BigQuery-ML statements: CREATE [OR REPLACE] EXTERNAL TABLE (object tables, CSV, Parquet or
+    JSON files); CREATE [OR REPLACE] MODEL ... OPTIONS(model_type=..., model_path=...); CREATE
+    MODEL ... REMOTE WITH CONNECTION ... OPTIONS(endpoint=...); DROP MODEL [IF EXISTS];
+    ML.PREDICT, ML.EVALUATE, ML.CONFUSION_MATRIX, ML.ROC_CURVE and ML.DECODE_IMAGE. Every other
+    statement runs as DuckDB SQL.
     """
     import inferline.sql
 
