@@ -108,6 +108,7 @@ def test_sql_help_lists_every_supported_statement_and_function(columns: int) -> 
         "CREATE [OR REPLACE] MODEL",
         "REMOTE WITH CONNECTION",
         "DROP MODEL [IF EXISTS]",
+        "EXTERNAL_OBJECT_TRANSFORM(",
     ):
         assert statement in page, statement
     for function in (*OUTPUTS, "decode_image"):

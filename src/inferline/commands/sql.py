@@ -52,9 +52,11 @@ def sql(
 
     BigQuery-ML statements: CREATE [OR REPLACE] EXTERNAL TABLE (object tables, CSV, Parquet or
     JSON files); CREATE [OR REPLACE] MODEL ... OPTIONS(model_type=..., model_path=...); CREATE
-    MODEL ... REMOTE WITH CONNECTION ... OPTIONS(endpoint=...); DROP MODEL [IF EXISTS];
-    ML.PREDICT, ML.EVALUATE, ML.CONFUSION_MATRIX, ML.ROC_CURVE and ML.DECODE_IMAGE. Every other
-    statement runs as DuckDB SQL.
+    MODEL ... REMOTE WITH CONNECTION ... OPTIONS(endpoint=...); DROP MODEL [IF EXISTS].
+
+    BigQuery-ML functions: ML.PREDICT, ML.EVALUATE, ML.CONFUSION_MATRIX, ML.ROC_CURVE,
+    ML.DECODE_IMAGE, ML.RESIZE_IMAGE, ML.CONVERT_COLOR_SPACE, ML.CONVERT_IMAGE_TYPE and
+    EXTERNAL_OBJECT_TRANSFORM(TABLE t, ['SIGNED_URL']). Every other statement runs as DuckDB SQL.
     """
     import inferline.sql
 
