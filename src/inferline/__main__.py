@@ -2,4 +2,5 @@ from __future__ import annotations
 
 from inferline.cli import main
 
-main()
+if __name__ == "__main__":  # not when a worker process imports it (multiprocessing spawn/forkserver)
+    main()

@@ -6,6 +6,7 @@ import errno
 import logging
 import socket
 import sys
+import warnings
 from typing import Annotated
 
 import typer
@@ -98,6 +99,9 @@ def register(app: typer.Typer) -> None:
         watch_interval: Annotated[
             float, typer.Option(help="Seconds between checks of the store for new versions (0: never).")
         ] = 1.0,
+        max_image_pixels: Annotated[
+            int, typer.Option(help="Largest image (width x height) an image/* body may decode to (else 413).")
+        ] = 40_000_000,
         allow_origin: Annotated[
             list[str] | None,
             typer.Option(help="A web page origin allowed to manage models (repeatable).", show_default=False),
@@ -120,6 +124,7 @@ def register(app: typer.Typer) -> None:
             ("--batch-size", batch_size),
             ("--max-body", max_body),
             ("--max-queue", max_queue),
+            ("--max-image-pixels", max_image_pixels),
         ):
             if value < 1:
                 raise InferlineError(f"serve: {name} {value}; expected a positive number")
@@ -130,6 +135,8 @@ def register(app: typer.Typer) -> None:
         from inferline.serve.models import BatchSettings
         from inferline.serve.state import ServerConfig, ServerState
 
+        # The server caps decoded pixels itself (--max-image-pixels), before Pillow would warn.
+        warnings.filterwarnings("ignore", message=r"Image size .* decompression bomb")
         if grpc_port:
             grpc_free(host, grpc_port)
         listening = bind(host, port)
@@ -142,6 +149,7 @@ def register(app: typer.Typer) -> None:
             ),
             watch_interval=watch_interval,
             allow_origins=origins,
+            max_image_pixels=max_image_pixels,
             loopback_only=is_loopback(host),
             grpc_address=None if grpc_port == 0 else address(host, grpc_port or DEFAULT_GRPC_PORT),
             grpc_required=grpc_port is not None,

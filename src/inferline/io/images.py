@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -114,6 +115,22 @@ def decode_image(data: bytes, settings: ImageSettings) -> np.ndarray:
     Raises `InputError` when the bytes are not an image Pillow can read.
     """
     return decode_with_size(data, settings)[0]
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) read from the image header, without decoding any pixels.
+
+    Raises `InputError` when the bytes are not an image Pillow can read.
+    """
+    image_module: Any = require("PIL.Image", "images")
+    try:
+        with warnings.catch_warnings():
+            # The caller judges the size; Pillow's own bomb warning would only be noise.
+            warnings.simplefilter("ignore", image_module.DecompressionBombWarning)
+            with image_module.open(io.BytesIO(data)) as image:
+                return int(image.size[0]), int(image.size[1])
+    except (OSError, ValueError, SyntaxError, image_module.DecompressionBombError) as exc:
+        raise InputError(f"cannot decode image: {exc}".splitlines()[0]) from None
 
 
 def decode_with_size(data: bytes, settings: ImageSettings) -> tuple[np.ndarray, tuple[int, int]]:

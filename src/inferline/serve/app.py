@@ -99,6 +99,7 @@ def create_app(state: ServerState) -> Starlette:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
             await state.models.close()
+            state.offload.close()
 
     app = Starlette(
         routes=all_routes(),

@@ -5,9 +5,10 @@ waiting request, then gathers more until the batch holds `batch_size` rows or th
 `max_batch_delay` deadline (on `time.monotonic()`) passes, runs the whole batch in one call
 and hands each request its own rows back. It never waits for requests that do not exist:
 when nothing else for this model is queued or still being received, the batch runs at once,
-so a lone request pays no delay. Batches whose model calls have been measured cheaper than
-`inline_below_ms` run on the event loop (a thread hop costs more than they do); others run
-on a dedicated worker thread so the loop keeps serving sockets.
+so a lone request pays no delay. A batch whose model call is estimated (from the measured
+cost per row and this batch's size) cheaper than `inline_below_ms` runs on the event loop (a
+thread hop costs more); others run on a dedicated worker thread so the loop keeps serving
+sockets. A request larger than `batch_size` is predicted in model calls of `batch_size` rows.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class DynamicBatcher:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._cost_ms: float | None = None  # moving average of one model call
+        self._cost_per_row_ms: float | None = None  # moving average of model calls, per row
         self._closing = False
 
     @property
@@ -166,7 +167,14 @@ class DynamicBatcher:
         if not live:
             return
         inputs = live[0].rows if len(live) == 1 else np.concatenate([p.rows for p in live])
-        if self._cost_ms is not None and self._cost_ms < self.inline_below_ms:
+        # Inline only what is measured to be cheap at this batch's size: a cheap model given
+        # 700k rows must not run on the event loop.
+        per_row = self._cost_per_row_ms
+        if (
+            per_row is not None
+            and len(inputs) <= self.batch_size
+            and per_row * len(inputs) < self.inline_below_ms
+        ):
             outcome = self._call(live, inputs)
         else:
             if self._executor is None:
@@ -183,9 +191,8 @@ class DynamicBatcher:
                 pending.future.set_result(result)
 
     def _call(self, live: list[_Pending], inputs: np.ndarray) -> list[Prediction | BaseException]:
-        start = time.perf_counter()
         try:
-            whole = self.predict_batch(inputs)
+            whole = self._predict_in_slices(inputs)
             results: list[Prediction | BaseException] = _split(whole, [len(p.rows) for p in live])
         except Exception as exc:
             if len(live) == 1:
@@ -195,15 +202,33 @@ class DynamicBatcher:
                 results = []
                 for pending in live:
                     try:
-                        results.append(self.predict_batch(pending.rows))
+                        results.append(self._predict_in_slices(pending.rows))
                     except Exception as single:
                         results.append(single)
-        elapsed_ms = (time.perf_counter() - start) * 1000.0
-        cost = self._cost_ms
-        self._cost_ms = elapsed_ms if cost is None else 0.8 * cost + 0.2 * elapsed_ms
-        if self.on_batch is not None:
-            self.on_batch(len(inputs), elapsed_ms / 1000.0)
         return results
+
+    def _predict_in_slices(self, inputs: np.ndarray) -> Prediction:
+        """One model call per `batch_size` rows: a huge request neither hogs memory nor the GIL."""
+        if len(inputs) <= self.batch_size:
+            return self._timed(inputs)
+        parts = [self._timed(inputs[i : i + self.batch_size]) for i in range(0, len(inputs), self.batch_size)]
+        scores = [p.scores for p in parts]
+        return Prediction(
+            prediction=np.concatenate([p.prediction for p in parts]),
+            scores=None if any(s is None for s in scores) else np.concatenate(scores),  # type: ignore[arg-type]
+        )
+
+    def _timed(self, inputs: np.ndarray) -> Prediction:
+        start = time.perf_counter()
+        try:
+            return self.predict_batch(inputs)
+        finally:
+            elapsed_ms = (time.perf_counter() - start) * 1000.0
+            per_row = elapsed_ms / max(1, len(inputs))
+            cost = self._cost_per_row_ms
+            self._cost_per_row_ms = per_row if cost is None else 0.8 * cost + 0.2 * per_row
+            if self.on_batch is not None:
+                self.on_batch(len(inputs), elapsed_ms / 1000.0)
 
 
 def _split(whole: Prediction, sizes: list[int]) -> list[Prediction | BaseException]:

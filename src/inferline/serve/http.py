@@ -9,8 +9,10 @@ which is what its clients (tritonclient, kserve) read.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -33,6 +35,10 @@ class ApiError(InferlineError):
         self.message = message
         self.headers = headers or {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in worker processes too (`inferline.serve.bodies`): pickle every field.
+        return (_api_error, (self.code, self.type, self.message, self.headers))
+
     def response(self) -> Response:
         return json_response(
             {"code": self.code, "type": self.type, "message": self.message},
@@ -49,6 +55,10 @@ def error_response(exc: ApiError, path: str) -> Response:
     if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
         return json_response({"error": exc.message}, status=exc.code, headers=exc.headers)
     return exc.response()
+
+
+def _api_error(code: int, type_: str, message: str, headers: dict[str, str]) -> ApiError:
+    return ApiError(code, type_, message, headers=headers)
 
 
 def bad_request(message: str) -> ApiError:
@@ -68,14 +78,51 @@ def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | Non
     return Response(data, status_code=status, media_type=JSON, headers=headers)
 
 
+MAX_JSON_DEPTH = 64  # deeper than any tensor (numpy stops at 32 dimensions)
+
+
 def parse_json(body: bytes, *, route: str) -> Any:
-    """`body` as JSON, or a 400 naming the route and where the JSON breaks."""
+    """`body` as JSON, or a 400 naming the route and where the JSON breaks.
+
+    Nesting is limited to `MAX_JSON_DEPTH` before parsing, so a 10,000-deep body is a 400
+    rather than a `RecursionError`.
+    """
     if not body:
         raise bad_request(f"{route}: empty request body; expected JSON")
+    depth = json_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise bad_request(f"{route}: JSON nested {depth} levels deep; at most {MAX_JSON_DEPTH} allowed")
     try:
         return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise bad_request(f"{route}: malformed JSON body ({exc})") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise invalid_input(f"{route}: a value in the body cannot be read ({exc})") from exc
+
+
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+
+
+def json_depth(body: bytes) -> int:
+    """How deeply the arrays and objects of a JSON body nest (brackets in strings do not count).
+
+    Vectorised over the body's bytes: a 12 MB body takes milliseconds.
+    """
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return 0  # cannot be deeper than the limit; not worth measuring
+    if b"\\" in body:
+        body = _ESCAPE.sub(b"__", body)  # escaped quotes and backslashes, same length
+    raw = np.frombuffer(body, dtype=np.uint8)
+    opens = np.flatnonzero((raw == ord("[")) | (raw == ord("{")))
+    closes = np.flatnonzero((raw == ord("]")) | (raw == ord("}")))
+    quotes = np.flatnonzero(raw == ord('"'))
+    # A bracket is inside a string when an odd number of quotes precede it.
+    opens = opens[np.searchsorted(quotes, opens) % 2 == 0]
+    closes = closes[np.searchsorted(quotes, closes) % 2 == 0]
+    positions = np.concatenate([opens, closes])
+    steps = np.concatenate([np.ones(len(opens), np.int64), -np.ones(len(closes), np.int64)])
+    order = np.argsort(positions, kind="stable")
+    return int(np.cumsum(steps[order]).max(initial=0))
 
 
 async def read_body(request: Request, max_body: int) -> bytes:

@@ -19,7 +19,8 @@ import numpy as np
 from inferline.models.base import LoadedModel, Prediction
 from inferline.models.hooks import ModelHooks
 from inferline.serve.batching import DynamicBatcher
-from inferline.serve.http import ApiError, invalid_input, not_found
+from inferline.serve.bodies import RowSpec
+from inferline.serve.http import ApiError, not_found
 from inferline.serve.metrics import ServerMetrics
 
 log = logging.getLogger("inferline.serve")
@@ -55,6 +56,13 @@ class ServedVersion:
         self._probed = False
         # The v2 outputs this version answers (`serve/inference.py`), learnt on first use.
         self.output_specs: list[dict[str, Any]] | None = None
+        # Store metadata `allow_missing: true`: the model takes NaN (null in JSON) for missing values.
+        self.spec = RowSpec(
+            loaded.model_id,
+            tuple(loaded.inputs),
+            self.row_shape,
+            allow_missing=str(loaded.metadata.get("allow_missing", "")).lower() in ("true", "1", "yes"),
+        )
 
     @property
     def model_id(self) -> str:
@@ -74,22 +82,11 @@ class ServedVersion:
 
     def expected_shape(self) -> list[int]:
         """The batch shape a request must have, -1 for the number of rows."""
-        return [-1, *(self.row_shape or ())] if self.row_shape is not None else [-1]
+        return self.spec.expected_shape()
 
     def check_rows(self, rows: np.ndarray, *, input_name: str = "input") -> np.ndarray:
         """`rows` if its shape fits this model, else a 422 naming the input and expected shape."""
-        if rows.ndim == 0 or len(rows) == 0:
-            raise invalid_input(
-                f"model {self.model_id}: input {input_name!r} has no rows (shape {list(rows.shape)}); "
-                f"expected {self.expected_shape()}"
-            )
-        if self.row_shape is not None and tuple(rows.shape[1:]) != self.row_shape:
-            raise invalid_input(
-                f"model {self.model_id}: input {input_name!r} has shape {list(rows.shape)}; "
-                f"expected {self.expected_shape()}"
-                + (f" (features {', '.join(self.inputs)})" if self.inputs else "")
-            )
-        return rows
+        return self.spec.check_rows(rows, input_name=input_name)
 
     async def predict(self, rows: np.ndarray, *, expected: bool = False) -> Prediction:
         return await self.batcher.predict(rows, expected=expected)

@@ -10,6 +10,7 @@ the server keeps serving.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,12 +22,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from inferline.models.base import Prediction
+from inferline.serve.answers import encode_answer, warning_header
 from inferline.serve.batching import QueueFullError
-from inferline.serve.http import ApiError, error_response, json_response, read_body
+from inferline.serve.http import JSON, ApiError, error_response, invalid_input, read_body
 from inferline.serve.metrics import ServerMetrics
 from inferline.serve.models import BatchSettings, ServedModels, ServedVersion
+from inferline.serve.offload import THREAD_BODY_BYTES, Offload
 
 log = logging.getLogger("inferline.serve")
+
+THREAD_ANSWER_ROWS = 2048  # answers with this many rows are rendered and encoded on a worker thread
 
 Parse = Callable[[bytes, Request, ServedVersion], tuple[np.ndarray, Any]]
 Render = Callable[[ServedVersion, Prediction, Any], Any]
@@ -53,6 +58,7 @@ class ServerConfig:
     settings: BatchSettings = field(default_factory=BatchSettings)
     watch_interval: float = 1.0
     retry_after_s: int = 1
+    max_image_pixels: int = 40_000_000
 
 
 class ServerState:
@@ -65,6 +71,7 @@ class ServerState:
         self.metrics = ServerMetrics()
         self.models = ServedModels(self.metrics, settings=config.settings)
         self.catalog = StoreCatalog(store, self.models) if store is not None else None
+        self.offload = Offload()
         self.ready = False
 
     async def resolve(self, name: str, version: str | None) -> ServedVersion:
@@ -81,7 +88,8 @@ class ServerState:
 
         `decode(served)` turns the request into rows (the batcher knows a request is being
         received meanwhile), the rows are predicted in a batch, and `encode(served,
-        prediction, context)` builds the answer. Each call is counted and timed by model.
+        prediction, context)` builds the answer (or an awaitable of it). Each call is counted and
+        timed by model.
         """
         start = time.perf_counter()
         label = name
@@ -96,6 +104,8 @@ class ServerState:
                 raise
             prediction = await served.predict(rows, expected=True)
             answer = encode(served, prediction, context)
+            if inspect.isawaitable(answer):
+                answer = await answer
             status = 200
             return answer
         except ApiError as exc:
@@ -128,11 +138,13 @@ class ServerState:
 
         async def decode(served: ServedVersion) -> tuple[np.ndarray, Any]:
             body = await read_body(request, self.config.max_body)
-            return parse(body, request, served)
+            return await self._parse(parse, body, request, served)
 
-        def encode(served: ServedVersion, prediction: Prediction, context: Any) -> Response:
-            answer = render(served, prediction, context)
-            response = answer if isinstance(answer, Response) else json_response(answer)
+        async def encode(served: ServedVersion, prediction: Prediction, context: Any) -> Response:
+            if len(prediction.prediction) >= THREAD_ANSWER_ROWS:
+                response = await self.offload.thread(_answer, render, served, prediction, context)
+            else:
+                response = _answer(render, served, prediction, context)
             response.headers["X-Model-Id"] = served.model_id
             return response
 
@@ -141,6 +153,38 @@ class ServerState:
             return response
         except ApiError as exc:
             return error_response(exc, request.url.path)
+
+    async def _parse(
+        self, parse: Parse, body: bytes, request: Request, served: ServedVersion
+    ) -> tuple[np.ndarray, Any]:
+        """`parse` the body: on the loop when small, on a worker thread when large or an image."""
+
+        def run() -> tuple[np.ndarray, Any]:
+            try:
+                return parse(body, request, served)
+            except (ValueError, TypeError, OverflowError, RecursionError, LookupError) as exc:
+                # A body no check foresaw is still the client's input, not a server failure.
+                log.warning("model %s: unreadable request body", served.model_id, exc_info=True)
+                first_line = (str(exc).strip().splitlines() or [""])[0]
+                reason = f"{type(exc).__name__}: {first_line}"
+                raise invalid_input(
+                    f"model {served.model_id}: cannot read the request body ({reason})"
+                ) from exc
+
+        if len(body) >= THREAD_BODY_BYTES or request.headers.get("content-type", "").startswith("image/"):
+            return await self.offload.thread(run)
+        return run()
+
+
+def _answer(render: Render, served: ServedVersion, prediction: Prediction, context: Any) -> Response:
+    """The rendered answer as a response; JSON is encoded in slices, NaN/Infinity as null."""
+    answer = render(served, prediction, context)
+    if isinstance(answer, Response):
+        return answer
+    data, replaced = encode_answer(answer)
+    if replaced:
+        log.warning("model %s: %d non-finite outputs sent as null", served.model_id, replaced)
+    return Response(data, media_type=JSON, headers=warning_header(served.model_id, replaced))
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

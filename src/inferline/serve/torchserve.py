@@ -19,9 +19,12 @@ from starlette.routing import Route
 from inferline.errors import InferlineError
 from inferline.models.base import Prediction
 from inferline.models.hooks import HookError
+from inferline.serve.bodies import instances_of, parse_instances, rows_of
 from inferline.serve.http import ApiError, bad_request, invalid_input, json_response, parse_json
 from inferline.serve.models import ServedVersion
+from inferline.serve.offload import PROCESS_BODY_BYTES
 from inferline.serve.state import server_of
+from inferline.serve.values import may_hold_booleans
 
 
 async def ping(request: Request) -> Response:
@@ -40,10 +43,15 @@ async def predictions(request: Request) -> Response:
 
 def parse_predictions(body: bytes, request: Request, served: ServedVersion) -> tuple[np.ndarray, Any]:
     content_type = request.headers.get("content-type", "")
+    state = server_of(request)
     if content_type.startswith("image/"):
-        return decode_image_body(body, served), None
+        return decode_image_body(body, served, max_pixels=state.config.max_image_pixels), None
     route = f"POST /predictions/{served.name}"
+    if served.hooks is None and len(body) >= PROCESS_BODY_BYTES:
+        # Called on a worker thread (see ServerState._parse): wait for the worker process.
+        return state.offload.in_process(parse_instances, body, route, served.spec), None
     instances = instances_of(parse_json(body, route=route), route)
+    bools = may_hold_booleans(body)
     if served.hooks is not None:
         batch = instances_batch(instances, served)
         try:
@@ -52,8 +60,8 @@ def parse_predictions(body: bytes, request: Request, served: ServedVersion) -> t
             raise ApiError(500, "HookError", str(exc)) from exc
         if inputs is not None:
             return served.check_rows(np.asarray(inputs), input_name="instances"), batch
-        return rows_of(instances, served, input_name="instances"), batch
-    return rows_of(instances, served, input_name="instances"), None
+        return rows_of(instances, served.spec, input_name="instances", may_hold_bools=bools), batch
+    return rows_of(instances, served.spec, input_name="instances", may_hold_bools=bools), None
 
 
 def instances_batch(instances: list[Any], served: ServedVersion) -> pa.RecordBatch:
@@ -68,65 +76,22 @@ def instances_batch(instances: list[Any], served: ServedVersion) -> pa.RecordBat
         raise bad_request(f"model {served.model_id}: instances do not share one shape ({exc})") from exc
 
 
-def instances_of(payload: Any, route: str) -> list[Any]:
-    """The list of instances in any of TorchServe/KServe-v1's body shapes."""
-    if isinstance(payload, dict):
-        if "instances" in payload:
-            instances = payload["instances"]
-            if not isinstance(instances, list):
-                raise bad_request(f"{route}: 'instances' must be a list, got {type(instances).__name__}")
-            return instances
-        return [payload]
-    if isinstance(payload, list):
-        if payload and not isinstance(payload[0], (list, dict)):
-            return [payload]
-        return payload
-    raise bad_request(
-        f'{route}: expected a JSON list, an object or {{"instances": [...]}}, got {type(payload).__name__}'
-    )
-
-
-def rows_of(instances: list[Any], served: ServedVersion, *, input_name: str) -> np.ndarray:
-    if not instances:
-        raise invalid_input(f"model {served.model_id}: input {input_name!r} is empty; send at least one row")
-    if isinstance(instances[0], dict):
-        instances = [_named_row(row, served, i) for i, row in enumerate(instances)]
-    try:
-        rows = np.asarray(instances, dtype=np.float64)
-    except (ValueError, TypeError) as exc:
-        raise invalid_input(
-            f"model {served.model_id}: input {input_name!r} must be numbers of shape "
-            f"{served.expected_shape()} ({exc})"
-        ) from exc
-    if rows.ndim == 1:
-        rows = rows.reshape(len(rows), 1) if served.row_shape == (1,) else rows.reshape(1, -1)
-    return served.check_rows(rows, input_name=input_name)
-
-
-def _named_row(row: Any, served: ServedVersion, index: int) -> list[Any]:
-    if not isinstance(row, dict):
-        raise bad_request(f"model {served.model_id}: instance {index} is not an object like the others")
-    if not served.inputs:
-        raise invalid_input(
-            f"model {served.model_id}: instance {index} has named fields but the model has no input "
-            f"names; send lists of shape {served.expected_shape()}"
-        )
-    missing = [name for name in served.inputs if name not in row]
-    if missing:
-        raise invalid_input(
-            f"model {served.model_id}: instance {index} lacks {', '.join(missing)}; "
-            f"expected fields {', '.join(served.inputs)}"
-        )
-    return [row[name] for name in served.inputs]
-
-
 IMAGE_KEYS = ("resize", "mode", "scale", "mean", "std", "layout")
 
 
-def decode_image_body(body: bytes, served: ServedVersion) -> np.ndarray:
-    """One image body as a one-row batch, decoded with the model's saved image settings."""
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+
+
+def decode_image_body(
+    body: bytes, served: ServedVersion, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> np.ndarray:
+    """One image body as a one-row batch, decoded with the model's saved image settings.
+
+    The size is read from the image header first: an image over `max_pixels` is refused
+    before anything is decoded (a 0.5 MB PNG can decode to gigabytes).
+    """
     try:
-        from inferline.io.images import decode_image
+        from inferline.io.images import decode_image, image_size
     except ImportError as exc:  # the images module or Pillow is missing
         raise ApiError(
             415, "UnsupportedMediaType", f"model {served.model_id}: image bodies need Pillow ({exc})"
@@ -135,8 +100,19 @@ def decode_image_body(body: bytes, served: ServedVersion) -> np.ndarray:
     if not body:
         raise bad_request(f"model {served.model_id}: empty image body")
     try:
+        width, height = image_size(body)
+        if width * height > max_pixels:
+            raise ApiError(
+                413,
+                "PayloadTooLarge",
+                f"model {served.model_id}: image of {width}x{height} pixels ({width * height / 1e6:.1f} Mpx) "
+                f"exceeds the limit of {max_pixels} pixels; send a smaller image or start the server "
+                "with a larger --max-image-pixels",
+            )
         image = np.asarray(decode_image(body, settings))
     except InferlineError as exc:
+        if isinstance(exc, ApiError):
+            raise
         raise bad_request(f"model {served.model_id}: {exc}") from exc
     return served.check_rows(image[np.newaxis, ...], input_name="image")
 
@@ -166,9 +142,10 @@ def image_settings(served: ServedVersion) -> Any:
 
 
 def render_predictions(served: ServedVersion, prediction: Prediction, context: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"model_id": served.model_id, "predictions": prediction.prediction.tolist()}
+    # Arrays, not lists: the answer is encoded in slices (`inferline.serve.answers`).
+    out: dict[str, Any] = {"model_id": served.model_id, "predictions": prediction.prediction}
     if prediction.scores is not None:
-        out["scores"] = prediction.scores.tolist()
+        out["scores"] = prediction.scores
     if served.hooks is not None and served.hooks.active:
         batch = (
             context

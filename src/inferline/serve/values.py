@@ -101,9 +101,10 @@ def typed_tensor(data: Any, datatype: str, *, where: Where, may_hold_bools: bool
     raw = np.asarray(data)
     if datatype == "BOOL":
         if raw.dtype.kind != "b":
-            index, value = next((i, v) for i, v in _leaves(data) if not isinstance(v, bool))
-            raise invalid_input(f"{where(index)} is {describe(value)}; expected true or false (BOOL)")
-        return raw
+            for index, value in _leaves(data):
+                if not isinstance(value, bool):
+                    raise invalid_input(f"{where(index)} is {describe(value)}; expected true or false (BOOL)")
+        return raw.astype(np.bool_)
     if may_hold_bools and raw.dtype.kind != "b":
         check_no_booleans(data, where=where)
     if datatype in FLOAT_TYPES:

@@ -150,3 +150,46 @@ def test_close_answers_the_batch_in_flight_and_late_requests_still_work() -> Non
         return [*(await in_flight).prediction.tolist(), *late.prediction.tolist()]
 
     assert asyncio.run(main()) == [2.0, 10.0]
+
+
+def test_a_request_larger_than_batch_size_is_predicted_in_calls_of_that_size() -> None:
+    model = DoublingModel()
+    observed: list[int] = []
+    batcher = DynamicBatcher(
+        model.predict, batch_size=32, max_batch_delay_ms=0, on_batch=lambda rows, _: observed.append(rows)
+    )
+    rows = np.arange(100, dtype=np.float64).reshape(-1, 1)
+
+    async def main() -> Prediction:
+        try:
+            return await batcher.predict(rows)
+        finally:
+            await batcher.close()
+
+    prediction = asyncio.run(main())
+    assert model.calls == [32, 32, 32, 4] and observed == [32, 32, 32, 4]
+    assert prediction.prediction.tolist() == (rows[:, 0] * 2).tolist()
+    assert prediction.scores is not None and prediction.scores.shape == (100, 1)
+
+
+def test_inline_or_thread_is_decided_from_the_batch_size() -> None:
+    threads: list[str] = []
+
+    def predict(rows: np.ndarray) -> Prediction:
+        threads.append(threading.current_thread().name)
+        return Prediction(prediction=rows[:, 0])
+
+    batcher = DynamicBatcher(predict, batch_size=10_000, max_batch_delay_ms=0, inline_below_ms=0.5)
+
+    async def main() -> None:
+        try:
+            await batcher.predict(np.zeros((1, 1)))  # unmeasured: a thread
+            batcher._cost_per_row_ms = 0.001  # measured cheap per row
+            await batcher.predict(np.zeros((10, 1)))  # 0.01 ms: inline
+            await batcher.predict(np.zeros((5000, 1)))  # 5 ms at this size: a thread
+        finally:
+            await batcher.close()
+
+    asyncio.run(main())
+    assert threads[0].startswith("predict-") and threads[1] == "MainThread"
+    assert threads[2].startswith("predict-")

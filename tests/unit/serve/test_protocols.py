@@ -211,3 +211,36 @@ def test_server_metadata_and_unknown_routes(state: ServerState) -> None:
     assert missing.json() == {"error": "model 'roses' is not served; have bare, iris"}
     wrong_method = call(state, "GET", "/predictions/iris")
     assert wrong_method.status_code == 405 and wrong_method.json()["type"] == "MethodNotAllowed"
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares `width` x `height` RGB pixels (its pixel data is never reached)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def test_an_image_over_max_image_pixels_is_refused_before_decoding() -> None:
+    pytest.importorskip("PIL")
+    handler = SklearnHandler()
+    model = LogisticRegression(max_iter=200).fit(IRIS.data[:, :1].repeat(64, axis=1), IRIS.target)
+    server = ServerState(ServerConfig())
+    server.models.add(
+        LoadedModel("pics", "1", "mem://pics", handler, model, metadata={"resize": [8, 8], "mode": "L"})
+    )
+    bomb = call(server, "POST", "/predictions/pics", content=png_header(13000, 13000), headers=IMAGE)
+    assert bomb.status_code == 413
+    assert bomb.json()["message"] == (
+        "model pics/1: image of 13000x13000 pixels (169.0 Mpx) exceeds the limit of 40000000 pixels; "
+        "send a smaller image or start the server with a larger --max-image-pixels"
+    )
+    broken = call(server, "POST", "/predictions/pics", content=b"not a png", headers=IMAGE)
+    assert broken.status_code == 400 and "cannot decode image" in broken.json()["message"]
+
+
+IMAGE = {"content-type": "image/png"}
