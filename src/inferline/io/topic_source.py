@@ -20,7 +20,6 @@ from inferline.errors import SpecError
 from inferline.io.base import DeadLetter, SourceBatch
 from inferline.io.json_messages import DEFAULT_MAX_MESSAGE_BYTES, JsonMessages
 from inferline.io.topics.base import (
-    DEFAULT_CONSUMER,
     DEFAULT_GROUP,
     DEFAULT_LEASE_SECONDS,
     RETAIN_CHOICES,
@@ -30,6 +29,7 @@ from inferline.io.topics.base import (
     Topic,
     open_topic,
 )
+from inferline.io.topics.owners import default_consumer_name
 from inferline.pipeline import PipelineSpec
 
 # How often a waiting source looks at its stop event.
@@ -63,7 +63,7 @@ class TopicSource:
         self.url = url
         self.topic_name = src.topic
         self.group = src.group or DEFAULT_GROUP
-        self.consumer_name = str(src.options.get("consumer", DEFAULT_CONSUMER))
+        self.consumer_name = str(src.options.get("consumer") or default_consumer_name())
         self.lease_seconds = float(src.options.get("lease_seconds", DEFAULT_LEASE_SECONDS))
         self.retention = retention(src.options, spec.origin)
         self.load = src.load

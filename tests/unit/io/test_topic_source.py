@@ -187,7 +187,7 @@ def _read_without_acking(url: str, times: int) -> None:
 
 def _all_batches(url: str, **options: object) -> list[SourceBatch]:
     spec = _spec(url, max_size=100)
-    spec.source.options.update(options)
+    spec.source.options.update({"consumer": "consumer-1", **options})
     source = TopicSource(spec)
     source.bind(stop=threading.Event(), until_idle=0.1)
     source.open()

@@ -14,6 +14,7 @@ Tables (shared by every topic in the file):
     messages(seq, topic, body, published)    the log; `seq` is the message id
     cursors(topic, grp, last_seq)            the last message handed to the group
     pending(topic, grp, seq, consumer, lease_until, deliveries)
+    consumers(topic, grp, name, owner)       which process holds a consumer name (`<host> <pid>`)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Callable
 
 from inferline.errors import InputError
 from inferline.io.topics.base import DEFAULT_LEASE_SECONDS, KEEP_ACKED, Message, Retention
+from inferline.io.topics.owners import dead_here, refuse_if_taken, this_process
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -45,6 +47,10 @@ CREATE TABLE IF NOT EXISTS pending (
     PRIMARY KEY (topic, grp, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pending_by_lease ON pending (topic, grp, lease_until);
+CREATE TABLE IF NOT EXISTS consumers (
+    topic TEXT NOT NULL, grp TEXT NOT NULL, name TEXT NOT NULL, owner TEXT NOT NULL,
+    PRIMARY KEY (topic, grp, name)
+) WITHOUT ROWID;
 """
 _POLL_SECONDS = 0.005
 _MAX_POLL_SECONDS = 0.02
@@ -221,10 +227,28 @@ class EmbeddedConsumer:
         key = (self.topic.name, self.group)
         with self._transaction() as con:
             con.execute("INSERT OR IGNORE INTO cursors (topic, grp, last_seq) VALUES (?, ?, 0)", key)
-            # What this consumer had in flight when it last died is due again right away.
+            row = con.execute(
+                "SELECT owner FROM consumers WHERE topic = ? AND grp = ? AND name = ?", (*key, self.name)
+            ).fetchone()
+            refuse_if_taken(self.topic.name, self.group, self.name, row[0] if row else None)
             con.execute(
-                "UPDATE pending SET lease_until = 0 WHERE topic = ? AND grp = ? AND consumer = ?",
+                "INSERT OR REPLACE INTO consumers VALUES (?, ?, ?, ?)", (*key, self.name, this_process())
+            )
+            # What this consumer had in flight when it last died is due again right away, and
+            # so is what a dead process on this host had.
+            names = [self.name]
+            for name, owner in con.execute(
+                "SELECT name, owner FROM consumers WHERE topic = ? AND grp = ? AND name != ?",
                 (*key, self.name),
+            ).fetchall():
+                if dead_here(owner):
+                    names.append(name)
+                    con.execute(
+                        "DELETE FROM consumers WHERE topic = ? AND grp = ? AND name = ?", (*key, name)
+                    )
+            con.executemany(
+                "UPDATE pending SET lease_until = 0 WHERE topic = ? AND grp = ? AND consumer = ?",
+                [(*key, name) for name in names],
             )
 
     def _transaction(self) -> _Transaction:
@@ -352,6 +376,13 @@ class EmbeddedConsumer:
     def close(self) -> None:
         with self._lock:
             if self._con is not None:
+                try:
+                    self._con.execute(
+                        "DELETE FROM consumers WHERE topic = ? AND grp = ? AND name = ? AND owner = ?",
+                        (self.topic.name, self.group, self.name, this_process()),
+                    )
+                except sqlite3.Error:
+                    pass  # best effort: a dead owner's name is taken over anyway
                 self._con.close()
                 self._con = None
 

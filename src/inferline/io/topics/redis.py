@@ -22,6 +22,7 @@ from typing import Any
 
 from inferline.errors import InputError, require
 from inferline.io.topics.base import DEFAULT_LEASE_SECONDS, KEEP_ACKED, Message, Retention
+from inferline.io.topics.owners import dead_here, refuse_if_taken, this_process
 from inferline.io.topics.reconnect import DEFAULT_BROKER_TIMEOUT, Reconnector
 
 _BODY = b"b"
@@ -204,6 +205,7 @@ class RedisConsumer:
         # Delivered to this process and not acked yet: a replay after a reconnection skips them.
         self._in_flight: set[str] = set()
         self._recoveries = 0
+        self._registered = 0.0
 
     def open(self) -> None:
         redis = require("redis", "redis")
@@ -215,8 +217,53 @@ class RedisConsumer:
             if "BUSYGROUP" not in str(exc):
                 raise
         self._recoveries = self.topic.reconnector.recoveries
+        self.topic.call(self._register)
+        self.topic.call(self._take_over_dead)
+
+    def _owner_key(self, name: str) -> str:
+        return f"{self.topic.name}:inferline-consumer:{self.group}:{name}"
+
+    def _register(self) -> None:
+        # The name's owner key lives one lease unless refreshed (reads refresh it), so a
+        # process on another host that died frees its name after a lease.
+        client, key, me = self.topic.client, self._owner_key(self.name), this_process()
+        ttl = max(int(self.lease_seconds * 1000), 1000)
+        if not client.set(key, me, nx=True, px=ttl):
+            refuse_if_taken(self.topic.name, self.group, self.name, client.get(key))
+            client.set(key, me, px=ttl)
+        self._registered = self.clock()
+
+    def _heartbeat(self) -> None:
+        if self.clock() - self._registered >= self.lease_seconds / 4:
+            ttl = max(int(self.lease_seconds * 1000), 1000)
+            self.topic.client.set(self._owner_key(self.name), this_process(), px=ttl)
+            self._registered = self.clock()
+
+    def _take_over_dead(self) -> None:
+        # Pending entries of a consumer whose process on this host is gone: ours now (the
+        # replay from id 0 reads them), instead of waiting a lease for XAUTOCLAIM.
+        client, stream = self.topic.client, self.topic.name
+        for info in client.xinfo_consumers(stream, self.group):
+            name = _text(info["name"])
+            if name == self.name or not int(info.get("pending") or 0):
+                continue
+            if not dead_here(client.get(self._owner_key(name))):
+                continue
+            # One taker per dead consumer, even if several restart at once.
+            if not client.set(self._owner_key(name) + ":taken", self.name, nx=True, px=30_000):
+                continue
+            while True:
+                rows = client.xpending_range(
+                    stream, self.group, min="-", max="+", count=1000, consumername=name
+                )
+                if not rows:
+                    break
+                client.xclaim(stream, self.group, self.name, 0, [r["message_id"] for r in rows], justid=True)
+            client.xgroup_delconsumer(stream, self.group, name)
+            client.delete(self._owner_key(name))
 
     def read(self, max_messages: int, timeout: float) -> list[Message]:
+        self.topic.call(self._heartbeat)
         messages: list[Message] = self.topic.call(lambda: self._read(max_messages, timeout))
         self._in_flight.update(m.id for m in messages)
         return messages
@@ -332,11 +379,14 @@ class RedisConsumer:
         return int(lag) + int(info.get("pending") or 0)
 
     def close(self) -> None:
-        """Trims what was acked since the last trim; the connection belongs to the topic."""
-        if self.retention.keep_all or self._acked_since_trim == 0 or self.topic._client is None:
+        """Trims what was acked since the last trim, frees the name; best effort, no waiting."""
+        if self.topic._client is None:
             return
         redis = require("redis", "redis")
         try:
-            self._trim()  # once, without waiting for a broker that is away
+            if self.topic.client.get(self._owner_key(self.name)) == this_process().encode():
+                self.topic.client.delete(self._owner_key(self.name))
+            if not self.retention.keep_all and self._acked_since_trim:
+                self._trim()  # once, without waiting for a broker that is away
         except redis.exceptions.RedisError:  # type: ignore[attr-defined]
-            pass  # best effort while shutting down: the next consumer's trim catches up
+            pass  # the next consumer's trim catches up; the name's key expires
