@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 
 import inferline
+
+# TensorFlow imports Keras when it is imported: whichever test imports it first must not
+# switch the Keras tests to the TensorFlow backend (inferline runs Keras on torch).
+os.environ.setdefault("KERAS_BACKEND", "torch")
 from inferline.examples import iris
 
 # Subprocesses import the same inferline as the tests, wherever it lives.

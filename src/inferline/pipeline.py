@@ -81,6 +81,7 @@ class ModelSpec(_Spec):
     model_class: str | None = None
     model_params: dict[str, Any] = Field(default_factory=dict)
     device: str = "cpu"
+    signature: str | None = None  # TensorFlow SavedModel signature (default serving_default)
     handler: str | None = None
     labels: str | None = None
     top_k: int | None = None

@@ -26,6 +26,8 @@ FRAMEWORKS: dict[str, tuple[str, str]] = {
     "keras": ("inferline.models.keras", "KerasHandler"),
     "xgboost": ("inferline.models.xgboost", "XGBoostHandler"),
     "lightgbm": ("inferline.models.lightgbm", "LightGBMHandler"),
+    "tensorflow": ("inferline.models.tensorflow", "TensorFlowHandler"),
+    "tflite": ("inferline.models.tflite", "TFLiteHandler"),
     "remote": ("inferline.models.remote", "RemoteHandler"),
 }
 
@@ -43,6 +45,7 @@ SUFFIXES: dict[str, str] = {
     ".ubj": "xgboost",
     ".bst": "xgboost",
     ".model": "xgboost",
+    ".tflite": "tflite",
 }
 
 # Suffixes many tools write: the file's first bytes say which framework made it.
@@ -125,6 +128,11 @@ def model_inputs(handler: ModelHandler, model: Any) -> list[str]:
     return list(names(model)) if names is not None else []
 
 
+def detect_suffix(uri: str) -> str | None:
+    """The framework a file's suffix alone names, if any."""
+    return SUFFIXES.get(PurePosixPath(uri.rstrip("/")).suffix.lower())
+
+
 def detect_framework(uri: str) -> str:
     """Framework for a model file from its suffix, e.g. `.onnx` -> `onnx`."""
     path = PurePosixPath(uri.rstrip("/"))
@@ -134,17 +142,22 @@ def detect_framework(uri: str) -> str:
     sniffed = _sniff(uri, path.suffix.lower())
     if sniffed is not None:
         return sniffed
-    if "://" not in uri and os.path.isdir(uri):
-        if os.path.exists(os.path.join(uri, "saved_model.pb")):
-            raise ModelError(
-                f"model {uri}: TensorFlow SavedModel directories are not supported; "
-                "export to ONNX (tf2onnx) or a .keras file"
-            )
+    if _is_saved_model(uri):
+        return "tensorflow"
     known = ", ".join(sorted([*SUFFIXES, *SNIFFED]))
     raise ModelError(
         f"model {uri}: unknown model format {path.suffix or '(no suffix)'!r}; "
-        f"expected one of {known} or set framework: in the model spec"
+        f"expected one of {known}, a SavedModel folder, or set framework: in the model spec"
     )
+
+
+def _is_saved_model(uri: str) -> bool:
+    # A SavedModel is a folder holding saved_model.pb (and variables/), local or remote.
+    try:
+        fs, _, (root,) = fsspec.get_fs_token_paths(uri.removeprefix("file://"))
+        return bool(fs.exists(root.rstrip("/") + "/saved_model.pb"))
+    except (OSError, ValueError):
+        return False
 
 
 def _sniff(uri: str, suffix: str) -> str | None:

@@ -18,12 +18,12 @@ import numpy as np
 from inferline.errors import SpecError
 from inferline.models.base import Prediction
 
-OUTPUT_MODES = ("raw", "argmax")
+OUTPUT_MODES = ("raw", "argmax", "classes")
 
 
 def check_output_mode(output: str | None, *, where: str) -> None:
     if output is not None and output not in OUTPUT_MODES:
-        raise SpecError(f"{where}: output: {output!r} is not supported; expected raw or argmax (the default)")
+        raise SpecError(f"{where}: output: {output!r} is not supported; expected raw, classes or argmax")
 
 
 def classify(values: np.ndarray, *, output: str | None, scores: bool) -> Prediction:
@@ -66,3 +66,33 @@ def from_probabilities(probabilities: np.ndarray, classes: np.ndarray | None, *,
     index = p.argmax(axis=1)
     labels = np.asarray(classes)[index] if classes is not None else index
     return Prediction(prediction=labels, scores=p if scores else None)
+
+
+def from_named_outputs(outputs: dict[str, np.ndarray], *, output: str | None, scores: bool) -> Prediction:
+    """A model's named output tensors (TensorFlow signatures, TFLite) -> prediction and scores.
+
+    The model is a classifier when it says so: `output: classes`, or an output that is a
+    probability map (named `*prob*`/`*softmax*`, or the only 2-D output with rows that are
+    distributions). Then prediction = the most likely class, scores = the probabilities.
+    Otherwise the first output comes back as it is (one column per row, or a list).
+
+    Example:
+        >>> from_named_outputs({"probabilities": np.array([[0.2, 0.8]])}, output=None, scores=True).prediction
+        array([1])
+    """
+    names = list(outputs)
+    if output != "raw":
+        wide = [n for n in names if outputs[n].ndim == 2 and outputs[n].shape[1] > 1]
+        named = [n for n in wide if "prob" in n.lower() or "softmax" in n.lower()]
+        chosen = named[0] if named else wide[0] if len(wide) == 1 else None
+        if chosen is not None and (
+            output in ("classes", "argmax") or named or _distributions(outputs[chosen])
+        ):
+            return from_probabilities(probabilities(outputs[chosen]), None, scores=scores)
+    first = np.asarray(outputs[names[0]])
+    return Prediction(prediction=first[:, 0] if first.ndim == 2 and first.shape[1] == 1 else first)
+
+
+def _distributions(values: np.ndarray) -> bool:
+    values = np.asarray(values, dtype=np.float64)
+    return bool(values.size and values.min() >= 0 and np.allclose(values.sum(axis=1), 1.0, atol=1e-4))

@@ -82,11 +82,13 @@ def handler_options(spec: ModelSpec, framework: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if framework in ("sklearn", "onnx", "xgboost", "lightgbm"):
         options["scores"] = spec.scores
-    if framework in ("onnx", "torch", "keras"):
+    if framework in ("onnx", "torch", "keras", "tensorflow"):
         options["device"] = spec.device
-    if framework in ("torch", "keras"):
+    if framework in ("torch", "keras", "tensorflow", "tflite"):
         options["scores"] = spec.scores
         options["output"] = spec.output
+    if framework == "tensorflow":
+        options["signature"] = spec.signature
     if framework == "torch":
         options["model_class"] = spec.model_class
         options["model_params"] = spec.model_params
@@ -145,9 +147,12 @@ def load_from_store(spec: ModelSpec, found: StoreVersion) -> LoadedModel:
 
 
 def load_version(spec: ModelSpec, uri: str, version: str) -> LoadedModel:
-    from inferline.models.base import detect_framework
+    from inferline.models.base import detect_framework, detect_suffix
 
     framework = spec.framework or detect_framework(uri)
+    if framework == "tensorflow" and detect_suffix(uri) == "keras":
+        # BigQuery's model_type='TENSORFLOW' on a .keras/.h5 file: Keras runs it.
+        framework = "keras"
     handler = handler_for(uri, framework=framework, options=handler_options(spec, framework))
     model = handler.load(uri)
     loaded = LoadedModel(

@@ -24,7 +24,10 @@ MODEL_TYPES: dict[str, str] = {
     "pytorch": "torch",
     "torch": "torch",
     "keras": "keras",
-    "tensorflow": "keras",
+    "tensorflow": "tensorflow",  # a SavedModel folder (a .keras/.h5 file runs on Keras)
+    "tensorflow_lite": "tflite",
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
 }
 
 

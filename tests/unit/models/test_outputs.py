@@ -33,6 +33,6 @@ def test_regression_and_raw_outputs() -> None:
 
 def test_unknown_output_mode() -> None:
     with pytest.raises(
-        SpecError, match="model m: output: 'softmax' is not supported; expected raw or argmax"
+        SpecError, match="model m: output: 'softmax' is not supported; expected raw, classes or argmax"
     ):
         check_output_mode("softmax", where="model m")

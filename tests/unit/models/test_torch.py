@@ -148,7 +148,9 @@ def test_not_a_torch_file(tmp_path: Path) -> None:
 
 
 def test_unknown_output_mode(digits_example: Path) -> None:
-    with pytest.raises(ValueError, match="output: 'logits' is not supported; expected raw or argmax"):
+    with pytest.raises(
+        ValueError, match="output: 'logits' is not supported; expected raw, classes or argmax"
+    ):
         TorchHandler(model_class=CLASS, output="logits").load(str(digits_example / "models/digits-1.pt"))
 
 

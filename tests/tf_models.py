@@ -1,0 +1,83 @@
+"""Small TensorFlow SavedModels and TFLite files built in tests (no downloads)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("KERAS_BACKEND", "torch")  # TensorFlow imports Keras: keep ours on torch
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+CLASSES = 4
+
+
+class ImageClassifier(tf.Module):  # type: ignore[misc]
+    """NHWC RGB images of any size -> per-channel means and spatial contrast -> 4 class probabilities."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        rng = np.random.default_rng(0)
+        self.w = tf.Variable(rng.normal(size=(6, CLASSES)).astype(np.float32) * 4)
+        self.b = tf.Variable(rng.normal(size=(CLASSES,)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="image")])
+    def serve(self, image: Any) -> dict[str, Any]:
+        means = tf.reduce_mean(image, axis=[1, 2])
+        spread = tf.math.reduce_std(image, axis=[1, 2])
+        logits = tf.matmul(tf.concat([means, spread], axis=1), self.w) + self.b
+        return {"probabilities": tf.nn.softmax(logits), "feature_vector": tf.concat([means, spread], axis=1)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="image")])
+    def embed(self, image: Any) -> dict[str, Any]:
+        return {
+            "feature_vector": tf.concat(
+                [tf.reduce_mean(image, axis=[1, 2]), tf.reduce_max(image, axis=[1, 2])], 1
+            )
+        }
+
+
+class PriceModel(tf.Module):  # type: ignore[misc]
+    """Three named inputs, one of them text: price = 2*rooms + 0.01*area + (10 if city == 'paris')."""
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, 1], tf.float32, name="rooms"),
+            tf.TensorSpec([None, 1], tf.float32, name="area"),
+            tf.TensorSpec([None, 1], tf.string, name="city"),
+        ]
+    )
+    def serve(self, rooms: Any, area: Any, city: Any) -> dict[str, Any]:
+        paris = tf.cast(tf.equal(city, "paris"), tf.float32) * 10.0
+        return {"price": 2.0 * rooms + 0.01 * area + paris}
+
+
+def save_image_classifier(path: Path) -> Any:
+    module = ImageClassifier()
+    tf.saved_model.save(
+        module, str(path), signatures={"serving_default": module.serve, "embed": module.embed}
+    )
+    return module
+
+
+def save_price_model(path: Path) -> Any:
+    module = PriceModel()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return module
+
+
+def save_tflite(saved_model: Path, path: Path) -> None:
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=["serving_default"])
+    path.write_bytes(converter.convert())
+
+
+def signature_outputs(
+    saved_model: Path, signature: str = "serving_default", **inputs: np.ndarray
+) -> dict[str, np.ndarray]:
+    """What TensorFlow's own signature call answers."""
+    loaded = tf.saved_model.load(str(saved_model))
+    result = loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+    return {k: v.numpy() for k, v in result.items()}
