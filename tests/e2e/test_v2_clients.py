@@ -24,6 +24,7 @@ from inferline.examples.iris import FEATURES
 from inferline.models.store import ModelStore
 from tests.conftest import free_port
 from tests.e2e.server import running_server
+from tests.onnx_models import iris_frame, per_column_pipeline
 
 httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")
@@ -48,6 +49,14 @@ class Models:
         torch.manual_seed(0)
         self.cnn = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
         self.cnn.eval()
+        self.garden = per_column_pipeline(root / "garden.onnx", with_text=True)  # a text input too
+        xgboost = pytest.importorskip("xgboost")
+        lightgbm = pytest.importorskip("lightgbm")
+        xgboost.XGBClassifier(n_estimators=5, max_depth=2).fit(IRIS.data, IRIS.target).save_model(
+            root / "boost.json"
+        )
+        lgbm = lightgbm.LGBMClassifier(n_estimators=5, num_leaves=4, verbose=-1).fit(IRIS.data, IRIS.target)
+        lgbm.booster_.save_model(str(root / "gbm.txt"))
         joblib.dump(self.logistic, root / "logistic.joblib")
         joblib.dump(self.linear, root / "linear.joblib")
         torch.save(self.cnn, root / "cnn.pt")
@@ -63,6 +72,9 @@ def models(tmp_path_factory: pytest.TempPathFactory, iris_example: Path) -> tupl
     store.add("species", str(root / "logistic.joblib"))
     store.add("width", str(root / "linear.joblib"), inputs=FEATURES[:3])
     store.add("cnn", str(root / "cnn.pt"), metadata=IMAGE_META)
+    store.add("garden", str(root / "garden.onnx"))
+    store.add("boost", str(root / "boost.json"))
+    store.add("gbm", str(root / "gbm.txt"))
     return root / "store", made
 
 
@@ -138,7 +150,7 @@ def test_rest_image_tensors_as_pixels_and_as_encoded_bytes(server: tuple[str, st
 
 def test_rest_errors_carry_the_servers_message(server: tuple[str, str]) -> None:
     client = httpclient.InferenceServerClient(server[0])
-    with pytest.raises(InferenceServerException, match=r"model 'roses' is not served; have cnn, iris"):
+    with pytest.raises(InferenceServerException, match=r"not served; have boost, cnn, garden, gbm"):
         client.infer("roses", [rest_input("input", np.zeros((1, 4), np.float32), "FP32")])
     with pytest.raises(InferenceServerException, match=r"unknown inputs 'x'; expected sepal_length"):
         client.infer("iris", [rest_input("x", np.zeros((1, 4), np.float32), "FP32")])
@@ -155,10 +167,14 @@ def test_rest_errors_carry_the_servers_message(server: tuple[str, str]) -> None:
 
 def fill(spec: dict[str, Any], rows: int, rng: np.random.Generator) -> np.ndarray:
     shape = [rows if d == -1 else d for d in spec["shape"]]
+    if spec["datatype"] == "BYTES":
+        return np.array([b"kew", b"eden"] * rows, dtype=np.object_)[: np.prod(shape)].reshape(shape)
     return rng.random(shape).astype(NUMPY_TYPES[spec["datatype"]])
 
 
-@pytest.mark.parametrize("model", ["iris", "iris_onnx", "species", "width", "cnn"])
+@pytest.mark.parametrize(
+    "model", ["iris", "iris_onnx", "species", "width", "cnn", "garden", "boost", "gbm"]
+)
 def test_rest_metadata_config_and_infer_agree(server: tuple[str, str], model: str) -> None:
     client = httpclient.InferenceServerClient(server[0])
     meta = client.get_model_metadata(model)
@@ -212,6 +228,12 @@ def test_grpc_infers_through_the_same_models(server: tuple[str, str], models: An
     with torch.inference_mode():
         batch = torch.from_numpy((pixels / 255.0).astype(np.float32).reshape(2, 1, 8, 8))
         assert as_png.as_numpy("predictions").tolist() == made.cnn(batch).argmax(axis=1).tolist()
+
+    frame = iris_frame().iloc[[0, 1, 2]]
+    garden = [grpc_input(f, frame[f].to_numpy(np.float32), "FP32") for f in FEATURES]
+    garden.append(grpc_input("garden", frame["garden"].to_numpy().astype(np.object_), "BYTES"))
+    want = made.garden.predict_proba(frame[[*FEATURES, "garden"]])  # type: ignore[attr-defined]
+    np.testing.assert_allclose(client.infer("garden", garden).as_numpy("scores"), want, atol=1e-5)
 
     meta = client.get_model_metadata("width", as_json=True)
     assert [i["name"] for i in meta["inputs"]] == FEATURES[:3]

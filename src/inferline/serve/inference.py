@@ -98,7 +98,11 @@ def input_datatype(served: ServedVersion) -> str:
 def input_specs(served: ServedVersion) -> list[TensorSpec]:
     datatype = input_datatype(served)
     if served.inputs:
-        return [{"name": name, "datatype": datatype, "shape": [-1]} for name in served.inputs]
+        text = set(served.loaded.text_inputs)  # string inputs of a multi-input ONNX graph
+        return [
+            {"name": name, "datatype": "BYTES" if name in text else datatype, "shape": [-1]}
+            for name in served.inputs
+        ]
     return [{"name": WHOLE, "datatype": datatype, "shape": served.expected_shape()}]
 
 
@@ -118,9 +122,41 @@ async def output_specs(served: ServedVersion) -> list[TensorSpec]:
     if probe is not None:
         served.output_specs = specs_of(probe) + label_specs(served)
         return served.output_specs
-    classes = getattr(served.loaded.model, "classes_", None)
+    return static_specs(served) + label_specs(served)
+
+
+ONNX_TYPES = {
+    "tensor(double)": "FP64",
+    "tensor(float)": "FP32",
+    "tensor(int64)": "INT64",
+    "tensor(int32)": "INT32",
+    "tensor(string)": "BYTES",
+    "tensor(bool)": "BOOL",
+}
+
+
+def static_specs(served: ServedVersion) -> list[TensorSpec]:
+    """The outputs as the model file declares them, when a row of zeros cannot be predicted
+    (e.g. a text input that must be a known category)."""
+    model = served.loaded.model
+    scores_on = getattr(served.loaded.handler, "scores", True)
+    get_outputs = getattr(model, "get_outputs", None)  # onnxruntime.InferenceSession
+    if served.framework == "onnx" and callable(get_outputs):
+        outputs = get_outputs()
+        dims = [d if isinstance(d, int) else -1 for d in (outputs[0].shape or [None])[1:]]
+        datatype = ONNX_TYPES.get(outputs[0].type, "FP32")
+        specs = [{"name": "predictions", "datatype": datatype, "shape": [-1, *dims]}]
+        if scores_on and len(outputs) > 1:
+            shape = outputs[1].shape or [None, None]
+            width = shape[1] if len(shape) > 1 and isinstance(shape[1], int) else -1
+            specs.append({"name": "scores", "datatype": "FP64", "shape": [-1, width]})
+        return specs
+    classes = getattr(model, "classes_", None)
     datatype = datatype_of(np.asarray(classes)) if classes is not None else "FP32"
-    return [{"name": "predictions", "datatype": datatype, "shape": [-1]}]
+    specs = [{"name": "predictions", "datatype": datatype, "shape": [-1]}]
+    if scores_on and classes is not None and hasattr(model, "predict_proba"):
+        specs.append({"name": "scores", "datatype": "FP64", "shape": [-1, len(classes)]})
+    return specs
 
 
 def label_specs(served: ServedVersion) -> list[TensorSpec]:
@@ -254,10 +290,13 @@ def _images(tensor: Tensor, served: ServedVersion) -> np.ndarray:
 
 def _columns(tensors: list[Tensor], served: ServedVersion) -> np.ndarray:
     by_name = {t.name: t for t in tensors}
+    text = set(served.loaded.text_inputs)
     for tensor in tensors:
-        if tensor.datatype == "BYTES":
+        if (tensor.datatype == "BYTES") != (tensor.name in text):
+            expected = "BYTES (text)" if tensor.name in text else "numbers"
             raise invalid_input(
-                f"model {served.model_id}: input {tensor.name!r} has datatype 'BYTES'; expected numbers"
+                f"model {served.model_id}: input {tensor.name!r} has datatype {tensor.datatype!r}; "
+                f"expected {expected}"
             )
     if any(by_name[n].array.ndim == 0 for n in served.inputs):
         raise invalid_input(
@@ -269,6 +308,12 @@ def _columns(tensors: list[Tensor], served: ServedVersion) -> np.ndarray:
         raise invalid_input(
             f"model {served.model_id}: per-feature inputs must all have shape [n] with the same n"
         )
+    if text:  # one object matrix: text columns as str, the others as floats
+        rows = np.empty((lengths.pop(), len(columns)), dtype=object)
+        for j, (name, column) in enumerate(zip(served.inputs, columns, strict=True)):
+            values = column[:, 0]
+            rows[:, j] = [v.decode() for v in values] if name in text else values.astype(np.float64)
+        return served.check_rows(rows, input_name="inputs")
     return served.check_rows(np.hstack(columns).astype(np.float64), input_name="inputs")
 
 
