@@ -19,7 +19,7 @@ from sqlglot.tokenizer_core import Token, TokenType
 
 from inferline.errors import InferlineError, SqlError
 from inferline.models.base import LoadedModel
-from inferline.sql import batching, evaluate, fused, names, objects
+from inferline.sql import batching, evaluate, fused, names, objects, preprocessing
 from inferline.sql.catalog import MODEL_TYPES, CatalogModel, drop_model, put_model
 from inferline.sql.mlpredict import predict_subquery
 from inferline.sql.names import table_name
@@ -32,7 +32,9 @@ ML_FUNCTIONS: dict[str, tuple[str, tuple[int, ...]]] = {
     "CONVERT_COLOR_SPACE": ("convert_color_space", (2,)),
     "CONVERT_IMAGE_TYPE": ("convert_image_type", (1,)),
 }
-SUPPORTED_ML = ("PREDICT", "EVALUATE", "CONFUSION_MATRIX", "ROC_CURVE", *ML_FUNCTIONS)
+SUPPORTED_ML = (
+    "PREDICT", "EVALUATE", "CONFUSION_MATRIX", "ROC_CURVE", *ML_FUNCTIONS, *preprocessing.FUNCTIONS
+)  # fmt: skip
 # model_class / model_params (JSON) are inferline's: a PyTorch state_dict needs its class.
 MODEL_OPTIONS = ("model_type", "model_path", "model_class", "model_params", "input_label_cols")
 REMOTE_OPTIONS = ("endpoint", "auth_env")
@@ -99,9 +101,10 @@ def translate(text: str, session: Session) -> list[str]:
         name = _ml_call(tokens, i)
         if name is not None and name not in SUPPORTED_ML:
             raise SqlError(
-                f"ML.{name} is not supported; inferline runs "
-                + ", ".join(f"ML.{n}" for n in SUPPORTED_ML)
-                + " (train models in Python, then CREATE MODEL to import them)"
+                f"ML.{name} is not supported; inferline runs ML.PREDICT, ML.EVALUATE, "
+                "ML.CONFUSION_MATRIX, ML.ROC_CURVE, the image functions (ML.DECODE_IMAGE, ...) and "
+                "the preprocessing functions (ML.STANDARD_SCALER, ...; see the README) "
+                "(train models in Python, then CREATE MODEL to import them)"
             )
     if head[:2] in (["ALTER", "MODEL"],) or words[:1] == ["EXPORT"]:
         raise SqlError(f"{words[0]} MODEL is not supported; use CREATE OR REPLACE MODEL to change a model")
@@ -326,6 +329,7 @@ def create_external_table(create: exp.Create) -> list[str]:
 def translate_query(tree: exp.Expr, session: Session) -> str:
     """A query using ML.PREDICT / ML.DECODE_IMAGE -> DuckDB SQL (registering its UDFs)."""
     names.localize_tables(tree, names.attached_databases(session.con))
+    preprocessing.rewrite(tree)
     for dot in list(tree.find_all(exp.Dot)):
         if isinstance(dot.this, exp.Identifier) and dot.this.name.upper() == "ML":
             call = dot.expression

@@ -25,9 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from duckdb.func import ARROW, SPECIAL
 
-from inferline.errors import InferlineError, SqlError
+from inferline.errors import InferlineError, SqlError, require
 from inferline.models.base import LoadedModel, Prediction
-from inferline.sql import calls, fused
+from inferline.sql import calls, fused, preprocessing
 from inferline.sql import image_functions as images
 from inferline.sql.decode import IMAGE_TYPE, chunk_jobs, decode_column, images_to_arrow
 from inferline.sql.resolver import ModelResolver
@@ -80,6 +80,32 @@ def register(con: duckdb.DuckDBPyConnection, resolver: ModelResolver, errors: Ud
         "(data, height, width) AS __inferline_decode_image(data, height, width)"
     )
     _register_image_functions(con, errors)
+    con.create_function(
+        "__inferline_hash_bucketize",
+        _guard(_hash_buckets, errors),
+        ["VARCHAR", "BIGINT"],
+        "BIGINT",
+        type=ARROW,
+        null_handling=SPECIAL,
+    )
+    con.execute(preprocessing.MACROS)
+
+
+def _hash_buckets(values: pa.Array, sizes: pa.Array) -> pa.Array:
+    """ML.HASH_BUCKETIZE: abs(FARM_FINGERPRINT(value) mod size), as BigQuery's FARM_FINGERPRINT
+    (farmhash Fingerprint64 as a signed INT64); NULL stays NULL."""
+    farmhash: Any = require("farmhash", "sql")
+    out: list[int | None] = []
+    for value, size in zip(values.to_pylist(), sizes.to_pylist(), strict=True):
+        if value is None or size is None:
+            out.append(None)
+            continue
+        if size < 1:
+            raise SqlError(f"ML.HASH_BUCKETIZE: hash_bucket_size must be at least 1, got {size}")
+        fingerprint = int(farmhash.fingerprint64(value))
+        signed = fingerprint - 2**64 if fingerprint >= 2**63 else fingerprint
+        out.append(abs(signed) % size)  # = ABS(MOD(signed, size)): MOD keeps the sign
+    return pa.array(out, pa.int64())
 
 
 def _register_image_functions(con: duckdb.DuckDBPyConnection, errors: UdfErrors) -> None:
