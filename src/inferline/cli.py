@@ -87,13 +87,14 @@ def run(
         raise InferlineError(
             f"unexpected arguments {' '.join(ctx.args)}; Beam options go after -- with --runner beam"
         )
-    stop = threading.Event()
-    _stop_on_signals(stop)
+    signals = _Signals(stream=spec.source.kind == "topic")
+    signals.install()
     display = ProgressDisplay(err, enabled=progress and err.is_terminal, label=spec.name)
     engine = LocalEngine(
         spec,
         limit=max_messages if max_messages is not None else limit,
-        stop=stop,
+        stop=signals.stop,
+        interrupt=signals.now,
         on_progress=display.update,
         until_idle=until_idle,
         stats_every=stats_every,
@@ -103,6 +104,8 @@ def run(
     with display, record_run(spec, engine.stats) as history:
         summary = history.summary = engine.run()
     print_summary(out, summary)
+    if summary.status == "interrupted":
+        raise typer.Exit(signals.exit_code)
 
 
 @app.command()
@@ -158,16 +161,39 @@ def _log_to_stderr() -> None:
     log_to_stderr()
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
-    # First Ctrl-C/SIGTERM: finish the batch in flight, commit, ack, exit 0.
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
+class _Signals:
+    """Ctrl-C/SIGTERM during `run`. The first stops reading: a stream finishes, commits and
+    acks what it read and exits 0; a batch run is interrupted (exit 128 + the signal). The
+    second ends the run at once; a third raises KeyboardInterrupt. Every way out records
+    the run in its history."""
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
+    def __init__(self, *, stream: bool) -> None:
+        self.stream = stream
+        self.stop = threading.Event()
+        self.now = threading.Event()
+        self.first: int | None = None
+        self.count = 0
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._handle)
+            signal.signal(signal.SIGTERM, self._handle)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.first or signal.SIGINT)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.first = signum
+            self.stop.set()
+            doing = "finishing what was read" if self.stream else "interrupting the run"
+            err.print(f"{signal.Signals(signum).name}: {doing} (Ctrl-C again to stop at once)", markup=False)
+        elif self.count == 2:
+            self.now.set()
+        else:
+            raise KeyboardInterrupt
 
 
 def main() -> None:

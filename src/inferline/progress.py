@@ -63,8 +63,10 @@ def print_summary(console: Console, summary: RunSummary) -> None:
     done = "predicted" if summary.with_model else "written"
     # Rows that are neither written nor dead-lettered were filtered out by `steps:`.
     filtered = summary.rows_read - summary.rows_predicted - summary.rows_dead
+    interrupted = summary.status == "interrupted"
     console.print(
-        f"{summary.pipeline}: {summary.rows_read:,} rows read, {summary.rows_predicted:,} {done}, "
+        f"{summary.pipeline}: {'interrupted: ' if interrupted else ''}"
+        f"{summary.rows_read:,} rows read, {summary.rows_predicted:,} {done}, "
         f"{summary.rows_dead:,} dead-lettered"
         + (f", {filtered:,} filtered out by steps" if filtered > 0 else "")
         + (
@@ -84,8 +86,17 @@ def print_summary(console: Console, summary: RunSummary) -> None:
             "(publish -> committed)",
             markup=False,
         )
-    console.print(f"output: {summary.output}", markup=False)
+    console.print(f"output: {summary.output}{_kept(summary, summary.rows_predicted)}", markup=False)
     if summary.dead_letter:
-        console.print(f"dead letters: {summary.dead_letter}", markup=False)
+        console.print(f"dead letters: {summary.dead_letter}{_kept(summary, summary.rows_dead)}", markup=False)
     for message in summary.model_errors:
         console.print(f"model load error: {message}", markup=False)
+
+
+def _kept(summary: RunSummary, rows: int) -> str:
+    """After an interrupt: what the output holds, and how to finish."""
+    if summary.status != "interrupted":
+        return ""
+    if summary.outputs_discarded:
+        return " not written (a file is written only by a complete run; run again)"
+    return f" ({rows:,} rows written stay; run again to finish: rows are upserted on key)"

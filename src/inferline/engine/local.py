@@ -33,7 +33,7 @@ from inferline.io.topic_source import TopicSource
 from inferline.models.base import LoadedModel
 from inferline.models.registry import ModelRef
 from inferline.models.watch import open_model_ref
-from inferline.pipeline import PipelineSpec
+from inferline.pipeline import FILE_SINK_KINDS, PipelineSpec
 
 log = logging.getLogger("inferline.engine")
 
@@ -81,6 +81,8 @@ class RunSummary:
     # Rows whose key was already written in this run; a table sink keeps the last of each.
     duplicate_keys: int = 0
     table_sink: bool = False
+    # Interrupted: file outputs were removed rather than left partial.
+    outputs_discarded: bool = False
 
     @property
     def rows_per_second(self) -> float:
@@ -117,11 +119,17 @@ class LocalEngine:
         stats_every: float | None = None,
         on_stats: Callable[[StreamStats], None] | None = None,
         broker_timeout: float | None = None,
+        interrupt: threading.Event | None = None,
     ) -> None:
         self.spec = spec
         self.limit = limit
-        # `stop` ends reading; what was read is still predicted, committed and acked.
+        # `stop` ends reading. A stream finishes, commits and acks what it read (its normal
+        # end); a bounded run is interrupted: work in flight is dropped, what was committed
+        # stays, file outputs are not written, and the summary's status is `interrupted`.
         self.stop = stop or threading.Event()
+        # `interrupt` (a second Ctrl-C): end now, streams too, without waiting for workers.
+        self.interrupt = interrupt or threading.Event()
+        self._interrupted = False
         self.on_progress = on_progress
         self.clock = clock
         self.queue_depth = queue_depth
@@ -284,7 +292,9 @@ class LocalEngine:
         self._last_stats = started
         self._next_stats = started + self.stats_every if self.stats_every else None
         try:
-            for item in _in_order(write_q, workers, wait=self._stats_wait):
+            for item in _in_order(write_q, workers, wait=self._writer_wait):
+                if self._interrupting(source):
+                    break
                 self._maybe_report(source)
                 if item is _TICK:
                     continue
@@ -307,7 +317,7 @@ class LocalEngine:
                 self._count(item)
             if self._failure is not None:
                 raise self._failure
-            ok = True
+            ok = not self._interrupted
         finally:
             if not ok:
                 self._abort.set()
@@ -315,10 +325,11 @@ class LocalEngine:
             _drain(read_q)
             _drain(write_q)
             for thread in threads:
-                thread.join(timeout=10)
-            _close(sink, ok)
+                # A second Ctrl-C does not wait for a model call in flight (daemon threads).
+                thread.join(timeout=0.2 if self.interrupt.is_set() else 10)
+            _close(sink, ok, discard=self._interrupted)
             if dead_sink is not None:
-                _close(dead_sink, ok)
+                _close(dead_sink, ok, discard=self._interrupted)
             source.close()
             for ref in refs:
                 ref.close()
@@ -345,7 +356,25 @@ class LocalEngine:
             with_model=bool(self.spec.all_models),
             duplicate_keys=self.stats.duplicate_keys,
             table_sink=_is_table_sink(self.spec),
+            status="interrupted" if self._interrupted else "ok",
+            outputs_discarded=self._interrupted and self.spec.sink.kind in FILE_SINK_KINDS,
         )
+
+    def _interrupting(self, source: Source) -> bool:
+        """Whether the run ends now: a second signal, or the first one on a bounded source."""
+        if self._interrupted:
+            return True
+        # A failure sets `_abort` before `stop`, so a failing run is not taken for an interrupt.
+        stopped = self.stop.is_set() and source.bounded and not self._abort.is_set()
+        if self.interrupt.is_set() or stopped:
+            self._interrupted = True
+            self._abort.set()  # the reader and predict workers drop what they hold
+        return self._interrupted
+
+    def _writer_wait(self) -> float:
+        # Wake up now and then to see a stop even while no batch is coming (a slow model).
+        wait = self._stats_wait()
+        return 0.1 if wait is None else min(wait, 0.1)
 
     def _check_keys(self, keys: KeyTracker, results: pa.RecordBatch) -> None:
         if "key" not in results.schema.names:
@@ -477,10 +506,12 @@ def _drain(q: queue.Queue[Any]) -> None:
             return
 
 
-def _close(sink: Sink, ok: bool) -> None:
-    abort = getattr(sink, "abort", None)
-    if not ok and abort is not None:
-        abort()
+def _close(sink: Sink, ok: bool, *, discard: bool = False) -> None:
+    # Interrupted: a file output is removed (it would be partial); after a failure it stays
+    # beside the previous output, as `<path>.partial`, for inspection.
+    action = getattr(sink, "discard" if discard else "abort", None) if not ok else None
+    if action is not None:
+        action()
     else:
         sink.close()
 

@@ -71,6 +71,16 @@ class _FileSink:
             self._handle.close()
             self._handle = None
 
+    def discard(self) -> None:
+        """Close without replacing the previous output, and remove the partial file
+        (an interrupted run: the user stopped it, nothing to inspect)."""
+        self.abort()
+        if self._partial:
+            try:
+                self._fs.rm(self._partial)
+            except OSError:
+                pass
+
 
 class ParquetSink(_FileSink):
     """One Parquet file; the schema is fixed by the first batch."""

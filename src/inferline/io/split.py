@@ -125,10 +125,16 @@ class SplitSink:
             self._con = None
 
     def abort(self) -> None:
+        self._end("abort")
+
+    def discard(self) -> None:
+        self._end("discard")
+
+    def _end(self, how: str) -> None:
         for sink in self._sinks:
-            abort: Any = getattr(sink, "abort", None)
-            if abort is not None:
-                abort()
+            end: Any = getattr(sink, how, None)
+            if end is not None:
+                end()
             else:
                 sink.close()
         if self._con is not None:

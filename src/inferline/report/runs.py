@@ -113,6 +113,8 @@ class RunRecorder:
         summary, stats = self.summary, self.stats
         if summary is not None:
             record.status = status or summary.status
+            if record.status == "interrupted" and record.error is None:
+                record.error = "interrupted"
             record.model_ids = list(summary.model_ids)
             record.rows_read, record.rows_predicted = summary.rows_read, summary.rows_predicted
             record.rows_dead, record.seconds = summary.rows_dead, summary.seconds
