@@ -29,8 +29,15 @@ def test_duplicate_keys_are_counted_warned_and_the_last_row_wins(project: Path, 
 
 def test_a_file_sink_keeps_every_row_and_says_how_many_keys_repeat(project: Path, cli: CliRunner) -> None:
     result = cli(
-        "run", "examples/iris/pipeline.yaml", "--no-progress", "--set", "key=target",
-        "--set", "sink.kind=csv", "--set", "sink.path=out/p.csv",
+        "run",
+        "examples/iris/pipeline.yaml",
+        "--no-progress",
+        "--set",
+        "key=target",
+        "--set",
+        "sink.kind=csv",
+        "--set",
+        "sink.path=out/p.csv",
     )
     assert "150 predicted, 0 dead-lettered, 147 duplicate keys in" in result.stdout
     assert "the output keeps every row" in result.stderr

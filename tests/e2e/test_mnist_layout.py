@@ -93,6 +93,25 @@ def test_sql_ml_predict_over_an_object_table_of_pngs(
     assert [r["predicted_label"] for r in rows] == out.argmax(axis=1).tolist()
 
 
+def test_sql_output_clause_with_one_array_gives_the_raw_output(
+    mnist: tuple[Path, MnistNet, list[Path]],
+) -> None:
+    root, model, pngs = mnist
+    with inferline.sql.connect() as con:
+        con.run_script(
+            f"CREATE EXTERNAL TABLE ds.digits OPTIONS(uris=['{root}/png/*.png'], object_metadata='SIMPLE');"
+            "CREATE MODEL ds.mnist OUTPUT(feature_vector ARRAY<FLOAT64>) "
+            f"OPTIONS(model_type='pytorch', model_path='{root}/mnist-*.pts');"
+        )
+        rows = con.sql(
+            "SELECT * FROM ML.PREDICT(MODEL ds.mnist, "
+            "(SELECT uri, ML.DECODE_IMAGE(data) AS image FROM ds.digits)) ORDER BY uri"
+        ).to_arrow_table()
+    assert rows.column_names[0] == "feature_vector" and "probabilities" not in rows.column_names
+    want = logits(model, pixels(sorted(pngs)))  # all 10 values per image, not an argmax
+    np.testing.assert_allclose(rows.column("feature_vector").to_pylist(), want, atol=1e-5)
+
+
 def test_server_answers_png_bodies(mnist: tuple[Path, MnistNet, list[Path]], tmp_path: Path) -> None:
     root, model, pngs = mnist
     store = tmp_path / "store"

@@ -66,9 +66,13 @@ class LightGBMHandler:
 
     framework = "lightgbm"
 
-    def __init__(self, *, batch_size: int | None = None, scores: bool = True) -> None:
+    def __init__(
+        self, *, batch_size: int | None = None, scores: bool = True, output: str | None = None
+    ) -> None:
         self.batch_size = batch_size
         self.scores = scores
+        # output: raw keeps a classifier's probabilities as the prediction (no label).
+        self.output = output
         # LightGBM predicts on all cores itself; two batches at once would only contend.
         self.parallel_batches = 1
 
@@ -86,7 +90,7 @@ class LightGBMHandler:
 
     def predict(self, model: LightGBMModel, inputs: np.ndarray) -> Prediction:
         values = np.asarray(model.booster.predict(standard_layout(inputs)))
-        if model.is_classifier:
+        if model.is_classifier and self.output != "raw":
             return from_probabilities(values, model.classes_, scores=self.scores)
         return Prediction(prediction=values)
 

@@ -26,6 +26,21 @@ def check_output_mode(output: str | None, *, where: str) -> None:
         raise SpecError(f"{where}: output: {output!r} is not supported; expected raw, classes or argmax")
 
 
+def declared_output_mode(names: list[str], types: list[str]) -> str | None:
+    """The output mode a declared output schema asks for (SQL's `CREATE MODEL ... OUTPUT(...)`).
+
+    One ARRAY output (`OUTPUT(feature_vector ARRAY<FLOAT64>)`) is the model's whole output
+    tensor: `raw`, never an argmax. Anything else leaves the model's own rule.
+
+    Example:
+        >>> declared_output_mode(["feature_vector"], ["ARRAY<FLOAT64>"])
+        'raw'
+    """
+    if len(names) == 1 and types and types[0].upper().startswith("ARRAY"):
+        return "raw"
+    return None
+
+
 def classify(values: np.ndarray, *, output: str | None, scores: bool) -> Prediction:
     """prediction/scores for a batch of model outputs (first axis = rows)."""
     if output == "raw":

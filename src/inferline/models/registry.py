@@ -84,7 +84,7 @@ def handler_options(spec: ModelSpec, framework: str) -> dict[str, Any]:
         options["scores"] = spec.scores
     if framework in ("onnx", "torch", "keras", "tensorflow"):
         options["device"] = spec.device
-    if framework in ("torch", "keras", "tensorflow", "tflite"):
+    if framework in ("torch", "keras", "tensorflow", "tflite", "xgboost", "lightgbm"):
         options["scores"] = spec.scores
         options["output"] = spec.output
     if framework == "tensorflow":

@@ -72,9 +72,13 @@ class XGBoostHandler:
 
     framework = "xgboost"
 
-    def __init__(self, *, batch_size: int | None = None, scores: bool = True) -> None:
+    def __init__(
+        self, *, batch_size: int | None = None, scores: bool = True, output: str | None = None
+    ) -> None:
         self.batch_size = batch_size
         self.scores = scores
+        # output: raw keeps a classifier's probabilities as the prediction (no label).
+        self.output = output
         # XGBoost predicts on all cores itself; two batches at once would only contend.
         self.parallel_batches = 1
 
@@ -103,7 +107,7 @@ class XGBoostHandler:
         if model.objective in LABELS:
             labels = values.astype(np.int64)
             return Prediction(prediction=model.classes_[labels] if model.is_classifier else labels)
-        if model.is_classifier:
+        if model.is_classifier and self.output != "raw":
             return from_probabilities(values, model.classes_, scores=self.scores)
         return Prediction(prediction=values)
 

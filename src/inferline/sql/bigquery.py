@@ -168,12 +168,18 @@ def _options(create: exp.Create, where: str) -> tuple[dict[str, Any], list[exp.E
     return options, others
 
 
+def _column_type(column: exp.Expression) -> str:
+    kind = column.args.get("kind")
+    return kind.sql("bigquery").upper() if isinstance(kind, exp.Expression) else ""
+
+
 def create_model(create: exp.Create, session: Session) -> None:
     name = table_name(create.this)
     where = f"CREATE MODEL {name}"
     options, others = _options(create, where)
     inputs: list[str] = []
     outputs: list[str] = []
+    output_types: list[str] = []
     remote = False
     for prop in others:
         if isinstance(prop, exp.RemoteWithConnectionModelProperty):
@@ -186,6 +192,7 @@ def create_model(create: exp.Create, session: Session) -> None:
             inputs = [c.name for c in prop.this.expressions]
         elif isinstance(prop, exp.OutputModelProperty):
             outputs = [c.name for c in prop.this.expressions]
+            output_types = [_column_type(c) for c in prop.this.expressions]
         else:
             raise SqlError(f"{where}: {prop.sql('bigquery')} is not supported")
     if remote:
@@ -231,6 +238,7 @@ def create_model(create: exp.Create, session: Session) -> None:
         model_class=str(options["model_class"]) if "model_class" in options else None,
         model_params=params,
         label_columns=labels,
+        output_types=output_types,
     )
     loaded = _load_checked(entry, path, where)
     if put_model(session.con, entry, replace=bool(create.args.get("replace"))):

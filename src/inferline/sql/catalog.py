@@ -44,6 +44,8 @@ class CatalogModel:
     model_params: dict[str, Any] = field(default_factory=dict)
     # ML.EVALUATE's true-value column (BigQuery's input_label_cols); default `label`.
     label_columns: list[str] = field(default_factory=list)
+    # The OUTPUT(...) clause's SQL types, e.g. ARRAY<FLOAT64> (see models.outputs.declared_output_mode).
+    output_types: list[str] = field(default_factory=list)
 
 
 def _exists(con: duckdb.DuckDBPyConnection) -> bool:
@@ -76,6 +78,7 @@ def get_model(con: duckdb.DuckDBPyConnection, name: str) -> CatalogModel | None:
         model_class=extra.get("model_class"),
         model_params=extra.get("model_params", {}),
         label_columns=extra.get("input_label_cols", []),
+        output_types=extra.get("output_types", []),
     )
 
 
@@ -104,6 +107,7 @@ def put_model(con: duckdb.DuckDBPyConnection, model: CatalogModel, *, replace: b
                     "model_class": model.model_class,
                     "model_params": model.model_params,
                     "input_label_cols": model.label_columns,
+                    "output_types": model.output_types,
                 }
             ),
         ],

@@ -88,6 +88,7 @@ class ModelResolver:
 
 def load_catalog_model(entry: CatalogModel) -> LoadedModel:
     """Load the newest file matching a catalog entry's path."""
+    from inferline.models.outputs import declared_output_mode
     from inferline.models.registry import list_versions, load_version
     from inferline.pipeline import ModelSpec
 
@@ -103,6 +104,7 @@ def load_catalog_model(entry: CatalogModel) -> LoadedModel:
         inputs=entry.inputs or None,
         model_class=entry.model_class,
         model_params=entry.model_params,
+        output=declared_output_mode(entry.outputs, entry.output_types),
     )
     newest = versions[-1]
     loaded = load_version(spec, newest.uri, newest.version)
