@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
@@ -244,3 +246,66 @@ def test_an_image_over_max_image_pixels_is_refused_before_decoding() -> None:
 
 
 IMAGE = {"content-type": "image/png"}
+
+
+def binary_body(header: dict[str, Any], raw: bytes) -> tuple[bytes, dict[str, str]]:
+    text = json.dumps(header).encode()
+    return text + raw, {"Inference-Header-Content-Length": str(len(text))}
+
+
+def test_v2_binary_tensors_in_and_out(state: ServerState) -> None:
+    rows = IRIS.data[[0, 100]].astype(np.float32)
+    tensor = {"name": "input", "shape": [2, 4], "datatype": "FP32", "parameters": {"binary_data_size": 32}}
+    outputs = [{"name": "predictions", "parameters": {"binary_data": True}}, {"name": "scores"}]
+    body, headers = binary_body({"id": "b1", "inputs": [tensor], "outputs": outputs}, rows.tobytes())
+    answer = call(state, "POST", "/v2/models/iris/infer", content=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/octet-stream"
+    size = int(answer.headers["inference-header-content-length"])
+    header = json.loads(answer.content[:size])
+    assert header["id"] == "b1" and header["outputs"][0]["parameters"] == {"binary_data_size": 16}
+    assert np.frombuffer(answer.content[size:], dtype="<i8").tolist() == [0, 2]  # predictions, raw
+    assert len(header["outputs"][1]["data"]) == 6  # scores as JSON: binary_data was not asked for
+
+
+@pytest.mark.parametrize(
+    ("header_length", "raw", "size", "pattern"),
+    [
+        ("x", b"", 16, r"Inference-Header-Content-Length 'x' must be the byte length of the JSON part"),
+        (None, b"\x00" * 8, 16, r"input 'input' has binary_data_size 16 but only 8 bytes of binary data"),
+        (None, b"\x00" * 20, 16, r"4 bytes of binary data are left after the last input"),
+        (None, b"\x00" * 12, 12, r"input 'input': 12 bytes of FP32 data, but shape \[1, 4\] needs 16"),
+    ],
+)
+def test_v2_bad_binary_bodies_are_400(
+    state: ServerState, header_length: str | None, raw: bytes, size: int, pattern: str
+) -> None:
+    tensor = {"name": "input", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": size}}
+    body, headers = binary_body({"inputs": [tensor]}, raw)
+    if header_length is not None:
+        headers["Inference-Header-Content-Length"] = header_length
+    response = call(state, "POST", "/v2/models/iris/infer", content=body, headers=headers)
+    assert response.status_code == 400
+    assert re.search(pattern, message_of(response)), response.text
+
+
+def test_v2_config_and_repository_without_a_store(state: ServerState) -> None:
+    config = call(state, "GET", "/v2/models/iris/config").json()
+    assert config["max_batch_size"] == 32
+    assert config["dynamic_batching"] == {"max_queue_delay_microseconds": 5000}
+    assert [i["name"] for i in config["input"]] == FEATURES
+    assert config["input"][0] == {
+        "name": "sepal_length",
+        "data_type": "TYPE_FP64",
+        "dims": [1],
+        "reshape": {"shape": []},
+    }
+    assert config["output"][1] == {"name": "scores", "data_type": "TYPE_FP64", "dims": [3]}
+    index = call(state, "POST", "/v2/repository/index").json()
+    assert index == [
+        {"name": "bare", "version": "3", "state": "READY"},
+        {"name": "iris", "version": "1", "state": "READY"},
+    ]
+    load = call(state, "POST", "/v2/repository/models/iris/load")
+    assert load.status_code == 400
+    assert load.json() == {"error": "this server has no model store; start it with --models STORE"}
