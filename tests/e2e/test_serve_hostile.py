@@ -209,7 +209,14 @@ def test_non_finite_model_outputs_are_null_with_a_warning(server: str) -> None:
 def test_a_huge_body_stalls_no_other_request(server: str, iris_example: Path) -> None:
     rng = np.random.default_rng(0)
     rows = np.round(rng.uniform(0.1, 8, size=(100_000, 4)), 2)
-    body = json.dumps(rows.tolist()).encode()  # ~2.5 MB
+    torchserve = json.dumps(rows.tolist()).encode()  # ~2.5 MB
+    tensor = {
+        "name": "input",
+        "shape": list(rows.shape),
+        "datatype": "FP64",
+        "data": rows.reshape(-1).tolist(),
+    }
+    v2 = json.dumps({"inputs": [tensor]}).encode()
     before = metrics_of(server)
     answers: list[httpx.Response] = []
     busy = threading.Event()
@@ -218,8 +225,8 @@ def test_a_huge_body_stalls_no_other_request(server: str, iris_example: Path) ->
         with httpx.Client(base_url=server, timeout=120) as client:
             busy.set()
             try:
-                while len(answers) < 2:
-                    answers.append(client.post("/predictions/iris", content=body))
+                answers.append(client.post("/predictions/iris", content=torchserve))
+                answers.append(client.post("/v2/models/iris/infer", content=v2))
             finally:
                 busy.clear()
 
@@ -241,9 +248,10 @@ def test_a_huge_body_stalls_no_other_request(server: str, iris_example: Path) ->
     assert ping_p99(server) < PING_BUDGET_S
 
     svc = joblib.load(iris_example / "models/iris-1.joblib")
-    for answer in answers:
-        assert answer.status_code == 200, answer.text[:300]
-        assert answer.json()["predictions"] == svc.predict(rows).tolist()
+    want = svc.predict(rows).tolist()
+    assert [a.status_code for a in answers] == [200, 200], [a.text[:300] for a in answers]
+    assert answers[0].json()["predictions"] == want
+    assert answers[1].json()["outputs"][0]["data"] == want
     # The requests were split into model calls of --batch-size rows.
     after = metrics_of(server)
     calls = after['inferline_batch_size_count{model="iris"}'] - before.get(

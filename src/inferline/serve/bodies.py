@@ -57,6 +57,36 @@ def parse_instances(body: bytes, route: str, spec: RowSpec) -> np.ndarray:
     return rows_of(instances, spec, input_name="instances", may_hold_bools=may_hold_booleans(body))
 
 
+MIN_ARRAY = 1024  # shorter lists are not worth an array
+
+
+def parse_json_arrays(body: bytes, route: str) -> Any:
+    """`parse_json`, with long lists of numbers as numpy arrays (what a worker process sends back).
+
+    An array pickles as one block of memory; a list of a million floats would be rebuilt object
+    by object in the server, holding the GIL as long as parsing did. Bodies that may hold
+    booleans stay as parsed, so numpy never takes `true` for 1.
+    """
+    payload = parse_json(body, route=route)
+    return payload if may_hold_booleans(body) else _with_arrays(payload)
+
+
+def _with_arrays(value: Any) -> Any:
+    # Recursion is bounded: parse_json refuses bodies nested deeper than MAX_JSON_DEPTH.
+    if isinstance(value, dict):
+        return {key: _with_arrays(item) for key, item in value.items()}
+    if isinstance(value, list):
+        if len(value) >= MIN_ARRAY and not isinstance(value[0], (dict, str)):
+            try:
+                array = np.asarray(value)
+            except ValueError:  # ragged
+                array = None
+            if array is not None and array.dtype.kind in "iuf":
+                return array
+        return [_with_arrays(item) for item in value]
+    return value
+
+
 def instances_of(payload: Any, route: str) -> list[Any]:
     """The list of instances in any of TorchServe/KServe-v1's body shapes."""
     if isinstance(payload, dict):

@@ -24,7 +24,8 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-from inferline.serve.http import ApiError
+from inferline.serve.bodies import parse_json_arrays
+from inferline.serve.http import ApiError, parse_json
 
 T = TypeVar("T")
 
@@ -69,6 +70,16 @@ class Offload:
             raise ApiError(
                 503, "ServiceUnavailable", "the body parsing worker died (out of memory?); retry shortly"
             ) from exc
+
+    def parse_json(self, body: bytes, *, route: str) -> Any:
+        """A JSON body, parsed in the worker process when large (long number lists as arrays).
+
+        Large bodies are only ever parsed on a request thread (`ServerState`), where waiting
+        for the worker blocks nothing else.
+        """
+        if len(body) >= PROCESS_BODY_BYTES and threading.current_thread() is not threading.main_thread():
+            return self.in_process(parse_json_arrays, body, route)
+        return parse_json(body, route=route)
 
     def close(self) -> None:
         if self._thread_pool is not None:

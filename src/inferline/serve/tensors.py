@@ -90,7 +90,7 @@ def decode_json(
     strings, booleans or nulls); the 422 names the first value that does not.
     """
     prefix = f"model {model}: input {name!r}"
-    if not isinstance(data, list):
+    if not isinstance(data, (list, np.ndarray)):  # an array when parsed in a worker process
         raise invalid_input(f"{prefix} data must be a list, got {type(data).__name__}")
     count = math.prod(shape)
     if datatype == "BYTES":

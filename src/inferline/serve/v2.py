@@ -24,7 +24,7 @@ import inferline
 from inferline.models.base import Prediction
 from inferline.serve import inference
 from inferline.serve.catalog import StoreCatalog
-from inferline.serve.http import ApiError, bad_request, json_response, parse_json
+from inferline.serve.http import ApiError, bad_request, json_response
 from inferline.serve.inference import InferRequest
 from inferline.serve.management import guarded
 from inferline.serve.models import ServedVersion
@@ -88,7 +88,7 @@ class Wanted:
 def parse_infer(body: bytes, request: Request, served: ServedVersion) -> tuple[np.ndarray, Wanted]:
     route = f"POST /v2/models/{served.name}/infer"
     header, raw = split_body(body, request.headers.get(HEADER_LENGTH), route)
-    payload = parse_json(header, route=route)
+    payload = server_of(request).offload.parse_json(header, route=route)  # big ones: worker process
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
         raise bad_request(f'{route}: expected {{"inputs": [{{name, shape, datatype, data}}, ...]}}')
     tensors = []

@@ -167,6 +167,8 @@ def _leaves(data: Any, prefix: tuple[int, ...] = ()) -> Iterator[tuple[tuple[int
     stack: list[tuple[tuple[int, ...], Any]] = [(prefix, data)]
     while stack:
         index, value = stack.pop()
+        if isinstance(value, (np.ndarray, np.generic)):
+            value = value.tolist()  # parsed in a worker process (`serve/bodies.py`)
         if isinstance(value, list):
             stack.extend((index + (i,), v) for i, v in reversed(list(enumerate(value))))
         else:
@@ -176,4 +178,4 @@ def _leaves(data: Any, prefix: tuple[int, ...] = ()) -> Iterator[tuple[tuple[int
 def _at(data: Any, index: tuple[int, ...]) -> Any:
     for i in index:
         data = data[i]
-    return data
+    return data.item() if isinstance(data, np.generic) else data

@@ -90,3 +90,19 @@ def test_answers_write_non_finite_outputs_as_null() -> None:
     }
     big, _ = encode_answer({"scores": np.arange(20_000, dtype=np.float64).reshape(-1, 2)})
     assert json.loads(big)["scores"][-1] == [19998.0, 19999.0]
+
+
+def test_worker_parsed_bodies_carry_arrays_and_keep_every_check() -> None:
+    from inferline.serve.bodies import parse_json_arrays
+
+    numbers = list(range(2000))
+    payload = parse_json_arrays(json.dumps({"inputs": [{"data": numbers}], "id": "a"}).encode(), "POST /v")
+    data = payload["inputs"][0]["data"]
+    assert isinstance(data, np.ndarray) and data.tolist() == numbers and payload["id"] == "a"
+    with_bools = parse_json_arrays(json.dumps({"data": [*numbers, True]}).encode(), "POST /v")
+    assert isinstance(with_bools["data"], list)  # numpy would take true for 1
+    with pytest.raises(ApiError, match=r"at \[128\] is 128, outside INT8's range -128..127"):
+        typed_tensor(data, "INT8", where=where, may_hold_bools=False)
+    floats = parse_json_arrays(json.dumps([0.5] * 1500 + [float("nan")]).encode(), "POST /v")
+    with pytest.raises(ApiError, match=r"at \[1500\] is NaN; expected a finite number"):
+        typed_tensor(floats, "FP32", where=where, may_hold_bools=False)
