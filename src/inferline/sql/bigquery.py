@@ -217,7 +217,7 @@ def create_model(create: exp.Create, session: Session) -> None:
         raise SqlError(
             f"{where}: needs OPTIONS(model_type='sklearn'|'onnx'|..., model_path='path/or/*.glob')"
         )
-    path = str(options["model_path"])
+    path = _model_folder(str(options["model_path"]), MODEL_TYPES[model_type])
     try:
         params = json.loads(str(options.get("model_params", "{}")))
     except json.JSONDecodeError as exc:
@@ -244,6 +244,13 @@ def create_model(create: exp.Create, session: Session) -> None:
     if put_model(session.con, entry, replace=bool(create.args.get("replace"))):
         session.resolver.forget(name)
         session.resolver.remember(name, loaded)
+
+
+def _model_folder(path: str, framework: str) -> str:
+    """BigQuery names a SavedModel by its files, `gs://bucket/resnet_50/*`: the folder is the model."""
+    if framework == "tensorflow" and path.endswith("/*"):
+        return path[:-2]
+    return path
 
 
 def _load_checked(entry: CatalogModel, path: str, where: str) -> LoadedModel:
