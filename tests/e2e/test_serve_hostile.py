@@ -233,18 +233,23 @@ def test_a_huge_body_stalls_no_other_request(server: str, iris_example: Path) ->
     sender = threading.Thread(target=send)
     sender.start()
     busy.wait(10)
-    during = []
+    during: list[float] = []
+    scrapes: list[float] = []
     with httpx.Client(base_url=server, timeout=30) as client:
         while busy.is_set():
-            start = time.perf_counter()
-            assert client.get("/ping").status_code == 200
-            during.append(time.perf_counter() - start)
-            assert client.get("/metrics").status_code == 200
+            for path, times in (("/ping", during), ("/metrics", scrapes)):
+                start = time.perf_counter()
+                assert client.get(path).status_code == 200
+                times.append(time.perf_counter() - start)
             time.sleep(0.01)
     sender.join()
     assert len(during) >= 20, f"only {len(during)} pings ran while the big requests did"
-    print(f"{len(during)} pings during: p50 {np.median(during):.4f} s, p99 {np.percentile(during, 99):.4f} s")
+    for name, times in (("/ping", during), ("/metrics", scrapes)):
+        print(
+            f"{len(times)} {name} during: p50 {np.median(times):.4f} s, p99 {np.percentile(times, 99):.4f} s"
+        )
     assert float(np.percentile(during, 99)) < PING_BUDGET_S, sorted(during)[-5:]
+    assert float(np.percentile(scrapes, 99)) < PING_BUDGET_S, sorted(scrapes)[-5:]
     assert ping_p99(server) < PING_BUDGET_S
 
     svc = joblib.load(iris_example / "models/iris-1.joblib")
