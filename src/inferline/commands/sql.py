@@ -59,6 +59,7 @@ def sql(
     EXTERNAL_OBJECT_TRANSFORM(TABLE t, ['SIGNED_URL']). Every other statement runs as DuckDB SQL.
     """
     import inferline.sql
+    from inferline.sql.connect import reads_only
 
     if format_ not in FORMATS:
         raise InferlineError(f"--format {format_!r}: expected one of {', '.join(FORMATS)}")
@@ -77,7 +78,10 @@ def sql(
 
         fallback = default_store()
         store = fallback if os.environ.get(STORE_ENV) or os.path.isdir(fallback) else None
-    with inferline.sql.connect(db, store=store) as con:
+    # A script that only reads opens the file read-only: it reads alongside other readers,
+    # and a stream writing the warehouse waits only for this query.
+    read_only = db != ":memory:" and os.path.exists(db) and reads_only(script)
+    with inferline.sql.connect(db, store=store, read_only=read_only) as con:
         result = con.run_script(script)
         table = con.fetch(result)
         if table is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,41 +10,11 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from inferline.errors import InferlineError, InputError, SinkError
+from inferline.errors import InputError, SinkError
+from inferline.io import warehouse_writer
 from inferline.io.base import SourceBatch
 from inferline.io.targets import check_output
-
-_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
-READ_WHILE_RUNNING = 'README "Reading the warehouse while a pipeline runs"'
-
-
-def open_database(
-    path: str, *, read_only: bool = False, error: type[InferlineError] = InputError
-) -> duckdb.DuckDBPyConnection:
-    """`duckdb.connect(path)`, failing with one line: for a file another process has open,
-    the line names that process (DuckDB lets no other process in while one writes).
-
-    Example:
-        >>> with open_database("warehouse.duckdb", read_only=True) as con:  # doctest: +SKIP
-        ...     con.sql("SELECT count(*) FROM iris_predictions").fetchall()
-    """
-    try:
-        return duckdb.connect(path, read_only=read_only)
-    except duckdb.Error as exc:
-        raise error(open_failure(path, exc)) from None
-
-
-def open_failure(path: str, exc: BaseException) -> str:
-    """Why DuckDB cannot open `path`, on one line."""
-    text = (str(exc).splitlines() or [type(exc).__name__])[0]
-    holder = _LOCK_HOLDER.search(text)
-    if holder is None:
-        return f"{path}: cannot open DuckDB database ({text})"
-    return (
-        f"{path}: in use by another process (PID {holder['pid']}, {holder['program']}); DuckDB lets "
-        "no other process open a file while one has it open for writing: let that run end or stop it "
-        f"(Ctrl-C; a stream resumes where it stopped) and retry, see {READ_WHILE_RUNNING}"
-    )
+from inferline.io.warehouse import Session, WarehouseError
 
 
 def quote(name: str) -> str:
@@ -57,9 +26,11 @@ class DuckDBSink:
     """Writes batches into a DuckDB table, creating it on first write; upserts on `key`.
 
     Each `commit()` ends a transaction, so an error later in a run loses nothing that
-    was committed before it. The table needs a PRIMARY KEY (or UNIQUE) on `key`; new
-    tables get one. A batch of new keys is a plain INSERT (the index refuses a key that
-    is already there); a batch the index refuses is upserted instead.
+    was committed before it. The file is held only from a write to its commit (a turn of
+    this process's `WarehouseWriter`), so other processes can read it while a stream runs.
+    The table needs a PRIMARY KEY (or UNIQUE) on `key`; new tables get one. A batch of
+    new keys is a plain INSERT (the index refuses a key that is already there); a batch
+    the index refuses is upserted instead.
 
     Example:
         >>> sink = DuckDBSink("warehouse.duckdb", "iris_predictions")
@@ -73,6 +44,8 @@ class DuckDBSink:
         self.key = key
         self.setting = setting
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._writer: warehouse_writer.WarehouseWriter | None = None
+        self._holding = False  # inside a turn of the writer (from a write to its commit)
         self._columns: dict[str, str] | None = None
         self._in_transaction = False
         self._checked: pa.Schema | None = None  # the last batch schema found compatible
@@ -87,14 +60,31 @@ class DuckDBSink:
 
     def open(self) -> None:
         check_output(self.path, "duckdb", setting=self.setting)
-        parent = os.path.dirname(self.path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        self._con = open_database(self.path, error=SinkError)
-        if "." in self.table:
-            self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.table.split('.')[0])}")
-        self._columns = self._existing_columns()
-        self._unique_key = self._columns is not None and self._has_unique_key()
+        self._writer = warehouse_writer.acquire(self.path)
+        self._con = self._writer.cursor()
+        try:
+            self._hold()
+            if "." in self.table:
+                self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.table.split('.')[0])}")
+            self._columns = self._existing_columns()
+            self._unique_key = self._columns is not None and self._has_unique_key()
+        except BaseException:
+            self.close()
+            raise
+        self._let_go()
+
+    def _hold(self) -> None:
+        if not self._holding and self._writer is not None:
+            try:
+                self._writer.begin(self.con)
+            except WarehouseError as exc:
+                raise SinkError(str(exc)) from None
+            self._holding = True
+
+    def _let_go(self) -> None:
+        if self._holding and self._writer is not None:
+            self._holding = False
+            self._writer.end()
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -126,6 +116,7 @@ class DuckDBSink:
             return
         batch = _dedupe_last(batch, self.key)
         con = self.con
+        self._hold()
         con.register("_inferline_batch", batch)
         try:
             if self._checked is None or not batch.schema.equals(self._checked):
@@ -233,7 +224,9 @@ class DuckDBSink:
             try:
                 self.con.execute("COMMIT")
             except duckdb.Error as exc:
+                self._let_go()
                 raise SinkError(f"{self.describe()}: cannot commit ({root_cause(exc)})") from None
+        self._let_go()
 
     def rollback(self) -> None:
         if self._in_transaction and self._con is not None:
@@ -242,12 +235,19 @@ class DuckDBSink:
                 self._con.execute("ROLLBACK")
             except duckdb.Error:
                 pass  # a failed statement already ended it; the error that did is the one to report
+        self._let_go()
 
     def close(self) -> None:
-        if self._con is not None:
-            self.rollback()
-            self._con.close()
-            self._con = None
+        try:
+            if self._con is not None:
+                self.rollback()
+                self._con.close()
+                self._con = None
+        finally:
+            self._let_go()
+            if self._writer is not None:
+                writer, self._writer = self._writer, None
+                warehouse_writer.release(writer)
 
 
 _WRAPPERS = ("TransactionContext Error: ", "Failed to commit: ", "IO Error: ")
@@ -304,11 +304,17 @@ class TableSource:
         self.table = table
         self.batch_rows = batch_rows
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._session: Session | None = None
 
     def open(self) -> None:
         if not os.path.exists(self.path):
             raise InputError(f"source {self.path}: DuckDB database not found")
-        self._con = open_database(self.path, read_only=True)
+        # A read turn for the whole run: a stream writing this file waits until the run ends.
+        self._session = Session(self.path, read_only=True, what="the run", long=True)
+        try:
+            self._con = self._session.open()
+        except WarehouseError as exc:
+            raise InputError(f"source {exc}") from None
 
     def total_bytes(self) -> int | None:
         return None
@@ -335,6 +341,7 @@ class TableSource:
             row += batch.num_rows
 
     def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
+        if self._session is not None:
+            self._session.close()
+            self._session = None
             self._con = None

@@ -21,7 +21,8 @@ from typing import Any
 import duckdb
 
 from inferline.errors import InputError
-from inferline.io.duckdb import open_database, quote
+from inferline.io import warehouse
+from inferline.io.duckdb import quote
 from inferline.report.metrics import Confusion, merge_counts
 from inferline.report.runs import RUNS_FILE, read_runs
 
@@ -76,7 +77,7 @@ def load_report(
         raise InputError(f"report: {db}: DuckDB database not found; give the sink's path: as --db")
     if db is None:
         return _load_file(table, label=label, compare=compare, prediction=prediction, runs=runs)
-    with open_database(db, read_only=True) as con:
+    with warehouse.connect(db) as con:  # a turn: a stream writing `db` waits for it
         tables = _tables(con)
         if table not in tables:
             listing = ", ".join(sorted(tables)) or "none"

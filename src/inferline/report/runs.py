@@ -22,8 +22,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from inferline.errors import SinkError
-from inferline.io.duckdb import open_database, quote
+from inferline.io.duckdb import quote
 from inferline.io.targets import check_output
 
 if TYPE_CHECKING:
@@ -197,16 +196,17 @@ def write_run(spec: PipelineSpec, record: RunRecord) -> None:
 
 def write_run_duckdb(path: str, record: RunRecord) -> None:
     """Insert `record` into `inferline_runs` in the DuckDB file at `path`."""
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    with open_database(path, error=SinkError) as con:
+    from inferline.io import warehouse
+
+    with warehouse.connect(path, read_only=False) as con:
         columns = ", ".join(f"{quote(n)} {t}" for n, t in RUN_COLUMNS.items())
         con.execute(f"CREATE TABLE IF NOT EXISTS {RUNS_TABLE} ({columns})")
         existing = {
             name
             for (name,) in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [RUNS_TABLE]
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                "AND table_catalog = current_database()",
+                [RUNS_TABLE],
             ).fetchall()
         }
         for name, dtype in RUN_COLUMNS.items():
@@ -246,9 +246,13 @@ def read_runs(path: str, *, table: str | None = None, limit: int = 20) -> list[d
             rows = [r for r in rows if r.get("output_table") == table]
         rows.sort(key=lambda r: r["started_at"])
         return rows[-limit:]
-    with open_database(path, read_only=True) as con:
+    from inferline.io import warehouse
+
+    with warehouse.connect(path) as con:
         found = con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [RUNS_TABLE]
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ? "
+            "AND table_catalog = current_database()",
+            [RUNS_TABLE],
         ).fetchall()
         if not found[0][0]:
             return []

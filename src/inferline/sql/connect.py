@@ -8,6 +8,9 @@ The returned `SqlConnection` behaves as the DuckDB connection it wraps (every ot
 attribute is DuckDB's); `sql()`/`execute()` also accept BigQuery-ML statements and
 scripts of several statements. `.raw` is the DuckDB connection, on which `predict()`,
 `predict_scores()`, `predict_label()` and `decode_image()` work too.
+
+A database file is opened as a turn at the warehouse (`io/warehouse.py`): a stream writing
+it waits while the connection is open, so close it (or use `with`) when done.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from inferline.errors import InferlineError, SqlError
-from inferline.io.duckdb import open_database
+from inferline.io.warehouse import Session, WarehouseError
 from inferline.sql import batching, bigquery, functions, fused, objects
 from inferline.sql.resolver import ModelResolver
 
@@ -35,9 +38,12 @@ class Result:
 class SqlConnection:
     """A DuckDB connection that also runs BigQuery-ML statements; see `connect()`."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, *, store: str | None = None) -> None:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, *, store: str | None = None, session: Session | None = None
+    ) -> None:
         self.con = con
         self.store = store
+        self.session = session
         self.errors: list[InferlineError] = []
         self.resolver = ModelResolver(con, store=store)
 
@@ -57,7 +63,10 @@ class SqlConnection:
 
     def close(self) -> None:
         self.resolver.close()
-        self.con.close()
+        if self.session is not None:
+            self.session.close()  # detaches the file and ends this process's turn
+        else:
+            self.con.close()
 
     def sql(self, query: str) -> duckdb.DuckDBPyRelation | None:
         """Run a script (one or more statements); the last one's relation, as DuckDB's `sql()`."""
@@ -156,8 +165,47 @@ def connect(db: str = ":memory:", *, store: str | None = None, read_only: bool =
         >>> con.sql("SELECT 1 AS one").fetchall()
         [(1,)]
     """
-    con = open_database(db, read_only=read_only, error=SqlError)
-    session = SqlConnection(con, store=store)
-    functions.register(con, session.resolver, session.errors)
-    objects.restore_filesystems(con)
+    turn: Session | None = None
+    if db.startswith(":memory:"):
+        con = duckdb.connect(db)
+    else:
+        turn = Session(db, read_only=read_only, what="the query")
+        try:
+            con = turn.open()
+        except WarehouseError as exc:
+            raise SqlError(str(exc)) from None
+    session = SqlConnection(con, store=store, session=turn)
+    try:
+        functions.register(con, session.resolver, session.errors)
+        objects.restore_filesystems(con)
+    except BaseException:
+        session.close()
+        raise
     return session
+
+
+# First words of statements that only read: a script of these opens the file read-only, so
+# it shares the warehouse with other readers (a stream writing it waits only for the query).
+_READING = {"select", "with", "from", "values", "table", "show", "describe", "desc", "summarize", "explain"}
+
+
+_WRITING = {"insert", "update", "delete"}  # after WITH ... AS (...)
+
+
+def reads_only(script: str) -> bool:
+    """True when every statement of `script` only reads (SELECT, ML.PREDICT, SHOW ...)."""
+    try:
+        statements = split_statements(script)
+    except (duckdb.Error, RuntimeError):
+        return False
+    for text in statements:
+        words = [
+            text[pos:].split(None, 1)[0].lower()
+            for pos, kind in duckdb.tokenize(text)
+            if kind == duckdb.token_type.keyword or kind == duckdb.token_type.identifier
+        ]
+        if not words or words[0] not in _READING:
+            return False
+        if words[0] == "with" and _WRITING.intersection(words):
+            return False
+    return True

@@ -11,6 +11,7 @@ import threading
 import duckdb
 
 from inferline.errors import SqlError
+from inferline.io.duckdb import quote
 from inferline.models.base import LoadedModel
 from inferline.sql.catalog import CatalogModel, get_model
 
@@ -28,6 +29,11 @@ class ModelResolver:
         self.store = store
         # Lookups run inside UDF calls, while the connection itself is busy with the query.
         self._cursor = con.cursor()
+        # A cursor starts in the instance's default database, not the one `con` USEs (a
+        # warehouse file is attached and USEd: io/warehouse.py); follow `con`.
+        rows = con.execute("SELECT current_database(), current_schema()").fetchall()
+        for database, schema in rows:
+            self._cursor.execute(f"USE {quote(database)}.{quote(schema)}").fetchall()
         self._cache: dict[str, LoadedModel] = {}
         self._entries: dict[str, CatalogModel | None] = {}
         self._lock = threading.Lock()

@@ -1,0 +1,203 @@
+"""Reading the warehouse while a stream writes it: consume rate, reader latency, visibility.
+
+    python bench/warehouse.py                          # 100,000 messages; 1,000 msg/s for 10 s
+    python bench/warehouse.py --baseline-ref 0fa0660   # also the code before turns, same run
+    python bench/warehouse.py --smoke                  # tiny sizes: checks the benchmark runs
+
+Each figure is taken in a child process running the given source tree (the baseline is
+`git archive REF` of this repository), in the same run, on the embedded queue:
+  - consume msg/s: `LocalEngine` on a backlog of --messages iris messages into DuckDB, with
+    no reader, then with a reader process polling `SELECT count(*)` every 200 ms;
+  - the reader's query ms p50/p99 (open + count + close) and its failed polls (lock errors);
+  - visible ms p50/p99: a thread publishes --rate msg/s for --seconds while the stream runs;
+    a message is visible at the first poll whose count covers it (polls every 200 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+READER = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import duckdb
+path, until = sys.argv[2], time.monotonic() + float(sys.argv[3])
+try:
+    from inferline.io.warehouse import connect
+except ImportError:  # the code before turns: a plain read-only connection
+    connect = None
+while time.monotonic() < until:
+    started = time.perf_counter()
+    try:
+        if connect is not None:
+            with connect(path) as con:
+                n = con.sql("SELECT count(*) FROM bench").fetchall()[0][0]
+        else:
+            with duckdb.connect(path, read_only=True) as con:
+                n = con.sql("SELECT count(*) FROM bench").fetchall()[0][0]
+        ms = (time.perf_counter() - started) * 1000
+        print(json.dumps({"t": time.time(), "ms": ms, "n": n}), flush=True)
+    except Exception as exc:
+        if "does not exist" not in str(exc):  # before the first commit there is no table
+            print(json.dumps({"t": time.time(), "error": str(exc).splitlines()[0]}), flush=True)
+    time.sleep(0.2)
+"""
+
+CONSUMER = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from inferline.engine.local import LocalEngine
+from inferline.pipeline import parse_spec
+root, url, limit = sys.argv[2], sys.argv[3], int(sys.argv[4])
+spec = parse_spec({
+    "name": "bench-warehouse",
+    "source": {"kind": "topic", "url": url, "topic": "bench"},
+    "model": {"name": "iris", "uri": root + "/models/iris-*.onnx", "inputs": "feature"},
+    "output": {"id": "id", "predict": "prediction", "model_id": "model_id"},
+    "sink": {"kind": "duckdb", "path": root + "/warehouse.duckdb", "table": "bench"},
+    "batch": {"max_size": 4096, "max_wait_ms": 50},
+})
+print("ready", flush=True)
+started = time.perf_counter()
+summary = LocalEngine(spec, limit=limit, until_idle=5.0).run()
+print(json.dumps({"rows": summary.rows_read, "seconds": time.perf_counter() - started}), flush=True)
+"""
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _publish(url: str, count: int, *, start: int = 0) -> None:
+    sys.path.insert(0, str(ROOT / "src"))
+    import inferline
+    from inferline.examples import iris_stream
+
+    inferline.publish("bench", iris_stream.messages(count, start=start), url=url, chunk_size=5000)
+
+
+def run_variant(
+    src: Path, root: Path, *, messages: int, reader: bool, rate: int, seconds: float
+) -> dict[str, float]:
+    """One consume run (and optionally a reader) of the tree at `src`, in a fresh warehouse."""
+    for leftover in root.glob("warehouse.duckdb*"):
+        leftover.unlink()
+    for leftover in root.glob("queue.db*"):
+        leftover.unlink()
+    url = str(root / "queue.db")
+    steady = rate > 0
+    total = int(rate * seconds) if steady else messages
+    if not steady:
+        _publish(url, messages)
+    consumer = subprocess.Popen(
+        [sys.executable, "-c", CONSUMER, str(src), str(root), url, str(total)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert consumer.stdout is not None
+    assert consumer.stdout.readline().strip() == "ready"
+    poller = None
+    if reader:
+        poller = subprocess.Popen(
+            [sys.executable, "-c", READER, str(src), str(root / "warehouse.duckdb"), "600"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+    published: list[tuple[float, int]] = []  # (time, messages published so far)
+    if steady:
+        chunk = max(1, rate // 100)
+        for start in range(0, total, chunk):
+            due = (start / rate) - (time.time() - published[0][0]) if published else 0.0
+            if due > 0:
+                time.sleep(due)
+            _publish(url, chunk, start=start)
+            published.append((time.time(), start + chunk))
+    result = json.loads(consumer.stdout.readline())
+    consumer.wait()
+    figures = {"consume": result["rows"] / result["seconds"]}
+    if poller is not None:
+        poller.terminate()
+        out, _ = poller.communicate()
+        polls = [json.loads(line) for line in out.splitlines() if line.strip()]
+        good = [p for p in polls if "ms" in p]
+        figures["query_p50"] = _pct([p["ms"] for p in good], 0.5)
+        figures["query_p99"] = _pct([p["ms"] for p in good], 0.99)
+        figures["failed"] = len(polls) - len(good)
+        errors = {p["error"][:70] for p in polls if "error" in p}
+        if errors:
+            print(f"{src}: reader errors: {sorted(errors)}", file=sys.stderr)
+        figures["polls"] = len(polls)
+        counts = [p["n"] for p in good]
+        figures["backwards"] = sum(1 for a, b in zip(counts, counts[1:], strict=False) if b < a)
+        if steady:
+            latencies = []
+            for at, upto in published:
+                seen = next((p["t"] for p in good if p["t"] >= at and p["n"] >= upto), None)
+                if seen is not None:
+                    latencies.append((seen - at) * 1000)
+            figures["visible_p50"] = _pct(latencies, 0.5)
+            figures["visible_p99"] = _pct(latencies, 0.99)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--rate", type=int, default=1_000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--baseline-ref", help="a commit of this repository to measure as the baseline")
+    args = parser.parse_args()
+    if args.smoke:
+        args.messages, args.seconds = 5_000, 2.0
+    sys.path.insert(0, str(ROOT / "src"))
+    from inferline.examples import iris
+
+    with tempfile.TemporaryDirectory(prefix="inferline-bench-warehouse-") as tmp:
+        root = Path(tmp)
+        iris.build(str(root))
+        trees = {"now": ROOT / "src"}
+        if args.baseline_ref:
+            base = root / "baseline"
+            base.mkdir()
+            archive = subprocess.run(
+                ["git", "-C", str(ROOT), "archive", args.baseline_ref, "src"], capture_output=True, check=True
+            )
+            subprocess.run(["tar", "-x", "-C", str(base)], input=archive.stdout, check=True)
+            trees = {f"before ({args.baseline_ref})": base / "src", **trees}
+        rows = []
+        for name, src in trees.items():
+            alone = run_variant(src, root, messages=args.messages, reader=False, rate=0, seconds=0)
+            read = run_variant(src, root, messages=args.messages, reader=True, rate=0, seconds=0)
+            steady = run_variant(src, root, messages=0, reader=True, rate=args.rate, seconds=args.seconds)
+            rows.append((name, alone, read, steady))
+    print(f"warehouse: {args.messages:,} messages consumed; a reader polls count(*) every 200 ms")
+    print(
+        f"{'code':<22} {'alone/s':>9} {'w/ reader/s':>11} {'failed':>7} {'back':>5} "
+        f"{'query p50':>9} {'p99':>7} {'visible p50':>11} {'p99':>7}"
+    )
+    for name, alone, read, steady in rows:
+        failed = f"{read['failed'] + steady['failed']:.0f}/{read['polls'] + steady['polls']:.0f}"
+        print(
+            f"{name:<22} {alone['consume']:>9,.0f} {read['consume']:>11,.0f} {failed:>7} "
+            f"{read['backwards'] + steady['backwards']:>5.0f} "
+            f"{read['query_p50']:>9.1f} {read['query_p99']:>7.1f} "
+            f"{steady['visible_p50']:>11.1f} {steady['visible_p99']:>7.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
