@@ -235,3 +235,4 @@ def test_a_writer_waits_its_turn_with_one_line(project: Path) -> None:
     assert run.returncode == 0 and "waiting for" not in err, err
     with connect("warehouse.duckdb") as con:
         assert con.sql("SELECT count(*) FROM iris_predictions").fetchall() == [(150,)]
+

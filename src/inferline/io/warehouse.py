@@ -62,18 +62,32 @@ def _ident(name: str) -> str:
 
 
 class _Waiter:
-    """Backoff from 1 ms to 20 ms, and one line (once) when the wait gets long."""
+    """Backoff from 1 ms to 20 ms, and one line (once) when the wait gets long.
 
-    def __init__(self, path: str, what: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+    With a `timeout`, the wait ends with a one-line `WarehouseError` instead (no line).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        what: str,
+        *,
+        timeout: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = path
         self.what = what
+        self.timeout = timeout
         self.clock = clock
         self.started = clock()
         self.delay = 0.001
         self.noticed = False
 
     def wait(self, reason: str) -> None:
-        if not self.noticed and self.clock() - self.started >= WAIT_NOTICE_S:
+        waited = self.clock() - self.started
+        if self.timeout is not None and waited >= self.timeout:
+            raise WarehouseError(f"{self.path}: {reason}; gave up after {self.timeout:g} s")
+        if self.timeout is None and not self.noticed and waited >= WAIT_NOTICE_S:
             self.noticed = True
             log.warning("waiting for %s: %s; %s resumes when it is free", self.path, reason, self.what)
         time.sleep(self.delay)
@@ -131,8 +145,8 @@ class Turn:
         self.lock = FileLock(path + ".lock")
         self.held = False
 
-    def take(self, *, write: bool, what: str) -> None:
-        waiter = _Waiter(self.path, what)
+    def take(self, *, write: bool, what: str, timeout: float | None = None) -> None:
+        waiter = _Waiter(self.path, what, timeout=timeout)
         self.gate.acquire(waiter)
         try:
             self.lock.acquire(waiter, shared=not write)
@@ -158,12 +172,14 @@ class Turn:
         self.lock.close()
 
 
-def attach(con: duckdb.DuckDBPyConnection, path: str, *, read_only: bool, what: str) -> str:
+def attach(
+    con: duckdb.DuckDBPyConnection, path: str, *, read_only: bool, what: str, timeout: float | None = None
+) -> str:
     """ATTACH `path` to `con` as `alias(path)`, retrying while another process holds
     DuckDB's own lock (one that does not take turns, e.g. a plain `duckdb.connect`)."""
     name = alias(path)
     mode = " (READ_ONLY)" if read_only else ""
-    waiter = _Waiter(path, what)
+    waiter = _Waiter(path, what, timeout=timeout)
     while True:
         try:
             con.execute(f"ATTACH {_sql_string(path)} AS {_ident(name)}{mode}").fetchall()
@@ -199,9 +215,16 @@ class Session:
     """
 
     def __init__(
-        self, path: str, *, read_only: bool = True, what: str = "this command", long: bool = False
+        self,
+        path: str,
+        *,
+        read_only: bool = True,
+        what: str = "this command",
+        long: bool = False,
+        timeout: float | None = None,
     ) -> None:
         self.path = path
+        self.timeout = timeout
         self.read_only = read_only
         self.what = what
         self.long = long
@@ -215,9 +238,11 @@ class Session:
         parent = os.path.dirname(self.path)
         if parent and not self.read_only:
             os.makedirs(parent, exist_ok=True)
-        self.turn.take(write=not self.read_only, what=self.what)
+        self.turn.take(write=not self.read_only, what=self.what, timeout=self.timeout)
         try:
-            self.name = attach(self.con, self.path, read_only=self.read_only, what=self.what)
+            self.name = attach(
+                self.con, self.path, read_only=self.read_only, what=self.what, timeout=self.timeout
+            )
             self.con.execute(f"USE {_ident(self.name)}").fetchall()
         except BaseException:
             self.turn.close()
@@ -242,18 +267,21 @@ class Session:
 
 
 @contextmanager
-def connect(path: str, *, read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect(
+    path: str, *, read_only: bool = True, timeout: float | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """A DuckDB connection on the warehouse at `path`, held only inside the `with` block.
 
     The documented way to read a warehouse a stream is writing: every committed micro-batch
     is visible, and the stream waits (at its next commit) while the block runs, so keep it
-    short. `read_only=False` is a writer's turn.
+    short. `read_only=False` is a writer's turn. With `timeout` (seconds), a turn that does
+    not come in time is a `WarehouseError` instead of a wait.
 
     Example:
         >>> with connect("warehouse.duckdb") as con:  # doctest: +SKIP
         ...     con.sql("SELECT prediction, count(*) FROM iris_stream GROUP BY 1").show()
     """
-    session = Session(path, read_only=read_only)
+    session = Session(path, read_only=read_only, timeout=timeout)
     con = session.open()
     try:
         yield con
@@ -261,11 +289,11 @@ def connect(path: str, *, read_only: bool = True) -> Iterator[duckdb.DuckDBPyCon
         session.close()
 
 
-def query(path: str, sql: str) -> pa.Table:
+def query(path: str, sql: str, *, timeout: float | None = None) -> pa.Table:
     """The rows of `sql` over the warehouse at `path`, as Arrow; the file is held only meanwhile.
 
     Example:
         >>> query("warehouse.duckdb", "SELECT count(*) AS n FROM iris_stream")  # doctest: +SKIP
     """
-    with connect(path) as con:
+    with connect(path, timeout=timeout) as con:
         return con.sql(sql).to_arrow_table()
