@@ -26,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -40,6 +41,9 @@ from inferline.errors import InferlineError
 log = logging.getLogger("inferline.warehouse")
 
 WAIT_NOTICE_S = 1.0  # a wait longer than this gets its one line
+FOREIGN_WAIT_S = 3.0  # how long a lock held by a process that does not take turns is retried
+READ_WHILE_RUNNING = 'README "Reading the warehouse while a pipeline runs"'
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 _RESERVED = {"memory", "temp", "system", "main"}
 
 
@@ -83,11 +87,11 @@ class _Waiter:
         self.delay = 0.001
         self.noticed = False
 
-    def wait(self, reason: str) -> None:
+    def wait(self, reason: str, *, speak: bool = True) -> None:
         waited = self.clock() - self.started
         if self.timeout is not None and waited >= self.timeout:
             raise WarehouseError(f"{self.path}: {reason}; gave up after {self.timeout:g} s")
-        if self.timeout is None and not self.noticed and waited >= WAIT_NOTICE_S:
+        if speak and self.timeout is None and not self.noticed and waited >= WAIT_NOTICE_S:
             self.noticed = True
             log.warning("waiting for %s: %s; %s resumes when it is free", self.path, reason, self.what)
         time.sleep(self.delay)
@@ -173,10 +177,20 @@ class Turn:
 
 
 def attach(
-    con: duckdb.DuckDBPyConnection, path: str, *, read_only: bool, what: str, timeout: float | None = None
+    con: duckdb.DuckDBPyConnection,
+    path: str,
+    *,
+    read_only: bool,
+    what: str,
+    timeout: float | None = None,
+    foreign_wait: float | None = FOREIGN_WAIT_S,
 ) -> str:
-    """ATTACH `path` to `con` as `alias(path)`, retrying while another process holds
-    DuckDB's own lock (one that does not take turns, e.g. a plain `duckdb.connect`)."""
+    """ATTACH `path` to `con` as `alias(path)`.
+
+    A process that does not take turns (a plain `duckdb.connect`) may hold DuckDB's own lock:
+    that is retried for `foreign_wait` seconds (None: as long as it takes, with one line),
+    then a one-line `WarehouseError` names the process.
+    """
     name = alias(path)
     mode = " (READ_ONLY)" if read_only else ""
     waiter = _Waiter(path, what, timeout=timeout)
@@ -185,15 +199,28 @@ def attach(
             con.execute(f"ATTACH {_sql_string(path)} AS {_ident(name)}{mode}").fetchall()
             return name
         except duckdb.Error as exc:
-            message = str(exc).splitlines()[0]
+            message = (str(exc).splitlines() or [type(exc).__name__])[0]
             if "Could not set lock" not in message:
                 raise WarehouseError(f"{path}: cannot open DuckDB database ({message})") from None
-            waiter.wait("a process that does not take turns holds it (" + _holder(message) + ")")
+            if foreign_wait is not None and waiter.clock() - waiter.started >= foreign_wait:
+                raise WarehouseError(open_failure(path, message)) from None
+            holder = _LOCK_HOLDER.search(message)
+            # A bounded wait ends in its own one line; only an open-ended one says it waits.
+            reason = f"PID {holder['pid']} holds it without taking turns" if holder else message
+            waiter.wait(reason, speak=foreign_wait is None)
 
 
-def _holder(message: str) -> str:
-    start = message.find("(PID")
-    return message[start + 1 : message.find(")", start)] if start >= 0 else "DuckDB lock"
+def open_failure(path: str, message: str) -> str:
+    """Why DuckDB cannot open `path` held by a process that does not take turns, on one line."""
+    holder = _LOCK_HOLDER.search(message)
+    if holder is None:
+        return f"{path}: cannot open DuckDB database ({message})"
+    return (
+        f"{path}: in use by another process (PID {holder['pid']}, {holder['program']}); DuckDB lets "
+        "no other process open a file while one has it open for writing: that process opened it "
+        "without taking turns (a plain duckdb.connect, the duckdb CLI); close it and "
+        f"retry, see {READ_WHILE_RUNNING}"
+    )
 
 
 _long_reads: Counter[str] = Counter()  # files this process reads for a whole run

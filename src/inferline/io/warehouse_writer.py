@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import duckdb
 
-from inferline.io.warehouse import Turn, WarehouseError, attach, read_for_a_run
+from inferline.io.warehouse import FOREIGN_WAIT_S, Turn, WarehouseError, attach, read_for_a_run
 
 IDLE_S = 1.0  # a turn with no write for this long ends even if no one is waiting
 POLL_S = 0.01  # how often an idle turn looks at the gate
@@ -67,7 +67,15 @@ class WarehouseWriter:
                     os.makedirs(parent, exist_ok=True)
                 self._turn.take(write=True, what="the writer")
                 try:
-                    self._name = attach(self._db, self.path, read_only=False, what="the writer")
+                    # A file held by a process that does not take turns fails the run's first
+                    # turn with one line; later turns of a running stream wait for it instead.
+                    self._name = attach(
+                        self._db,
+                        self.path,
+                        read_only=False,
+                        what="the writer",
+                        foreign_wait=FOREIGN_WAIT_S if self.turns == 0 else None,
+                    )
                 except BaseException:
                     self._turn.give_back()
                     raise
