@@ -11,10 +11,13 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
+
 import inferline
 from inferline.examples import iris_stream as iris_messages
 from inferline.io.warehouse import connect
 from tests.conftest import CliRunner, subprocess_env
+from tests.e2e.server import running_server
 from tests.e2e.streaming import start_runner, stop, table_ids, write_pipeline
 
 # A plain-Python reader, as the README shows it: count(*) every 50 ms, one line per count.
@@ -236,3 +239,41 @@ def test_a_writer_waits_its_turn_with_one_line(project: Path) -> None:
     with connect("warehouse.duckdb") as con:
         assert con.sql("SELECT count(*) FROM iris_predictions").fetchall() == [(150,)]
 
+
+def test_the_server_dashboard_shows_counts_that_only_grow(project: Path) -> None:
+    url = str(project / "queue.db")
+    write_pipeline(project, url, max_size=250)
+    (project / "store").mkdir()
+    runner = start_runner(project, "--until-idle", "3")
+    counts: list[int] = []
+    try:
+        with (
+            running_server(
+                project / "store", "--warehouse", "warehouse.duckdb", "--watch-interval", "0"
+            ) as base,
+            Publisher(url) as publisher,
+        ):
+            _wait_rows(project, 1, runner)
+            for _ in range(5):
+                panel = httpx.get(f"{base}/dashboard/stats", timeout=30).json()["warehouse"]
+                assert panel["error"] is None, panel
+                tables = {t["name"]: t["rows"] for t in panel["tables"]}
+                counts.append(tables["iris_stream"])
+                time.sleep(0.3)
+            publisher.done.set()
+            publisher.thread.join(timeout=60)
+            runner.wait(timeout=120)
+            deadline = time.monotonic() + 30  # counts are re-read at most once a second
+            while _dashboard_rows(base) != publisher.published:
+                assert time.monotonic() < deadline, (_dashboard_rows(base), publisher.published)
+                time.sleep(0.2)
+            page = httpx.get(f"{base}/").text
+    finally:
+        stop(runner)
+    assert counts == sorted(counts) and counts[0] > 0, counts
+    assert 'id="warehouse"' in page
+
+
+def _dashboard_rows(base: str) -> int:
+    panel = httpx.get(f"{base}/dashboard/stats", timeout=30).json()["warehouse"]
+    return int({t["name"]: t["rows"] for t in panel["tables"]}["iris_stream"])

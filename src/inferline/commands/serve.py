@@ -106,6 +106,10 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option(help="A web page origin allowed to manage models (repeatable).", show_default=False),
         ] = None,
+        warehouse: Annotated[
+            str | None,
+            typer.Option(help="DuckDB warehouse whose table row counts the dashboard shows."),
+        ] = None,
     ) -> None:
         """Serve every model in the store over HTTP (TorchServe and KServe v2 APIs)."""
         if token is not None:
@@ -153,6 +157,7 @@ def register(app: typer.Typer) -> None:
             loopback_only=is_loopback(host),
             grpc_address=None if grpc_port == 0 else address(host, grpc_port or DEFAULT_GRPC_PORT),
             grpc_required=grpc_port is not None,
+            warehouse=warehouse,
         )
         state = ServerState(config, store=ModelStore(models))
         assert state.catalog is not None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -49,7 +50,11 @@ async def stats_route(request: Request) -> Response:
         raise ApiError(
             400, "BadRequest", f"GET /dashboard/stats: window={raw!r}; expected whole seconds from 1 to 3600"
         )
-    return JSONResponse(stats(server_of(request), int(raw)), headers={"Cache-Control": "no-store"})
+    state = server_of(request)
+    payload = stats(state, int(raw))
+    if state.warehouse is not None:
+        payload["warehouse"] = await run_in_threadpool(state.warehouse.snapshot)
+    return JSONResponse(payload, headers={"Cache-Control": "no-store"})
 
 
 async def page_route(request: Request) -> Response:

@@ -59,6 +59,7 @@ class ServerConfig:
     watch_interval: float = 1.0
     retry_after_s: int = 1
     max_image_pixels: int = 40_000_000
+    warehouse: str | None = None  # a DuckDB file whose table counts the dashboard shows
 
 
 class ServerState:
@@ -66,12 +67,14 @@ class ServerState:
 
     def __init__(self, config: ServerConfig, *, store: Any | None = None) -> None:
         from inferline.serve.catalog import StoreCatalog
+        from inferline.serve.warehouse import WarehouseCounts
 
         self.config = config
         self.metrics = ServerMetrics()
         self.models = ServedModels(self.metrics, settings=config.settings)
         self.catalog = StoreCatalog(store, self.models) if store is not None else None
         self.offload = Offload()
+        self.warehouse = WarehouseCounts(config.warehouse) if config.warehouse else None
         self.ready = False
 
     async def resolve(self, name: str, version: str | None) -> ServedVersion:
