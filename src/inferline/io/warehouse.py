@@ -210,6 +210,12 @@ def attach(
             waiter.wait(reason, speak=foreign_wait is None)
 
 
+def cause(exc: BaseException) -> str:
+    """The first line of a DuckDB error, down to its original error (a checkpoint's disk error)."""
+    text = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return text.rpartition("Original error: ")[2] or text
+
+
 def open_failure(path: str, message: str) -> str:
     """Why DuckDB cannot open `path` held by a process that does not take turns, on one line."""
     holder = _LOCK_HOLDER.search(message)

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -23,7 +24,7 @@ from collections.abc import Callable
 
 import duckdb
 
-from inferline.io.warehouse import FOREIGN_WAIT_S, Turn, WarehouseError, attach, read_for_a_run
+from inferline.io.warehouse import FOREIGN_WAIT_S, Turn, WarehouseError, attach, cause, read_for_a_run
 
 IDLE_S = 1.0  # a turn with no write for this long ends even if no one is waiting
 POLL_S = 0.01  # how often an idle turn looks at the gate
@@ -43,6 +44,7 @@ class WarehouseWriter:
         self._active = 0  # sinks inside a transaction
         self._name = ""  # the attached catalog, "" between turns
         self._last = 0.0
+        self._broken: str | None = None  # why the file was invalidated (a failed checkpoint)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -56,6 +58,8 @@ class WarehouseWriter:
     def begin(self, con: duckdb.DuckDBPyConnection) -> None:
         """Start (or join) this process's turn; `con`'s unqualified names are the warehouse's."""
         with self._mutex:
+            if self._broken is not None:
+                raise WarehouseError(f"{self.path}: cannot checkpoint ({self._broken})")
             if not self._name:
                 if read_for_a_run(self.path):
                     raise WarehouseError(
@@ -95,6 +99,13 @@ class WarehouseWriter:
         name, self._name = self._name, ""
         try:
             self._db.execute(f'DETACH "{name}"').fetchall()
+        except duckdb.Error as exc:
+            # The checkpoint failed (a full disk): what was committed is safe in the WAL, which
+            # the next opener replays, but this DuckDB has invalidated the file. Close it, so
+            # its file handles go, and fail the next write with the cause.
+            self._broken = cause(exc)
+            with contextlib.suppress(duckdb.Error):
+                self._db.close()
         finally:
             self._turn.give_back()
 
@@ -112,8 +123,9 @@ class WarehouseWriter:
         with self._mutex:
             try:
                 if self._name:
-                    self._end_turn()
-                self._db.close()
+                    self._end_turn()  # a failed checkpoint here loses nothing (see _end_turn)
+                if self._broken is None:
+                    self._db.close()
             finally:
                 self._turn.close()
 
