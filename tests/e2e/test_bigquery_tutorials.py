@@ -219,3 +219,67 @@ def test_tensorflow_object_table_tutorial(cli: CliRunner, project: Path) -> None
         ).permute(0, 2, 3, 1)
         want = signature_outputs(project / "resnet_50", image=resized.numpy())["probabilities"][0]
         np.testing.assert_allclose(rows[path.name]["probabilities"], want, rtol=1e-5, atol=1e-6)  # type: ignore[arg-type]
+
+
+def test_evaluation_functions_on_a_model_imported_as_the_tutorial_imports_it(
+    cli: CliRunner, project: Path
+) -> None:
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn import metrics
+    from sklearn.linear_model import LogisticRegression
+
+    data = load_iris()
+    x, y = data.data[:, :2], (data.target == 2).astype(int)  # virginica or not, from the sepals
+    pipe = Pipeline([("scaler", StandardScaler()), ("clr", LogisticRegression())]).fit(x, y)
+    initial_types = [
+        ("sepal_length", FloatTensorType([None, 1])),
+        ("sepal_width", FloatTensorType([None, 1])),
+    ]
+    onx = convert_sklearn(
+        pipe, "virginica", initial_types=initial_types, options={id(pipe): {"zipmap": False}}
+    )
+    (project / "virginica.onnx").write_bytes(onx.SerializeToString())
+    with duckdb.connect(str(project / "w.duckdb")) as con:
+        con.execute(
+            "CREATE SCHEMA mydataset; "
+            "CREATE TABLE mydataset.flowers (sepal_length DOUBLE, sepal_width DOUBLE, label BIGINT)"
+        )
+        con.executemany(
+            "INSERT INTO mydataset.flowers VALUES (?, ?, ?)",
+            [[*map(float, r), int(t)] for r, t in zip(x, y, strict=True)],
+        )
+    cli(
+        "sql",
+        "--db",
+        "w.duckdb",
+        "CREATE OR REPLACE MODEL `mydataset.virginica` "
+        "OPTIONS (MODEL_TYPE='ONNX', MODEL_PATH='virginica.onnx')",
+    )
+    predicted = pipe.predict(x.astype(np.float32))
+    score = pipe.predict_proba(x.astype(np.float32))[:, 1]
+
+    def query(sql: str) -> list[dict[str, object]]:
+        return _json_rows(cli("sql", "--db", "w.duckdb", "--format", "json", sql).stdout)
+
+    (evaluation,) = query(
+        "SELECT * FROM ML.EVALUATE(MODEL `mydataset.virginica`, TABLE `myproject.mydataset.flowers`)"
+    )
+    assert evaluation["precision"] == pytest.approx(metrics.precision_score(y, predicted))
+    assert evaluation["recall"] == pytest.approx(metrics.recall_score(y, predicted))
+    assert evaluation["f1_score"] == pytest.approx(metrics.f1_score(y, predicted))
+    assert evaluation["roc_auc"] == pytest.approx(metrics.roc_auc_score(y, score), abs=1e-6)
+    matrix = query(
+        "SELECT * FROM ML.CONFUSION_MATRIX(MODEL `mydataset.virginica`, "
+        "(SELECT * FROM `myproject.mydataset.flowers`), STRUCT(0.5 AS threshold)) ORDER BY expected_label"
+    )
+    assert [[r["_0"], r["_1"]] for r in matrix] == metrics.confusion_matrix(y, predicted).tolist()
+    curve = query(
+        "SELECT * FROM ML.ROC_CURVE(MODEL `mydataset.virginica`, TABLE `myproject.mydataset.flowers`, "
+        "GENERATE_ARRAY(0.4, 0.6, 0.01)) ORDER BY threshold"
+    )
+    assert len(curve) == 21
+    for row in curve:
+        called = score >= float(row["threshold"])  # type: ignore[arg-type]
+        assert row["true_positives"] == int(np.sum(called & (y == 1)))
+        assert row["false_positives"] == int(np.sum(called & (y == 0)))
