@@ -102,6 +102,9 @@ def test_a_page_on_another_origin_cannot_register_a_model(
         )
         assert allowed.by_id("out").text == "sent"
         assert "friend" in served_names(base)
+        # A pickle from a folder in INFERLINE_TRUSTED_PATHS may be registered (by a script).
+        listed = httpx.post(f"{base}/models", params={"url": str(pickle), "model_name": "p"}, timeout=60)
+        assert listed.status_code == 200, listed.text
     assert not (store / "evil").exists()
 
 
@@ -148,33 +151,27 @@ def test_browser_shaped_requests_are_refused(tmp_path: Path, store: Path, iris_e
         )
         assert again.status_code == 200, again.text
         assert served_names(base) == ["added", "iris"]
+        pickles_need_a_listed_folder(base, tmp_path, store, iris_example)
 
 
-def test_pickles_registered_over_http_need_a_trusted_folder(
-    tmp_path: Path, store: Path, iris_example: Path
-) -> None:
+def pickles_need_a_listed_folder(base: str, tmp_path: Path, store: Path, iris_example: Path) -> None:
+    """Without INFERLINE_TRUSTED_PATHS no file that loading could run is registered over HTTP."""
     folder = tmp_path / "uploads"
     folder.mkdir()
     pickle = folder / "model.joblib"
     shutil.copy(iris_example / "models/iris-1.joblib", pickle)
-    disguised = folder / "model.skops"  # a pickle under a safe format's name
-    shutil.copy(pickle, disguised)
-    with running_server(store, "--watch-interval", "0") as base:
-        for url, framework in ((pickle, None), (disguised, None), (folder / "model.bin", "sklearn")):
-            if not Path(url).exists():
-                shutil.copy(pickle, url)
-            params = {"url": str(url), "model_name": "p", **({"framework": framework} if framework else {})}
-            answer = httpx.post(f"{base}/models", params=params, timeout=60)
-            assert answer.status_code == 400, answer.text
-            assert (
-                "file registered over HTTP (it could run code) from an untrusted location; use the safe "
-                ".skops or .onnx format, or add its folder to INFERLINE_TRUSTED_PATHS"
-            ) in answer.json()["message"]
-        assert not (store / "p").exists()  # refused before the file reached the store
-        onnx = {"url": str(iris_example / "models/iris-1.onnx"), "model_name": "safe"}
-        assert httpx.post(f"{base}/models", params=onnx, timeout=60).status_code == 200
-
-    trusted = {"INFERLINE_TRUSTED_PATHS": f"{folder}:{store}"}
-    with running_server(store, "--watch-interval", "0", env=trusted) as base:
-        answer = httpx.post(f"{base}/models", params={"url": str(pickle), "model_name": "p"}, timeout=60)
-        assert answer.status_code == 200, answer.text
+    shutil.copy(pickle, folder / "model.skops")  # a pickle under a safe format's name
+    shutil.copy(pickle, folder / "model.bin")
+    for name, framework in (("model.joblib", None), ("model.skops", None), ("model.bin", "sklearn")):
+        params = {
+            "url": str(folder / name),
+            "model_name": "p",
+            **({"framework": framework} if framework else {}),
+        }
+        answer = httpx.post(f"{base}/models", params=params, timeout=60)
+        assert answer.status_code == 400, answer.text
+        assert (
+            "file registered over HTTP (it could run code) from an untrusted location; use the safe "
+            ".skops or .onnx format, or add its folder to INFERLINE_TRUSTED_PATHS"
+        ) in answer.json()["message"]
+    assert not (store / "p").exists()  # refused before the file reached the store
