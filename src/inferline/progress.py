@@ -50,8 +50,8 @@ class ProgressDisplay:
         elapsed = max(time.monotonic() - self._started, 1e-9)
         self._progress.update(
             self._task,
-            total=stats.total_bytes or None,
-            completed=stats.bytes_done,
+            total=stats.progress_total or None,
+            completed=stats.progress_done,
             rows=stats.rows_read,
             rate=stats.rows_read / elapsed,
             dead=stats.rows_dead,

@@ -195,7 +195,7 @@ class ParseFile(_SourceDoFn):
         source = classes[self.kind](uri, string_columns=self.string_columns)
         index = 0
         with readable.open() as handle:
-            for batch, dead in source._read(handle, uri):
+            for batch, dead, _ in source._read(handle, uri, readable.metadata.size_in_bytes):
                 for letter in dead:
                     self.read.inc()
                     yield self.bury(letter.key, letter.raw, letter.error, letter.stage)

@@ -49,8 +49,10 @@ class RunStats:
     rows_predicted: int = 0
     rows_dead: int = 0
     batches: int = 0
-    bytes_done: int = 0
-    total_bytes: int | None = None
+    # Where the input stands after the rows written so far, of `progress_total` (the source's
+    # unit: bytes of rows for files, else rows); None when the source does not know its size.
+    progress_done: int = 0
+    progress_total: int | None = None
     # Rows written whose key an earlier row of the run already had (bounded runs with `key:`).
     duplicate_keys: int = 0
     model_ids: set[str] = field(default_factory=set)
@@ -269,7 +271,7 @@ class LocalEngine:
         # A key column the user named may repeat; generated keys (uri:row, message ids) do not.
         keys = KeyTracker() if self.spec.key and source.bounded else None
         source.open()
-        self.stats.total_bytes = source.total_bytes()
+        self.stats.progress_total = source.progress_total()
         sink.open()
         read_q: queue.Queue[Any] = queue.Queue(self.queue_depth)
         write_q: queue.Queue[Any] = queue.Queue(self.queue_depth)
@@ -423,8 +425,8 @@ class LocalEngine:
             # Committed and acked just now: publish -> commit, on the wall clock.
             latency = time.time() - np.asarray(published, dtype=np.float64)
             self.latency.record(latency, len(published) + len(item.source.dead))
-        if item.source.bytes_done is not None:
-            stats.bytes_done = item.source.bytes_done
+        if item.source.progress is not None:
+            stats.progress_done = item.source.progress
         if self.on_progress is not None:
             self.on_progress(stats)
 

@@ -47,7 +47,9 @@ class SourceBatch:
     position: Any = None
     # Monotonic publish times (seconds since epoch) per row, for streaming latency stats.
     published_at: list[float] | None = None
-    bytes_done: int | None = None
+    # Where the input stands once this batch's rows are done, in the unit of the source's
+    # `progress_total()` (bytes of the rows for files, else rows): the bar follows rows written.
+    progress: int | None = None
 
 
 @runtime_checkable
@@ -68,7 +70,9 @@ class Source(Protocol):
 
     def ack(self, position: Any) -> None: ...
 
-    def total_bytes(self) -> int | None: ...
+    def progress_total(self) -> int | None:
+        """The input's size in the unit of `SourceBatch.progress`; None when unknown."""
+        ...
 
     def close(self) -> None: ...
 

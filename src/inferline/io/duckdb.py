@@ -316,8 +316,15 @@ class TableSource:
         except WarehouseError as exc:
             raise InputError(f"source {exc}") from None
 
-    def total_bytes(self) -> int | None:
-        return None
+    def progress_total(self) -> int | None:
+        """Rows of a table (DuckDB knows them cheaply); None for a query (it would run twice)."""
+        if self._con is None or self.table.lstrip().lower().startswith("select"):
+            return None
+        try:
+            ((count,),) = self._con.sql(f"SELECT count(*) FROM {quote(self.table)}").fetchall()
+        except duckdb.Error:
+            return None  # batches() reports the missing table in its own words
+        return int(count)
 
     def ack(self, position: Any) -> None:
         """Tables need no acknowledgement."""
@@ -337,8 +344,9 @@ class TableSource:
         from inferline.io.files import row_keys
 
         for batch in reader:
-            yield SourceBatch(data=batch, keys=row_keys(f"{self.path}#{self.table}", row, batch.num_rows))
+            keys = row_keys(f"{self.path}#{self.table}", row, batch.num_rows)
             row += batch.num_rows
+            yield SourceBatch(data=batch, keys=keys, progress=row)
 
     def close(self) -> None:
         if self._session is not None:

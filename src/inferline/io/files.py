@@ -73,7 +73,8 @@ class _FileSource:
     def open(self) -> None:
         self._files = expand_paths(self.path)
 
-    def total_bytes(self) -> int | None:
+    def progress_total(self) -> int | None:
+        """Bytes of all files: each batch's `progress` is the bytes up to its last row."""
         try:
             return sum(int(fs.size(p) or 0) for fs, p, _ in self._files)
         except Exception:
@@ -91,20 +92,31 @@ class _FileSource:
             size = int(fs.size(path) or 0)
             with fs.open(path, "rb") as handle:
                 row = 0
-                for batch, dead in self._read(handle, uri):
+                before = 0  # where the previous batch's rows ended in the file
+                for batch, dead, end in self._read(handle, uri, size):
+                    # Pieces of a batch share its byte range in proportion to their rows.
+                    end = min(max(end, before), size)
                     for offset in range(0, max(batch.num_rows, 1), self.batch_rows):
                         piece = batch.slice(offset, self.batch_rows)
+                        share = (offset + piece.num_rows) / batch.num_rows if batch.num_rows else 1.0
                         yield SourceBatch(
                             data=piece,
                             keys=row_keys(uri, row, piece.num_rows),
                             dead=dead if offset == 0 else [],
-                            bytes_done=done + min(_tell(handle), size),
+                            progress=done + before + round((end - before) * share),
                         )
                         row += piece.num_rows
+                    before = end
             done += size
 
-    def _read(self, handle: IO[bytes], uri: str) -> Iterator[tuple[pa.RecordBatch, list[DeadLetter]]]:
+    def _read(
+        self, handle: IO[bytes], uri: str, size: int
+    ) -> Iterator[tuple[pa.RecordBatch, list[DeadLetter], int]]:
+        """(rows, their dead letters, the byte offset in the file where those rows end)."""
         raise NotImplementedError
+
+
+_BLOCK = 1 << 20  # CSV parse block, bytes
 
 
 def _bad_line_key(uri: str, number: int | None, text: str) -> str:
@@ -113,13 +125,6 @@ def _bad_line_key(uri: str, number: int | None, text: str) -> str:
     if number is not None:
         return f"{uri}:line{number}"
     return f"{uri}:bad-{hashlib.sha256(text.encode('utf-8', 'replace')).hexdigest()[:16]}"
-
-
-def _tell(handle: IO[bytes]) -> int:
-    try:
-        return int(handle.tell())
-    except (OSError, ValueError):
-        return 0
 
 
 class _InvalidRows:
@@ -180,7 +185,9 @@ class CsvSource(_FileSource):
 
     kind = "csv"
 
-    def _read(self, handle: IO[bytes], uri: str) -> Iterator[tuple[pa.RecordBatch, list[DeadLetter]]]:
+    def _read(
+        self, handle: IO[bytes], uri: str, size: int
+    ) -> Iterator[tuple[pa.RecordBatch, list[DeadLetter], int]]:
         # Columns are typed by Arrow's inference. If a model-input column later holds a value
         # that is not a number, the file is re-read from where it stopped with the input
         # columns as text, so that the bad value dead-letters one row instead of the file.
@@ -194,17 +201,22 @@ class CsvSource(_FileSource):
             if reader is None:
                 return
             skip = emitted
+            blocks = 0
             try:
                 while True:
                     try:
                         batch = reader.read_next_batch()
                     except StopIteration:
                         break
+                    # Arrow parses the file in blocks of _BLOCK bytes cut at the last whole row
+                    # and makes one batch of each, so the k-th batch's rows end within a line
+                    # of k * _BLOCK. (The handle's position is the reader's read-ahead.)
+                    blocks += 1
                     if skip:
                         dropped = min(skip, batch.num_rows)
                         batch, skip = batch.slice(dropped), skip - dropped
                     emitted += batch.num_rows
-                    yield batch, drain()
+                    yield batch, drain(), min(blocks * _BLOCK, size)
             except pa.ArrowInvalid as exc:
                 if as_text or not self.string_columns or "conversion error" not in str(exc).lower():
                     raise InputError(f"{uri}: {exc}") from None
@@ -214,7 +226,7 @@ class CsvSource(_FileSource):
                 continue
             leftover = drain()
             if leftover:
-                yield pa.RecordBatch.from_pylist([], schema=reader.schema), leftover
+                yield pa.RecordBatch.from_pylist([], schema=reader.schema), leftover, size
             return
 
     def _open_reader(
@@ -224,7 +236,7 @@ class CsvSource(_FileSource):
         try:
             return pa_csv.open_csv(
                 handle,
-                read_options=pa_csv.ReadOptions(block_size=1 << 20),
+                read_options=pa_csv.ReadOptions(block_size=_BLOCK),
                 parse_options=pa_csv.ParseOptions(invalid_row_handler=on_invalid),
                 convert_options=pa_csv.ConvertOptions(column_types=types),
             )
@@ -244,19 +256,28 @@ class JsonlSource(_FileSource):
     kind = "jsonl"
     chunk_lines = 16384
 
-    def _read(self, handle: IO[bytes], uri: str) -> Iterator[tuple[pa.RecordBatch, list[DeadLetter]]]:
+    def _read(
+        self, handle: IO[bytes], uri: str, size: int
+    ) -> Iterator[tuple[pa.RecordBatch, list[DeadLetter], int]]:
         schema: pa.Schema | None = None
         line_no = 0
-        text = io.TextIOWrapper(handle, encoding="utf-8", errors="replace")
+        offset = 0
+        # Lines as bytes, so the batch's end in the file is known exactly (readline: Beam's
+        # compressed file objects do not iterate).
+        reader = iter(handle.readline, b"")
+        # At most a batch of lines per parse, so a batch's end is exact, not interpolated.
+        chunk = min(self.chunk_lines, self.batch_rows)
         while True:
-            lines = [line for _, line in zip(range(self.chunk_lines), text, strict=False)]
-            if not lines:
+            raw = [line for _, line in zip(range(chunk), reader, strict=False)]
+            if not raw:
                 break
+            offset += sum(map(len, raw))
+            lines = [line.decode("utf-8", errors="replace") for line in raw]
             numbers = list(range(line_no, line_no + len(lines)))
             line_no += len(lines)
             keep = [(n, line) for n, line in zip(numbers, lines, strict=True) if line.strip()]
             batch, dead, schema = _parse_json_lines(keep, uri, schema)
-            yield batch, dead
+            yield batch, dead, offset
 
     # JSONL keys are line numbers, which parsing may skip; use the original indices.
     def batches(self) -> Iterator[SourceBatch]:
@@ -331,10 +352,16 @@ class ParquetSource(_FileSource):
 
     kind = "parquet"
 
-    def _read(self, handle: IO[bytes], uri: str) -> Iterator[tuple[pa.RecordBatch, list[DeadLetter]]]:
+    def _read(
+        self, handle: IO[bytes], uri: str, size: int
+    ) -> Iterator[tuple[pa.RecordBatch, list[DeadLetter], int]]:
         try:
             parquet = pq.ParquetFile(handle)
         except pa.ArrowInvalid as exc:
             raise InputError(f"{uri}: not a Parquet file ({exc})") from None
+        rows = max(parquet.metadata.num_rows, 1)
+        done = 0
         for batch in parquet.iter_batches(batch_size=max(self.batch_rows, 65536)):
-            yield batch, []
+            # Columnar: a batch's bytes are not contiguous, so its share of the file is its rows'.
+            done += batch.num_rows
+            yield batch, [], size * done // rows

@@ -254,7 +254,7 @@ class ImagesSource:
         if not self.workers:
             self.workers = _decode_threads(self._files)
 
-    def total_bytes(self) -> int | None:
+    def progress_total(self) -> int | None:
         # Stat'ing every object of a remote bucket up front is slow; local files are cheap.
         if not self._files or "://" in self._files[0][2]:
             return None
@@ -288,7 +288,7 @@ class ImagesSource:
                     pending.append(self._submit(pool, next_chunk))
                 done += sum(d.size for d in decoded)
                 batch = self._batch(decoded, expected)
-                batch.bytes_done = done
+                batch.progress = done
                 yield batch
 
     def _submit(

@@ -82,7 +82,7 @@ class ImageLoader:
             dead=dead,
             position=batch.position,
             published_at=[published[i] for i in rows] if published is not None else None,
-            bytes_done=batch.bytes_done,
+            progress=batch.progress,
         )
 
     def _load(self, uri: object) -> Decoded:

@@ -105,8 +105,9 @@ class ObjectsSource:
             for fs, path, uri, info in list_files(self.path)
         ]
 
-    def total_bytes(self) -> int | None:
-        return sum(f.size for f in self._files) if self.read_data else None
+    def progress_total(self) -> int | None:
+        # Bytes when contents are read (the work), else files.
+        return sum(f.size for f in self._files) if self.read_data else len(self._files)
 
     def ack(self, position: Any) -> None:
         """Files need no acknowledgement."""
@@ -126,10 +127,10 @@ class ObjectsSource:
                         dead.append(DeadLetter(item.uri, item.uri, error, "read"))
                         continue
                     rows.append(object_row(item.uri, item.size, item.updated, data))
-                done += sum(f.size for f in chunk)
+                done += sum(f.size for f in chunk) if self.read_data else len(chunk)
                 batch = pa.RecordBatch.from_pylist(rows, schema=SCHEMA)
                 keys = batch.column("uri")
-                yield SourceBatch(data=batch, keys=keys, dead=dead, bytes_done=done)
+                yield SourceBatch(data=batch, keys=keys, dead=dead, progress=done)
 
     def _chunks(self) -> Iterator[list[ObjectFile]]:
         chunk: list[ObjectFile] = []

@@ -111,7 +111,7 @@ class TopicSource:
             raise RuntimeError("TopicSource used before open()")
         return self._consumer
 
-    def total_bytes(self) -> int | None:
+    def progress_total(self) -> int | None:
         return None
 
     def backlog(self) -> int:

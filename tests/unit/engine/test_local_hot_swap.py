@@ -51,7 +51,7 @@ class FeedSource:
     def ack(self, position: Any) -> None:
         self.acked.append(position)
 
-    def total_bytes(self) -> int | None:
+    def progress_total(self) -> int | None:
         return None
 
     def close(self) -> None:

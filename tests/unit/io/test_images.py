@@ -126,7 +126,7 @@ def test_source_columns_are_uri_size_and_a_tensor(tmp_path: Path) -> None:
     assert batch.data.column("width").to_pylist() == [8] * 5
     assert tensor_shape(batch.data.schema.field("image")) == (3, 4, 6)
     assert batch.keys.to_pylist() == batch.data.column("uri").to_pylist()
-    assert source.total_bytes() == sum(p.stat().st_size for p in folder.glob("*.png"))
+    assert source.progress_total() == sum(p.stat().st_size for p in folder.glob("*.png"))
 
 
 def test_images_of_another_size_need_resize(tmp_path: Path) -> None:
