@@ -39,6 +39,6 @@ def test_bad_first_null_int_first_and_keyless_messages_are_dead_lettered_alone(
     assert sorted(dead, key=int) == ["1", "2", "4", "5", "10", "11"]  # queue message ids
     assert dead["1"].endswith("field 'feature' is text, expected numbers (a model input)")
     assert dead["2"].endswith("field 'feature' is empty, expected numbers (a model input)")
-    assert dead["4"].endswith("no 'id' field (the pipeline's key:)")
-    assert dead["5"].endswith("'id' (the pipeline's key:) is null")
+    assert dead["4"].endswith("no 'id' (the pipeline's key:), or it is null")
+    assert dead["5"].endswith("no 'id' (the pipeline's key:), or it is null")
     assert dead["11"].startswith("model iris/1 failed")  # alone in its batch: 2 features, not 4

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,14 +70,87 @@ class JsonMessages:
                     f"message is {len(body):,} bytes, over the limit of {self.max_bytes:,} "
                     "(source.options.max_message_bytes)"
                 )
+            elif body == b"null":  # pyarrow would read it as a row of nulls
+                errors[i] = "not a usable JSON message: expected a JSON object, got null"
         rows = [i for i in range(len(bodies)) if i not in errors]
-        table = _parse([bodies[i] for i in rows])
-        if table is None:  # the rare path: find the poison, parse the rest together again
-            rows = self._screen(bodies, rows, errors)
-            table = _parse([bodies[i] for i in rows]) if rows else _empty()
-            if table is None:
-                return self._one_by_one(bodies, rows, errors)
-        return self._fit(table, rows, errors)
+        parts = self._parse_around_poison(bodies, rows, errors)
+        fitted = [self._fit(table, part_rows, errors) for table, part_rows in parts]
+        if len(fitted) == 1:
+            return fitted[0]
+        try:
+            table = pa.concat_tables([f.table for f in fitted if f.good], promote_options="default")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # parts with a new field of two types
+            table = None
+        if table is None or not any(f.good for f in fitted):
+            kept = [r for f in fitted for r in f.good]
+            if not kept:
+                return Decoded(_empty(), [], errors)
+            return self._screened(bodies, kept, errors)
+        return Decoded(table, [r for f in fitted for r in f.good], errors)
+
+    def _parse_around_poison(
+        self, bodies: list[bytes], rows: list[int], errors: dict[int, str]
+    ) -> list[tuple[pa.Table, list[int]]]:
+        """Vectorised parses of the good runs between poison messages.
+
+        Once the stream's schema is known it is explicit, so pyarrow names the exact row that
+        does not fit ("... changed from array to string in row 7", "Invalid value. in row
+        3"): that message is poison, the rows before it parse together, the rest are tried
+        again. Only an error that names no row (or a field the stream has not seen) sends
+        what is left to the per-message screen.
+        """
+        parts: list[tuple[pa.Table, list[int]]] = []
+        while rows:
+            table, culprit = self._try([bodies[i] for i in rows])
+            if table is not None:
+                parts.append((table, rows))
+                return parts
+            if culprit is None:
+                break
+            if culprit > 0:
+                head, _ = self._try([bodies[i] for i in rows[:culprit]])
+                if head is None:
+                    break
+                parts.append((head, rows[:culprit]))
+            rows = rows[culprit:]
+            if self._screen(bodies, rows[:1], errors):
+                break  # it fits, only not as the schema stands (1.5 in an int field): widen below
+            rows = rows[1:]
+        if rows:
+            # Parsed with types inferred again, so `_fit` can widen the stream's (int -> float).
+            rest = self._screen(bodies, rows, errors)
+            table = _parse([bodies[i] for i in rest])[0] if rest else None
+            if table is not None:
+                parts.append((table, rest))
+            elif rest:
+                parts.extend(self._one_by_one(bodies, rest, errors))
+        return parts
+
+    def _try(self, bodies: list[bytes]) -> tuple[pa.Table | None, int | None]:
+        table, error = _parse(bodies, self._explicit())
+        if table is not None or error is None:
+            return table, None
+        found = _ROW.search(error)
+        if found is None:
+            return None, None
+        column = _COLUMN.search(error)
+        # A type change in a field the stream has not typed yet could be either message's fault.
+        if column is not None and column.group(1) and column.group(1) not in self.schema:
+            return None, None
+        return None, int(found.group(1))
+
+    def _explicit(self) -> pa.Schema | None:
+        return pa.schema(list(self.schema.items())) if self.schema else None
+
+    def _screened(self, bodies: list[bytes], rows: list[int], errors: dict[int, str]) -> Decoded:
+        rest = self._screen(bodies, rows, errors)
+        table = _parse([bodies[i] for i in rest])[0] if rest else _empty()
+        if table is None:
+            parts = self._one_by_one(bodies, rest, errors)
+            if not parts:
+                return Decoded(_empty(), [], errors)
+            table, rest = parts[0]
+        return self._fit(table, rest, errors)
 
     # --- the vectorised check ---------------------------------------------------------
     def _fit(self, table: pa.Table, rows: list[int], errors: dict[int, str]) -> Decoded:
@@ -93,11 +167,11 @@ class JsonMessages:
         if self.key is not None:
             column = _top(table, self.key)
             if column is None:
-                mark(np.ones(n, dtype=bool), f"no {self.key!r} field (the pipeline's key:)")
+                mark(np.ones(n, dtype=bool), f"no {self.key!r} (the pipeline's key:), or it is null")
             elif _nested(column.type):
                 mark(np.ones(n, dtype=bool), f"{self.key!r} (the key) is {column.type}, expected a value")
             else:
-                mark(_nulls(column), f"{self.key!r} (the pipeline's key:) is null")
+                mark(_nulls(column), f"no {self.key!r} (the pipeline's key:), or it is null")
         columns: dict[str, pa.ChunkedArray] = {}
         for name in table.column_names:
             column = table.column(name)
@@ -139,7 +213,12 @@ class JsonMessages:
 
     # --- the rare path ----------------------------------------------------------------
     def _screen(self, bodies: list[bytes], rows: list[int], errors: dict[int, str]) -> list[int]:
-        """Per message: is it a JSON object whose fields fit? Returns the rows that do."""
+        """Per message: is it a JSON object whose fields fit? Returns the rows that do.
+
+        Messages are judged by their fields' Python types, once per distinct set of them (a
+        batch has few), plus the model inputs' values; this is the rare path, but at 1%
+        poison most batches take it, so it must stay cheap.
+        """
         values: dict[int, dict[str, Any]] = {}
         for i in rows:
             try:
@@ -151,77 +230,92 @@ class JsonMessages:
                 errors[i] = f"not a usable JSON message: expected a JSON object, got {type(value).__name__}"
                 continue
             values[i] = value
-        # Fields the stream has not seen yet take the kind most messages give them.
-        usual: dict[str, str] = {}
-        counts: dict[str, Counter[str]] = {}
-        for value in values.values():
-            for name, item in value.items():
-                if name not in self.schema and item is not None:
-                    counts.setdefault(name, Counter())[_py_kind(item)] += 1
-        for name, counter in counts.items():
-            usual[name] = counter.most_common(1)[0][0]
+        expected = {name: _kind(t) for name, t in self.schema.items()}
+        new = set().union(*(v.keys() for v in values.values())) - set(expected)
+        if new:  # fields the stream has not seen yet take the kind most messages give them
+            counts: dict[str, Counter[str]] = {name: Counter() for name in new}
+            for value in values.values():
+                for name in new.intersection(value):
+                    item = value[name]
+                    if item is not None:
+                        kind = _KINDS.get(type(item), "other")
+                        counts[name]["list of numbers" if kind == "list" and _py_numbers(item) else kind] += 1
+            expected.update({n: c.most_common(1)[0][0] for n, c in counts.items() if c})
+        verdicts: dict[tuple[tuple[str, type], ...], str | None] = {}
         for i, value in values.items():
-            problem = self._misfit(value, usual)
+            types = tuple((name, type(item)) for name, item in value.items())
+            if types not in verdicts:
+                verdicts[types] = self._misfit(types, expected)
+            problem = verdicts[types]
+            if problem is None:
+                for name in self.inputs:
+                    item = value.get(name)
+                    if type(item) is list and not _py_numbers(item):
+                        problem = (
+                            f"field {name!r} is a list but not of numbers, expected numbers (a model input)"
+                        )
+                        break
             if problem is not None:
                 errors[i] = problem
         return [i for i in rows if i not in errors]
 
-    def _misfit(self, value: dict[str, Any], usual: dict[str, str]) -> str | None:
-        if self.key is not None and "." not in self.key and value.get(self.key) is None:
-            return (
-                f"no {self.key!r} field (the pipeline's key:)"
-                if self.key not in value
-                else (f"{self.key!r} (the pipeline's key:) is null")
-            )
-        for name, item in value.items():
-            if item is None:
+    def _misfit(self, types: tuple[tuple[str, type], ...], expected: dict[str, str]) -> str | None:
+        present = dict(types)
+        if self.key is not None and "." not in self.key and present.get(self.key, type(None)) is type(None):
+            return f"no {self.key!r} (the pipeline's key:), or it is null"
+        for name, kind_of in types:
+            if kind_of is type(None):
                 continue
-            kind = _py_kind(item)
-            if name in self.inputs and kind not in ("number", "list of numbers"):
+            kind = _KINDS.get(kind_of, kind_of.__name__)
+            if name in self.inputs and kind not in ("number", "list"):
                 return f"field {name!r} is {kind}, expected numbers (a model input)"
-            known = self.schema.get(name)
-            expected = _kind(known) if known is not None else usual.get(name, kind)
-            if (
-                kind != expected
-                and not (kind == "list" and expected.startswith("list"))
-                and not (kind == "list of numbers" and expected == "list")
-            ):
-                return f"field {name!r} is {kind}, where the stream has {expected}"
+            want = expected.get(name, kind)
+            if kind != want and not (kind == "list" and want == "list of numbers"):
+                return f"field {name!r} is {kind}, where the stream has {want}"
         return None
 
-    def _one_by_one(self, bodies: list[bytes], rows: list[int], errors: dict[int, str]) -> Decoded:
+    def _one_by_one(
+        self, bodies: list[bytes], rows: list[int], errors: dict[int, str]
+    ) -> list[tuple[pa.Table, list[int]]]:
         # Nested fields that differ in depth: parse each alone, keep the most common shape.
         parsed: list[tuple[int, pa.Table]] = []
         for i in rows:
-            one = _parse([bodies[i]])
+            one = _parse([bodies[i]])[0]
             if one is None:
                 errors[i] = f"fields do not match the stream's schema ({self.describe()})"
             else:
                 parsed.append((i, one))
         if not parsed:
-            return Decoded(_empty(), [], errors)
+            return []
         usual = Counter(str(t.schema) for _, t in parsed).most_common(1)[0][0]
         keep = [(i, t) for i, t in parsed if str(t.schema) == usual]
         for i, t in parsed:
             if str(t.schema) != usual:
                 fields = ", ".join(f"{f.name}: {f.type}" for f in t.schema)
                 errors[i] = f"fields differ from the other messages ({fields})"
-        table = pa.concat_tables([t for _, t in keep])
-        return self._fit(table, [i for i, _ in keep], errors)
+        return [(pa.concat_tables([t for _, t in keep]), [i for i, _ in keep])]
 
 
-def _parse(bodies: list[bytes]) -> pa.Table | None:
+_ROW = re.compile(r" in row (\d+)$")
+_COLUMN = re.compile(r"Column\(/?([^/)]*)")
+
+
+def _parse(bodies: list[bytes], schema: pa.Schema | None = None) -> tuple[pa.Table | None, str | None]:
+    """One vectorised parse (one block, so an error's row counts from the first body)."""
     if not bodies:
-        return _empty()
-    block = max(_BLOCK, max(len(b) for b in bodies) + 2)
+        return _empty(), None
+    data = b"\n".join(bodies)
     try:
-        return pa_json.read_json(
-            io.BytesIO(b"\n".join(bodies)),
-            read_options=pa_json.ReadOptions(block_size=block),
-            parse_options=pa_json.ParseOptions(newlines_in_values=False),
+        table = pa_json.read_json(
+            io.BytesIO(data),
+            read_options=pa_json.ReadOptions(block_size=max(_BLOCK, len(data) + 1)),
+            parse_options=pa_json.ParseOptions(
+                explicit_schema=schema, unexpected_field_behavior="infer", newlines_in_values=False
+            ),
         )
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return None
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        return None, str(exc)
+    return table, None
 
 
 def _empty() -> pa.Table:
@@ -298,22 +392,19 @@ def _kind(t: pa.DataType) -> str:
     return str(t)
 
 
-def _py_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, list):
-        return "list of numbers" if _py_numbers(value) else "list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+_KINDS: dict[type, str] = {
+    bool: "true/false",
+    int: "number",
+    float: "number",
+    str: "text",
+    list: "list",
+    dict: "an object",
+}
 
 
 def _py_numbers(value: list[Any]) -> bool:
-    return all(
-        (isinstance(v, int | float) and not isinstance(v, bool)) or (isinstance(v, list) and _py_numbers(v))
-        for v in value
-    )
+    for v in value:
+        kind = type(v)
+        if kind is not float and kind is not int and not (kind is list and _py_numbers(v)):
+            return False
+    return True
