@@ -376,13 +376,18 @@ class EmbeddedConsumer:
     def close(self) -> None:
         with self._lock:
             if self._con is not None:
+                key = (self.topic.name, self.group, self.name)
                 try:
+                    # What we leave unacked (a failed run) is due for the next consumer at once.
+                    self._con.execute(
+                        "UPDATE pending SET lease_until = 0 WHERE topic = ? AND grp = ? AND consumer = ?", key
+                    )
                     self._con.execute(
                         "DELETE FROM consumers WHERE topic = ? AND grp = ? AND name = ? AND owner = ?",
-                        (self.topic.name, self.group, self.name, this_process()),
+                        (*key, this_process()),
                     )
                 except sqlite3.Error:
-                    pass  # best effort: a dead owner's name is taken over anyway
+                    pass  # best effort: a dead owner's name and work are taken over anyway
                 self._con.close()
                 self._con = None
 

@@ -384,7 +384,10 @@ class RedisConsumer:
             return
         redis = require("redis", "redis")
         try:
-            if self.topic.client.get(self._owner_key(self.name)) == this_process().encode():
+            # With work left pending (a failed run) the key stays: the next consumer sees a dead
+            # owner and takes the work over at once.
+            mine = self.topic.client.get(self._owner_key(self.name)) == this_process().encode()
+            if mine and not self._in_flight:
                 self.topic.client.delete(self._owner_key(self.name))
             if not self.retention.keep_all and self._acked_since_trim:
                 self._trim()  # once, without waiting for a broker that is away
