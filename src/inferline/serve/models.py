@@ -25,6 +25,8 @@ from inferline.serve.metrics import ServerMetrics
 
 log = logging.getLogger("inferline.serve")
 
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # --max-image-pixels
+
 
 @dataclass(frozen=True)
 class BatchSettings:
@@ -38,7 +40,15 @@ class BatchSettings:
 class ServedVersion:
     """One loaded version of a model, with the batcher its requests go through."""
 
-    def __init__(self, loaded: LoadedModel, settings: BatchSettings, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        settings: BatchSettings,
+        metrics: ServerMetrics,
+        *,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    ) -> None:
+        self.max_image_pixels = max_image_pixels  # image bodies larger than this are refused
         self.loaded = loaded
         self.name = loaded.name
         self.version = loaded.version
@@ -187,7 +197,14 @@ class ServedModels:
         'iris/1'
     """
 
-    def __init__(self, metrics: ServerMetrics, *, settings: BatchSettings | None = None) -> None:
+    def __init__(
+        self,
+        metrics: ServerMetrics,
+        *,
+        settings: BatchSettings | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    ) -> None:
+        self.max_image_pixels = max_image_pixels
         self.metrics = metrics
         self.settings = settings or BatchSettings()
         self.models: dict[str, ServedModel] = {}
@@ -220,7 +237,12 @@ class ServedModels:
         model = self.models.get(loaded.name)
         if model is None:
             model = self.models[loaded.name] = ServedModel(loaded.name, self.settings, url=url)
-        served = ServedVersion(loaded, settings_from(loaded.metadata, model.settings), self.metrics)
+        served = ServedVersion(
+            loaded,
+            settings_from(loaded.metadata, model.settings),
+            self.metrics,
+            max_image_pixels=self.max_image_pixels,
+        )
         model.versions[loaded.version] = served
         if default or model.default is None:
             model.default = loaded.version

@@ -26,7 +26,7 @@ from inferline.serve.answers import encode_answer, warning_header
 from inferline.serve.batching import QueueFullError
 from inferline.serve.http import JSON, ApiError, error_response, invalid_input, read_body
 from inferline.serve.metrics import ServerMetrics
-from inferline.serve.models import BatchSettings, ServedModels, ServedVersion
+from inferline.serve.models import DEFAULT_MAX_IMAGE_PIXELS, BatchSettings, ServedModels, ServedVersion
 from inferline.serve.offload import THREAD_BODY_BYTES, Offload
 
 log = logging.getLogger("inferline.serve")
@@ -58,7 +58,7 @@ class ServerConfig:
     settings: BatchSettings = field(default_factory=BatchSettings)
     watch_interval: float = 1.0
     retry_after_s: int = 1
-    max_image_pixels: int = 40_000_000
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     warehouse: str | None = None  # a DuckDB file whose table counts the dashboard shows
 
 
@@ -71,7 +71,9 @@ class ServerState:
 
         self.config = config
         self.metrics = ServerMetrics()
-        self.models = ServedModels(self.metrics, settings=config.settings)
+        self.models = ServedModels(
+            self.metrics, settings=config.settings, max_image_pixels=config.max_image_pixels
+        )
         self.catalog = StoreCatalog(store, self.models) if store is not None else None
         self.offload = Offload()
         self.warehouse = WarehouseCounts(config.warehouse) if config.warehouse else None

@@ -45,7 +45,7 @@ def parse_predictions(body: bytes, request: Request, served: ServedVersion) -> t
     content_type = request.headers.get("content-type", "")
     state = server_of(request)
     if content_type.startswith("image/"):
-        return decode_image_body(body, served, max_pixels=state.config.max_image_pixels), None
+        return decode_image_body(body, served), None
     route = f"POST /predictions/{served.name}"
     if served.hooks is None and len(body) >= PROCESS_BODY_BYTES:
         # Called on a worker thread (see ServerState._parse): wait for the worker process.
@@ -79,16 +79,11 @@ def instances_batch(instances: list[Any], served: ServedVersion) -> pa.RecordBat
 IMAGE_KEYS = ("resize", "mode", "scale", "mean", "std", "layout")
 
 
-DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
-
-
-def decode_image_body(
-    body: bytes, served: ServedVersion, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-) -> np.ndarray:
+def decode_image_body(body: bytes, served: ServedVersion) -> np.ndarray:
     """One image body as a one-row batch, decoded with the model's saved image settings.
 
-    The size is read from the image header first: an image over `max_pixels` is refused
-    before anything is decoded (a 0.5 MB PNG can decode to gigabytes).
+    The size is read from the image header first: an image over `served.max_image_pixels`
+    (`--max-image-pixels`) is refused before anything is decoded (a 0.5 MB PNG can decode to gigabytes).
     """
     try:
         from inferline.io.images import decode_image, image_size
@@ -101,6 +96,7 @@ def decode_image_body(
         raise bad_request(f"model {served.model_id}: empty image body")
     try:
         width, height = image_size(body)
+        max_pixels = served.max_image_pixels
         if width * height > max_pixels:
             raise ApiError(
                 413,

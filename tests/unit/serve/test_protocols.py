@@ -309,3 +309,43 @@ def test_v2_config_and_repository_without_a_store(state: ServerState) -> None:
     load = call(state, "POST", "/v2/repository/models/iris/load")
     assert load.status_code == 400
     assert load.json() == {"error": "this server has no model store; start it with --models STORE"}
+
+
+def test_v2_image_tensors_obey_max_image_pixels_too() -> None:
+    pytest.importorskip("PIL")
+    import struct
+
+    from inferline.serve.v2 import HEADER_LENGTH
+
+    handler = SklearnHandler()
+    model = LogisticRegression(max_iter=200).fit(IRIS.data[:, :1].repeat(64, axis=1), IRIS.target)
+    server = ServerState(ServerConfig(max_image_pixels=1_000_000))
+    server.models.add(
+        LoadedModel("pics", "1", "mem://pics", handler, model, metadata={"resize": [8, 8], "mode": "L"})
+    )
+    png = png_header(2000, 1000)
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": 4 + len(png)},
+                }
+            ]
+        }
+    ).encode()
+    body = header + struct.pack("<I", len(png)) + png
+    answer = call(
+        server,
+        "POST",
+        "/v2/models/pics/infer",
+        content=body,
+        headers={HEADER_LENGTH: str(len(header)), "content-type": "application/octet-stream"},
+    )
+    assert answer.status_code == 413, answer.text
+    assert answer.json() == {
+        "error": "model pics/1: image of 2000x1000 pixels (2.0 Mpx) exceeds the limit of 1000000 pixels; "
+        "send a smaller image or start the server with a larger --max-image-pixels"
+    }
