@@ -170,6 +170,10 @@ def feature_shape(loaded: LoadedModel) -> tuple[int, ...] | None:
         dims = list(get_inputs()[0].shape)[1:]
         if dims and all(isinstance(d, int) for d in dims):
             return tuple(dims)
+    shape = getattr(loaded.model, "input_shape", None)  # a built Keras model: (None, *row)
+    if loaded.handler.framework == "keras" and isinstance(shape, tuple) and len(shape) > 1:
+        if all(isinstance(d, int) for d in shape[1:]):
+            return tuple(shape[1:])
     return None
 
 
