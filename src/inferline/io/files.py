@@ -272,7 +272,7 @@ class JsonlSource(_FileSource):
             if not raw:
                 break
             offset += sum(map(len, raw))
-            lines = [line.decode("utf-8", errors="replace") for line in raw]
+            lines = [line.decode("utf-8", errors="replace").rstrip("\r\n") for line in raw]
             numbers = list(range(line_no, line_no + len(lines)))
             line_no += len(lines)
             keep = [(n, line) for n, line in zip(numbers, lines, strict=True) if line.strip()]
