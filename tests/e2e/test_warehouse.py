@@ -103,26 +103,28 @@ def _wait_rows(project: Path, rows: int, runner: subprocess.Popen[str], timeout:
 
 
 def test_readers_see_counts_only_grow_while_a_stream_writes(project: Path, cli: CliRunner) -> None:
+    """inferline sql (reading, and writing a model), report, the dashboard and Python at once."""
     url = str(project / "queue.db")
     write_pipeline(project, url, max_size=250)
+    (project / "store").mkdir()
     runner = start_runner(project, "--until-idle", "3")
     poller = _python(project, POLLER)
     try:
-        with Publisher(url) as publisher:
+        with (
+            running_server(
+                project / "store", "--warehouse", "warehouse.duckdb", "--watch-interval", "0"
+            ) as base,
+            Publisher(url) as publisher,
+        ):
             _wait_rows(project, 1, runner)
             # The CLI readers while the stream commits: no lock errors, counts never shrink.
+            panel = [_dashboard_rows(base)]  # re-read at most once a second: compared among itself
             sql = cli(
                 "sql", "--db", "warehouse.duckdb", "--format", "csv", "SELECT count(*) AS n FROM iris_stream"
             )
+            panel.append(_dashboard_rows(base))
             cli(
-                "report",
-                "iris_stream",
-                "--db",
-                "warehouse.duckdb",
-                "--prediction",
-                "predict",
-                "-o",
-                "report.html",
+                "report", "iris_stream", "--db", "warehouse.duckdb", "--prediction", "predict", "-o", "r.html"
             )
             # A script that writes (CREATE MODEL) takes a writer's turn between the stream's commits.
             bq = cli(
@@ -137,12 +139,20 @@ def test_readers_see_counts_only_grow_while_a_stream_writes(project: Path, cli: 
                 "sepal_length, 3.0 AS sepal_width, 1.5 AS petal_length, input.petal_width AS petal_width "
                 "FROM iris_stream))",
             )
+            panel.append(_dashboard_rows(base))
             seen = [int(sql.stdout.split()[1]), int(bq.stdout.split()[1])]
-            assert 0 < seen[0] <= seen[1]
+            assert 0 < seen[0] <= seen[1] and 0 < panel[0] and panel == sorted(panel), (seen, panel)
             assert runner.poll() is None, "the stream should still be running"
-        runner.wait(timeout=120)
-        assert runner.returncode == 0, runner.communicate()
-        assert 'data-value="' in (project / "report.html").read_text()
+            publisher.done.set()
+            publisher.thread.join(timeout=60)
+            runner.wait(timeout=120)
+            assert runner.returncode == 0, runner.communicate()
+            deadline = time.monotonic() + 30  # the dashboard re-reads counts at most once a second
+            while _dashboard_rows(base) != publisher.published:
+                assert time.monotonic() < deadline, (_dashboard_rows(base), publisher.published)
+                time.sleep(0.2)
+            assert 'id="warehouse"' in httpx.get(f"{base}/").text
+        assert 'data-value="' in (project / "r.html").read_text()
     finally:
         stop(runner)
         poller.send_signal(signal.SIGKILL)
@@ -152,6 +162,12 @@ def test_readers_see_counts_only_grow_while_a_stream_writes(project: Path, cli: 
     assert len(counts) >= 3 and counts == sorted(counts), counts[:50]
     assert counts[-1] == publisher.published
     assert table_ids(project) == list(range(publisher.published))
+
+
+def _dashboard_rows(base: str) -> int:
+    panel = httpx.get(f"{base}/dashboard/stats", timeout=30).json()["warehouse"]
+    assert panel["error"] is None, panel
+    return int({t["name"]: t["rows"] for t in panel["tables"]}["iris_stream"])
 
 
 def test_sigkill_of_a_reader_mid_query_and_of_the_writer_lose_nothing(project: Path, cli: CliRunner) -> None:
@@ -238,42 +254,3 @@ def test_a_writer_waits_its_turn_with_one_line(project: Path) -> None:
     assert run.returncode == 0 and "waiting for" not in err, err
     with connect("warehouse.duckdb") as con:
         assert con.sql("SELECT count(*) FROM iris_predictions").fetchall() == [(150,)]
-
-
-def test_the_server_dashboard_shows_counts_that_only_grow(project: Path) -> None:
-    url = str(project / "queue.db")
-    write_pipeline(project, url, max_size=250)
-    (project / "store").mkdir()
-    runner = start_runner(project, "--until-idle", "3")
-    counts: list[int] = []
-    try:
-        with (
-            running_server(
-                project / "store", "--warehouse", "warehouse.duckdb", "--watch-interval", "0"
-            ) as base,
-            Publisher(url) as publisher,
-        ):
-            _wait_rows(project, 1, runner)
-            for _ in range(5):
-                panel = httpx.get(f"{base}/dashboard/stats", timeout=30).json()["warehouse"]
-                assert panel["error"] is None, panel
-                tables = {t["name"]: t["rows"] for t in panel["tables"]}
-                counts.append(tables["iris_stream"])
-                time.sleep(0.3)
-            publisher.done.set()
-            publisher.thread.join(timeout=60)
-            runner.wait(timeout=120)
-            deadline = time.monotonic() + 30  # counts are re-read at most once a second
-            while _dashboard_rows(base) != publisher.published:
-                assert time.monotonic() < deadline, (_dashboard_rows(base), publisher.published)
-                time.sleep(0.2)
-            page = httpx.get(f"{base}/").text
-    finally:
-        stop(runner)
-    assert counts == sorted(counts) and counts[0] > 0, counts
-    assert 'id="warehouse"' in page
-
-
-def _dashboard_rows(base: str) -> int:
-    panel = httpx.get(f"{base}/dashboard/stats", timeout=30).json()["warehouse"]
-    return int({t["name"]: t["rows"] for t in panel["tables"]}["iris_stream"])
