@@ -82,6 +82,7 @@ class ModelSpec(_Spec):
     model_params: dict[str, Any] = Field(default_factory=dict)
     device: str = "cpu"
     signature: str | None = None  # TensorFlow SavedModel signature (default serving_default)
+    task: str | None = None  # Hugging Face folders: text-classification, feature-extraction, ...
     handler: str | None = None
     labels: str | None = None
     top_k: int | None = None

@@ -19,7 +19,7 @@ from tests.conftest import subprocess_env
 
 ROWS = 10_000
 NOTICE = "interrupting the run"
-SLOW_STEP = '''
+SLOW_STEP = """
 import os, time
 
 def pause(batch):
@@ -27,7 +27,7 @@ def pause(batch):
         handle.write(f"{batch.num_rows}\\n")
     time.sleep(float(os.environ["SLOW_SECONDS"]))
     return batch
-'''
+"""
 
 
 def _setup(project: Path) -> list[str]:
@@ -36,8 +36,15 @@ def _setup(project: Path) -> list[str]:
     (project / "big.csv").write_text("\n".join(lines) + "\n")
     (project / "slowstep.py").write_text(SLOW_STEP)
     return [
-        "run", "examples/iris/pipeline.yaml", "--no-progress", "--set", "source.path=big.csv",
-        "--set", "steps=[{map: 'slowstep:pause'}]", "--set", "batch.max_size=250",
+        "run",
+        "examples/iris/pipeline.yaml",
+        "--no-progress",
+        "--set",
+        "source.path=big.csv",
+        "--set",
+        "steps=[{map: 'slowstep:pause'}]",
+        "--set",
+        "batch.max_size=250",
     ]
 
 
@@ -60,7 +67,10 @@ def _interrupt(project: Path, args: list[str], *signals: signal.Signals) -> tupl
     with open(project / "stdout.txt", "wb") as out, open(project / "stderr.txt", "wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "inferline", *args],
-            cwd=project, stdout=out, stderr=err, env=subprocess_env({"SLOW_SECONDS": str(slow)}),
+            cwd=project,
+            stdout=out,
+            stderr=err,
+            env=subprocess_env({"SLOW_SECONDS": str(slow)}),
         )
         try:
             # Some batches through the model, so some are (very likely) committed by now.
@@ -82,7 +92,10 @@ def _interrupt(project: Path, args: list[str], *signals: signal.Signals) -> tupl
 def _rerun(project: Path, args: list[str]) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "inferline", *args, "--set", "batch.max_size=4096"],
-        cwd=project, capture_output=True, text=True, timeout=180,
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=180,
         env=subprocess_env({"SLOW_SECONDS": "0"}),
     )
     assert result.returncode == 0, result.stderr

@@ -172,9 +172,7 @@ def fill(spec: dict[str, Any], rows: int, rng: np.random.Generator) -> np.ndarra
     return rng.random(shape).astype(NUMPY_TYPES[spec["datatype"]])
 
 
-@pytest.mark.parametrize(
-    "model", ["iris", "iris_onnx", "species", "width", "cnn", "garden", "boost", "gbm"]
-)
+@pytest.mark.parametrize("model", ["iris", "iris_onnx", "species", "width", "cnn", "garden", "boost", "gbm"])
 def test_rest_metadata_config_and_infer_agree(server: tuple[str, str], model: str) -> None:
     client = httpclient.InferenceServerClient(server[0])
     meta = client.get_model_metadata(model)

@@ -28,6 +28,7 @@ FRAMEWORKS: dict[str, tuple[str, str]] = {
     "lightgbm": ("inferline.models.lightgbm", "LightGBMHandler"),
     "tensorflow": ("inferline.models.tensorflow", "TensorFlowHandler"),
     "tflite": ("inferline.models.tflite", "TFLiteHandler"),
+    "huggingface": ("inferline.models.huggingface", "HuggingFaceHandler"),
     "remote": ("inferline.models.remote", "RemoteHandler"),
 }
 
@@ -116,6 +117,8 @@ class LoadedModel:
             return []
         text = set(names(self.model))
         graph = model_inputs(self.handler, self.model)
+        if not graph:  # one input: text or not as a whole
+            return list(self.inputs) if text else []
         return [column for column, name in zip(self.inputs, graph, strict=False) if name in text]
 
     def predict(self, inputs: np.ndarray) -> Prediction:
@@ -144,10 +147,12 @@ def detect_framework(uri: str) -> str:
         return sniffed
     if _is_saved_model(uri):
         return "tensorflow"
+    if "://" not in uri and os.path.isfile(os.path.join(uri, "config.json")):
+        return "huggingface"  # a save_pretrained folder (local only)
     known = ", ".join(sorted([*SUFFIXES, *SNIFFED]))
     raise ModelError(
         f"model {uri}: unknown model format {path.suffix or '(no suffix)'!r}; "
-        f"expected one of {known}, a SavedModel folder, or set framework: in the model spec"
+        f"expected one of {known}, a SavedModel or Hugging Face folder, or set framework: in the model spec"
     )
 
 

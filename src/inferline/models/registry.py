@@ -82,8 +82,11 @@ def handler_options(spec: ModelSpec, framework: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if framework in ("sklearn", "onnx", "xgboost", "lightgbm"):
         options["scores"] = spec.scores
-    if framework in ("onnx", "torch", "keras", "tensorflow"):
+    if framework in ("onnx", "torch", "keras", "tensorflow", "huggingface"):
         options["device"] = spec.device
+    if framework == "huggingface":
+        options["scores"] = spec.scores
+        options["task"] = spec.task
     if framework in ("torch", "keras", "tensorflow", "tflite", "xgboost", "lightgbm"):
         options["scores"] = spec.scores
         options["output"] = spec.output

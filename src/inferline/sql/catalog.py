@@ -28,6 +28,7 @@ MODEL_TYPES: dict[str, str] = {
     "tensorflow_lite": "tflite",
     "xgboost": "xgboost",
     "lightgbm": "lightgbm",
+    "huggingface": "huggingface",  # inferline's: a local save_pretrained folder
 }
 
 
