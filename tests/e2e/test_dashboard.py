@@ -9,6 +9,7 @@ import pytest
 from sklearn.datasets import load_iris
 
 from inferline.examples.iris import FEATURES
+from inferline.io.warehouse import connect
 from inferline.models.store import ModelStore
 from tests.browser import Element, dump_dom, parse_dom, screenshot
 from tests.e2e.server import running_server
@@ -25,7 +26,12 @@ def test_dashboard_shows_models_requests_latency_and_batches(tmp_path: Path, iri
     models.add("iris", str(iris_example / "models/iris-1.joblib"), inputs=FEATURES)
     models.pin("iris", 1)
     rows = load_iris().data
-    with running_server(store, "--max-batch-delay", "0", "--watch-interval", "0") as base:
+    warehouse = str(tmp_path / "warehouse.duckdb")
+    with connect(warehouse, read_only=False) as con:
+        con.sql("CREATE TABLE flowers AS SELECT range AS x FROM range(7)")
+    with running_server(
+        store, "--max-batch-delay", "0", "--watch-interval", "0", "--warehouse", warehouse
+    ) as base:
         for i in range(5):
             route = "iris/2" if i == 4 else "iris"  # version 2 is loaded on its first request
             answer = httpx.post(f"{base}/predictions/{route}", json=rows[3 * i : 3 * i + 3].tolist())
@@ -62,6 +68,21 @@ def test_dashboard_shows_models_requests_latency_and_batches(tmp_path: Path, iri
     cells = [td.text for td in row.find_all("td")]
     assert cells[:4] == ["iris", "1 (default), 2", "6", "1"]
     assert row.attrs["data-default"] == "1"
+
+    # --warehouse: the tables of that DuckDB file and their rows.
+    assert "hidden" not in page.by_id("warehouse-section").attrs
+    assert page.by_id("warehouse-path").text == warehouse
+    (table,) = [r for r in page.by_id("warehouse").find_all("tr") if "data-table" in r.attrs]
+    assert table.attrs["data-table"] == "flowers"
+    assert [(td.text, td.attrs.get("data-value")) for td in table.find_all("td")] == [
+        ("flowers", None),
+        ("7", "7"),
+    ]
+    assert stats["warehouse"] == {
+        "path": warehouse,
+        "tables": [{"name": "flowers", "rows": 7}],
+        "error": None,
+    }
 
     bars = page.by_id("chart-requests").find_all("rect", class_="bar")
     assert sum(float(b.attrs["data-value"]) for b in bars) == 6
