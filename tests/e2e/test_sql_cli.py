@@ -52,8 +52,8 @@ def test_errors_are_one_line_naming_statement_and_construct(cli: CliRunner, proj
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: statement 3: ML.TRAINING_INFO is not supported; inferline runs ML.PREDICT, ML.EVALUATE, "
-        "ML.CONFUSION_MATRIX, ML.ROC_CURVE and ML.DECODE_IMAGE (train models in Python, then CREATE "
-        "MODEL to import them)"
+        "ML.CONFUSION_MATRIX, ML.ROC_CURVE and BigQuery ML's image and preprocessing functions (train "
+        "models in Python, then CREATE MODEL to import them)"
     ]
     (project / "bad.sql").write_text(SETUP + "SELECT predict('ds.iris', 1.0, 2.0) FROM flowers;")
     result = cli("sql", "-f", "bad.sql", check=False)
