@@ -28,7 +28,7 @@ def test_swap_under_grpc_load_and_repository_rpcs(tmp_path: Path, iris_example: 
     model = str(iris_example / "models/iris-1.joblib")
     store.add("iris", model, inputs=list(FEATURES))
     port = free_port()
-    args = ("--grpc-port", str(port), "--watch-interval", "0.2", "--token", TOKEN)
+    args = ("--grpc-port", str(port), "--watch-interval", "0.2", "--token", TOKEN, "--max-body", "20000")
     with running_server(tmp_path / "store", *args) as base:
         address = f"127.0.0.1:{port}"
         versions: list[str] = []
@@ -80,6 +80,11 @@ def test_swap_under_grpc_load_and_repository_rpcs(tmp_path: Path, iris_example: 
         )
 
         client = grpcclient.InferenceServerClient(address)
+        big = grpcclient.InferInput("input", [1000, 4], "FP64")  # 32,000 bytes > --max-body
+        big.set_data_from_numpy(np.zeros((1000, 4)))
+        with pytest.raises(InferenceServerException, match=r"Received message larger than max") as large:
+            client.infer("iris", [big])
+        assert large.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
         with pytest.raises(InferenceServerException, match=r"needs 'authorization: Bearer TOKEN'") as no:
             client.unload_model("iris")
         assert no.value.status() == "StatusCode.UNAUTHENTICATED"
