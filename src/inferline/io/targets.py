@@ -85,6 +85,7 @@ _DESCRIPTIONS = {
     "pdf": "a PDF document",
     "binary": "a binary file",
     "directory": "a directory",
+    "model": "a model file",
 }
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -128,6 +129,9 @@ def identify(path: str) -> str | None:
             return "binary"
         text = head[: exc.start].decode("utf-8")
     start = text.lstrip("\ufeff \t\r\n").lower()
+    # Text models: XGBoost's JSON (`"learner"`), LightGBM's `tree` + `version=` header.
+    if (start.startswith("{") and '"learner"' in start) or (start.startswith("tree") and "version=" in start):
+        return "model"
     if start.startswith(("<!doctype html", "<html")):
         return "html"
     if start.startswith(("{", "[")):

@@ -42,6 +42,11 @@ def test_identify_reads_what_a_file_holds_not_its_name(tmp_path: Path) -> None:
     assert identify(str(tmp_path / "missing")) is None
     assert identify(str(tmp_path / "bin")) == "binary"
     assert identify(str(tmp_path)) == "directory"
+    (tmp_path / "xgb").write_text('{"learner": {"attributes": {}}, "version": [2, 1, 0]}')
+    (tmp_path / "lgbm").write_text("tree\nversion=v4\nnum_class=1\n")
+    assert identify(str(tmp_path / "xgb")) == identify(str(tmp_path / "lgbm")) == "model"
+    with pytest.raises(SinkError, match=r"lgbm is a model file, not CSV output; refusing to replace it"):
+        check_output(str(tmp_path / "lgbm"), "csv")
 
 
 def test_each_output_may_replace_its_own_kind_of_file(tmp_path: Path) -> None:
