@@ -29,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
 import pyarrow.csv as pa_csv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
@@ -143,9 +144,13 @@ def run_hand_loop(csv: Path, predict: Predict, out: Path, batch: int) -> float:
     matrix = np.column_stack([table[name].to_numpy() for name in FEATURES])
     scores = np.concatenate([predict(matrix[i : i + batch]) for i in range(0, len(matrix), batch)])
     flat = pa.array(np.ascontiguousarray(scores, dtype=np.float64).reshape(-1))
+    # The same table inferline writes: a row key, the inputs, label, probabilities, model id.
+    rows = pc.cast(pa.array(np.arange(len(matrix))), pa.string())
+    table = table.add_column(0, "key", pc.binary_join_element_wise(pa.scalar(f"{csv}:"), rows, ""))
     columns = {
         "prediction": pa.array(scores.argmax(axis=1)),
-        "scores": pa.FixedSizeListArray.from_arrays(flat, 3),
+        "scores": pa.ListArray.from_arrays(pa.array(np.arange(0, len(flat) + 1, 3, dtype=np.int32)), flat),
+        "model_id": pa.repeat(pa.scalar("iris/1"), len(matrix)),
     }
     for name, column in columns.items():
         table = table.append_column(name, column)
