@@ -251,3 +251,21 @@ def test_fitted_statistics_apply_elsewhere_as_over_computes_them(con: SqlConnect
 def test_preprocessing_errors(con: SqlConnection, expression: str, message: str) -> None:
     with pytest.raises(SqlError, match=r"^statement 1: " + message):
         con.sql(f"SELECT {expression} FROM flowers")
+
+
+def test_preprocessing_feeds_ml_predict(con: SqlConnection, tmp_path: Any) -> None:
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    scaled = skp.StandardScaler().fit_transform(X) * np.sqrt(149 / 150)  # BigQuery's sample std
+    model = LogisticRegression(max_iter=500).fit(scaled, load_iris().target)
+    joblib.dump(model, tmp_path / "scaled-1.joblib")
+    con.sql(f"CREATE MODEL ds.scaled OPTIONS(model_type='sklearn', model_path='{tmp_path}/scaled-1.joblib')")
+    columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    inputs = ", ".join(f"ML.STANDARD_SCALER({c}) OVER () AS {c}" for c in columns)
+    got = _column(
+        con,
+        "SELECT predicted_label AS out FROM ML.PREDICT(MODEL ds.scaled, "
+        f"(SELECT CAST(id AS VARCHAR) AS id, {inputs} FROM flowers)) ORDER BY CAST(id AS INT)",
+    )
+    assert got == model.predict(scaled).tolist()
