@@ -10,7 +10,8 @@ import pyarrow.compute as pc
 
 
 class TopLabels:
-    """postprocess: the two most likely class names, from the model's probabilities."""
+    """postprocess: the two most likely class names, from the model's probabilities (the
+    README's example, as it is there)."""
 
     names = ["setosa", "versicolor", "virginica"]
 
@@ -18,8 +19,6 @@ class TopLabels:
         self.classes = list(model.classes_)
 
     def postprocess(self, batch: pa.RecordBatch, outputs: Any) -> dict[str, Any]:
-        if outputs.scores is None:
-            return {}
         order = np.argsort(-outputs.scores, axis=1)[:, :2]
         return {"top2": [[self.names[self.classes[i]] for i in row] for row in order]}
 

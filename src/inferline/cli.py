@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -114,41 +113,16 @@ def quickstart(
     root: Annotated[str, typer.Option(help="Folder for the example's files.")] = "examples",
 ) -> None:
     """Build an example (trains its model on first use) and run its pipeline."""
-    from inferline.engine.local import LocalEngine
-    from inferline.pipeline import load_spec
-    from inferline.progress import print_summary
-    from inferline.report.runs import record_run
-
     if example == "digits":
         from inferline.examples import digits
 
         digits.quickstart(root, out)
-        return
-    if example != "iris":
+    elif example == "iris":
+        from inferline.examples import iris
+
+        iris.quickstart(root, out)
+    else:
         raise InferlineError(f"quickstart: unknown example {example!r}; expected iris or digits")
-    from inferline.examples import iris
-
-    paths = iris.build(os.path.join(root, "iris"))
-    out.print(f"example ready: data {paths['data']}, models {paths['joblib']} and {paths['onnx']}")
-    spec = load_spec(paths["pipeline"])
-    engine = LocalEngine(spec)
-    with record_run(spec, engine.stats) as history:
-        summary = history.summary = engine.run()
-    print_summary(out, summary)
-    import duckdb
-
-    assert spec.sink.path is not None and spec.sink.table is not None
-    with duckdb.connect(spec.sink.path, read_only=True) as con:
-        query = (
-            f"SELECT key, sepal_length, petal_length, target, prediction, model_id "
-            f"FROM {spec.sink.table} ORDER BY key LIMIT 5"
-        )
-        out.print(str(con.sql(query)))
-    out.print("look at all of them with:")
-    out.print(
-        f"  python -c \"import duckdb; duckdb.connect('{spec.sink.path}')"
-        f".sql('SELECT prediction, count(*) FROM {spec.sink.table} GROUP BY 1').show()\""
-    )
 
 
 register_all(app)

@@ -127,6 +127,9 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
         stop_server(server)
         print("\n".join(done))
         print(f"README commands: {time.monotonic() - started:.1f} s")
+    saved = {s.name for s in readme_steps(README.read_text(encoding="utf-8")) if isinstance(s, SavedFile)}
+    left = [path for path in not_ignored(project) if path not in saved]
+    assert not left, f".gitignore misses files the README's commands wrote: {left}"
 
 
 @pytest.mark.parametrize(
@@ -199,6 +202,14 @@ def test_a_wrong_readme_command_is_reported() -> None:
     )
 
 
+def test_files_the_gitignore_misses_are_reported(tmp_path: Path) -> None:
+    project = fresh_project(tmp_path / "project")
+    for name in ("warehouse.duckdb", "model_store/iris/1/inferline.json", "stray.txt", "out/iris.parquet"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("x", encoding="utf-8")
+    assert not_ignored(project) == ["stray.txt"]
+
+
 # -- helpers ----------------------------------------------------------------------------------------
 
 
@@ -207,12 +218,16 @@ def first(rules: tuple[Rule, ...], command: str) -> Rule | None:
 
 
 def fresh_project(project: Path) -> Path:
-    """The repository's examples/ as a checkout has them (nothing built), plus .venv/bin shims."""
+    """The repository's examples/ and .gitignore as a checkout has them (nothing built, the files
+    in git's index), plus .venv/bin shims."""
     shutil.copytree(
         README.parent / "examples",
         project / "examples",
         ignore=shutil.ignore_patterns("data", "models", "images", "__pycache__", "*.duckdb*"),
     )
+    shutil.copy(README.parent / ".gitignore", project / ".gitignore")
+    git(project, "init", "-q")
+    git(project, "add", "-A")
     bin_dir = project / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
     python = shlex.quote(sys.executable)
@@ -220,7 +235,21 @@ def fresh_project(project: Path) -> Path:
         shim = bin_dir / name
         shim.write_text(f'#!/bin/sh\nexec {command} "$@"\n', encoding="utf-8")
         shim.chmod(0o755)
+    # `. .venv/bin/activate`: the shims are already first on PATH; this keeps them there.
+    (bin_dir / "activate").write_text('PATH="$PWD/.venv/bin:$PATH"; export PATH\n', encoding="utf-8")
     return project
+
+
+def git(project: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=project, capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+
+
+def not_ignored(project: Path) -> list[str]:
+    """Files written since fresh_project() that .gitignore does not cover."""
+    status = git(project, "status", "--porcelain", "--untracked-files=all")
+    return [line[3:] for line in status.splitlines() if line.startswith("?? ")]
 
 
 def readme_env(project: Path) -> dict[str, str]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from inferline.errors import require
+from inferline.examples.quickstart import relocate, run_example
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -50,9 +51,10 @@ class DigitsCNN(TORCH.nn.Module):  # type: ignore[misc]
         return self.classifier(self.features(x).flatten(1))
 
 
-def pipeline_yaml() -> str:
-    """The example's pipeline spec, as shipped in the package."""
-    return resources.files("inferline.examples").joinpath("digits.yaml").read_text(encoding="utf-8")
+def pipeline_yaml(root: str = "examples/digits") -> str:
+    """The example's pipeline spec, as shipped in the package, reading from `root`."""
+    text = resources.files("inferline.examples").joinpath("digits.yaml").read_text(encoding="utf-8")
+    return relocate(text, "examples/digits", root)
 
 
 def digit_images() -> tuple[np.ndarray, np.ndarray]:
@@ -119,10 +121,14 @@ def train(images: np.ndarray, labels: np.ndarray, *, epochs: int = 6, seed: int 
     return model
 
 
-def build(root: str = "examples/digits", *, force: bool = False) -> dict[str, str]:
+def build(
+    root: str = "examples/digits", *, force: bool = False, pipeline_root: str = "examples/digits"
+) -> dict[str, str]:
     """Write images/*.png (held-out split), models/digits-1.pt (+ .pts) and pipeline.yaml.
 
-    Rebuilds only what is missing; returns the paths.
+    pipeline.yaml names its files under `pipeline_root`, as seen from where inferline runs
+    (`inferline quickstart digits --root DIR` passes DIR/digits). Rebuilds only what is missing;
+    returns the paths.
     """
     image_module: Any = require("PIL.Image", "images")
     paths = {
@@ -146,7 +152,7 @@ def build(root: str = "examples/digits", *, force: bool = False) -> dict[str, st
             image_module.fromarray(images[i]).save(os.path.join(paths["images"], f"{labels[i]}_{i}.png"))
     if force or not os.path.exists(paths["pipeline"]):
         with open(paths["pipeline"], "w", encoding="utf-8") as handle:
-            handle.write(pipeline_yaml())
+            handle.write(pipeline_yaml(pipeline_root))
     return paths
 
 
@@ -176,14 +182,9 @@ def quickstart(root: str, out: Console) -> None:
     """Build the example (trains on first use), run its pipeline, print accuracy and a few rows."""
     import duckdb
 
-    from inferline.engine.local import LocalEngine
-    from inferline.pipeline import load_spec
-    from inferline.progress import print_summary
-
-    paths = build(os.path.join(root, "digits"))
+    paths = build(os.path.join(root, "digits"), pipeline_root=os.path.join(root, "digits"))
     out.print(f"example ready: images {paths['images']}, model {paths['state_dict']}")
-    spec = load_spec(paths["pipeline"])
-    print_summary(out, LocalEngine(spec).run())
+    spec = run_example(paths["pipeline"], out)
     table = spec.sink.table or "digits_predictions"
     with duckdb.connect(str(spec.sink.path), read_only=True) as con:
         out.print(str(con.sql(f"SELECT key, prediction, model_id FROM {table} ORDER BY key LIMIT 5")))
