@@ -90,7 +90,7 @@ def test_help_sentences_are_not_broken_mid_line() -> None:
     # On a terminal wide enough for every paragraph, each description line is a whole paragraph,
     # so it ends where a sentence or a list ends, never in the middle of one.
     for path in every_command():
-        page = help_page(path, 400)
+        page = help_page(path, 1000)
         description = page.split("Usage:", 1)[1].split("╭", 1)[0]
         lines = [line.strip() for line in description.splitlines()[1:] if line.strip()]
         assert lines, page
