@@ -27,6 +27,13 @@ class SinkError(InferlineError, ValueError):
     """An output cannot be written, e.g. an existing table's schema conflicts."""
 
 
+class SinkSchemaError(SinkError):
+    """A batch's columns cannot go into the sink as it stands (a column changed type).
+
+    The engine dead-letters that batch's rows with this message and goes on.
+    """
+
+
 class MissingExtraError(InferlineError, ImportError):
     """An optional dependency is not installed; names the `pip install` extra."""
 

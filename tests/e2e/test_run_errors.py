@@ -132,13 +132,16 @@ def test_missing_corrupt_and_unknown_model_files(project: Path, cli: CliRunner) 
     assert "broken-2.onnx" in line and "cannot load ONNX model" in line
 
 
-def test_conflicting_table_schema_fails_and_keeps_existing_rows(project: Path, cli: CliRunner) -> None:
+def test_conflicting_table_schema_dead_letters_and_keeps_existing_rows(project: Path, cli: CliRunner) -> None:
     with duckdb.connect("warehouse.duckdb") as con:
         con.execute("CREATE TABLE iris_predictions (key VARCHAR PRIMARY KEY, prediction VARCHAR)")
         con.execute("INSERT INTO iris_predictions VALUES ('old', 'setosa')")
-    line = _one_line_error(cli("run", "examples/iris/pipeline.yaml", check=False))
-    assert "warehouse.duckdb table iris_predictions" in line
-    assert "--set sink.table" in line
+    # A column that changed type dead-letters the rows (issue 17) with the one-line reason.
+    result = cli("run", "examples/iris/pipeline.yaml")
+    assert "150 rows read, 0 predicted, 150 dead-lettered" in result.stdout
+    with duckdb.connect("warehouse.duckdb") as con:
+        (error,) = con.execute("SELECT DISTINCT error FROM iris_predictions_errors").fetchone()
+    assert "warehouse.duckdb table iris_predictions" in error and "--set sink.table" in error
     with duckdb.connect("warehouse.duckdb") as con:
         assert con.execute("SELECT * FROM iris_predictions").fetchall() == [("old", "setosa")]
 

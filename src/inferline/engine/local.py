@@ -24,8 +24,8 @@ from inferline.engine.features import resolve_column
 from inferline.engine.keys import KeyTracker
 from inferline.engine.process import BatchProcessor
 from inferline.engine.streamstats import LatencyTracker, StreamStats
-from inferline.errors import InferlineError
-from inferline.io.base import DeadLetter, Sink, Source, SourceBatch, dead_letter_batch
+from inferline.errors import InferlineError, SinkSchemaError
+from inferline.io.base import DeadLetter, Sink, Source, SourceBatch, dead_letter_batch, row_as_json
 from inferline.io.factory import make_sink, make_source
 from inferline.io.loaders import ImageLoader, make_loader
 from inferline.io.targets import check_run_outputs
@@ -300,6 +300,13 @@ class LocalEngine:
                 self._maybe_report(source)
                 if item is _TICK:
                     continue
+                if item.results is not None:
+                    try:
+                        sink.write(item.results)
+                    except SinkSchemaError as exc:
+                        # A column changed type (a new model): these rows are dead-lettered.
+                        item.dead.extend(self._unwritable(item, str(exc)))
+                        item.results = None
                 if item.dead:
                     if dead_sink is None and dead_spec is not None:
                         dead_sink = make_sink(
@@ -309,7 +316,6 @@ class LocalEngine:
                     if dead_sink is not None:
                         dead_sink.write(dead_letter_batch(_unique_keys(item.dead)))
                 if item.results is not None:
-                    sink.write(item.results)
                     if keys is not None:
                         self._check_keys(keys, item.results)
                 sink.commit()
@@ -396,6 +402,19 @@ class LocalEngine:
                 keys.example,
                 kept,
             )
+
+    def _unwritable(self, item: _Work, error: str) -> list[DeadLetter]:
+        results = item.results
+        if results is None:
+            return []
+        keys = [str(k) for k in results.column("key").to_pylist()]
+        if self._stream and self.spec.key:  # stream dead letters are keyed by message id
+            by_key = dict(zip(self._keys(item.source).to_pylist(), item.source.keys.to_pylist(), strict=True))
+            keys = [by_key.get(k, k) for k in keys]
+        return [
+            DeadLetter(key=k, raw=row_as_json(results, i), error=error, stage="sink")
+            for i, k in enumerate(keys)
+        ]
 
     # --- stream stats -----------------------------------------------------------------
     def _stats_wait(self) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -10,11 +11,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from inferline.errors import InputError, SinkError
+from inferline.errors import InputError, SinkError, SinkSchemaError
 from inferline.io import warehouse_writer
 from inferline.io.base import SourceBatch
 from inferline.io.targets import check_output
 from inferline.io.warehouse import Session, WarehouseError
+
+log = logging.getLogger("inferline.sinks")
 
 
 def quote(name: str) -> str:
@@ -196,18 +199,19 @@ class DuckDBSink:
         columns = self._columns or {}
         for name, dtype in incoming.items():
             existing = columns.get(name)
-            if existing is None:
-                raise SinkError(
-                    f"{self.path} table {self.table}: existing table has no column {name!r} "
-                    f"({dtype}) that this pipeline writes; drop the table or write to another "
-                    "(--set sink.table=NAME)"
-                )
-            if existing != dtype and not _castable(dtype, existing):
-                raise SinkError(
+            if existing is not None and existing != dtype and not _castable(dtype, existing):
+                raise SinkSchemaError(
                     f"{self.path} table {self.table}: column {name!r} is {existing} in the existing "
                     f"table but this pipeline writes {dtype}; drop the table or write to another "
                     "(--set sink.table=NAME)"
                 )
+        for name, dtype in incoming.items():
+            if name not in columns:
+                # A new model may write a new column (scores): the table grows a nullable one;
+                # rows written before have NULL there, as do columns a batch does not write.
+                self.con.execute(f"ALTER TABLE {quote(self.table)} ADD COLUMN {quote(name)} {dtype}")
+                columns[name] = dtype
+                log.warning("%s table %s: added column %s (%s)", self.path, self.table, name, dtype)
         if not self._unique_key:
             raise SinkError(
                 f"{self.path} table {self.table}: existing table has no PRIMARY KEY or UNIQUE "

@@ -6,6 +6,7 @@ never replaces a file of another kind (`io/targets.py`).
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import IO, Any
 
@@ -15,8 +16,10 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from inferline.errors import SinkError
+from inferline.errors import SinkError, SinkSchemaError
 from inferline.io.targets import check_output
+
+log = logging.getLogger("inferline.sinks")
 
 
 class _FileSink:
@@ -83,22 +86,53 @@ class _FileSink:
 
 
 class ParquetSink(_FileSink):
-    """One Parquet file; the schema is fixed by the first batch."""
+    """One Parquet file; the schema is fixed by the first batch.
+
+    A later batch without some of its columns writes nulls there; a column the file does not
+    have (a new model's `scores`) is left out with one warning; a column whose type cannot be
+    cast to the file's raises `SinkSchemaError` (the engine dead-letters those rows).
+    """
 
     kind = "parquet"
 
     def __init__(self, path: str, *, setting: str = "--set sink.path={}") -> None:
         super().__init__(path, setting=setting)
         self._writer: pq.ParquetWriter | None = None
+        self._left_out: set[str] = set()
 
     def write(self, batch: pa.RecordBatch) -> None:
         if self._writer is None:
             assert self._handle is not None
             self._writer = pq.ParquetWriter(self._handle, batch.schema)
         elif batch.schema != self._writer.schema:
-            batch = batch.cast(self._writer.schema)
+            batch = self._conform(batch, self._writer.schema)
         self._writer.write_batch(batch)
         self.rows += batch.num_rows
+
+    def _conform(self, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+        new = [name for name in batch.schema.names if schema.get_field_index(name) < 0]
+        for name in new:
+            if name not in self._left_out:
+                self._left_out.add(name)
+                log.warning(
+                    "%s: column %s is new and left out (a Parquet file keeps its first batch's "
+                    "columns; a DuckDB or JSONL sink takes new ones)",
+                    self.path,
+                    name,
+                )
+        columns = []
+        for field in schema:
+            if batch.schema.get_field_index(field.name) < 0:
+                columns.append(pa.nulls(batch.num_rows, field.type))
+                continue
+            column = batch.column(field.name)
+            try:
+                columns.append(column.cast(field.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                raise SinkSchemaError(
+                    f"{self.path}: column {field.name!r} is {column.type} but the file has {field.type}"
+                ) from None
+        return pa.RecordBatch.from_arrays(columns, schema=schema)
 
     def _finish(self) -> None:
         if self._writer is not None:

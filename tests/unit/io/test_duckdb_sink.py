@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inferline.errors import SinkError
+from inferline.errors import SinkError, SinkSchemaError
 from inferline.io.duckdb import DuckDBSink, _dedupe_last
 
 SHAPES = [False, True]
@@ -174,23 +174,19 @@ def test_results_without_the_key_column_are_refused(tmp_path: Path) -> None:
     _error(db, [keyless], f"{db} table results: results have no 'key' column")
 
 
-def test_a_column_the_existing_table_lacks_is_refused(tmp_path: Path) -> None:
+def test_a_column_the_existing_table_lacks_is_added_and_older_rows_are_null_there(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     db = tmp_path / "w.duckdb"
     write_run(db, [results([1], 1)])
-    _error(
-        db,
-        [results([2], 1, scores=True)],
-        f"{db} table results: existing table has no column 'scores' (FLOAT[]) that this pipeline writes; "
-        "drop the table or write to another (--set sink.table=NAME)",
-    )
-    # The schema is checked again when it changes within a run, after the table was made.
-    _error(
-        tmp_path / "new.duckdb",
-        [results([1], 1), results([2], 1, scores=True)],
-        f"{tmp_path / 'new.duckdb'} table results: existing table has no column 'scores' (FLOAT[]) that "
-        "this pipeline writes; drop the table or write to another (--set sink.table=NAME)",
-    )
-    assert table_rows(tmp_path / "new.duckdb") == {"data.csv#1": 1}
+    write_run(db, [results([2], 1, scores=True), results([3], 1)])  # and a batch without it
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.sql("SELECT key, scores FROM results ORDER BY key").fetchall()
+    assert [r[1] is None for r in rows] == [True, False, True]
+    assert f"{db} table results: added column scores (FLOAT[])" in caplog.text
+    # Within one run too, after the table was made.
+    write_run(tmp_path / "new.duckdb", [results([1], 1), results([2], 1, scores=True)])
+    assert table_rows(tmp_path / "new.duckdb") == {"data.csv#1": 1, "data.csv#2": 1}
 
 
 def test_a_column_of_another_type_is_refused(tmp_path: Path) -> None:
@@ -198,6 +194,8 @@ def test_a_column_of_another_type_is_refused(tmp_path: Path) -> None:
     write_run(db, [results([1], 1)])
     wider = results([2], 1)
     wider = wider.set_column(1, "prediction", wider.column(1).cast(pa.float64()))
+    with pytest.raises(SinkSchemaError):  # the engine dead-letters the batch and goes on
+        write_run(db, [wider])
     _error(
         db,
         [wider],

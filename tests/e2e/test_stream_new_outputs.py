@@ -1,0 +1,104 @@
+"""A new model that writes more columns: the stream's DuckDB table grows a nullable column
+instead of the run dying (`existing table has no column 'scores'`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import joblib
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.svm import SVC
+
+import inferline
+from inferline.examples import iris_stream
+from tests.conftest import CliRunner, subprocess_env
+from tests.e2e.streaming import Probe, stop
+
+PIPELINE = """\
+name: iris-grow
+source: {kind: topic, url: queue.db, topic: iris}
+model: {name: iris, uri: "models/iris-*.joblib", inputs: feature, watch: true, watch_interval: 0.2}
+key: id
+sink: {kind: duckdb, path: warehouse.duckdb, table: preds}
+batch: {max_size: 20, max_wait_ms: 10}
+"""
+
+
+def _dump(model: object, path: Path) -> None:
+    joblib.dump(model, f"{path}.tmp")
+    os.replace(f"{path}.tmp", path)  # the watcher never sees half a file
+
+
+def test_a_swap_to_a_model_with_scores_adds_the_column(project: Path) -> None:
+    x, y = load_iris(return_X_y=True)
+    (project / "models").mkdir()
+    _dump(SVC().fit(x, y), project / "models" / "iris-1.joblib")  # no predict_proba: no scores
+    (project / "grow.yaml").write_text(PIPELINE)
+    inferline.publish("iris", iris_stream.messages(100), url="queue.db")
+    out_file = (project / "out.txt").open("w")
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "inferline", "run", "grow.yaml", "--no-progress", "--max-messages", "300"],
+        cwd=project,
+        env=subprocess_env(),
+        stdout=out_file,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stderr: list[str] = []
+    assert runner.stderr is not None
+    reader = threading.Thread(target=lambda: stderr.extend(runner.stderr or []), daemon=True)
+    reader.start()
+    probe = Probe("queue.db")
+    try:
+        probe.wait(lambda: probe.backlog() == 0, runner)
+        _dump(LogisticRegression(max_iter=500).fit(x, y), project / "models" / "iris-2.joblib")
+        deadline = time.monotonic() + 60
+        while not any("now serving iris/2" in line for line in stderr):
+            assert runner.poll() is None and time.monotonic() < deadline, "".join(stderr)
+            time.sleep(0.02)
+        inferline.publish("iris", iris_stream.messages(200, start=100), url="queue.db")
+        runner.wait(timeout=90)
+    finally:
+        stop(runner)
+        probe.close()
+        out_file.close()
+    reader.join(timeout=10)
+    out = (project / "out.txt").read_text()
+    assert runner.returncode == 0, "".join(stderr)
+    assert "300 rows read, 300 predicted, 0 dead-lettered" in out
+    assert any("warehouse.duckdb table preds: added column scores" in line for line in stderr), "".join(
+        stderr
+    )
+    with duckdb.connect(str(project / "warehouse.duckdb"), read_only=True) as con:
+        rows = con.sql("SELECT id, model_id, scores FROM preds ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == list(range(300))
+    assert all(scores is None for _, _, scores in rows[:100])
+    assert all(len(scores) == 3 for _, _, scores in rows[100:])
+    assert {model for _, model, _ in rows[100:]} == {"iris/2"}
+
+
+def test_a_column_that_changed_type_dead_letters_the_rows_and_the_run_goes_on(
+    project: Path, cli: CliRunner
+) -> None:
+    with duckdb.connect(str(project / "warehouse.duckdb")) as con:  # an older table's types
+        con.execute("CREATE TABLE iris_predictions (key VARCHAR PRIMARY KEY, prediction BOOLEAN)")
+    result = cli("run", "examples/iris/pipeline.yaml", "--no-progress")
+    assert "150 rows read, 0 predicted, 150 dead-lettered" in result.stdout
+    with duckdb.connect(str(project / "warehouse.duckdb"), read_only=True) as con:
+        errors = con.sql("SELECT DISTINCT stage, error FROM iris_predictions_errors").fetchall()
+        assert con.sql("SELECT count(*) FROM iris_predictions_errors").fetchall() == [(150,)]
+    assert errors == [
+        (
+            "sink",
+            "warehouse.duckdb table iris_predictions: column 'prediction' is BOOLEAN in the existing "
+            "table but this pipeline writes BIGINT; drop the table or write to another "
+            "(--set sink.table=NAME)",
+        )
+    ]
