@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from inferline.models.base import LoadedModel, is_remote_uri
-from inferline.models.registry import ModelRef, load_from_store, load_version, resolve_uri, store_version
+from inferline.models.registry import (
+    ModelRef,
+    list_versions,
+    load_from_store,
+    load_version,
+    resolve_uri,
+    store_version,
+)
 from inferline.models.store import ModelStore
 from inferline.pipeline import ModelSpec
 
@@ -52,6 +59,11 @@ class VersionSource(Protocol):
 
     def load(self, candidate: Candidate) -> LoadedModel: ...
 
+    def older(self, candidate: Candidate) -> list[Candidate]:
+        """Versions before `candidate`, newest first, to start on when it does not load
+        (none when a version is pinned: a pin is not second-guessed)."""
+        ...
+
     def watch_path(self) -> str | None:
         """A local folder to watch for changes, or None to poll."""
         ...
@@ -75,6 +87,12 @@ class StoreVersions:
     def load(self, candidate: Candidate) -> LoadedModel:
         return load_from_store(self.spec, self.store.get(self.spec.name, int(candidate.version)))
 
+    def older(self, candidate: Candidate) -> list[Candidate]:
+        versions = self.store.versions(self.spec.name)
+        if self.spec.version is not None or not versions or str(versions[-1].version) != candidate.version:
+            return []  # pinned (in the spec or the store)
+        return [Candidate(str(v.version), v.uri, v.sha256) for v in reversed(versions[:-1])]
+
     def watch_path(self) -> str | None:
         path = self.store.uri_of(self.spec.name)
         return None if is_remote_uri(path) else path
@@ -95,6 +113,12 @@ class GlobVersions:
 
     def load(self, candidate: Candidate) -> LoadedModel:
         return load_version(self.spec, candidate.uri, candidate.version)
+
+    def older(self, candidate: Candidate) -> list[Candidate]:
+        if self.spec.version is not None:
+            return []
+        versions = [v for v in list_versions(self.spec.uri or "") if v.uri != candidate.uri]
+        return [Candidate(v.version, v.uri, f"{v.uri}@{v.mtime}") for v in reversed(versions)]
 
     def watch_path(self) -> str | None:
         pattern = self.spec.uri or ""
@@ -165,14 +189,39 @@ class WatchingModelRef(ModelRef):
     def open(self, *, start: bool = True) -> WatchingModelRef:
         """Load the current version (errors raise: there is nothing to serve yet), then watch."""
         candidate = self.source.target()
-        self._serving = self.source.load(candidate)
-        self._key = (candidate.version, candidate.signature)
+        try:
+            self._serving = self.source.load(candidate)
+            self._key = (candidate.version, candidate.signature)
+        except Exception as exc:
+            # A restart whose newest file is corrupt starts on the newest one that loads, as
+            # a running process would have gone on serving it.
+            if not self._start_on_older(candidate, exc):
+                raise
         if start:
             self._thread = threading.Thread(
                 target=self._run, name=f"inferline-watch-{self.name}", daemon=True
             )
             self._thread.start()
         return self
+
+    def _start_on_older(self, candidate: Candidate, exc: Exception) -> bool:
+        for older in self.source.older(candidate):
+            try:
+                self._serving = self.source.load(older)
+            except Exception:  # noqa: BLE001 - an older broken file: keep looking
+                continue
+            self._key = (older.version, older.signature)
+            key = (candidate.version, candidate.signature)
+            self._failures[key] = _Failure(1, self.clock() + self.backoff[0])
+            model_id = f"{self.name}/{candidate.version}"
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self._report(
+                model_id,
+                f"model {model_id}: cannot load {candidate.uri} ({first_line}); starting on "
+                f"{self._serving.model_id}, the newest version that loads; retrying with backoff",
+            )
+            return True
+        return False
 
     def current(self) -> LoadedModel:
         loaded = self._serving

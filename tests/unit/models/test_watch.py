@@ -254,3 +254,40 @@ def test_a_model_that_cannot_load_at_start_fails_the_open(tmp_path: Path, models
     store.add("iris", str(models["corrupt"]))
     with pytest.raises(ModelError, match=r"cannot load as a scikit-learn joblib/pickle file"):
         open_model_ref(ModelSpec(name="iris", store=store.root, watch=True))
+
+
+def test_a_restart_whose_newest_version_is_corrupt_starts_on_the_newest_that_loads(
+    tmp_path: Path, models: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ModelStore(str(tmp_path / "store"))
+    for name in ("seven", "eight", "corrupt"):
+        store.add("iris", str(models[name]))
+    reported: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="inferline.models"):
+        ref = open_model_ref(
+            ModelSpec(name="iris", store=store.root, watch=True),
+            on_error=lambda name, message: reported.append(message),
+        )
+        try:
+            assert ref.current().model_id == "iris/2"
+            assert (
+                isinstance(ref, WatchingModelRef) and ref.check() is False
+            )  # retried later, not re-reported
+        finally:
+            ref.close()
+    assert len(reported) == 1
+    assert reported[0].startswith("model iris/3: cannot load ")
+    assert reported[0].endswith("starting on iris/2, the newest version that loads; retrying with backoff")
+    assert [r.getMessage() for r in caplog.records] == [f"warning: {reported[0]}"]
+    # A glob does the same; a pinned version is not second-guessed.
+    folder = tmp_path / "glob"
+    folder.mkdir()
+    os.link(models["seven"], folder / "iris-1.joblib")
+    os.link(models["corrupt"], folder / "iris-2.joblib")
+    ref = open_model_ref(ModelSpec(name="iris", uri=str(folder / "iris-*.joblib"), watch=True))
+    try:
+        assert ref.current().model_id == "iris/1"
+    finally:
+        ref.close()
+    with pytest.raises(ModelError):
+        open_model_ref(ModelSpec(name="iris", store=store.root, version=3, watch=True))
