@@ -20,11 +20,13 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -195,22 +197,31 @@ class ModelStore:
         filename = _basename(file)
         if not filename or filename in (METADATA_FILE,) or filename.startswith("."):
             raise ModelError(f"model file {file!r}: expected a file name such as iris.onnx")
-        try:
-            source = fsspec.open(file, "rb")
-            with source as probe:
-                probe.read(0)
-        except (FileNotFoundError, IsADirectoryError):
-            raise ModelError(f"model file {file}: not found (expected a model file to add)") from None
+        folder = _folder_files(file)
+        if folder is None:
+            try:
+                source = fsspec.open(file, "rb")
+                with source as probe:
+                    probe.read(0)
+            except (FileNotFoundError, IsADirectoryError):
+                raise ModelError(f"model file {file}: not found (expected a model file to add)") from None
         number = self._claim_version(name)
         version_dir = f"{model_dir}/{number}"
         partial = f"{version_dir}/.{filename}.{uuid.uuid4().hex}.partial"
         digest = hashlib.sha256()
         try:
-            with source as src, fs.open(partial, "wb") as dst:
-                while chunk := src.read(_CHUNK):
-                    digest.update(chunk)
-                    dst.write(chunk)
-            fs.mv(partial, f"{version_dir}/{filename}")
+            if folder is None:
+                with source as src, fs.open(partial, "wb") as dst:
+                    _copy(src, dst, digest)
+            else:
+                # A model folder (SavedModel, Hugging Face): every file, in path order, so the
+                # digest names the whole tree; renamed into place in one step like a file.
+                for relative, opener in folder:
+                    digest.update(relative.encode() + b"\0")
+                    fs.makedirs(f"{partial}/{relative}".rsplit("/", 1)[0], exist_ok=True)
+                    with opener() as src, fs.open(f"{partial}/{relative}", "wb") as dst:
+                        _copy(src, dst, digest)
+            fs.mv(partial, f"{version_dir}/{filename}", recursive=folder is not None)
         except BaseException:
             # Leave no half version behind; its number stays used (last_version).
             fs.rm(version_dir, recursive=True)
@@ -408,6 +419,25 @@ def _check_name(name: str) -> None:
             f"model name {name!r}: expected letters, digits, '.', '_' or '-' (not starting with "
             "a dot or dash), e.g. iris or iris-v2"
         )
+
+
+def _copy(src: Any, dst: Any, digest: Any) -> None:
+    while chunk := src.read(_CHUNK):
+        digest.update(chunk)
+        dst.write(chunk)
+
+
+def _folder_files(uri: str) -> list[tuple[str, Callable[[], Any]]] | None:
+    """(relative path, opener) for every file under `uri` when it is a folder, else None."""
+    try:
+        fs, _, (root,) = fsspec.get_fs_token_paths(uri)
+        if not fs.isdir(root):
+            return None
+        root = root.rstrip("/")
+        paths = sorted(fs.find(root))
+    except (OSError, ValueError):
+        return None
+    return [(path[len(root) + 1 :], functools.partial(fs.open, path, "rb")) for path in paths]
 
 
 def _basename(path: str) -> str:

@@ -79,8 +79,11 @@ def test_jsonl_progress_is_exactly_the_bytes_of_the_rows_written(tmp_path: Path)
 def test_parquet_progress_is_each_files_share_of_rows_written(tmp_path: Path) -> None:
     sizes = []
     for name, count in (("a", 100_000), ("b", 30_000)):
-        pq.write_table(pa.table({"id": np.arange(count), "v": np.random.default_rng(1).random(count)}),
-                       tmp_path / f"{name}.parquet", row_group_size=20_000)
+        pq.write_table(
+            pa.table({"id": np.arange(count), "v": np.random.default_rng(1).random(count)}),
+            tmp_path / f"{name}.parquet",
+            row_group_size=20_000,
+        )
         sizes.append((count, (tmp_path / f"{name}.parquet").stat().st_size))
     source = {"kind": "parquet", "path": str(tmp_path / "*.parquet")}
     for rows, done, total in _run(tmp_path, source, batch=8192):

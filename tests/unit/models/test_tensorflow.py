@@ -12,6 +12,7 @@ from inferline.engine.predict import run_model
 from inferline.errors import ModelError
 from inferline.models.base import detect_framework, handler_for
 from inferline.models.registry import load_version
+from inferline.models.store import ModelStore
 from inferline.pipeline import ModelSpec
 
 pytest.importorskip("tensorflow")
@@ -84,3 +85,16 @@ def test_tflite_runs_any_batch_size_like_the_saved_model(classifier: Path, tmp_p
     (tmp_path / "junk.tflite").write_bytes(b"junk")
     with pytest.raises(ModelError, match=r"junk.tflite: cannot load TFLite model \("):
         handler.load(str(tmp_path / "junk.tflite"))
+
+
+def test_a_saved_model_folder_goes_into_the_store_whole(classifier: Path, tmp_path: Path) -> None:
+    store = ModelStore(str(tmp_path / "store"))
+    added = store.add("resnet", str(classifier))
+    again = store.add("resnet", str(classifier))
+    assert added.framework == "tensorflow" and added.sha256 == again.sha256
+    assert sorted(p.relative_to(added.uri) for p in Path(added.uri).rglob("*") if p.is_file()) == sorted(
+        p.relative_to(classifier) for p in classifier.rglob("*") if p.is_file()
+    )
+    loaded = store.load("resnet")  # what the server and SQL's store lookup call
+    want = signature_outputs(classifier, image=IMAGES)["probabilities"]
+    np.testing.assert_allclose(loaded.predict(IMAGES).scores, want, rtol=1e-6)
