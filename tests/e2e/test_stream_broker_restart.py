@@ -15,7 +15,7 @@ from inferline.examples import iris_stream
 from tests.conftest import subprocess_env
 from tests.e2e.streaming import RedisProcess, start_runner, stop, table_ids, write_pipeline
 
-TOTAL = 4_000
+TOTAL = 3_000
 
 
 def _progress(url: str) -> tuple[int, int]:

@@ -16,17 +16,17 @@ from inferline.examples import iris_stream
 from tests.conftest import CliRunner
 from tests.e2e.streaming import Probe, write_pipeline
 
-TOTAL = 30_000
+TOTAL = 15_000
 
 
 @pytest.fixture
 def tiny_disk(project: Path) -> Iterator[Path]:
-    """A 1 MB tmpfs (needs root: mount)."""
+    """A 512 KB tmpfs (needs root: mount)."""
     folder = project / "tiny"
     folder.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=False)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(folder)], check=False)
     if mounted.returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
     try:
