@@ -123,7 +123,7 @@ def translate(text: str, session: Session) -> list[str]:
 def translate_query(tree: exp.Expr, session: Session) -> str:
     """A query using ML.PREDICT / ML.DECODE_IMAGE -> DuckDB SQL (registering its UDFs)."""
     names.localize_tables(tree, names.attached_databases(session.con))
-    preprocessing.rewrite(tree)
+    preprocessing.rewrite(tree, session.con)
     for dot in list(tree.find_all(exp.Dot)):
         if isinstance(dot.this, exp.Identifier) and dot.this.name.upper() == "ML":
             call = dot.expression

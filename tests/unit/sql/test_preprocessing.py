@@ -269,3 +269,19 @@ def test_preprocessing_feeds_ml_predict(con: SqlConnection, tmp_path: Any) -> No
         f"(SELECT CAST(id AS VARCHAR) AS id, {inputs} FROM flowers)) ORDER BY CAST(id AS INT)",
     )
     assert got == model.predict(scaled).tolist()
+
+
+def test_array_encoders_fitted_once_equal_their_window_form(con: SqlConnection) -> None:
+    from inferline.sql import bigquery
+
+    con.sql(
+        "CREATE TABLE docs AS SELECT i, "
+        "[chr((97 + i % 7)::INT), chr((97 + i % 5)::INT), chr((97 + i % 3)::INT)] AS doc "
+        "FROM range(60) AS t(i)"
+    )
+    for function in ("MULTI_HOT_ENCODER", "BAG_OF_WORDS", "TF_IDF"):
+        once = f"SELECT i, ML.{function}(doc, 4, 10) OVER () AS out FROM docs ORDER BY i"
+        (translated,) = bigquery.translate(once, con)
+        assert "OVER" not in translated.upper()  # fitted at translation, applied as literals
+        window = once.replace("OVER ()", "OVER (PARTITION BY 1)")  # the same rows, as a (slow) window
+        assert _column(con, once) == _column(con, window)
