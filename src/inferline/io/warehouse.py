@@ -261,9 +261,15 @@ class Session:
         self.read_only = read_only
         self.what = what
         self.long = long
-        self.con = duckdb.connect()
+        self._con: duckdb.DuckDBPyConnection | None = None
         self.turn = Turn(path)
         self.name = ""
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise RuntimeError("Session used before open()")
+        return self._con
 
     def open(self) -> duckdb.DuckDBPyConnection:
         if self.read_only and not os.path.exists(self.path):
@@ -271,14 +277,20 @@ class Session:
         parent = os.path.dirname(self.path)
         if parent and not self.read_only:
             os.makedirs(parent, exist_ok=True)
-        self.turn.take(write=not self.read_only, what=self.what, timeout=self.timeout)
+        # The in-memory DuckDB first (~25 ms), so the turn is held only for the ATTACH.
+        self._con = duckdb.connect()
+        try:
+            self.turn.take(write=not self.read_only, what=self.what, timeout=self.timeout)
+        except BaseException:
+            self.close()
+            raise
         try:
             self.name = attach(
                 self.con, self.path, read_only=self.read_only, what=self.what, timeout=self.timeout
             )
             self.con.execute(f"USE {_ident(self.name)}").fetchall()
         except BaseException:
-            self.turn.close()
+            self.close()
             raise
         if self.long:
             with _long_lock:
@@ -290,11 +302,13 @@ class Session:
             with _long_lock:
                 _long_reads[os.path.realpath(self.path)] -= 1
         try:
-            if self.name:
-                self.con.execute("USE memory").fetchall()
-                self.con.execute(f"DETACH {_ident(self.name)}").fetchall()
-                self.name = ""
-            self.con.close()
+            if self._con is not None:
+                if self.name:
+                    self._con.execute("USE memory").fetchall()
+                    self._con.execute(f"DETACH {_ident(self.name)}").fetchall()
+                    self.name = ""
+                self._con.close()
+                self._con = None
         finally:
             self.turn.close()
 

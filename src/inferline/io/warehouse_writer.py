@@ -38,7 +38,7 @@ class WarehouseWriter:
         self.clock = clock
         self.users = 0
         self.turns = 0  # how many turns this writer took (tests and benchmarks read it)
-        self._db = duckdb.connect()
+        self._db = duckdb.connect()  # in memory, no I/O: the file is attached per turn
         self._turn = Turn(path)
         self._mutex = threading.Lock()
         self._active = 0  # sinks inside a transaction
