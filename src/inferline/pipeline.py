@@ -160,6 +160,110 @@ class BatchSpec(_Spec):
     max_wait_ms: float = Field(default=50, ge=0)
 
 
+_UNITS = {"ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
+WINDOW_KINDS = ("fixed", "sliding", "session")
+
+
+def parse_duration(value: Any, *, where: str) -> int:
+    """A duration such as `60s`, `500ms`, `5m`, `1h` or a number of seconds, in microseconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{where}: expected a duration such as 60s, 5m or 500ms, got {value!r}")
+    if isinstance(value, int | float):
+        micros = round(float(value) * 1_000_000)
+    else:
+        text = str(value).strip().lower()
+        unit = next((u for u in ("ms", "s", "m", "h", "d") if text.endswith(u)), None)
+        number = text[: -len(unit)] if unit else text
+        try:
+            micros = round(float(number) * _UNITS[unit or "s"])
+        except ValueError:
+            raise ValueError(
+                f"{where}: expected a duration such as 60s, 5m or 500ms, got {value!r}"
+            ) from None
+    if micros < 0:
+        raise ValueError(f"{where}: a duration must not be negative, got {value!r}")
+    return micros
+
+
+class WindowSpec(_Spec):
+    """`window:` — aggregates of the result rows over fixed, sliding or session windows.
+
+    Durations are kept as given and read in microseconds (`size_us`, ...).
+    """
+
+    kind: str
+    size: str | int | float | None = None
+    every: str | int | float | None = None
+    gap: str | int | float | None = None
+    time: str | None = None
+    allowed_lateness: str | int | float = 0
+    group_by: list[str] = Field(default_factory=list)
+    aggregates: dict[str, str]
+    emit: str = "on_close"
+    sink: SinkSpec
+    state: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WindowSpec:
+        if self.kind not in WINDOW_KINDS:
+            raise ValueError(f"unknown window kind {self.kind!r}; expected one of {', '.join(WINDOW_KINDS)}")
+        if self.kind == "session":
+            if self.gap is None:
+                raise ValueError("a session window needs gap: (e.g. gap: 30s)")
+            if self.size is not None or self.every is not None:
+                raise ValueError("a session window takes gap:, not size: or every:")
+        else:
+            if self.size is None:
+                raise ValueError(f"a {self.kind} window needs size: (e.g. size: 60s)")
+            if self.kind == "fixed" and self.every is not None:
+                raise ValueError("every: is for sliding windows; a fixed window takes size: only")
+            if self.kind == "sliding" and self.every is None:
+                raise ValueError("a sliding window needs every: (e.g. size: 60s, every: 10s)")
+        for name in ("size", "every", "gap", "allowed_lateness"):
+            value = getattr(self, name)
+            if value is not None:
+                micros = parse_duration(value, where=name)
+                if name != "allowed_lateness" and micros == 0:
+                    raise ValueError(f"{name}: must be longer than 0, got {value!r}")
+        if self.kind == "sliding" and self.every_us > self.size_us:
+            raise ValueError(f"every: {self.every} is longer than size: {self.size}; rows would be missed")
+        if not self.aggregates:
+            raise ValueError('aggregates: needs at least one, e.g. {n: "count(*)"}')
+        if self.emit != "on_close":
+            if not self.emit.startswith("every "):
+                raise ValueError(f"emit: expected on_close or 'every <duration>', got {self.emit!r}")
+            if parse_duration(self.emit[len("every ") :], where="emit") == 0:
+                raise ValueError("emit: every needs a duration longer than 0")
+            if self.kind == "session":
+                raise ValueError("emit: early results are for fixed and sliding windows; use on_close")
+        if self.sink.kind == "duckdb" and not self.sink.table:
+            raise ValueError("window.sink of kind duckdb needs table:")
+        return self
+
+    @property
+    def size_us(self) -> int:
+        return parse_duration(self.size if self.size is not None else self.gap, where="size")
+
+    @property
+    def every_us(self) -> int:
+        return parse_duration(self.every, where="every") if self.every is not None else self.size_us
+
+    @property
+    def gap_us(self) -> int:
+        return parse_duration(self.gap, where="gap") if self.gap is not None else 0
+
+    @property
+    def lateness_us(self) -> int:
+        return parse_duration(self.allowed_lateness, where="allowed_lateness")
+
+    @property
+    def emit_every(self) -> float | None:
+        """Seconds between early results, or None (results on close only)."""
+        if self.emit == "on_close":
+            return None
+        return parse_duration(self.emit[len("every ") :], where="emit") / 1_000_000
+
+
 class PipelineSpec(_Spec):
     """A whole pipeline: source -> [steps] -> model(s) -> [output mapping] -> sink."""
 
@@ -174,6 +278,7 @@ class PipelineSpec(_Spec):
     sink: SinkSpec
     dead_letter: SinkSpec | str | bool | None = None
     batch: BatchSpec = Field(default_factory=BatchSpec)
+    window: WindowSpec | None = None
     origin: str = Field(default="<dict>", exclude=True)
 
     @model_validator(mode="after")

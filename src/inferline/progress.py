@@ -87,6 +87,12 @@ def print_summary(console: Console, summary: RunSummary) -> None:
             markup=False,
         )
     console.print(f"output: {summary.output}{_kept(summary, summary.rows_predicted)}", markup=False)
+    if summary.window_output:
+        console.print(
+            f"windows: {summary.window_rows:,} rows to {summary.window_output}, "
+            f"{summary.rows_late:,} rows too late (dead-lettered, stage late)",
+            markup=False,
+        )
     if summary.dead_letter:
         console.print(f"dead letters: {summary.dead_letter}{_kept(summary, summary.rows_dead)}", markup=False)
     for message in summary.model_errors:

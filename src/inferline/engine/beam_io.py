@@ -43,6 +43,11 @@ def dead_letter(key: str, raw: str, error: str, stage: str, model_id: str | None
 
 def check_supported(spec: PipelineSpec) -> None:
     """Refuse, in one line, what cannot run distributed, before any Beam work starts."""
+    if spec.window is not None:
+        raise SpecError(
+            f"{spec.origin}: window: runs on the local engine only for now; "
+            "run without --runner beam, or aggregate the sink's rows afterwards"
+        )
     kind = spec.source.kind
     if kind not in BEAM_SOURCES:
         raise SpecError(

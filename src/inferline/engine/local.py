@@ -24,6 +24,7 @@ from inferline.engine.features import resolve_column
 from inferline.engine.keys import KeyTracker
 from inferline.engine.process import BatchProcessor
 from inferline.engine.streamstats import LatencyTracker, StreamStats
+from inferline.engine.window_stage import WindowStage
 from inferline.errors import InferlineError, SinkSchemaError
 from inferline.io.base import DeadLetter, Sink, Source, SourceBatch, dead_letter_batch, row_as_json
 from inferline.io.factory import make_sink, make_source
@@ -85,6 +86,10 @@ class RunSummary:
     table_sink: bool = False
     # Interrupted: file outputs were removed rather than left partial.
     outputs_discarded: bool = False
+    # `window:`: where the windowed rows went, how many were written, rows too late for any.
+    window_output: str | None = None
+    window_rows: int = 0
+    rows_late: int = 0
 
     @property
     def rows_per_second(self) -> float:
@@ -272,7 +277,15 @@ class LocalEngine:
         keys = KeyTracker() if self.spec.key and source.bounded else None
         source.open()
         self.stats.progress_total = source.progress_total()
+        windows = WindowStage(self.spec, stream=not source.bounded) if self.spec.window else None
         sink.open()
+        if windows is not None:
+            try:
+                windows.open()
+            except BaseException:
+                _close(sink, False)
+                source.close()
+                raise
         read_q: queue.Queue[Any] = queue.Queue(self.queue_depth)
         write_q: queue.Queue[Any] = queue.Queue(self.queue_depth)
         workers = self.workers if self.workers is not None else _default_workers(refs)
@@ -307,6 +320,8 @@ class LocalEngine:
                         # A column changed type (a new model): these rows are dead-lettered.
                         item.dead.extend(self._unwritable(item, str(exc)))
                         item.results = None
+                if windows is not None:
+                    item.dead.extend(windows.add(item.results))
                 if item.dead:
                     if dead_sink is None and dead_spec is not None:
                         dead_sink = make_sink(
@@ -321,6 +336,8 @@ class LocalEngine:
                 sink.commit()
                 if dead_sink is not None:
                     dead_sink.commit()
+                if windows is not None:
+                    windows.commit()
                 source.ack(item.source.position)
                 self._count(item)
             if self._failure is not None:
@@ -336,6 +353,12 @@ class LocalEngine:
                 # A second Ctrl-C does not wait for a model call in flight (daemon threads).
                 thread.join(timeout=0.2 if self.interrupt.is_set() else 10)
             _close(sink, ok, discard=self._interrupted)
+            if windows is not None:
+                try:
+                    windows.finish(ok=ok, bounded=source.bounded)
+                finally:
+                    if windows.sink is not None:
+                        _close(windows.sink, ok, discard=self._interrupted)
             if dead_sink is not None:
                 _close(dead_sink, ok, discard=self._interrupted)
             source.close()
@@ -366,6 +389,9 @@ class LocalEngine:
             table_sink=_is_table_sink(self.spec),
             status="interrupted" if self._interrupted else "ok",
             outputs_discarded=self._interrupted and self.spec.sink.kind in FILE_SINK_KINDS,
+            window_output=windows.describe() if windows is not None else None,
+            window_rows=windows.rows_written if windows is not None else 0,
+            rows_late=windows.operator.late if windows is not None else 0,
         )
 
     def _interrupting(self, source: Source) -> bool:

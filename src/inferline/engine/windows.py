@@ -1,0 +1,370 @@
+"""`window:` — fixed, sliding and session windows over the result rows, aggregated with DuckDB.
+
+Rows are placed on event time (`time:`, else the time the engine took their batch). The
+watermark is the largest event time seen minus `allowed_lateness`; a window closes (its row
+is emitted) once the watermark passes its end. Whether a row is late is judged against the
+watermark of the rows before it (per row, vectorised), so a file and a stream of the same
+rows in the same order give the same windows whatever the batch sizes. A row whose windows
+have all closed is late: it is dead-lettered (stage `late`) and counted.
+
+Open windows are held as rows in a DuckDB table (each row once, with the first and last
+window start it still counts in); closing runs one GROUP BY over the closing windows. A
+stream keeps this table in a state file committed after the sink and before the ack, so a
+SIGKILL replays only unacked messages, and a replayed row already in the state is skipped.
+
+Example:
+    >>> windows = WindowOperator(spec.window, origin="spec.yaml")  # doctest: +SKIP
+    >>> windows.open(None)  # doctest: +SKIP
+    >>> late = windows.add(results, ingest_time=time.time())  # doctest: +SKIP
+    >>> closed = windows.close()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from inferline.errors import InferlineError
+from inferline.io.base import DeadLetter, row_as_json
+from inferline.io.duckdb import quote
+from inferline.pipeline import WindowSpec
+
+_NEVER = -(2**62)  # a watermark before any event
+_ALWAYS = 2**62  # the watermark at the end of a bounded input: every window closes
+_STATE = "window_rows"
+
+
+class WindowError(InferlineError, ValueError):
+    """A window could not be computed (a bad aggregate, a missing column, a state file)."""
+
+
+class WindowOperator:
+    """The open windows of one pipeline: `add` rows, `close` what the watermark passed."""
+
+    def __init__(self, spec: WindowSpec, *, origin: str = "<spec>") -> None:
+        self.spec = spec
+        self.origin = origin
+        self.size = spec.size_us
+        self.every = spec.every_us
+        self.gap = spec.gap_us
+        self.lateness = spec.lateness_us
+        self.max_seen = _NEVER
+        self.closed_until = _NEVER  # windows ending at or before this were emitted
+        self.late = 0
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._created = False
+        self._restored: pa.Array | None = None  # keys already counted before a restart
+
+    # --- state ---------------------------------------------------------------------------
+    def open(self, state_path: str | None) -> None:
+        """Open in memory (bounded input) or on a state file, loading what it holds."""
+        config: dict[str, str | bool | int | float | list[str]] = {"enable_external_access": False}
+        try:
+            self._con = duckdb.connect(state_path or ":memory:", config=config)
+        except duckdb.Error as exc:
+            raise WindowError(f"{self.origin}: window.state {state_path}: {_first_line(exc)}") from None
+        con = self._con
+        _run(
+            con, "CREATE TABLE IF NOT EXISTS window_meta (spec VARCHAR, max_seen BIGINT, closed_until BIGINT)"
+        )
+        _run(con, "CREATE TABLE IF NOT EXISTS window_last_keys (key VARCHAR)")
+        meta = con.execute("SELECT spec, max_seen, closed_until FROM window_meta").fetchall()
+        if meta:
+            spec, self.max_seen, self.closed_until = meta[0]
+            if spec != self._fingerprint():
+                raise WindowError(
+                    f"{self.origin}: window.state {state_path} holds windows of another window: spec; "
+                    "delete it to start the windows over"
+                )
+        else:
+            _run(con, "INSERT INTO window_meta VALUES (?, ?, ?)", [self._fingerprint(), _NEVER, _NEVER])
+        self._created = bool(
+            con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [_STATE]
+            ).fetchall()
+            == [(1,)]
+        )
+        if self._created:
+            keys = con.sql(
+                f"SELECT key FROM {_STATE} UNION SELECT key FROM window_last_keys"
+            ).to_arrow_table()
+            self._restored = keys.column("key").combine_chunks() if keys.num_rows else None
+        _run(con, "BEGIN TRANSACTION")
+
+    def _fingerprint(self) -> str:
+        spec = self.spec
+        shape = [
+            spec.kind,
+            self.size,
+            self.every,
+            self.gap,
+            self.lateness,
+            spec.time,
+            spec.group_by,
+            spec.aggregates,
+        ]
+        text = json.dumps(shape, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise RuntimeError("WindowOperator used before open()")
+        return self._con
+
+    def commit(self) -> None:
+        """Make the open windows and the watermark durable (after the window sink committed)."""
+        con = self.con
+        _run(con, "UPDATE window_meta SET max_seen = ?, closed_until = ?", [self.max_seen, self.closed_until])
+        _run(con, "COMMIT")
+        _run(con, "BEGIN TRANSACTION")
+
+    def close_state(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def open_rows(self) -> int:
+        """Rows held for open windows (memory is bounded by these)."""
+        if not self._created:
+            return 0
+        (row,) = self.con.execute(f"SELECT count(*) FROM {_STATE}").fetchall()
+        return int(row[0])
+
+    # --- adding rows ---------------------------------------------------------------------
+    def add(self, results: pa.RecordBatch, *, ingest_time: float) -> list[DeadLetter]:
+        """Place a batch of result rows in their windows; late rows come back as dead letters."""
+        if results.num_rows == 0:
+            return []
+        keys = results.column("key").cast(pa.string())
+        if self._restored is not None:
+            # A message replayed after a restart that the saved windows already count.
+            fresh = pc.invert(pc.is_in(keys, value_set=self._restored))
+            results = results.filter(fresh)
+            keys = keys.filter(fresh)
+            if results.num_rows == 0:
+                return []
+        times = self._event_times(results, ingest_time)
+        before = np.maximum.accumulate(np.concatenate(([self.max_seen], times)))[:-1]
+        watermark = before - self.lateness
+        if self.spec.kind == "session":
+            first = last = times
+            on_time = times + self.gap > watermark
+        else:
+            last = np.floor_divide(times, self.every) * self.every
+            possible = (np.floor_divide(times - self.size, self.every) + 1) * self.every
+            still_open = (np.floor_divide(watermark - self.size, self.every) + 1) * self.every
+            first = np.maximum(possible, still_open)
+            on_time = first <= last
+        self.max_seen = max(self.max_seen, int(times.max()))
+        late = self._late_letters(results, times, watermark, on_time)
+        mask = pa.array(on_time)
+        rows = results.filter(mask).drop_columns(["key"])
+        table = pa.table(
+            {
+                "key": keys.filter(mask),
+                "__t": pa.array(times[on_time], pa.int64()),
+                "__first": pa.array(first[on_time], pa.int64()),
+                "__last": pa.array(last[on_time], pa.int64()),
+                **{name: rows.column(name) for name in rows.schema.names if not name.startswith("__")},
+            }
+        )
+        self._insert(table, keys)
+        return late
+
+    def _event_times(self, results: pa.RecordBatch, ingest_time: float) -> np.ndarray:
+        if self.spec.time is None:
+            return np.full(results.num_rows, round(ingest_time * 1_000_000), dtype=np.int64)
+        name = self.spec.time
+        if name not in results.schema.names:
+            raise WindowError(
+                f"{self.origin}: window.time: column {name!r} not found in the result rows "
+                f"(columns: {', '.join(results.schema.names)}); keep it with keep: or output:"
+            )
+        column = results.column(name)
+        if pa.types.is_timestamp(column.type):
+            micros = column.cast(pa.timestamp("us", tz=column.type.tz)).cast(pa.int64())
+        elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+            micros = pc.round(pc.multiply(column.cast(pa.float64()), 1_000_000)).cast(pa.int64())
+        else:
+            micros = self._parse_times(column)
+        if micros.null_count:
+            index = int(pc.index(pc.is_null(micros), True).as_py())
+            raise WindowError(
+                f"{self.origin}: window.time: row {results.column('key')[index].as_py()}: "
+                f"{column[index].as_py()!r} is not a time; expected a timestamp, ISO 8601 text "
+                "or seconds since the epoch"
+            )
+        return np.asarray(micros.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+    def _parse_times(self, column: pa.Array) -> pa.Array:
+        self.con.register("_inferline_times", pa.table({"t": column.cast(pa.string())}))
+        try:
+            parsed = self.con.sql(
+                "SELECT coalesce(epoch_us(try_cast(t AS TIMESTAMPTZ)), "
+                "epoch_us(try_cast(t AS TIMESTAMP))) AS t FROM _inferline_times"
+            ).to_arrow_table()
+        finally:
+            self.con.unregister("_inferline_times")
+        return parsed.column("t").combine_chunks().cast(pa.int64())
+
+    def _late_letters(
+        self, results: pa.RecordBatch, times: np.ndarray, watermark: np.ndarray, on_time: np.ndarray
+    ) -> list[DeadLetter]:
+        late = np.flatnonzero(~on_time)
+        self.late += len(late)
+        return [
+            DeadLetter(
+                str(results.column("key")[i].as_py()),
+                row_as_json(results, int(i)),
+                f"event time {_iso(int(times[i]))} is too late: the watermark was {_iso(int(watermark[i]))} "
+                f"(allowed_lateness {self.spec.allowed_lateness}) and its windows had closed",
+                "late",
+            )
+            for i in late
+        ]
+
+    def _insert(self, table: pa.Table, keys: pa.Array) -> None:
+        con = self.con
+        con.register("_inferline_window_batch", table)
+        try:
+            if not self._created:
+                _run(con, f"CREATE TABLE {_STATE} AS SELECT * FROM _inferline_window_batch")
+                self._created = True
+            else:
+                _run(con, f"INSERT INTO {_STATE} BY NAME SELECT * FROM _inferline_window_batch")
+        except duckdb.Error as exc:
+            raise WindowError(f"{self.origin}: window: could not keep the rows: {_first_line(exc)}") from None
+        finally:
+            con.unregister("_inferline_window_batch")
+        _run(con, "DELETE FROM window_last_keys")
+        con.register("_inferline_keys", pa.table({"key": keys}))
+        _run(con, "INSERT INTO window_last_keys SELECT key FROM _inferline_keys")
+        con.unregister("_inferline_keys")
+
+    # --- closing -------------------------------------------------------------------------
+    def close(self, *, final: bool = False) -> pa.Table | None:
+        """The rows of windows the watermark passed since the last close (all at `final`)."""
+        if not self._created:
+            return None
+        until = _ALWAYS if final else self.max_seen - self.lateness
+        if until <= self.closed_until:
+            return None
+        if self.spec.kind == "session":
+            closed = self._sessions(f"__end <= {until}")
+            _run(self.con, f"CREATE OR REPLACE TEMP TABLE _keep AS {self._session_rows(f'__end > {until}')}")
+            _run(self.con, f"DELETE FROM {_STATE}")
+            _run(self.con, f"INSERT INTO {_STATE} BY NAME SELECT * FROM _keep")
+            _run(self.con, "DROP TABLE _keep")
+        else:
+            closed = self._windows(self.closed_until, until)
+            _run(self.con, f"DELETE FROM {_STATE} WHERE __last + {self.size} <= {until}")
+        self.closed_until = until
+        return closed if closed.num_rows else None
+
+    def early(self) -> pa.Table | None:
+        """Results so far of the windows still open (upserted again when they close)."""
+        if not self._created or self.spec.kind == "session":
+            return None
+        table = self._windows(self.closed_until, _ALWAYS)
+        return table if table.num_rows else None
+
+    def _windows(self, after: int, until: int) -> pa.Table:
+        inner = (
+            f"SELECT *, unnest(generate_series(__first, __last, {self.every}::BIGINT)) AS __ws FROM {_STATE} "
+            f"WHERE __first + {self.size} <= {until} AND __last + {self.size} > {after}"
+        )
+        where = f"__ws + {self.size} > {after} AND __ws + {self.size} <= {until}"
+        return self._aggregate(f"({inner})", where, "__ws", f"__ws + {self.size}")
+
+    def _session_rows(self, where: str, *, labelled: bool = False) -> str:
+        """State rows with their session's `__start`/`__end` (kept when `labelled`)."""
+        groups = self._partition()
+        starts = (
+            f"SELECT *, CASE WHEN __t - lag(__t) OVER (PARTITION BY {groups} ORDER BY __t, key) < {self.gap} "
+            f"THEN 0 ELSE 1 END AS __new FROM {_STATE}"
+        )
+        ids = (
+            f"SELECT *, sum(__new) OVER (PARTITION BY {groups} ORDER BY __t, key ROWS UNBOUNDED PRECEDING) "
+            f"AS __sid FROM ({starts})"
+        )
+        ends = (
+            f"SELECT *, min(__t) OVER (PARTITION BY {groups}, __sid) AS __start, "
+            f"max(__t) OVER (PARTITION BY {groups}, __sid) + {self.gap} AS __end FROM ({ids})"
+        )
+        columns = "*" if labelled else "* EXCLUDE (__new, __sid, __start, __end)"
+        return f"SELECT {columns} FROM ({ends}) WHERE {where}"
+
+    def _sessions(self, where: str) -> pa.Table:
+        return self._aggregate(f"({self._session_rows(where, labelled=True)})", "true", "__start", "__end")
+
+    def _partition(self) -> str:
+        return ", ".join(quote(g) for g in self.spec.group_by) or "true"
+
+    def _aggregate(self, rows: str, where: str, start: str, end: str) -> pa.Table:
+        groups = [quote(g) for g in self.spec.group_by]
+        aggregates = [f"{expr} AS {quote(name)}" for name, expr in self.spec.aggregates.items()]
+        label = " || '|' || ".join(
+            [
+                f"CAST({start} AS VARCHAR)",
+                f"CAST({end} AS VARCHAR)",
+                *[f"coalesce(CAST({g} AS VARCHAR), '')" for g in groups],
+            ]
+        )
+        select = ", ".join(
+            [
+                f"{label} AS key",
+                f"make_timestamp({start}) AS window_start",
+                f"make_timestamp({end}) AS window_end",
+                *groups,
+                *aggregates,
+            ]
+        )
+        group_by = ", ".join([start, end, *groups])
+        query = f"SELECT {select} FROM {rows} WHERE {where} GROUP BY {group_by} ORDER BY {group_by}"
+        try:
+            return self.con.sql(query).to_arrow_table()
+        except duckdb.Error as exc:
+            raise WindowError(self._explain(exc)) from None
+
+    def _explain(self, exc: duckdb.Error) -> str:
+        """The failing aggregate, found by trying each alone."""
+        for name, expr in self.spec.aggregates.items():
+            try:
+                self.con.sql(f"SELECT {expr} FROM {_STATE} LIMIT 0").fetchall()
+            except duckdb.Error as one:
+                message = _first_line(one)
+                hint = (
+                    "; average a condition as avg(CAST(prediction = 1 AS INT))"
+                    if "BOOLEAN" in message
+                    else ""
+                )
+                return f"{self.origin}: window.aggregates.{name}: {expr!r}: {message}{hint}"
+        return f"{self.origin}: window: {_first_line(exc)}"
+
+
+def default_state_path(spec_name: str) -> str:
+    """Where a stream's open windows are kept unless `window.state:` says."""
+    cleaned = "".join(c if c.isalnum() else "_" for c in spec_name).strip("_") or "pipeline"
+    return os.path.join(".", f"{cleaned}_window_state.duckdb")
+
+
+def _run(con: duckdb.DuckDBPyConnection, query: str, params: list[object] | None = None) -> None:
+    # DuckDB >= 2.0 wants every result finished before the next statement.
+    con.execute(query, params).fetchall()
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _iso(micros: int) -> str:
+    if micros <= _NEVER // 2:
+        return "(none yet)"
+    return str(np.datetime64(micros, "us")) + "Z"
