@@ -31,8 +31,10 @@ def register(app: typer.Typer) -> None:
 
     @models.command("add")
     def add(
-        name: Annotated[str, typer.Argument(help="Model name, e.g. iris.")],
-        file: Annotated[str, typer.Argument(help="Model file (path or URI) to copy in.")],
+        name: Annotated[str, typer.Argument(help="Model name, e.g. iris (omit for a .mar: its manifest's).")],
+        file: Annotated[
+            str | None, typer.Argument(help="Model file (path or URI) to copy in.", show_default=False)
+        ] = None,
         store: StoreOption = None,
         framework: Annotated[
             str | None, typer.Option(help="sklearn, onnx, torch, keras (default: from the suffix).")
@@ -44,7 +46,9 @@ def register(app: typer.Typer) -> None:
             list[str] | None, typer.Option("--meta", help="Metadata key=value (repeatable).")
         ] = None,
     ) -> None:
-        """Copy FILE into the store as the next version of NAME."""
+        """Copy FILE into the store as the next version of NAME (`models add x.mar`: the archive's)."""
+        if file is None:
+            name, file = archive_name(name), name
         names = [c.strip() for c in inputs.split(",") if c.strip()] if inputs else None
         added = _store(store).add(
             name, file, framework=framework, inputs=names, metadata=parse_meta(meta or [])
@@ -141,6 +145,20 @@ def register(app: typer.Typer) -> None:
         out.print(f"removed {name}" + (f"/{version}" if version is not None else " (all versions)"))
 
     app.add_typer(models, name="models")
+
+
+def archive_name(file: str) -> str:
+    """The model name a `.mar` archive's manifest gives (`models add x.mar` without NAME)."""
+    if not file.lower().endswith(".mar"):
+        raise InferlineError(
+            f"models add {file}: expected NAME FILE (only a .mar archive names its own model)"
+        )
+    from inferline.models.mar import read_manifest
+
+    name = read_manifest(file)["model"].get("modelName")
+    if not isinstance(name, str) or not name:
+        raise InferlineError(f"model archive {file}: its manifest has no modelName; pass NAME FILE")
+    return name
 
 
 def parse_meta(items: list[str]) -> dict[str, Any]:

@@ -72,7 +72,19 @@ def grpc_free(host: str, port: int) -> None:
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
-        models: Annotated[str, typer.Option("--models", help="Model store folder or URI.")] = "model_store",
+        models: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--models",
+                help="Model store folder or URI (default model_store); or name=x.mar / x.mar / all "
+                "(repeatable), TorchServe's way.",
+                show_default=False,
+            ),
+        ] = None,
+        model_store: Annotated[
+            str | None,
+            typer.Option("--model-store", help="A folder of TorchServe .mar archives (TorchServe's flag)."),
+        ] = None,
         host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = (
             "127.0.0.1"
         ),
@@ -132,6 +144,9 @@ def register(app: typer.Typer) -> None:
         ):
             if value < 1:
                 raise InferlineError(f"serve: {name} {value}; expected a positive number")
+        from inferline.commands.archives import store_for
+
+        store_root = store_for(models or [], model_store)
         require("starlette", "serve")
         uvicorn = require("uvicorn", "serve")
         from inferline.models.store import ModelStore
@@ -159,13 +174,13 @@ def register(app: typer.Typer) -> None:
             grpc_required=grpc_port is not None,
             warehouse=warehouse,
         )
-        state = ServerState(config, store=ModelStore(models))
+        state = ServerState(config, store=ModelStore(store_root))
         assert state.catalog is not None
         loaded = state.catalog.load_all()
         grpc_note = f" and gRPC {config.grpc_address}" if config.grpc_address else ""
         print(
-            f"serving {', '.join(loaded) or 'no models yet'} from {models} on http://{host}:{port}"
-            + grpc_note,
+            f"serving {', '.join(loaded) or 'no models yet'} from {model_store or store_root} "
+            f"on http://{host}:{port}" + grpc_note,
             file=sys.stderr,
             flush=True,
         )

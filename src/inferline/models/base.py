@@ -30,6 +30,7 @@ FRAMEWORKS: dict[str, tuple[str, str]] = {
     "tflite": ("inferline.models.tflite", "TFLiteHandler"),
     "huggingface": ("inferline.models.huggingface", "HuggingFaceHandler"),
     "remote": ("inferline.models.remote", "RemoteHandler"),
+    "torchserve": ("inferline.models.mar", "MarHandler"),
 }
 
 SUFFIXES: dict[str, str] = {
@@ -47,6 +48,7 @@ SUFFIXES: dict[str, str] = {
     ".bst": "xgboost",
     ".model": "xgboost",
     ".tflite": "tflite",
+    ".mar": "torchserve",
 }
 
 # Suffixes many tools write: the file's first bytes say which framework made it.

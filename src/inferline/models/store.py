@@ -205,6 +205,10 @@ class ModelStore:
                     probe.read(0)
             except (FileNotFoundError, IsADirectoryError):
                 raise ModelError(f"model file {file}: not found (expected a model file to add)") from None
+        if framework == "torchserve":  # a .mar: its manifest's version string and handler
+            from inferline.models.mar import archive_metadata
+
+            metadata = {**archive_metadata(file), **(metadata or {})}
         number = self._claim_version(name)
         version_dir = f"{model_dir}/{number}"
         partial = f"{version_dir}/.{filename}.{uuid.uuid4().hex}.partial"

@@ -224,7 +224,7 @@ class ServedModels:
         if model is None or model.default is None:
             raise not_found(f"model {name!r} is not served; have {', '.join(self.names()) or 'none'}")
         key = model.default if version is None else version
-        served = model.versions.get(key)
+        served = model.versions.get(key) or _by_version_string(model, key)
         if served is None:
             have = ", ".join(sorted(model.versions, key=_version_key))
             raise ApiError(
@@ -311,6 +311,12 @@ class ServedModels:
 
     def _report_versions(self) -> None:
         self.metrics.set_versions({name: (list(m.versions), m.default) for name, m in self.models.items()})
+
+
+def _by_version_string(model: ServedModel, key: str) -> ServedVersion | None:
+    """A version named by its archive's own version string (`/predictions/mnist/1.0`)."""
+    found = [v for v in model.versions.values() if v.metadata.get("model_version") == key]
+    return max(found, key=lambda v: _version_key(v.version)) if found else None
 
 
 def _version_key(version: str) -> tuple[int, int | str]:

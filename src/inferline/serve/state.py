@@ -176,7 +176,9 @@ class ServerState:
                     f"model {served.model_id}: cannot read the request body ({reason})"
                 ) from exc
 
-        if len(body) >= THREAD_BODY_BYTES or request.headers.get("content-type", "").startswith("image/"):
+        # Images (image/*, raw bytes, forms) and handler items decode on a worker thread.
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if len(body) >= THREAD_BODY_BYTES or media != "application/json":
             return await self.offload.thread(run)
         return run()
 

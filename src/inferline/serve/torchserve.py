@@ -1,8 +1,11 @@
-"""TorchServe's inference API: `GET /ping`, `POST /predictions/{name}[/{version}]`.
+"""TorchServe's inference API: `GET /ping`, `POST|PUT /predictions/{name}[/{version}]`.
 
 A body is one instance (`[5.1, 3.5, 1.4, 0.2]` or `{"sepal_length": 5.1, ...}`), a list of
-instances, or `{"instances": [...]}`; an `image/*` body is one image, decoded with the
-model's saved image settings. The answer is `{"predictions": [...], "model_id": "iris/2"}`
+instances, or `{"instances": [...]}`; an `image/*` body, raw bytes (`curl -T`,
+`application/octet-stream`, no Content-Type) or each `data`/`body` file of a multipart form
+is one image, decoded with the model's saved image settings. A `.mar` model gets TorchServe's
+request items instead (`serve/ts_bodies.py`) and answers what its handler returns.
+Other models answer `{"predictions": [...], "model_id": "iris/2"}`
 plus `"scores"` when the model gives probabilities.
 """
 
@@ -19,11 +22,13 @@ from starlette.routing import Route
 from inferline.errors import InferlineError
 from inferline.models.base import Prediction
 from inferline.models.hooks import HookError
+from inferline.models.mar import FRAMEWORK as MAR
 from inferline.serve.bodies import instances_of, parse_instances, rows_of
 from inferline.serve.http import ApiError, bad_request, invalid_input, json_response, parse_json
 from inferline.serve.models import ServedVersion
 from inferline.serve.offload import PROCESS_BODY_BYTES
 from inferline.serve.state import server_of
+from inferline.serve.ts_bodies import INSTANCE_FIELDS, form_parts, is_multipart, request_items
 from inferline.serve.values import may_hold_booleans
 
 
@@ -44,9 +49,24 @@ async def predictions(request: Request) -> Response:
 def parse_predictions(body: bytes, request: Request, served: ServedVersion) -> tuple[np.ndarray, Any]:
     content_type = request.headers.get("content-type", "")
     state = server_of(request)
-    if content_type.startswith("image/"):
+    route = f"{request.method} /predictions/{served.name}"
+    if served.framework == MAR:  # TorchServe's handler reads TorchServe's request items
+        items = request_items(body, content_type, where=route)
+        rows = np.empty(len(items), dtype=object)
+        for i, item in enumerate(items):
+            rows[i] = item
+        return rows, None
+    if is_multipart(content_type):
+        images = [
+            decode_image_body(value, served)
+            for name, value, _ in form_parts(body, content_type, where=route)
+            if name in INSTANCE_FIELDS
+        ]
+        if not images:
+            raise bad_request(f"{route}: no data or body field in the form; send -F data=@FILE")
+        return np.concatenate(images), None
+    if content_type.startswith("image/") or is_raw(content_type, body, served):
         return decode_image_body(body, served), None
-    route = f"POST /predictions/{served.name}"
     if served.hooks is None and len(body) >= PROCESS_BODY_BYTES:
         # Called on a worker thread (see ServerState._parse): wait for the worker process.
         return state.offload.in_process(parse_instances, body, route, served.spec), None
@@ -62,6 +82,28 @@ def parse_predictions(body: bytes, request: Request, served: ServedVersion) -> t
             return served.check_rows(np.asarray(inputs), input_name="instances"), batch
         return rows_of(instances, served.spec, input_name="instances", may_hold_bools=bools), batch
     return rows_of(instances, served.spec, input_name="instances", may_hold_bools=bools), None
+
+
+def is_raw(content_type: str, body: bytes, served: ServedVersion) -> bool:
+    """Raw image bytes: `application/octet-stream`, or no Content-Type and not JSON."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/octet-stream":
+        if not has_image_settings(served):
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"model {served.model_id} takes no raw bytes (it has no image settings); send JSON",
+            )
+        return True
+    if media or not has_image_settings(served):
+        return False
+    head = body.lstrip()[:1]
+    return not head or head not in b'[{"-0123456789tfn'
+
+
+def has_image_settings(served: ServedVersion) -> bool:
+    meta = served.metadata.get("image", served.metadata)
+    return isinstance(meta, dict) and any(key in meta for key in IMAGE_KEYS)
 
 
 def instances_batch(instances: list[Any], served: ServedVersion) -> pa.RecordBatch:
@@ -137,7 +179,9 @@ def image_settings(served: ServedVersion) -> Any:
         ) from exc
 
 
-def render_predictions(served: ServedVersion, prediction: Prediction, context: Any) -> dict[str, Any]:
+def render_predictions(served: ServedVersion, prediction: Prediction, context: Any) -> Any:
+    if served.framework == MAR:
+        return handler_answer(list(prediction.prediction))
     # Arrays, not lists: the answer is encoded in slices (`inferline.serve.answers`).
     out: dict[str, Any] = {"model_id": served.model_id, "predictions": prediction.prediction}
     if prediction.scores is not None:
@@ -158,9 +202,19 @@ def render_predictions(served: ServedVersion, prediction: Prediction, context: A
     return out
 
 
+def handler_answer(answers: list[Any]) -> Any:
+    """A TorchServe handler's answer to one request: JSON, or its text or bytes as they are."""
+    answer = answers[0] if len(answers) == 1 else answers
+    if isinstance(answer, bytes | bytearray):
+        return Response(bytes(answer), media_type="application/octet-stream")
+    if isinstance(answer, str):
+        return Response(answer, media_type="text/plain")
+    return answer
+
+
 def routes() -> list[Route]:
     return [
         Route("/ping", ping, methods=["GET"]),
-        Route("/predictions/{name}", predictions, methods=["POST"]),
-        Route("/predictions/{name}/{version}", predictions, methods=["POST"]),
+        Route("/predictions/{name}", predictions, methods=["POST", "PUT"]),
+        Route("/predictions/{name}/{version}", predictions, methods=["POST", "PUT"]),
     ]

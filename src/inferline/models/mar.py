@@ -1,0 +1,270 @@
+"""TorchServe model archives (`.mar`): the archive's handler runs on batches of requests.
+
+A `.mar` is a zip holding `MAR-INF/MANIFEST.json` (modelName, modelVersion, serializedFile,
+modelFile, handler, extraFiles...) next to those files. `MarHandler.load` extracts it to a
+private folder and initialises its handler the way TorchServe does: a built-in name
+(`image_classifier`, see `inferline.models.ts_builtin`) or a custom handler file, either a
+module with `handle(data, context)` or a class with `initialize(context)` and `handle(data,
+context)` (TorchServe's `BaseHandler` gives the latter from preprocess/inference/postprocess).
+
+Rows are TorchServe's request items (`{"data"|"body": bytes or JSON}`) in an object array,
+so inferline's dynamic batcher hands the handler a list of them as TorchServe's frontend does;
+each answer item is one request's answer. The archive's `requirements` are never installed.
+
+Example:
+    >>> manifest = read_manifest("mnist.mar")  # doctest: +SKIP
+    >>> manifest["model"]["modelName"]  # doctest: +SKIP
+    'mnist'
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import uuid
+import weakref
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from inferline.errors import ModelError
+from inferline.models.base import Prediction
+from inferline.models.files import local_copy
+
+MANIFEST = "MAR-INF/MANIFEST.json"
+FRAMEWORK = "torchserve"
+BUILTIN = ("image_classifier",)
+_IMPORT_LOCK = threading.Lock()  # handlers import files from their model_dir via sys.path
+
+
+def read_manifest(uri: str) -> dict[str, Any]:
+    """The archive's `MAR-INF/MANIFEST.json`, with errors naming the archive."""
+    with local_copy(uri) as path:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                raw = archive.read(MANIFEST)
+        except zipfile.BadZipFile:
+            raise ModelError(
+                f"model archive {uri}: not a zip file (expected a .mar made by torch-model-archiver)"
+            ) from None
+        except KeyError:
+            raise ModelError(
+                f"model archive {uri}: no {MANIFEST} (expected a .mar made by torch-model-archiver)"
+            ) from None
+    try:
+        manifest = json.loads(raw)
+    except ValueError as exc:
+        raise ModelError(f"model archive {uri}: {MANIFEST} is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("model"), dict):
+        raise ModelError(f'model archive {uri}: {MANIFEST} has no "model" object')
+    return manifest
+
+
+def archive_metadata(uri: str) -> dict[str, Any]:
+    """What the store records about an archive: its name, version string and handler.
+
+    The handler is kept as `ts_handler`: `handler` is inferline's own hook key.
+    """
+    model = read_manifest(uri)["model"]
+    meta = {
+        "model_name": model.get("modelName"),
+        "model_version": model.get("modelVersion"),
+        "ts_handler": model.get("handler"),
+    }
+    return {key: str(value) for key, value in meta.items() if value}
+
+
+class TorchServeMetrics:
+    """The `context.metrics` handlers call (`add_time`, `add_counter`, ...): values are kept
+    by name, last one wins; inferline's own metrics time every batch already."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+
+    def _add(self, name: str, value: float = 1.0, *args: Any, **kwargs: Any) -> None:
+        self.values[name] = float(value)
+
+    add_time = add_counter = add_size = add_percent = add_metric = _add
+
+    def add_error(self, name: str, value: Any) -> None:
+        self.values[name] = float("nan")
+
+
+@dataclass
+class TorchServeContext:
+    """TorchServe's `Context`: what handlers read in `initialize` and `handle`."""
+
+    model_name: str
+    manifest: dict[str, Any]
+    system_properties: dict[str, Any]
+    metrics: TorchServeMetrics = field(default_factory=TorchServeMetrics)
+    model_yaml_config: dict[str, Any] = field(default_factory=dict)
+    request_ids: dict[int, str] | None = None
+    stopping_criteria: Any = None
+
+    def get_request_id(self, idx: int = 0) -> str | None:
+        return None if self.request_ids is None else self.request_ids.get(idx)
+
+    def get_request_header(self, idx: int, key: str) -> str | None:
+        return None
+
+    def get_all_request_header(self, idx: int) -> dict[str, str]:
+        return {}
+
+    def set_response_content_type(self, idx: int, value: str) -> None:
+        pass
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        pass
+
+
+@dataclass
+class MarModel:
+    """A loaded archive: its folder, manifest, context and initialised handler."""
+
+    uri: str
+    model_dir: str
+    manifest: dict[str, Any]
+    context: TorchServeContext
+    service: Any  # an object with handle(data, context), or a module-level handle function
+
+    def handle(self, requests: list[Any]) -> list[Any]:
+        answers = self.service(requests, self.context)
+        if answers is None or not isinstance(answers, list | tuple):
+            raise ModelError(
+                f"model archive {self.uri}: handler returned {type(answers).__name__}, "
+                "expected a list with one answer per request"
+            )
+        return list(answers)
+
+
+class MarHandler:
+    """Loads `.mar` archives and runs their TorchServe handler on batches of request items."""
+
+    framework = FRAMEWORK
+    batch_size: int | None = None
+
+    def __init__(self, *, batch_size: int | None = None, gpu_id: int | None = None) -> None:
+        self.configured_batch_size = batch_size
+        self.gpu_id = gpu_id
+
+    def load(self, uri: str) -> MarModel:
+        manifest = read_manifest(uri)
+        model_dir = os.path.realpath(tempfile.mkdtemp(prefix="inferline-mar-"))
+        with local_copy(uri) as path, zipfile.ZipFile(path) as archive:
+            _extract(archive, model_dir, uri)
+        model = manifest["model"]
+        context = TorchServeContext(
+            model_name=str(model.get("modelName", "")),
+            manifest=manifest,
+            system_properties={
+                "model_dir": model_dir,
+                "gpu_id": self.gpu_id,
+                "batch_size": self.configured_batch_size or 1,
+                "server_name": "MMS",
+                "server_version": "inferline",
+                "limit_max_image_pixels": True,
+            },
+        )
+        service = _service(str(model.get("handler") or ""), model_dir, context, uri)
+        loaded = MarModel(uri, model_dir, manifest, context, service)
+        weakref.finalize(loaded, shutil.rmtree, model_dir, True)
+        return loaded
+
+    def predict(self, model: MarModel, inputs: np.ndarray) -> Prediction:
+        requests = list(inputs)
+        answers = model.handle(requests)
+        if len(answers) != len(requests):
+            raise ModelError(
+                f"model archive {model.uri}: handler answered {len(answers)} items "
+                f"for {len(requests)} requests"
+            )
+        out = np.empty(len(answers), dtype=object)
+        for i, answer in enumerate(answers):
+            out[i] = answer
+        return Prediction(prediction=out)
+
+
+def _extract(archive: zipfile.ZipFile, target: str, uri: str) -> None:
+    root = os.path.realpath(target)
+    for member in archive.namelist():
+        path = os.path.realpath(os.path.join(root, member))
+        if path != root and not path.startswith(root + os.sep):
+            raise ModelError(f"model archive {uri}: member {member!r} would extract outside its folder")
+    archive.extractall(root)
+
+
+def _service(handler: str, model_dir: str, context: TorchServeContext, uri: str) -> Any:
+    """The handler's `handle(data, context)`, initialised once as TorchServe does."""
+    if not handler:
+        raise ModelError(f"model archive {uri}: its manifest names no handler")
+    if handler in BUILTIN:
+        from inferline.models.ts_builtin import ImageClassifier
+
+        builtin = ImageClassifier()
+        builtin.initialize(context)
+        return builtin.handle
+    if "/" in handler or "\\" in handler:
+        handler = os.path.basename(handler)
+    module_file, _, function = handler.partition(":")
+    path = os.path.join(model_dir, module_file if module_file.endswith(".py") else module_file + ".py")
+    if not os.path.isfile(path):
+        raise ModelError(
+            f"model archive {uri}: handler {handler!r} is neither a built-in ({', '.join(BUILTIN)}) "
+            "nor a .py file in the archive"
+        )
+    with _IMPORT_LOCK:
+        sys.path.insert(0, model_dir)
+        before = set(sys.modules)
+        try:
+            module = _import(path, uri)
+            if function:
+                return getattr(module, function)
+            classes = [
+                value
+                for value in vars(module).values()
+                if isinstance(value, type)
+                and value.__module__ == module.__name__
+                and hasattr(value, "handle")
+            ]
+            if len(classes) == 1:
+                service = classes[0]()
+                service.initialize(context)
+                return service.handle
+            if callable(getattr(module, "handle", None)):
+                return module.handle
+            raise ModelError(
+                f"model archive {uri}: handler {handler!r} defines no handle(data, context) function and "
+                f"{len(classes)} handler classes (expected exactly one)"
+            )
+        finally:
+            sys.path.remove(model_dir)
+            # The archive's own modules (model.py, ...) must not shadow another archive's.
+            for name in set(sys.modules) - before:
+                module_path = getattr(sys.modules[name], "__file__", None) or ""
+                if module_path.startswith(model_dir):
+                    del sys.modules[name]
+
+
+def _import(path: str, uri: str) -> Any:
+    name = f"inferline_mar_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ModelError(f"model archive {uri}: cannot import handler {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as exc:
+        hint = " (install inferline[torchserve] for handlers that import ts)" if "'ts" in str(exc) else ""
+        raise ModelError(
+            f"model archive {uri}: handler {os.path.basename(path)} failed to import: {exc}{hint}"
+        ) from None
+    return module

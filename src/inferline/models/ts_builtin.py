@@ -1,0 +1,143 @@
+"""TorchServe's built-in `image_classifier` handler, without torchvision.
+
+Same steps and answer as TorchServe's: each request's image (`data` or `body`: bytes, or
+base64 text) is resized so its short side is 256, centre-cropped to 224x224, scaled to
+[0, 1] and normalised with ImageNet's mean and std; the model's logits go through softmax
+and each request answers its top 5 as `{label: probability}`, labels from the archive's
+`index_to_name.json` (`{"0": "cat"}` or `{"0": ["n0212", "cat"]}`; the class index otherwise).
+
+The model is the archive's TorchScript `serializedFile`, or its `modelFile` class with the
+serialized state_dict (eager mode), as TorchServe's `BaseHandler.initialize` loads them.
+
+Example:
+    >>> classifier = ImageClassifier()
+    >>> classifier.topk
+    5
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import io
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from inferline.errors import ModelError, require
+
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+RESIZE = 256
+CROP = 224
+
+
+class ImageClassifier:
+    """`initialize(context)` loads the model and labels; `handle(data, context)` answers a batch."""
+
+    topk = 5
+
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.mapping: dict[str, Any] | None = None
+        self.where = "image_classifier"
+
+    def initialize(self, context: Any) -> None:
+        torch: Any = require("torch", "torch")
+        model_dir = context.system_properties["model_dir"]
+        model = context.manifest["model"]
+        self.where = f"model archive {model.get('modelName', model_dir)}"
+        serialized = model.get("serializedFile")
+        if not serialized:
+            raise ModelError(f"{self.where}: its manifest names no serializedFile")
+        path = os.path.join(model_dir, serialized)
+        if model.get("modelFile"):
+            self.model = _eager(torch, model_dir, str(model["modelFile"]), path, self.where)
+        else:
+            self.model = torch.jit.load(path, map_location="cpu")
+        self.model.eval()
+        self.mapping = read_index_to_name(model_dir, self.where)
+
+    def handle(self, data: list[Any], context: Any) -> list[dict[str, float]]:
+        torch: Any = require("torch", "torch")
+        batch = np.stack([self.preprocess_one(row) for row in data])
+        with torch.inference_mode():
+            logits = self.model(torch.from_numpy(batch))
+            probabilities = torch.softmax(logits, dim=1)
+            k = min(self.topk, probabilities.shape[1])
+            values, classes = torch.topk(probabilities, k, dim=1)
+        return [
+            {self.label(int(c)): float(p) for p, c in zip(row_p, row_c, strict=True)}
+            for row_p, row_c in zip(values.tolist(), classes.tolist(), strict=True)
+        ]
+
+    def label(self, index: int) -> str:
+        if self.mapping is None:
+            return str(index)
+        value = self.mapping.get(str(index), str(index))
+        return str(value[-1]) if isinstance(value, list) and value else str(value)
+
+    def preprocess_one(self, row: Any) -> np.ndarray:
+        from PIL import Image
+
+        image = row.get("data") or row.get("body") if isinstance(row, dict) else row
+        if isinstance(image, str):
+            image = base64.b64decode(image)
+        if not isinstance(image, bytes | bytearray):
+            raise ModelError(f"{self.where}: expected an image (bytes or base64 text) in data or body")
+        with Image.open(io.BytesIO(image)) as opened:
+            return transform(opened.convert("RGB"))
+
+
+def transform(image: Any) -> np.ndarray:
+    """Resize(256), CenterCrop(224), ToTensor, Normalize(ImageNet) as torchvision does them."""
+    from PIL import Image
+
+    width, height = image.size
+    if width <= height:
+        size = (RESIZE, int(RESIZE * height / width))
+    else:
+        size = (int(RESIZE * width / height), RESIZE)
+    image = image.resize(size, Image.Resampling.BILINEAR)
+    left = int(round((size[0] - CROP) / 2.0))
+    top = int(round((size[1] - CROP) / 2.0))
+    image = image.crop((left, top, left + CROP, top + CROP))
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    return np.ascontiguousarray(((array - MEAN) / STD).transpose(2, 0, 1))
+
+
+def read_index_to_name(model_dir: str, where: str) -> dict[str, Any] | None:
+    """`index_to_name.json` of the archive (`{"0": "label"}`), or None when it has none."""
+    path = os.path.join(model_dir, "index_to_name.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            mapping = json.load(handle)
+    except ValueError as exc:
+        raise ModelError(f"{where}: index_to_name.json is not valid JSON ({exc})") from None
+    if not isinstance(mapping, dict):
+        raise ModelError(f'{where}: index_to_name.json must map class indexes to labels, like {{"0": "cat"}}')
+    return mapping
+
+
+def _eager(torch: Any, model_dir: str, model_file: str, weights: str, where: str) -> Any:
+    """The one `nn.Module` class of `modelFile`, with the serialized state_dict loaded."""
+    module_name = os.path.splitext(os.path.basename(model_file))[0]
+    module = importlib.import_module(module_name)  # model_dir is on sys.path while initialising
+    classes = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, torch.nn.Module)
+        and value.__module__ == module.__name__
+    ]
+    if len(classes) != 1:
+        raise ModelError(
+            f"{where}: {model_file} must define exactly one nn.Module class, found {len(classes)}"
+        )
+    model = classes[0]()
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model
