@@ -187,7 +187,7 @@ def test_a_corrupt_new_version_leaves_the_old_one_serving(store: Path, tmp_path:
         ModelStore(str(store)).add("iris", str(broken), inputs=FEATURES)
         deadline = time.monotonic() + 20
         log = store.parent / next(p.name for p in store.parent.glob("server-*.log"))
-        while "model iris/2: cannot load, still serving the old version" not in log.read_text():
+        while "model iris/2: cannot load, still serving version 1: " not in log.read_text():
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
         answer = httpx.post(f"{base}/predictions/iris", json=list(IRIS.data[0]))

@@ -50,9 +50,9 @@ def register(app: typer.Typer) -> None:
         if file is None:
             name, file = archive_name(name), name
         names = [c.strip() for c in inputs.split(",") if c.strip()] if inputs else None
-        added = _store(store).add(
-            name, file, framework=framework, inputs=names, metadata=parse_meta(meta or [])
-        )
+        metadata = parse_meta(meta or [])
+        check_hooks(name, metadata)
+        added = _store(store).add(name, file, framework=framework, inputs=names, metadata=metadata)
         out.print(f"added {added.model_id} ({added.framework}, sha256 {added.sha256[:12]}) at {added.uri}")
 
     @models.command("list")
@@ -145,6 +145,23 @@ def register(app: typer.Typer) -> None:
         out.print(f"removed {name}" + (f"/{version}" if version is not None else " (all versions)"))
 
     app.add_typer(models, name="models")
+
+
+def check_hooks(name: str, metadata: dict[str, Any]) -> None:
+    """Open `handler=`/`labels=`/`top_k=` now, so a typo fails at add and not at serve time."""
+    if not any(metadata.get(key) for key in ("handler", "labels", "top_k")):
+        return
+    from inferline.models.hooks import ModelHooks
+
+    top_k = metadata.get("top_k")
+    if top_k is not None and not isinstance(top_k, int):
+        raise InferlineError(f"models add {name}: --meta top_k={top_k}; expected a whole number")
+    ModelHooks(
+        str(metadata["handler"]) if metadata.get("handler") else None,
+        labels=str(metadata["labels"]) if metadata.get("labels") else None,
+        top_k=top_k,
+        where=f"models add {name}: --meta",
+    ).open()
 
 
 def archive_name(file: str) -> str:

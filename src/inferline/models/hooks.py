@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import json
 import threading
 from typing import Any
 
@@ -125,12 +126,15 @@ class ModelHooks:
 
 
 def read_labels(path: str, *, where: str) -> list[str]:
-    """Labels from a text file (one per line) or a CSV of `index,label`."""
+    """Labels from a text file (one per line), a CSV of `index,label`, or a JSON list or
+    `{"index": label}` map (TorchServe's `index_to_name.json`; `[id, label]` values give label)."""
     try:
         with fsspec.open(path, "r", encoding="utf-8") as handle:
             lines = [line.rstrip("\r\n") for line in handle]
     except FileNotFoundError:
         raise SpecError(f"{where}: labels file {path} not found") from None
+    if path.lower().endswith(".json"):
+        return _json_labels("\n".join(lines), path, where)
     lines = [line for line in lines if line.strip()]
     rows = list(csv.reader(lines))
     if rows and all(len(r) == 2 for r in rows):
@@ -142,6 +146,24 @@ def read_labels(path: str, *, where: str) -> list[str]:
         size = max(pairs) + 1 if pairs else 0
         return [pairs.get(i, str(i)) for i in range(size)]
     return lines
+
+
+def _json_labels(text: str, path: str, where: str) -> list[str]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise SpecError(f"{where}: labels file {path} is not valid JSON ({exc})") from None
+    if isinstance(data, dict):
+        try:
+            pairs = {int(index): value for index, value in data.items()}
+        except ValueError:
+            raise SpecError(
+                f'{where}: labels JSON {path}: expected class indexes as keys, like {{"0": "cat"}}'
+            ) from None
+        data = [pairs.get(i, str(i)) for i in range(max(pairs) + 1 if pairs else 0)]
+    if not isinstance(data, list):
+        raise SpecError(f"{where}: labels JSON {path}: expected a list or an index -> label object")
+    return [str(v[-1]) if isinstance(v, list) and v else str(v) for v in data]
 
 
 def label_columns(

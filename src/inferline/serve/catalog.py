@@ -93,18 +93,18 @@ class StoreCatalog:
             attempts, retry_at = self._failed.get(key, (0, 0.0))
             if time.monotonic() < retry_at:
                 continue
+            previous = model.default if model is not None else None
             try:
                 loaded = await asyncio.to_thread(load_from_store, self.store, name, found.version)
+                # Its hooks (handler=, labels=) open here: a bad one must fail this model only.
+                self.models.add(loaded, default=True, url=found.uri)
             except Exception as exc:
                 if attempts == 0:
-                    log.warning(
-                        "model %s/%s: cannot load, still serving the old version: %s", name, version, exc
-                    )
+                    still = f"still serving version {previous}" if previous else "not serving it"
+                    log.warning("model %s/%s: cannot load, %s: %s", name, version, still, exc)
                 self._failed[key] = (attempts + 1, time.monotonic() + min(60.0, 2.0**attempts))
                 continue
             self._failed.pop(key, None)
-            previous = model.default if model is not None else None
-            self.models.add(loaded, default=True, url=found.uri)
             log.info("model %s: now serving version %s", name, version)
             swapped.append(loaded.model_id)
             if previous is not None:
