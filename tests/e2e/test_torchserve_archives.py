@@ -16,7 +16,6 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -92,7 +91,7 @@ def archive(folder: Path, name: str, *args: str) -> Path:
 class Colors(torch.nn.Module):  # type: ignore[misc,name-defined]
     """Logits are the mean of each normalised channel: the dominant colour wins."""
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[name-defined]
         return x.mean(dim=(2, 3)) * 10.0
 
 
