@@ -130,6 +130,8 @@ class RedisProcess:
                 str(self.folder),
                 "--appendonly",
                 "yes",
+                "--appendfsync",
+                "always",  # everysec may lose the last second of acknowledged writes on SIGKILL
                 "--save",
                 "",
             ],

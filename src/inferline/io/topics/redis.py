@@ -206,6 +206,7 @@ class RedisConsumer:
         self._in_flight: set[str] = set()
         self._recoveries = 0
         self._registered = 0.0
+        self._took_over = False
 
     def open(self) -> None:
         redis = require("redis", "redis")
@@ -218,7 +219,6 @@ class RedisConsumer:
                 raise
         self._recoveries = self.topic.reconnector.recoveries
         self.topic.call(self._register)
-        self.topic.call(self._take_over_dead)
 
     def _owner_key(self, name: str) -> str:
         return f"{self.topic.name}:inferline-consumer:{self.group}:{name}"
@@ -263,6 +263,9 @@ class RedisConsumer:
             client.delete(self._owner_key(name))
 
     def read(self, max_messages: int, timeout: float) -> list[Message]:
+        if not self._took_over:  # on the first read, so a consumer that only looks takes nothing
+            self.topic.call(self._take_over_dead)
+            self._took_over = True
         self.topic.call(self._heartbeat)
         messages: list[Message] = self.topic.call(lambda: self._read(max_messages, timeout))
         self._in_flight.update(m.id for m in messages)
@@ -294,7 +297,9 @@ class RedisConsumer:
             self.group, self.name, {stream: ">"}, count=max_messages, block=block if block > 0 else None
         )
         entries = reply[0][1] if reply else []
-        return [_message(i, f) for i, f in entries]
+        # A Redis restarted without its last writes (appendfsync everysec) hands out again what
+        # it already gave us: what is still in flight here is not read twice.
+        return [_message(i, f) for i, f in entries if not self._in_flight or _text(i) not in self._in_flight]
 
     def _reclaim(self, max_messages: int) -> list[Message]:
         reply = self.topic.client.xautoclaim(
