@@ -82,7 +82,7 @@ def test_register_set_default_unregister(
         assert httpx.post(f"{base}/predictions/iris/2", json=row).json()["model_id"] == "iris/2"
 
         refused_default = httpx.delete(f"{base}/models/iris/1")
-        assert refused_default.status_code == 400 and "it is the default version" in refused_default.text
+        assert refused_default.status_code == 403 and "it is the default version" in refused_default.text
         assert httpx.delete(f"{base}/models/iris/2").status_code == 200
         gone = httpx.post(f"{base}/predictions/iris/2", json=row)
         assert gone.status_code == 404 and gone.json()["type"] == "ModelNotFound"

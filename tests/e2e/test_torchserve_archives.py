@@ -205,3 +205,33 @@ def test_request_formats_reach_a_handle_function_as_torchserve_items(archives: P
             {"model": "echo", "keys": ["data", "note"], "kind": "bytes", "size": 5},
             {"model": "echo", "keys": ["body", "note"], "kind": "bytes", "size": 2},
         ]
+
+
+def test_management_registers_describes_and_deletes_archives_as_torchserve(archives: Path) -> None:
+    # Archives run their handler's code: registering one over HTTP needs its folder trusted.
+    with running_server(archives / "echo.mar", env={"INFERLINE_TRUSTED_PATHS": str(archives)}) as base:
+        url = f"{base}/models?url={archives / 'colors.mar'}"
+        registered = httpx.post(url, timeout=60)
+        assert registered.status_code == 200, registered.text
+        assert registered.json()["modelName"] == "colors"
+        again = httpx.post(url, timeout=60)
+        assert again.status_code == 409 and again.json()["type"] == "ConflictStatusException"
+        assert "model 'colors' version '1.0' is already registered" in again.json()["message"]
+
+        described = httpx.get(f"{base}/models/colors/all").json()
+        assert [d["modelVersion"] for d in described] == ["1.0"]
+        one = described[0]
+        assert one["modelName"] == "colors" and one["runtime"] == "python" and one["loadedAtStartup"]
+        assert one["workers"][0]["status"] == "READY" and one["minWorkers"] == one["maxWorkers"] == 1
+        assert set(one["jobQueueStatus"]) == {"remainingCapacity", "pendingRequests"}
+        assert {"batchSize", "maxBatchDelay", "modelUrl"} <= set(one)
+        assert httpx.get(f"{base}/models/colors/1.0").json() == described
+
+        image = png((250, 0, 0))
+        red = httpx.post(f"{base}/predictions/colors/1.0", content=image, timeout=30).json()
+        assert list(red)[0] == "red"
+        missing = httpx.delete(f"{base}/models/colors/9")
+        assert missing.status_code == 404 and missing.json()["type"] == "ModelVersionNotFound"
+        assert httpx.post(f"{base}/predictions/colors", content=image, timeout=30).status_code == 200
+        assert httpx.delete(f"{base}/models/colors/1.0").status_code == 200
+        assert httpx.post(f"{base}/predictions/colors", content=image, timeout=30).status_code == 404

@@ -169,6 +169,18 @@ class StoreCatalog:
             await asyncio.to_thread(check_registrable, url, framework)
         except InferlineError as exc:
             raise bad_request(f"POST /models: {exc}") from exc
+        archive_version = await asyncio.to_thread(_archive_version, url, framework)
+        if archive_version is not None:
+            try:
+                stored = await asyncio.to_thread(self.store.versions, name)
+            except InferlineError:
+                stored = []
+            if any(found.metadata.get("model_version") == archive_version for found in stored):
+                raise ApiError(
+                    409,
+                    "ConflictStatusException",
+                    f"POST /models: model {name!r} version {archive_version!r} is already registered",
+                )
         try:
             # A new version of a served model takes over its input names unless told otherwise.
             model = self.models.models.get(name)
@@ -189,6 +201,24 @@ class StoreCatalog:
         self.models.set_settings(name, settings)
         return served
 
+    def _number_of(self, model: Any, version: str) -> str:
+        """The store number of `version`, which may be an archive's own version string ("1.0")."""
+        if version in model.versions or version.isdigit():
+            return version
+        for number, served in model.versions.items():
+            if served.metadata.get("model_version") == version:
+                return str(number)
+        return version
+
+    async def _stored(self, name: str, version: str) -> bool:
+        if not version.isdigit() or (name, version) in self.hidden_versions:
+            return False
+        try:
+            await asyncio.to_thread(self.store.get, name, int(version))
+        except InferlineError:
+            return False
+        return True
+
     async def set_default(self, name: str, version: str) -> ServedVersion:
         """Pin `version` in the store (so it survives restarts and new versions) and serve it."""
         served = await self.load_version(name, version)
@@ -207,12 +237,30 @@ class StoreCatalog:
         if version is None:
             self.hidden.add(name)
         else:
+            version = self._number_of(model, version)
+            if version not in model.versions and not await self._stored(name, version):
+                raise ApiError(
+                    404,
+                    "ModelVersionNotFound",
+                    f"DELETE /models/{name}/{version}: model {name!r} has no such version",
+                )
             if version == model.default and len(model.versions) > 1:
-                raise bad_request(
+                raise ApiError(
+                    403,
+                    "InvalidModelVersionException",
                     f"DELETE /models/{name}/{version}: it is the default version; "
-                    f"set another default first (PUT /models/{name}/VERSION/set-default)"
+                    f"set another default first (PUT /models/{name}/VERSION/set-default)",
                 )
             self.hidden_versions.add((name, version))
             if version == model.default:
                 self.hidden.add(name)
         await self.models.discard(name, version)
+
+
+def _archive_version(url: str, framework: str | None) -> str | None:
+    """A `.mar`'s own version string (`modelVersion`), or None for other model files."""
+    if (framework or "") != "torchserve" and not url.lower().endswith(".mar"):
+        return None
+    from inferline.models.mar import archive_metadata
+
+    return archive_metadata(url).get("model_version")

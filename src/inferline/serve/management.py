@@ -1,10 +1,14 @@
 """TorchServe-shaped management API over the model store, guarded by a bearer token.
 
     GET    /models                                  every served model
-    GET    /models/{name}[/{version}]               its versions (store + what is loaded)
+    GET    /models/{name}[/{version}|/all]          its versions (store + what is loaded), with
+                                                    TorchServe's describe keys
     POST   /models?url=...&model_name=...&batch_size=...&max_batch_delay=...
+                                                    (a .mar names itself; its version string
+                                                    registered twice is a 409)
     PUT    /models/{name}/{version}/set-default     pins the version in the store
-    DELETE /models/{name}[/{version}]               stops serving it (files stay in the store)
+    DELETE /models/{name}[/{version}]               stops serving it (files stay in the store);
+                                                    404 for no such version, 403 for the default
 
 With a token configured every route here needs `Authorization: Bearer TOKEN`. Every route
 refuses what a web page could send behind the user's back (see `inferline.serve.security`).
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,7 +29,7 @@ from starlette.routing import Route
 from inferline.errors import InferlineError
 from inferline.serve.catalog import StoreCatalog
 from inferline.serve.http import ApiError, bad_request, json_response, not_found
-from inferline.serve.models import BatchSettings
+from inferline.serve.models import BatchSettings, ServedVersion
 from inferline.serve.security import check_browser_request
 from inferline.serve.state import ServerState, server_of
 
@@ -71,6 +76,8 @@ async def describe_model(request: Request) -> Response:
     state = server_of(request)
     name = request.path_params["name"]
     wanted = request.path_params.get("version")
+    if wanted == "all":  # TorchServe's GET /models/{name}/all
+        wanted = None
     model = state.models.models.get(name)
     if model is None:
         raise not_found(f"model {name!r} is not served; have {', '.join(state.models.names()) or 'none'}")
@@ -95,23 +102,60 @@ async def describe_model(request: Request) -> Response:
         records.setdefault(
             version, {"modelUrl": served.loaded.uri, "framework": served.framework, "inputs": served.inputs}
         )
+    strings = {
+        version: str(served.metadata["model_version"])
+        for version, served in model.versions.items()
+        if served.metadata.get("model_version")
+    }
+    if wanted is not None and wanted not in records:
+        wanted = next((version for version, text in strings.items() if text == wanted), wanted)
     if wanted is not None and wanted not in records:
         raise ApiError(404, "ModelVersionNotFound", f"model {name!r} has no version {wanted!r}")
     out = []
     for version, record in records.items():
         if wanted is not None and version != wanted:
             continue
+        loaded = model.versions.get(version)
         out.append(
             {
                 "modelName": name,
-                "modelVersion": version,
+                "modelVersion": strings.get(version, version),
+                "storeVersion": version,
                 **record,
                 "isDefault": version == model.default,
-                "loaded": version in model.versions,
-                **_batching(model.versions[version].batcher if version in model.versions else model.settings),
+                "loaded": loaded is not None,
+                **_batching(loaded.batcher if loaded is not None else model.settings),
+                **torchserve_keys(loaded, record),
             }
         )
     return json_response(out)
+
+
+def torchserve_keys(served: ServedVersion | None, record: dict[str, Any]) -> dict[str, Any]:
+    """The rest of TorchServe's describe answer: one in-process worker per loaded version."""
+    depth = served.batcher.depth if served is not None else 0
+    capacity = served.batcher.max_queue if served is not None else 0
+    workers = []
+    if served is not None:
+        workers.append(
+            {
+                "id": served.model_id,
+                "startTime": record.get("created", ""),
+                "status": "READY",
+                "memoryUsage": 0,
+                "pid": os.getpid(),
+                "gpu": False,
+                "gpuUsage": "N/A",
+            }
+        )
+    return {
+        "runtime": "python",
+        "minWorkers": len(workers),
+        "maxWorkers": len(workers),
+        "loadedAtStartup": served is not None,
+        "workers": workers,
+        "jobQueueStatus": {"remainingCapacity": max(0, capacity - depth), "pendingRequests": depth},
+    }
 
 
 async def register_model(request: Request) -> Response:
@@ -120,7 +164,7 @@ async def register_model(request: Request) -> Response:
     url = query.get("url")
     if not url:
         raise bad_request("POST /models: missing ?url=PATH of the model file to register")
-    name = query.get("model_name")
+    name = query.get("model_name") or await _archive_name(url)
     if not name:
         raise bad_request("POST /models: missing ?model_name=NAME")
     base = state.models.settings_for(name)
@@ -140,6 +184,19 @@ async def register_model(request: Request) -> Response:
             "modelVersion": served.version,
         }
     )
+
+
+async def _archive_name(url: str) -> str | None:
+    """A `.mar`'s own model name (TorchServe registers archives without model_name)."""
+    if not url.lower().endswith(".mar"):
+        return None
+    from inferline.models.mar import archive_metadata
+
+    try:
+        meta = await asyncio.to_thread(archive_metadata, url)
+    except InferlineError as exc:
+        raise bad_request(f"POST /models: {exc}") from exc
+    return meta.get("model_name")
 
 
 async def set_default(request: Request) -> Response:
