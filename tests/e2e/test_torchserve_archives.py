@@ -8,9 +8,12 @@ the request items it is given.
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import subprocess_env
+from tests.conftest import free_port, subprocess_env
 from tests.e2e.server import running_server
 
 torch = pytest.importorskip("torch")
@@ -235,3 +238,47 @@ def test_management_registers_describes_and_deletes_archives_as_torchserve(archi
         assert httpx.post(f"{base}/predictions/colors", content=image, timeout=30).status_code == 200
         assert httpx.delete(f"{base}/models/colors/1.0").status_code == 200
         assert httpx.post(f"{base}/predictions/colors", content=image, timeout=30).status_code == 404
+
+
+def test_vertex_ai_contract_from_its_variables(archives: Path, tmp_path: Path) -> None:
+    port = free_port()
+    predict_route = "/v1/endpoints/1/deployedModels/2:predict"
+    env = {
+        "AIP_HTTP_PORT": str(port),
+        "AIP_HEALTH_ROUTE": "/health",
+        "AIP_PREDICT_ROUTE": predict_route,
+        "AIP_STORAGE_URI": str(archives),
+        "AIP_MODE": "PREDICTION",
+    }
+    log = open(tmp_path / "server.log", "w+", encoding="utf-8")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inferline", "serve"],
+        stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(env), start_new_session=True, cwd=tmp_path,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.seek(0) or log.read()
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "not healthy within 60 s"
+            time.sleep(0.1)
+        instances = [{"b64": base64.b64encode(png(c)).decode()} for c in ((0, 0, 250), (0, 250, 0))]
+        body = {"instances": instances, "parameters": {}}
+        answer = httpx.post(f"{base}{predict_route}", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        predictions = answer.json()["predictions"]  # colors.mar: the first model by name
+        assert [list(p)[0] for p in predictions] == ["blue", "green"]
+        bad = httpx.post(f"{base}{predict_route}", json=[1, 2], timeout=30)
+        assert bad.status_code == 400 and "Vertex AI's body" in bad.json()["message"]
+        assert httpx.get(f"{base}/models", timeout=30).status_code == 401  # management locked
+        log.seek(0)
+        assert "Vertex AI: port" in log.read()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 import sys
 import warnings
@@ -85,10 +86,18 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--model-store", help="A folder of TorchServe .mar archives (TorchServe's flag)."),
         ] = None,
-        host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = (
-            "127.0.0.1"
-        ),
-        port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+        host: Annotated[
+            str | None,
+            typer.Option(
+                help="Address to bind (default 127.0.0.1; 0.0.0.0 under Vertex AI); anything but "
+                "loopback needs --token.",
+                show_default=False,
+            ),
+        ] = None,
+        port: Annotated[
+            int | None,
+            typer.Option(help="Port to listen on (default 8080, or $AIP_HTTP_PORT).", show_default=False),
+        ] = None,
         grpc_port: Annotated[
             int | None,
             typer.Option(
@@ -124,6 +133,20 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Serve every model in the store over HTTP (TorchServe and KServe v2 APIs)."""
+        from inferline.commands.vertex import Serving, vertex_settings
+
+        serving, vertex_note = vertex_settings(
+            Serving(host, port, list(models or []), model_store, token, grpc_port), os.environ
+        )
+        host, port, token, grpc_port = (
+            serving.host or "127.0.0.1",
+            serving.port or 8080,
+            serving.token,
+            serving.grpc_port,
+        )
+        models, model_store = serving.models, serving.model_store
+        if vertex_note:
+            print(vertex_note, file=sys.stderr, flush=True)
         if token is not None:
             if not token.strip():
                 raise InferlineError("serve: --token is empty or whitespace; pass a real secret")

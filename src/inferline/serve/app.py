@@ -32,6 +32,7 @@ from inferline.serve.state import ServerConfig, ServerState, api_error, server_o
 log = logging.getLogger("inferline.serve")
 
 ROUTE_MODULES: tuple[str, ...] = (
+    "inferline.serve.vertex",  # first: Vertex AI's routes (from its variables) may be any path
     "inferline.serve.torchserve",
     "inferline.serve.v2",
     "inferline.serve.management",
