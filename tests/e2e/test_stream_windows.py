@@ -128,11 +128,32 @@ def test_sliding_and_session_windows_from_a_file(project: Path, cli: CliRunner) 
     # Sessions with a 5 s gap per class (rows 5 s apart or more do not merge): 0 -> {1}, {9},
     # {14, 18}, {100}, and t=2 comes at watermark 16 (2+5 <= 16): late; 1 -> {4, 7}, {16},
     # {21}; 2 -> {12}, and t=3 comes at watermark 13: late.
-    (project / "warehouse.duckdb").unlink()
+    # The session windows go to a topic this time (any sink kind takes windowed rows).
     write_spec(project, "{kind: jsonl, path: events.jsonl}", kind="session", extent="gap: 5s")
+    spec = (project / "stream.yaml").read_text()
+    window_sink = "sink: {kind: duckdb, path: warehouse.duckdb, table: iris_windows}"
+    (project / "stream.yaml").write_text(
+        spec.replace(f"  {window_sink}", '  sink: {kind: topic, url: "windows.db", topic: windows}')
+    )
     result = cli("run", "stream.yaml", "--no-progress")
-    assert "2 rows too late" in result.stdout
-    assert windows(project) == [
+    assert "windows: 8 rows to topic windows at windows.db, 2 rows too late" in result.stdout
+    topic = open_topic(str(project / "windows.db"), "windows")
+    consumer = topic.consumer("check", "c")
+    messages = [json.loads(m.body) for m in consumer.read(100, timeout=1.0)]
+    consumer.close()
+    topic.close()
+    base = BASE.replace(tzinfo=None)
+    sessions = [
+        (
+            int((datetime.datetime.fromisoformat(m["window_start"]) - base).total_seconds()),
+            int((datetime.datetime.fromisoformat(m["window_end"]) - base).total_seconds()),
+            m["prediction"],
+            m["n"],
+            m["ids"],
+        )
+        for m in messages
+    ]
+    assert sorted(sessions) == [
         (1, 6, 0, 1, [0]),
         (4, 12, 1, 2, [1, 4]),
         (9, 14, 0, 1, [2]),

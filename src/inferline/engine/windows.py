@@ -142,6 +142,12 @@ class WindowOperator:
         """Place a batch of result rows in their windows; late rows come back as dead letters."""
         if results.num_rows == 0:
             return []
+        missing = [g for g in self.spec.group_by if g not in results.schema.names]
+        if missing:
+            raise WindowError(
+                f"{self.origin}: window.group_by: column {missing[0]!r} not found in the result rows "
+                f"(columns: {', '.join(results.schema.names)})"
+            )
         keys = results.column("key").cast(pa.string())
         if self._restored is not None:
             # A message replayed after a restart that the saved windows already count.
@@ -256,6 +262,10 @@ class WindowOperator:
         until = _ALWAYS if final else self.max_seen - self.lateness
         if until <= self.closed_until:
             return None
+        if not self._may_close(until):
+            # Most batches close nothing: skip the queries (a window end or session end is due).
+            self.closed_until = until
+            return None
         if self.spec.kind == "session":
             closed = self._sessions(f"__end <= {until}")
             _run(self.con, f"CREATE OR REPLACE TEMP TABLE _keep AS {self._session_rows(f'__end > {until}')}")
@@ -267,6 +277,14 @@ class WindowOperator:
             _run(self.con, f"DELETE FROM {_STATE} WHERE __last + {self.size} <= {until}")
         self.closed_until = until
         return closed if closed.num_rows else None
+
+    def _may_close(self, until: int) -> bool:
+        if self.spec.kind == "session":
+            ((first,),) = self.con.execute(f"SELECT min(__t) FROM {_STATE}").fetchall()
+            return first is not None and int(first) + self.gap <= until
+        # The first window end after the last close: (k * every + size) > closed_until.
+        next_end = ((self.closed_until - self.size) // self.every + 1) * self.every + self.size
+        return next_end <= until
 
     def early(self) -> pa.Table | None:
         """Results so far of the windows still open (upserted again when they close)."""

@@ -232,3 +232,36 @@ def test_the_beam_runner_refuses_a_window_in_one_line() -> None:
     )
     with pytest.raises(SpecError, match=r"^s\.yaml: window: runs on the local engine only for now"):
         check_supported(spec)
+
+
+def test_early_results_share_the_key_of_the_final_row() -> None:
+    op = WindowOperator(window(kind="fixed", size="10s", emit="every 1s"))
+    op.open(None)
+    op.add(batch([(1, 0, 0.1), (2, 0, 0.2)]), ingest_time=0)
+    early = op.early()
+    assert early is not None and collect(early) == [(0, 10, 0, 2, [0, 1])]
+    op.add(batch([(3, 0, 0.3), (30, 1, 0.1)], first_id=2), ingest_time=0)
+    final = op.close()
+    assert final is not None and collect(final) == [(0, 10, 0, 3, [0, 1, 2])]
+    assert final.column("key").to_pylist() == early.column("key").to_pylist()
+    assert collect(op.early()) == [(30, 40, 1, 1, [3])]  # only the window still open
+    op.close_state()
+
+
+def test_rows_are_placed_on_ingest_time_without_time() -> None:
+    spec = window(kind="fixed", size="1m", time=None)
+    op = WindowOperator(spec)
+    op.open(None)
+    op.add(batch([(1, 0, 0.1)]), ingest_time=125.5)
+    op.add(batch([(1, 0, 0.1)], first_id=1), ingest_time=190.0)
+    assert collect(op.close()) == [(120, 180, 0, 1, [0])]
+    op.close_state()
+
+
+def test_a_missing_group_column_is_named() -> None:
+    op = WindowOperator(window(kind="fixed", size="10s", group_by=["label"]), origin="s.yaml")
+    op.open(None)
+    with pytest.raises(
+        WindowError, match=r"^s\.yaml: window\.group_by: column 'label' not found .*columns: key, id"
+    ):
+        op.add(batch(EVENTS[:1]), ingest_time=0)
