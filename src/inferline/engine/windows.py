@@ -68,6 +68,11 @@ class WindowOperator:
         try:
             self._con = duckdb.connect(state_path or ":memory:", config=config)
         except duckdb.Error as exc:
+            if "lock" in str(exc).lower():
+                raise WindowError(
+                    f"{self.origin}: window.state {state_path} is in use by another process; one process "
+                    "runs a windowed stream (give another pipeline its own window.state:)"
+                ) from None
             raise WindowError(f"{self.origin}: window.state {state_path}: {_first_line(exc)}") from None
         con = self._con
         _run(

@@ -265,3 +265,31 @@ def test_a_missing_group_column_is_named() -> None:
         WindowError, match=r"^s\.yaml: window\.group_by: column 'label' not found .*columns: key, id"
     ):
         op.add(batch(EVENTS[:1]), ingest_time=0)
+
+
+def test_a_state_file_held_by_another_process_is_refused(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    state = tmp_path / "state.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, sys; c = duckdb.connect({str(state)!r}); "
+            "print('ok', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+        op = WindowOperator(window(kind="fixed", size="10s"), origin="s.yaml")
+        with pytest.raises(
+            WindowError,
+            match=r"^s\.yaml: window\.state .*state\.duckdb is in use by another process; one process",
+        ):
+            op.open(str(state))
+    finally:
+        holder.communicate(input="", timeout=30)
