@@ -119,8 +119,9 @@ class LoadedModel:
             return []
         text = set(names(self.model))
         graph = model_inputs(self.handler, self.model)
-        if not graph:  # one input: text or not as a whole
-            return list(self.inputs) if text else []
+        if not graph:  # named text columns (a trained pipeline), or one input: text or not as a whole
+            named = [column for column in self.inputs if column in text]
+            return named or (list(self.inputs) if text else [])
         return [column for column, name in zip(self.inputs, graph, strict=False) if name in text]
 
     def predict(self, inputs: np.ndarray) -> Prediction:

@@ -53,6 +53,10 @@ class SklearnHandler:
             )
         return model
 
+    def text_inputs(self, model: Any) -> list[str]:
+        """String input columns of a model trained by `CREATE MODEL ... AS SELECT` (sql/train.py)."""
+        return [str(name) for name in getattr(model, "text_inputs_", [])]
+
     def predict(self, model: Any, inputs: np.ndarray) -> Prediction:
         prediction = np.asarray(model.predict(inputs))
         scores = None

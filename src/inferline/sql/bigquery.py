@@ -107,7 +107,9 @@ def translate(text: str, session: Session) -> list[str]:
     except sqlglot.errors.ParseError as exc:
         raise SqlError(f"cannot parse as BigQuery SQL: {str(exc).splitlines()[0]}") from None
     if isinstance(tree, exp.Create) and str(tree.args.get("kind", "")).upper() == "MODEL":
-        ddl.create_model(tree, session)
+        source = tree.expression
+        query = translate_query(source.copy(), session) if isinstance(source, exp.Query) else None
+        ddl.create_model(tree, session, query=query)
         return []
     if isinstance(tree, exp.Drop) and str(tree.args.get("kind", "")).upper() == "MODEL":
         for table in tree.args.get("tables") or [tree.this]:

@@ -15,8 +15,8 @@ from sqlglot.tokenizer_core import Token, TokenType
 
 from inferline.errors import InferlineError, SqlError
 from inferline.models.base import LoadedModel
-from inferline.sql import objects
-from inferline.sql.catalog import MODEL_TYPES, CatalogModel, put_model
+from inferline.sql import objects, train
+from inferline.sql.catalog import MODEL_TYPES, CatalogModel, get_model, put_model
 from inferline.sql.names import table_name
 from inferline.sql.resolver import ModelResolver, load_catalog_model
 
@@ -74,7 +74,8 @@ def _column_type(column: exp.Expression) -> str:
     return kind.sql("bigquery").upper() if isinstance(kind, exp.Expression) else ""
 
 
-def create_model(create: exp.Create, session: Session) -> None:
+def create_model(create: exp.Create, session: Session, *, query: str | None = None) -> None:
+    """Register (import, remote) or train a model; `query` is the AS SELECT in DuckDB's SQL."""
     name = table_name(create.this)
     where = f"CREATE MODEL {name}"
     options, others = _options(create, where)
@@ -102,12 +103,17 @@ def create_model(create: exp.Create, session: Session) -> None:
         session.resolver.forget(name)
         return
     model_type = str(options.get("model_type", "")).lower()
+    if train.is_training(model_type):
+        _create_trained(create, session, options, query, name, where)
+        return
     if create.expression is not None or (model_type and model_type not in MODEL_TYPES):
         importing = create.expression is not None and (not model_type or model_type in MODEL_TYPES)
         shown = "AS SELECT ..." if importing else f"model_type='{model_type}'"
         raise SqlError(
-            f"{where}: training ({shown}) is not supported; train in Python and import the file "
-            f"with model_type={'|'.join(repr(t) for t in MODEL_TYPES)} and model_path="
+            f"{where}: training ({shown}) is not supported; trained here: "
+            f"model_type={'|'.join(repr(t) for t in train.MODEL_TYPES)} AS SELECT ...; else train "
+            f"in Python and import the file with model_type={'|'.join(repr(t) for t in MODEL_TYPES)} "
+            "and model_path="
         )
     unknown = sorted(set(options) - set(MODEL_OPTIONS))
     if unknown:
@@ -145,6 +151,34 @@ def create_model(create: exp.Create, session: Session) -> None:
     if put_model(session.con, entry, replace=bool(create.args.get("replace"))):
         session.resolver.forget(name)
         session.resolver.remember(name, loaded)
+
+
+def _create_trained(
+    create: exp.Create,
+    session: Session,
+    options: dict[str, Any],
+    query: str | None,
+    name: str,
+    where: str,
+) -> None:
+    """`CREATE MODEL ... OPTIONS(model_type='linear_reg', ...) AS SELECT ...` (sql/train.py)."""
+    from inferline.models.store import default_store
+
+    checked = train.parse_options(options, where)
+    if query is None:
+        raise SqlError(f"{where}: model_type='{checked.model_type}' trains on a query; add AS SELECT ...")
+    replace = bool(create.args.get("replace"))
+    if not replace and get_model(session.con, name) is not None:
+        if create.args.get("exists"):
+            return  # IF NOT EXISTS: keep the model as it is, train nothing
+        raise SqlError(f"{where}: the model already exists; use CREATE OR REPLACE MODEL to retrain it")
+    try:
+        table = session.con.sql(query).to_arrow_table()
+    except duckdb.Error as exc:
+        raise SqlError(f"{where}: the training query fails: {str(exc).splitlines()[0]}") from None
+    entry = train.train(table, name, checked, session.resolver.store or default_store(), where)
+    put_model(session.con, entry, replace=True)
+    session.resolver.forget(name)
 
 
 def _model_folder(path: str, framework: str) -> str:

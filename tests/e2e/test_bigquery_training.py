@@ -1,0 +1,215 @@
+"""Google's BigQuery ML training tutorials, run through `inferline sql` as a user would.
+
+The penguins tutorial ("Create a linear regression model") runs verbatim over a local
+`bigquery-public-data.ml_datasets.penguins` table with the public table's columns (generated
+here, with a few NULLs as in the real data). The results are checked against scikit-learn
+fitted directly on the same rows with BigQuery's automatic preprocessing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+from sklearn import metrics
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from tests.conftest import CliRunner
+
+NUMERIC = ["culmen_length_mm", "culmen_depth_mm", "flipper_length_mm"]
+SPECIES = [
+    "Adelie Penguin (Pygoscelis adeliae)",
+    "Chinstrap penguin (Pygoscelis antarctica)",
+    "Gentoo penguin (Pygoscelis papua)",
+]
+
+CREATE = """CREATE OR REPLACE MODEL `bqml_tutorial.penguins_model`
+OPTIONS
+  (model_type='linear_reg',
+  input_label_cols=['body_mass_g']) AS
+SELECT
+  *
+FROM
+  `bigquery-public-data.ml_datasets.penguins`
+WHERE
+  body_mass_g IS NOT NULL"""
+
+EVALUATE = """SELECT
+  *
+FROM
+  ML.EVALUATE(MODEL `bqml_tutorial.penguins_model`,
+    (
+    SELECT
+      *
+    FROM
+      `bigquery-public-data.ml_datasets.penguins`
+    WHERE
+      body_mass_g IS NOT NULL))"""
+
+PREDICT = """SELECT
+  *
+FROM
+  ML.PREDICT(MODEL `bqml_tutorial.penguins_model`,
+    (
+    SELECT
+      *
+    FROM
+      `bigquery-public-data.ml_datasets.penguins`
+    WHERE
+      island = 'Biscoe'))"""
+
+
+def _penguins(rows: int = 240) -> pa.Table:
+    rng = np.random.default_rng(7)
+    kind = rng.integers(0, 3, rows)
+    sex = rng.choice(np.array(["MALE", "FEMALE"], dtype=object), rows)
+    length = rng.normal(39 + 6 * kind, 2.5)
+    depth = rng.normal(18.5 - 3.5 * (kind == 2), 1.0)
+    flipper = rng.normal(190 + 25 * (kind == 2), 6.0)
+    mass = 45 * flipper - 4800 + 350 * (sex == "MALE") + 20 * length + rng.normal(0, 250, rows)
+    island = rng.choice(np.array(["Biscoe", "Dream", "Torgersen"], dtype=object), rows)
+    # As in the public table: a few NULL measurements and sexes, and NULL masses the tutorial drops.
+    length_list: list[float | None] = list(length)
+    sex_list: list[str | None] = list(sex)
+    mass_list: list[float | None] = list(np.round(mass))
+    for i in (3, 50):
+        length_list[i] = None
+    for i in (8, 90, 151):
+        sex_list[i] = None
+    mass_list[120] = None
+    return pa.table(
+        {
+            "species": np.array(SPECIES, dtype=object)[kind],
+            "island": island,
+            "culmen_length_mm": pa.array(length_list, pa.float64()),
+            "culmen_depth_mm": depth,
+            "flipper_length_mm": flipper,
+            "body_mass_g": pa.array(mass_list, pa.float64()),
+            "sex": pa.array(sex_list, pa.string()),
+        }
+    )
+
+
+def _write(project: Path, table: pa.Table) -> None:
+    with duckdb.connect(str(project / "w.duckdb")) as con:
+        con.execute("CREATE SCHEMA ml_datasets")
+        con.register("generated", table)
+        con.execute("CREATE TABLE ml_datasets.penguins AS SELECT * FROM generated")
+
+
+def _direct(estimator: Any, text: list[str]) -> Pipeline:
+    """BigQuery's automatic preprocessing, written out with scikit-learn over named columns."""
+    numbers = Pipeline([("impute", SimpleImputer(strategy="mean")), ("scale", StandardScaler())])
+    strings = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="constant", missing_values=None, fill_value="")),
+            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+        ]
+    )
+    columns = ColumnTransformer([("numbers", numbers, NUMERIC), ("strings", strings, text)])
+    return Pipeline([("preprocess", columns), ("model", estimator)])
+
+
+def _frame(table: pa.Table) -> Any:
+    """The table in pandas, its missing strings None (as the SQL side reads them)."""
+    frame = table.to_pandas()
+    for column in ("species", "island", "sex"):
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return frame
+
+
+def _json_rows(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def test_penguins_linear_regression_tutorial(cli: CliRunner, project: Path) -> None:
+    table = _penguins()
+    _write(project, table)
+    # One process trains and evaluates (each `inferline sql` start imports scikit-learn and skops).
+    evaluation = _json_rows(
+        cli("sql", "--db", "w.duckdb", "--format", "json", f"{CREATE};\n{EVALUATE}").stdout
+    )
+    stored = sorted((project / "model_store" / "bqml_tutorial.penguins_model").glob("*/model.skops"))
+    assert [p.parent.name for p in stored] == ["1"]
+
+    frame = _frame(table)
+    frame = frame[frame["body_mass_g"].notna()]
+    features = frame.drop(columns=["body_mass_g"])
+    direct = _direct(LinearRegression(), ["species", "island", "sex"]).fit(features, frame["body_mass_g"])
+
+    # ML.PREDICT leaves rows with a NULL feature unpredicted (see README); evaluate the rest.
+    complete = features.notna().all(axis=1)
+    truth = frame["body_mass_g"][complete]
+    expected = direct.predict(features[complete])
+    assert evaluation[0]["mean_absolute_error"] == pytest.approx(metrics.mean_absolute_error(truth, expected))
+    assert evaluation[0]["r2_score"] == pytest.approx(metrics.r2_score(truth, expected))
+    assert evaluation[0]["r2_score"] > 0.7
+
+    rows = _json_rows(cli("sql", "--db", "w.duckdb", "--format", "json", PREDICT).stdout)
+    biscoe = features[(features["island"] == "Biscoe") & features.notna().all(axis=1)]
+    assert list(rows[0])[0] == "predicted_body_mass_g"
+    got = {(r["culmen_depth_mm"], r["flipper_length_mm"]): r["predicted_body_mass_g"] for r in rows}
+    keys = zip(biscoe["culmen_depth_mm"], biscoe["flipper_length_mm"], strict=True)
+    want = dict(zip(keys, direct.predict(biscoe), strict=True))
+    assert len(want) > 40
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-6)
+
+
+def test_logistic_regression_species_and_retraining(cli: CliRunner, project: Path) -> None:
+    table = _penguins()
+    _write(project, table)
+    train = (
+        "CREATE OR REPLACE MODEL bqml_tutorial.species OPTIONS(model_type='logistic_reg', "
+        "input_label_cols=['species'], l2_reg=0.5, max_iterations=200, data_split_method='NO_SPLIT') "
+        "AS SELECT * EXCEPT (body_mass_g) FROM `bigquery-public-data.ml_datasets.penguins`"
+    )
+    query = (
+        "SELECT * FROM ML.PREDICT(MODEL bqml_tutorial.species, "
+        "(SELECT * EXCEPT (body_mass_g) FROM `bigquery-public-data.ml_datasets.penguins` "
+        "WHERE culmen_length_mm IS NOT NULL AND sex IS NOT NULL))"
+    )
+    # Trained twice (OR REPLACE gives a new store version), then queried, in one process.
+    result = cli("sql", "--db", "w.duckdb", "--format", "json", f"{train}; {train}; {query}")
+    versions = sorted(p.name for p in (project / "model_store" / "bqml_tutorial.species").glob("[0-9]*"))
+    assert versions == ["1", "2"]
+
+    frame = _frame(table).drop(columns=["body_mass_g"])
+    features = frame.drop(columns=["species"])
+    direct = _direct(LogisticRegression(C=2.0, max_iter=200), ["island", "sex"])
+    direct.fit(features, frame["species"])
+    rows = _json_rows(result.stdout)
+    assert list(rows[0])[:2] == ["predicted_species", "predicted_species_probs"]
+    complete = features[features.notna().all(axis=1)]
+    assert len(rows) == len(complete)
+    np.testing.assert_allclose(
+        [r["predicted_species_probs"] for r in rows], direct.predict_proba(complete), atol=1e-6
+    )
+    assert [r["predicted_species"] for r in rows] == list(direct.predict(complete))
+
+    failed = cli(
+        "sql",
+        "--db",
+        "w.duckdb",
+        "CREATE MODEL bqml_tutorial.species OPTIONS(model_type='logistic_reg', "
+        "input_label_cols=['species'], learn_rate=0.1) AS SELECT * FROM ml_datasets.penguins",
+        check=False,
+    )
+    assert failed.returncode != 0
+    assert (
+        failed.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "option 'learn_rate' is not supported for training (supported: model_type, input_label_cols, "
+            "l2_reg, max_iterations, data_split_method, data_split_eval_fraction, auto_class_weights)"
+        )
+    )
