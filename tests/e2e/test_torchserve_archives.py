@@ -221,6 +221,15 @@ def test_management_registers_describes_and_deletes_archives_as_torchserve(archi
         assert again.status_code == 409 and again.json()["type"] == "ConflictStatusException"
         assert "model 'colors' version '1.0' is already registered" in again.json()["message"]
 
+        first = httpx.get(f"{base}/models?limit=1").json()
+        assert [m["modelName"] for m in first["models"]] == ["colors"] and first["nextPageToken"] == "1"
+        second = httpx.get(f"{base}/models?limit=1&next_page_token=1").json()
+        assert [m["modelName"] for m in second["models"]] == ["echo"] and "nextPageToken" not in second
+        assert httpx.get(f"{base}/models?limit=0").status_code == 400
+        api = httpx.request("OPTIONS", f"{base}/").json()
+        assert api["openapi"].startswith("3.") and {"post", "put"} <= set(api["paths"]["/predictions/{name}"])
+        assert "delete" in api["paths"]["/models/{name}/{version}"]
+
         described = httpx.get(f"{base}/models/colors/all").json()
         assert [d["modelVersion"] for d in described] == ["1.0"]
         one = described[0]

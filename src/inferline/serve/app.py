@@ -37,6 +37,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "inferline.serve.v2",
     "inferline.serve.management",
     "inferline.serve.dashboard",
+    "inferline.serve.openapi",
 )
 
 __all__ = ["ROUTE_MODULES", "ServerConfig", "ServerState", "create_app"]

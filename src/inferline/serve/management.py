@@ -1,6 +1,6 @@
 """TorchServe-shaped management API over the model store, guarded by a bearer token.
 
-    GET    /models                                  every served model
+    GET    /models[?limit=&next_page_token=]        every served model (TorchServe's pages)
     GET    /models/{name}[/{version}|/all]          its versions (store + what is loaded), with
                                                     TorchServe's describe keys
     POST   /models?url=...&model_name=...&batch_size=...&max_batch_delay=...
@@ -68,8 +68,23 @@ def _catalog(state: ServerState) -> StoreCatalog:
 
 async def list_models(request: Request) -> Response:
     state = server_of(request)
-    models = [{"modelName": name, "modelUrl": state.models.models[name].url} for name in state.models.names()]
-    return json_response({"models": models})
+    names = state.models.names()
+    limit_text = request.query_params.get("limit") or "100"
+    if not limit_text.isdigit() or not 0 < int(limit_text) <= 1000:
+        raise bad_request(f"GET /models: limit={limit_text!r}; expected a whole number from 1 to 1000")
+    limit = int(limit_text)
+    token = request.query_params.get("next_page_token") or "0"
+    if not token.isdigit():
+        raise bad_request(
+            f"GET /models: next_page_token={token!r}; pass back the nextPageToken of the last page"
+        )
+    start = int(token)
+    page = names[start : start + limit]
+    models = [{"modelName": name, "modelUrl": state.models.models[name].url} for name in page]
+    out: dict[str, Any] = {"models": models}
+    if start + limit < len(names):
+        out["nextPageToken"] = str(start + limit)  # TorchServe's pagination: an offset
+    return json_response(out)
 
 
 async def describe_model(request: Request) -> Response:
