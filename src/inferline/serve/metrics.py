@@ -65,6 +65,28 @@ class ServerMetrics:
             ["model", "version", "default"],
             registry=self.registry,
         )
+        # TorchServe's names, so its dashboards and alerts keep working (gauges that only grow:
+        # a Counter would add `_total` to the names TorchServe users query).
+        self.ts_requests = Counter(
+            "ts_inference_requests",
+            "Inference requests by model (TorchServe's name).",
+            ["model_name"],
+            registry=self.registry,
+        )
+        self.ts_latency = Gauge(
+            "ts_inference_latency_microseconds",
+            "Total microseconds spent answering inference requests (TorchServe's name).",
+            ["model_name"],
+            registry=self.registry,
+        )
+        self.ts_status = {
+            klass: Gauge(
+                f"Requests{klass}XX",
+                f"Requests answered {klass}xx (TorchServe's name).",
+                registry=self.registry,
+            )
+            for klass in (2, 4, 5)
+        }
         # The last minutes, per second, for the dashboard (`GET /`).
         self.recent = RecentStats()
         self._counters: dict[tuple[str, int], Counter] = {}
@@ -76,6 +98,12 @@ class ServerMetrics:
         if counter is None:
             counter = self._counters[key] = self.requests.labels(model, str(status))
         counter.inc()
+        self.ts_requests.labels(model).inc()
+        klass = self.ts_status.get(status // 100)
+        if klass is not None:
+            klass.inc()
+        if seconds is not None:
+            self.ts_latency.labels(model).inc(seconds * 1e6)
         self.recent.request(model, status, seconds)
         if seconds is not None:
             histogram = self._latencies.get(model)
