@@ -23,6 +23,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from inferline.sql.train import TrainOptions, split_rows
 from tests.conftest import CliRunner
 
 NUMERIC = ["culmen_length_mm", "culmen_depth_mm", "flipper_length_mm"]
@@ -170,7 +171,8 @@ def test_logistic_regression_species_and_retraining(cli: CliRunner, project: Pat
     _write(project, table)
     train = (
         "CREATE OR REPLACE MODEL bqml_tutorial.species OPTIONS(model_type='logistic_reg', "
-        "input_label_cols=['species'], l2_reg=0.5, max_iterations=200, data_split_method='NO_SPLIT') "
+        "input_label_cols=['species'], l2_reg=0.5, max_iterations=200, data_split_method='RANDOM', "
+        "data_split_eval_fraction=0.25) "
         "AS SELECT * EXCEPT (body_mass_g) FROM `bigquery-public-data.ml_datasets.penguins`"
     )
     query = (
@@ -186,7 +188,10 @@ def test_logistic_regression_species_and_retraining(cli: CliRunner, project: Pat
     frame = _frame(table).drop(columns=["body_mass_g"])
     features = frame.drop(columns=["species"])
     direct = _direct(LogisticRegression(C=2.0, max_iter=200), ["island", "sex"])
-    direct.fit(features, frame["species"])
+    held_out = split_rows(
+        len(frame), TrainOptions("logistic_reg", "species", split="RANDOM", eval_fraction=0.25)
+    )
+    direct.fit(features[~held_out], frame["species"][~held_out])
     rows = _json_rows(result.stdout)
     assert list(rows[0])[:2] == ["predicted_species", "predicted_species_probs"]
     complete = features[features.notna().all(axis=1)]
@@ -195,6 +200,25 @@ def test_logistic_regression_species_and_retraining(cli: CliRunner, project: Pat
         [r["predicted_species_probs"] for r in rows], direct.predict_proba(complete), atol=1e-6
     )
     assert [r["predicted_species"] for r in rows] == list(direct.predict(complete))
+
+    # Without input data, ML.EVALUATE evaluates the rows the RANDOM split held out.
+    evaluation = _json_rows(
+        cli(
+            "sql",
+            "--db",
+            "w.duckdb",
+            "--format",
+            "json",
+            "SELECT * FROM ML.EVALUATE(MODEL bqml_tutorial.species)",
+        ).stdout
+    )[0]
+    tested = features[held_out & features.notna().all(axis=1).to_numpy()]
+    truth = frame["species"][tested.index]
+    assert 40 < len(tested) < 60
+    assert evaluation["accuracy"] == pytest.approx(metrics.accuracy_score(truth, direct.predict(tested)))
+    assert evaluation["log_loss"] == pytest.approx(
+        metrics.log_loss(truth, direct.predict_proba(tested), labels=direct.classes_), rel=1e-4
+    )
 
     failed = cli(
         "sql",

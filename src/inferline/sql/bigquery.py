@@ -115,6 +115,7 @@ def translate(text: str, session: Session) -> list[str]:
         for table in tree.args.get("tables") or [tree.this]:
             name = table_name(table)
             drop_model(session.con, name, if_exists=bool(tree.args.get("exists")))
+            session.con.execute(f"DROP TABLE IF EXISTS {evaluate.evaluation_table(name)}")
             session.resolver.forget(name)
         return []
     if isinstance(tree, exp.Create) and ddl.is_external(tree):
@@ -150,6 +151,8 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
             where = f"ML.{evaluating}(MODEL {model})"
         threshold = _threshold(node.args.get("params_struct"), where)
         source = node.expression
+        if isinstance(source, exp.Table) and source.name.startswith(evaluate.EVALUATION_PREFIX):
+            _require_evaluation_rows(session, source.name, where)
         if isinstance(source, exp.Subquery):
             inner = source.this
         elif isinstance(source, exp.Table):
@@ -239,6 +242,17 @@ def _threshold(params: exp.Expr | None, where: str) -> float | None:
             raise SqlError(f"{where}: threshold must be a number between 0 and 1, got {shown}")
         threshold = number
     return threshold
+
+
+def _require_evaluation_rows(session: Session, table: str, where: str) -> None:
+    rows = session.con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+    ).fetchall()
+    if not rows[0][0]:
+        raise SqlError(
+            f"{where}: without input data, ML.EVALUATE needs a model trained here by CREATE MODEL "
+            "... AS SELECT in this database; give the rows: ML.EVALUATE(MODEL m, (SELECT ...))"
+        )
 
 
 def _require_column(session: Session, ctes_sql: str, inner_sql: str, label: str, where: str) -> None:

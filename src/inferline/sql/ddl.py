@@ -15,7 +15,7 @@ from sqlglot.tokenizer_core import Token, TokenType
 
 from inferline.errors import InferlineError, SqlError
 from inferline.models.base import LoadedModel
-from inferline.sql import objects, train
+from inferline.sql import evaluate, objects, train
 from inferline.sql.catalog import MODEL_TYPES, CatalogModel, get_model, put_model
 from inferline.sql.names import table_name
 from inferline.sql.resolver import ModelResolver, load_catalog_model
@@ -176,8 +176,16 @@ def _create_trained(
         table = session.con.sql(query).to_arrow_table()
     except duckdb.Error as exc:
         raise SqlError(f"{where}: the training query fails: {str(exc).splitlines()[0]}") from None
-    entry = train.train(table, name, checked, session.resolver.store or default_store(), where)
+    entry, held_out = train.train(table, name, checked, session.resolver.store or default_store(), where)
     put_model(session.con, entry, replace=True)
+    # ML.EVALUATE(MODEL m) without input evaluates these rows, as BigQuery does.
+    session.con.register("__inferline_held_out", held_out)
+    try:
+        session.con.execute(
+            f"CREATE OR REPLACE TABLE {evaluate.evaluation_table(name)} AS SELECT * FROM __inferline_held_out"
+        )
+    finally:
+        session.con.unregister("__inferline_held_out")
     session.resolver.forget(name)
 
 

@@ -57,6 +57,7 @@ ROC_COLUMNS = (
     "false_negatives",
 )
 DEFAULT_LABEL = "label"
+EVALUATION_PREFIX = "inferline_evaluation__"
 PROBABILITY_TOLERANCE = 1e-3  # float32 softmax rows sum to 1 within ~1e-6; decision scores miss by far
 log = logging.getLogger("inferline.sql")
 TRUTH = "__inferline_label"  # the label column's name inside the translation
@@ -92,6 +93,13 @@ def mark(text: str) -> str:
             raise SqlError(f"ML.{function}: missing closing parenthesis")
         options = commas == 2 and function != "ROC_CURVE" and _ends_with_struct(tokens, i + 3, close)
         listed = commas == 2 and function == "ROC_CURVE" and _ends_with_thresholds(tokens, i + 3, close)
+        default = commas == 0 and function == "EVALUATE" and tokens[i + 4].text.upper() == "MODEL"
+        if default:  # no input: the evaluation rows CREATE MODEL ... AS SELECT kept (sql/train.py)
+            model = text[tokens[i + 4].end + 1 : close.start].strip().replace("`", "")
+            table = evaluation_table(".".join(model.split(".")[-2:]))
+            edits.append((name.start, name.end + 1, "PREDICT"))
+            edits.append((close.start, close.start, f", TABLE {table}, STRUCT('{function}' AS {MARKER})"))
+            continue
         if commas != 1 and not options and not listed:
             raise SqlError(
                 f"ML.{function} takes MODEL name and one input, (SELECT ...) or TABLE name"
@@ -115,6 +123,11 @@ def mark(text: str) -> str:
     for start, end, replacement in sorted(edits, reverse=True):
         text = text[:start] + replacement + text[end:]
     return text
+
+
+def evaluation_table(model: str) -> str:
+    """The DuckDB table holding a trained model's evaluation rows (ML.EVALUATE without input)."""
+    return EVALUATION_PREFIX + re.sub(r"[^a-z0-9_]", "_", model.lower().replace(".", "__"))
 
 
 def _ends_with_struct(tokens: list[Any], start: int, close: Any) -> bool:

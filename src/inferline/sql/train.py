@@ -219,8 +219,11 @@ def split_rows(count: int, options: TrainOptions) -> np.ndarray:
     return mask
 
 
-def fit(table: pa.Table, options: TrainOptions, where: str) -> tuple[Any, list[str], dict[str, Any]]:
-    """Fit on the query's rows; the fitted Pipeline, its input columns and a training summary."""
+def fit(
+    table: pa.Table, options: TrainOptions, where: str
+) -> tuple[Any, list[str], dict[str, Any], pa.Table]:
+    """Fit on the query's rows; the fitted Pipeline, its input columns, a training summary and
+    the evaluation rows (the training rows themselves when nothing is held out, as BigQuery)."""
     features, text = _feature_kinds(table, options.label, where)
     table = table.filter(pc.is_valid(table.column(options.label)))
     if table.num_rows == 0:
@@ -256,7 +259,8 @@ def fit(table: pa.Table, options: TrainOptions, where: str) -> tuple[Any, list[s
         "evaluation_rows": int(evaluation.sum()),
         "converged": converged,
     }
-    return pipeline, features, summary
+    held_out = table.filter(pa.array(evaluation)) if evaluation.any() else train
+    return pipeline, features, summary, held_out
 
 
 def store_model(
@@ -276,9 +280,11 @@ def store_model(
     return version.uri
 
 
-def train(table: pa.Table, name: str, options: TrainOptions, store_root: str, where: str) -> CatalogModel:
-    """Fit, store, and the catalog entry that names the stored version."""
-    pipeline, features, summary = fit(table, options, where)
+def train(
+    table: pa.Table, name: str, options: TrainOptions, store_root: str, where: str
+) -> tuple[CatalogModel, pa.Table]:
+    """Fit and store; the catalog entry naming the stored version, and the evaluation rows."""
+    pipeline, features, summary, held_out = fit(table, options, where)
     outputs = output_names(options)
     metadata = {
         "outputs": outputs,
@@ -295,7 +301,7 @@ def train(table: pa.Table, name: str, options: TrainOptions, store_root: str, wh
         summary["evaluation_rows"],
         uri,
     )
-    return CatalogModel(
+    entry = CatalogModel(
         name=name,
         framework="sklearn",
         path=uri,
@@ -303,3 +309,4 @@ def train(table: pa.Table, name: str, options: TrainOptions, store_root: str, wh
         outputs=outputs,
         label_columns=[options.label],
     )
+    return entry, held_out

@@ -116,6 +116,12 @@ def test_regressor_metrics_match_scikit_learn(con: SqlConnection, tmp_path: Path
             "... OPTIONS(input_label_cols=['name'])",
         ),
         (
+            "SELECT * FROM ML.EVALUATE(MODEL ds.iris)",
+            "ML.EVALUATE(MODEL ds.iris): without input data, ML.EVALUATE needs a model trained here "
+            "by CREATE MODEL ... AS SELECT in this database; give the rows: "
+            "ML.EVALUATE(MODEL m, (SELECT ...))",
+        ),
+        (
             "SELECT * FROM ML.EVALUATE(MODEL ds.iris, TABLE flowers, 0.5)",
             "ML.EVALUATE takes MODEL name and one input, (SELECT ...) or TABLE name, and optionally "
             "STRUCT(0.5 AS threshold)",

@@ -63,9 +63,10 @@ def test_fit_imputes_scales_and_one_hot_encodes() -> None:
     y = 3 * x + np.where(colour == "red", 10.0, 0.0)
     table = pa.table({"x": pa.array([None, *x[1:]], pa.float64()), "colour": colour.tolist(), "y": y})
     options = train.parse_options({"model_type": "linear_reg", "input_label_cols": ["y"]}, WHERE)
-    pipeline, features, summary = train.fit(table, options, WHERE)
+    pipeline, features, summary, held_out = train.fit(table, options, WHERE)
     assert features == ["x", "colour"]
     assert pipeline.text_inputs_ == ["colour"]
+    assert held_out.num_rows == 60  # nothing held out: ML.EVALUATE without input uses the training rows
     assert summary == {"training_rows": 60, "evaluation_rows": 0, "converged": True}
     matrix = np.array([[1.0, "red"], [1.0, "blue"]], dtype=object)
     np.testing.assert_allclose(pipeline.predict(matrix), [13.0, 3.0], atol=0.3)
