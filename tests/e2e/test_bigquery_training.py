@@ -196,8 +196,12 @@ def test_logistic_regression_species_and_retraining(cli: CliRunner, project: Pat
     assert list(rows[0])[:2] == ["predicted_species", "predicted_species_probs"]
     complete = features[features.notna().all(axis=1)]
     assert len(rows) == len(complete)
+    # As BigQuery: a list of {label, prob}, one per class.
+    assert [p["label"] for p in rows[0]["predicted_species_probs"]] == SPECIES
     np.testing.assert_allclose(
-        [r["predicted_species_probs"] for r in rows], direct.predict_proba(complete), atol=1e-6
+        [[p["prob"] for p in r["predicted_species_probs"]] for r in rows],
+        direct.predict_proba(complete),
+        atol=1e-6,
     )
     assert [r["predicted_species"] for r in rows] == list(direct.predict(complete))
 

@@ -254,6 +254,8 @@ def evaluate(
     scores: np.ndarray | None = None
     if classifier and len(outputs) > 1:
         rows = table.column(outputs[1]).to_pylist()
+        # A trained classifier's predicted_<label>_probs rows are lists of {label, prob}.
+        rows = [[p["prob"] for p in r] if r and isinstance(r[0], dict) else r for r in rows]
         scores = np.asarray([rows[i] for i in keep], dtype=np.float64)
     if function == "ROC_CURVE":
         if scores is None:

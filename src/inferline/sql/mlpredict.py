@@ -135,7 +135,25 @@ def outputs_of(loaded: LoadedModel, prediction: Prediction | None) -> list[Outpu
     count = 2 if has_scores else 1
     if len(names) < count:
         names = names + [f"output_{i}" for i in range(len(names), count)]
+    classes = getattr(loaded.model, "classes_", None)
+    if has_scores and names[1].endswith("_probs") and classes is not None:
+        # BigQuery's trained classifiers: predicted_<label>_probs, a list of {label, prob}.
+        types[1] = label_probs_type(classes)
     return [Output(name, t) for name, t in zip(names[:count], types[:count], strict=True)]
+
+
+def label_probs_type(classes: Any) -> pa.DataType:
+    label = to_arrow(np.asarray(classes)).type
+    return pa.list_(pa.struct([pa.field("label", label), pa.field("prob", pa.float64())]))
+
+
+def _label_probs(scores: np.ndarray, classes: Any, t: pa.DataType) -> pa.Array:
+    """(n, k) probabilities -> n lists of k {label, prob}, in the classes' order."""
+    flat = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
+    labels = pa.array(np.tile(np.asarray(classes), len(flat)), type=t.value_type.field("label").type)
+    pairs = pa.StructArray.from_arrays([labels, pa.array(flat.reshape(-1))], fields=list(t.value_type))
+    offsets = pa.array(np.arange(0, (len(flat) + 1) * flat.shape[1], flat.shape[1], dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pairs)
 
 
 def _onnx_outputs(loaded: LoadedModel) -> int:
@@ -202,7 +220,11 @@ def output_arrays(
         for output, value in zip(outputs, values, strict=False):
             if value is None:
                 raise SqlError(f"{where}: the model returned no {output.name!r} output for this chunk")
-            result.append(scatter(_as_type(value, output.type, where), valid))
+            if pa.types.is_list(output.type) and pa.types.is_struct(output.type.value_type):
+                converted = _label_probs(value, getattr(loaded.model, "classes_", []), output.type)
+            else:
+                converted = _as_type(value, output.type, where)
+            result.append(scatter(converted, valid))
         return result
 
     return arrays
@@ -224,6 +246,8 @@ def sql_type(t: pa.DataType) -> str:
     """The DuckDB spelling of an Arrow output type."""
     if pa.types.is_list(t):
         return sql_type(t.value_type) + "[]"
+    if pa.types.is_struct(t):
+        return "STRUCT(" + ", ".join(f"{identifier(f.name)} {sql_type(f.type)}" for f in t) + ")"
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return "VARCHAR"
     if pa.types.is_boolean(t):

@@ -7,7 +7,7 @@ scikit-learn Pipeline: numbers have NULLs replaced by the mean and are standardi
 one-hot encoded (unseen values ignored). The fitted Pipeline is saved with skops (no pickle) as
 the next version of `ds.m` in the model store and registered in the catalog, so ML.PREDICT,
 ML.EVALUATE, pipelines and `inferline serve` all run it. Its outputs are named as BigQuery's:
-`predicted_<label>`, and for classifiers `predicted_<label>_probs`.
+`predicted_<label>`, and for classifiers `predicted_<label>_probs` (a list of {label, prob}).
 """
 
 from __future__ import annotations
