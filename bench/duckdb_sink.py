@@ -77,6 +77,7 @@ class BeforeSink:
         sink = self.inner
         batch = _dedupe_last(batch, sink.key)
         con = sink.con
+        sink._hold()  # the sink holds the warehouse file only from a write to its commit
         con.register("_inferline_batch", batch)
         try:
             rows = con.execute("DESCRIBE _inferline_batch").fetchall()

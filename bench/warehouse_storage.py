@@ -70,7 +70,10 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batch-rows", type=int, default=4096)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.batch_rows = 20_000, 4096
     with tempfile.TemporaryDirectory(prefix="inferline-bench-storage-") as tmp:
         parquet = Path(tmp) / "one.parquet"
         pq.write_table(
