@@ -32,6 +32,27 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 CliRunner = Callable[..., subprocess.CompletedProcess[str]]
 
 
+class FakeClock:
+    """A clock for code that takes `clock=` and `sleep=`: sleeping moves it, and is recorded."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A `FakeClock` at 0 s; pass `clock=fake_clock, sleep=fake_clock.sleep`."""
+    return FakeClock()
+
+
 @pytest.fixture(scope="session")
 def iris_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """examples/iris built once per test session (data, .joblib and .onnx models)."""

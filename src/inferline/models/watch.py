@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from inferline.backoff import Backoff
 from inferline.models.base import LoadedModel, is_remote_uri
 from inferline.models.registry import (
     ModelRef,
@@ -39,6 +40,7 @@ log = logging.getLogger("inferline.models")
 
 _GLOB_CHARS = ("*", "?", "[")
 _HEARTBEAT_MS = 100
+LOAD_BACKOFF = Backoff(1.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ class WatchingModelRef(ModelRef):
         name: str,
         interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
-        backoff: tuple[float, float] = (1.0, 30.0),
+        backoff: Backoff = LOAD_BACKOFF,
         on_error: Callable[[str, str], None] | None = None,
         on_swap: Callable[[LoadedModel], None] | None = None,
         use_inotify: bool = True,
@@ -212,7 +214,7 @@ class WatchingModelRef(ModelRef):
                 continue
             self._key = (older.version, older.signature)
             key = (candidate.version, candidate.signature)
-            self._failures[key] = _Failure(1, self.clock() + self.backoff[0])
+            self._failures[key] = _Failure(1, self.clock() + self.backoff.delay(1))
             model_id = f"{self.name}/{candidate.version}"
             first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             self._report(
@@ -255,8 +257,7 @@ class WatchingModelRef(ModelRef):
                 loaded = self.source.load(candidate)
             except Exception as exc:
                 attempts = failure.attempts + 1 if failure is not None else 1
-                delay = min(self.backoff[0] * 2 ** (attempts - 1), self.backoff[1])
-                self._failures[key] = _Failure(attempts, now + delay)
+                self._failures[key] = _Failure(attempts, now + self.backoff.delay(attempts))
                 model_id = f"{self.name}/{candidate.version}"
                 serving = self._serving.model_id if self._serving is not None else "nothing"
                 first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

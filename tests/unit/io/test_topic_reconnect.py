@@ -13,19 +13,7 @@ import redis
 from inferline.io.topics import open_topic, publish
 from inferline.io.topics.reconnect import BrokerUnavailable, Reconnector
 from inferline.io.topics.redis import RedisTopic
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+from tests.conftest import FakeClock
 
 
 def _failing(times: int) -> Any:
@@ -40,13 +28,16 @@ def _failing(times: int) -> Any:
     return fn, calls
 
 
-def test_calls_are_retried_with_backoff_and_the_outage_logged_once(caplog: pytest.LogCaptureFixture) -> None:
-    clock = FakeClock()
-    reconnector = Reconnector("Redis at r", errors=(ConnectionError,), clock=clock, sleep=clock.sleep)
+def test_calls_are_retried_with_backoff_and_the_outage_logged_once(
+    caplog: pytest.LogCaptureFixture, fake_clock: FakeClock
+) -> None:
+    reconnector = Reconnector(
+        "Redis at r", errors=(ConnectionError,), clock=fake_clock, sleep=fake_clock.sleep
+    )
     fn, calls = _failing(4)
     with caplog.at_level(logging.WARNING, logger="inferline.topics"):
         assert reconnector.call(fn) == "ok"
-    assert calls[0] == 5 and clock.sleeps == [0.1, 0.2, 0.4, 0.8]
+    assert calls[0] == 5 and fake_clock.sleeps == [0.1, 0.2, 0.4, 0.8]
     assert [r.getMessage() for r in caplog.records] == [
         "Redis at r: connection lost (Connection refused); reconnecting for up to 300 s",
         "Redis at r: connection back after 1.5 s",
@@ -55,15 +46,14 @@ def test_calls_are_retried_with_backoff_and_the_outage_logged_once(caplog: pytes
     assert reconnector.call(lambda: 1) == 1 and reconnector.recoveries == 1
 
 
-def test_backoff_is_capped_and_a_long_outage_gives_up_in_one_line() -> None:
-    clock = FakeClock()
+def test_backoff_is_capped_and_a_long_outage_gives_up_in_one_line(fake_clock: FakeClock) -> None:
     reconnector = Reconnector(
-        "Redis at r", errors=(ConnectionError,), timeout=30, clock=clock, sleep=clock.sleep
+        "Redis at r", errors=(ConnectionError,), timeout=30, clock=fake_clock, sleep=fake_clock.sleep
     )
     fn, _ = _failing(10**6)
     with pytest.raises(BrokerUnavailable) as caught:
         reconnector.call(fn)
-    assert max(clock.sleeps) == 5.0 and clock.now == 30
+    assert max(fake_clock.sleeps) == 5.0 and fake_clock.now == 30
     assert str(caught.value) == (
         "Redis at r: no connection for 30 s (Connection refused); giving up (--broker-timeout 30)"
     )

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from inferline.io.topics.embedded import EmbeddedTopic, _while_busy
+from tests.conftest import FakeClock
 
 PROCESSES = 8
 ROUNDS = 50
@@ -102,27 +103,13 @@ def test_four_threads_open_a_new_queue_at_once(tmp_path: Path) -> None:
     assert reported == []
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def locked() -> sqlite3.OperationalError:
     exc = sqlite3.OperationalError("database is locked")
     exc.sqlite_errorcode = sqlite3.SQLITE_BUSY
     return exc
 
 
-def test_a_busy_step_is_retried_with_backoff_until_it_succeeds() -> None:
-    clock = FakeClock()
+def test_a_busy_step_is_retried_with_backoff_until_it_succeeds(fake_clock: FakeClock) -> None:
     calls: list[int] = []
 
     def step() -> None:
@@ -130,24 +117,22 @@ def test_a_busy_step_is_retried_with_backoff_until_it_succeeds() -> None:
         if len(calls) < 4:
             raise locked()
 
-    _while_busy(step, 10.0, clock=clock, sleep=clock.sleep)
+    _while_busy(step, 10.0, clock=fake_clock, sleep=fake_clock.sleep)
     assert len(calls) == 4
-    assert clock.sleeps == [0.005, 0.01, 0.02]
+    assert fake_clock.sleeps == [0.005, 0.01, 0.02]
 
 
-def test_a_step_busy_past_the_deadline_fails() -> None:
-    clock = FakeClock()
+def test_a_step_busy_past_the_deadline_fails(fake_clock: FakeClock) -> None:
 
     def step() -> None:
         raise locked()
 
     with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-        _while_busy(step, 1.0, clock=clock, sleep=clock.sleep)
-    assert 1.0 <= clock.now < 1.2
+        _while_busy(step, 1.0, clock=fake_clock, sleep=fake_clock.sleep)
+    assert 1.0 <= fake_clock.now < 1.2
 
 
-def test_other_errors_are_not_retried() -> None:
-    clock = FakeClock()
+def test_other_errors_are_not_retried(fake_clock: FakeClock) -> None:
     calls: list[int] = []
 
     def step() -> None:
@@ -155,8 +140,8 @@ def test_other_errors_are_not_retried() -> None:
         raise sqlite3.OperationalError("no such table: messages")
 
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
-        _while_busy(step, 10.0, clock=clock, sleep=clock.sleep)
-    assert calls == [1] and clock.sleeps == []
+        _while_busy(step, 10.0, clock=fake_clock, sleep=fake_clock.sleep)
+    assert calls == [1] and fake_clock.sleeps == []
 
 
 def test_a_new_file_in_the_middle_of_a_write_is_opened_once_the_writer_commits(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from sklearn.dummy import DummyClassifier
 
+from inferline.backoff import Backoff
 from inferline.errors import ModelError
 from inferline.models.base import LoadedModel
 from inferline.models.registry import ModelRef
@@ -26,16 +27,9 @@ from inferline.models.watch import (
     open_model_ref,
 )
 from inferline.pipeline import ModelSpec
+from tests.conftest import FakeClock
 
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]])
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingStoreVersions(StoreVersions):
@@ -100,14 +94,14 @@ def test_a_bad_version_is_retried_with_backoff_and_reported_once(
 ) -> None:
     store = ModelStore(str(tmp_path / "store"))
     store.add("iris", str(models["seven"]))
-    clock = FakeClock()
+    clock = FakeClock(now=100.0)
     reported: list[tuple[str, str]] = []
     source = CountingStoreVersions(ModelSpec(name="iris", store=store.root, watch=True))
     ref = WatchingModelRef(
         source,
         name="iris",
         clock=clock,
-        backoff=(1.0, 4.0),
+        backoff=Backoff(1.0, 4.0),
         on_error=lambda name, message: reported.append((name, message)),
     )
     ref.open(start=False)

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from inferline.backoff import Backoff
 from inferline.errors import InputError
 from inferline.io.topics.base import DEFAULT_LEASE_SECONDS, KEEP_ACKED, Message, Retention
 from inferline.io.topics.owners import dead_here, refuse_if_taken, this_process
@@ -52,8 +53,9 @@ CREATE TABLE IF NOT EXISTS consumers (
     PRIMARY KEY (topic, grp, name)
 ) WITHOUT ROWID;
 """
-_POLL_SECONDS = 0.005
-_MAX_POLL_SECONDS = 0.02
+# An idle consumer looks for new messages at most every 20 ms; a busy file is retried longer.
+_POLL_BACKOFF = Backoff(0.005, 0.02)
+_BUSY_BACKOFF = Backoff(0.005, 0.1)
 
 
 _OPEN_TIMEOUT_SECONDS = 60.0
@@ -95,8 +97,7 @@ def _connect(
 def _while_busy(
     step: Callable[[], None], deadline: float, *, clock: Callable[[], float], sleep: Callable[[float], None]
 ) -> None:
-    pause = _POLL_SECONDS
-    while True:
+    for pause in _BUSY_BACKOFF.delays():
         try:
             step()
             return
@@ -104,7 +105,6 @@ def _while_busy(
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _BUSY or clock() >= deadline:
                 raise
         sleep(pause)
-        pause = min(pause * 2, 0.1)
 
 
 def _use_wal(con: sqlite3.Connection) -> None:
@@ -256,17 +256,16 @@ class EmbeddedConsumer:
 
     def read(self, max_messages: int, timeout: float) -> list[Message]:
         deadline = time.monotonic() + max(timeout, 0.0)
-        pause = _POLL_SECONDS
-        while True:
+        for pause in _POLL_BACKOFF.delays():
             if self._anything_due():
                 messages = self._claim(max_messages)
                 if messages:
                     return messages
             left = deadline - time.monotonic()
             if left <= 0:
-                return []
+                break
             time.sleep(min(pause, left))
-            pause = min(pause * 2, _MAX_POLL_SECONDS)
+        return []
 
     def _anything_due(self) -> bool:
         # A read without the write lock, so an idle consumer does not hold up publishers.

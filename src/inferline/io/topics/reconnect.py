@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from inferline.backoff import Backoff
 from inferline.errors import InputError
 
 log = logging.getLogger("inferline.topics")
@@ -22,6 +23,7 @@ log = logging.getLogger("inferline.topics")
 T = TypeVar("T")
 
 DEFAULT_BROKER_TIMEOUT = 300.0
+BROKER_BACKOFF = Backoff(0.1, 5.0)
 
 
 class BrokerUnavailable(InputError):
@@ -47,16 +49,14 @@ class Reconnector:
         *,
         errors: tuple[type[BaseException], ...],
         timeout: float = DEFAULT_BROKER_TIMEOUT,
-        first_delay: float = 0.1,
-        max_delay: float = 5.0,
+        backoff: Backoff = BROKER_BACKOFF,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.what = what
         self.errors = errors
         self.timeout = timeout
-        self.first_delay = first_delay
-        self.max_delay = max_delay
+        self.backoff = backoff
         self.clock = clock
         self.sleep = sleep
         # Recoveries so far: consumers compare it to re-read what a lost reply delivered.
@@ -65,7 +65,7 @@ class Reconnector:
         self._lock = threading.Lock()
 
     def call(self, fn: Callable[[], T]) -> T:
-        delay = self.first_delay
+        delays = self.backoff.delays()
         while True:
             try:
                 result = fn()
@@ -76,8 +76,7 @@ class Reconnector:
                         f"{self.what}: no connection for {waited:.0f} s ({_reason(exc)}); giving up "
                         f"(--broker-timeout {self.timeout:g})"
                     ) from None
-                self.sleep(min(delay, max(self.timeout - waited, 0.0)))
-                delay = min(delay * 2, self.max_delay)
+                self.sleep(min(next(delays), max(self.timeout - waited, 0.0)))
                 continue
             if self._lost_at is not None:
                 self._back()
