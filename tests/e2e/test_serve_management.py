@@ -85,7 +85,7 @@ def test_register_set_default_unregister(
         assert refused_default.status_code == 403 and "it is the default version" in refused_default.text
         assert httpx.delete(f"{base}/models/iris/2").status_code == 200
         gone = httpx.post(f"{base}/predictions/iris/2", json=row)
-        assert gone.status_code == 404 and gone.json()["type"] == "ModelNotFound"
+        assert gone.status_code == 404 and gone.json()["type"] == "ModelNotFoundException"
         assert httpx.delete(f"{base}/models/iris").json() == {"status": 'Model "iris" unregistered'}
         assert httpx.get(f"{base}/models").json() == {"models": []}
         assert httpx.post(f"{base}/predictions/iris", json=row).status_code == 404
@@ -193,7 +193,7 @@ def test_a_corrupt_new_version_leaves_the_old_one_serving(store: Path, tmp_path:
         answer = httpx.post(f"{base}/predictions/iris", json=list(IRIS.data[0]))
         assert answer.status_code == 200 and answer.json()["model_id"] == "iris/1"
         asked = httpx.post(f"{base}/predictions/iris/2", json=list(IRIS.data[0]))
-        assert asked.status_code == 500 and asked.json()["type"] == "ModelLoadError"
+        assert asked.status_code == 500 and asked.json()["type"] == "InternalServerException"
         assert "model iris/2: cannot load it (model " in asked.json()["message"]
         assert "the default keeps serving" in asked.json()["message"]
 

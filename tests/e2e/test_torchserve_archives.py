@@ -243,7 +243,7 @@ def test_management_registers_describes_and_deletes_archives_as_torchserve(archi
         red = httpx.post(f"{base}/predictions/colors/1.0", content=image, timeout=30).json()
         assert list(red)[0] == "red"
         missing = httpx.delete(f"{base}/models/colors/9")
-        assert missing.status_code == 404 and missing.json()["type"] == "ModelVersionNotFound"
+        assert missing.status_code == 404 and missing.json()["type"] == "ModelVersionNotFoundException"
         assert httpx.post(f"{base}/predictions/colors", content=image, timeout=30).status_code == 200
         assert httpx.delete(f"{base}/models/colors/1.0").status_code == 200
         assert httpx.post(f"{base}/predictions/colors", content=image, timeout=30).status_code == 404

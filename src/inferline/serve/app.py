@@ -47,9 +47,18 @@ async def metrics(request: Request) -> Response:
     return Response(server_of(request).metrics.render(), media_type=CONTENT_TYPE)
 
 
+# TorchServe's exception names for the errors routing itself answers (its clients read `type`).
+ROUTING_ERRORS = {
+    400: "BadRequestException",
+    404: "ResourceNotFoundException",
+    405: "MethodNotAllowedException",
+    408: "RequestTimeoutException",
+}
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    name = HTTPStatus(exc.status_code).phrase.replace(" ", "")
+    name = ROUTING_ERRORS.get(exc.status_code) or HTTPStatus(exc.status_code).phrase.replace(" ", "")
     message = f"{request.method} {request.url.path}: {exc.detail}"
     if exc.status_code == 404:
         message += "; see /predictions/{name}, /v2/models/{name}/infer, /models, /metrics"

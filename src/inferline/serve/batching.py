@@ -34,9 +34,11 @@ class QueueFullError(InferlineError, RuntimeError):
 class _Pending:
     rows: np.ndarray
     future: asyncio.Future[Prediction]
+    queued_at: float = 0.0
 
 
 BatchObserver = Callable[[int, float], None]
+WaitObserver = Callable[[float], None]
 
 
 class DynamicBatcher:
@@ -57,6 +59,7 @@ class DynamicBatcher:
         inline_below_ms: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
         on_batch: BatchObserver | None = None,
+        on_wait: WaitObserver | None = None,
         name: str = "model",
     ) -> None:
         self.predict_batch = predict
@@ -66,6 +69,7 @@ class DynamicBatcher:
         self.inline_below_ms = inline_below_ms
         self.clock = clock
         self.on_batch = on_batch
+        self.on_wait = on_wait  # seconds each request waited in the queue (TorchServe's queue latency)
         self.name = name
         self.batches = 0
         self._queue: deque[_Pending] = deque()
@@ -104,7 +108,7 @@ class DynamicBatcher:
             self._wakeup = asyncio.Event()
             self._task = loop.create_task(self._run(), name=f"batcher:{self.name}")
         future: asyncio.Future[Prediction] = loop.create_future()
-        self._queue.append(_Pending(rows, future))
+        self._queue.append(_Pending(rows, future, self.clock()))
         assert self._wakeup is not None
         self._wakeup.set()
         return await future
@@ -166,6 +170,10 @@ class DynamicBatcher:
         live = [p for p in batch if not p.future.done()]  # a client may have gone away
         if not live:
             return
+        if self.on_wait is not None:
+            now = self.clock()
+            for pending in live:
+                self.on_wait(now - pending.queued_at)
         inputs = live[0].rows if len(live) == 1 else np.concatenate([p.rows for p in live])
         # Inline only what is measured to be cheap at this batch's size: a cheap model given
         # 700k rows must not run on the event loop.

@@ -149,7 +149,7 @@ class StoreCatalog:
         try:
             await asyncio.to_thread(self.store.get, name, int(version))
         except InferlineError as exc:
-            raise ApiError(404, "ModelVersionNotFound", str(exc)) from exc
+            raise ApiError(404, "ModelVersionNotFoundException", str(exc)) from exc
         try:
             return await self.models.load(
                 name, version, lambda: load_from_store(self.store, name, int(version))
@@ -157,7 +157,7 @@ class StoreCatalog:
         except Exception as exc:
             raise ApiError(
                 500,
-                "ModelLoadError",
+                "InternalServerException",
                 f"model {name}/{version}: cannot load it ({exc}); the default keeps serving",
             ) from exc
 
@@ -241,7 +241,7 @@ class StoreCatalog:
             if version not in model.versions and not await self._stored(name, version):
                 raise ApiError(
                     404,
-                    "ModelVersionNotFound",
+                    "ModelVersionNotFoundException",
                     f"DELETE /models/{name}/{version}: model {name!r} has no such version",
                 )
             if version == model.default and len(model.versions) > 1:

@@ -48,7 +48,9 @@ async def stats_route(request: Request) -> Response:
     raw = request.query_params.get("window", str(DEFAULT_WINDOW_S))
     if not raw.isdigit() or not 1 <= int(raw) <= 3600:
         raise ApiError(
-            400, "BadRequest", f"GET /dashboard/stats: window={raw!r}; expected whole seconds from 1 to 3600"
+            400,
+            "BadRequestException",
+            f"GET /dashboard/stats: window={raw!r}; expected whole seconds from 1 to 3600",
         )
     state = server_of(request)
     payload = stats(state, int(raw))

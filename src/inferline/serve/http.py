@@ -1,7 +1,10 @@
 """HTTP plumbing: errors as JSON `{"code", "type", "message"}`, bodies with a size limit.
 
 Handlers raise `ApiError`; the app turns it (and any unexpected exception, as 500) into a
-JSON body, so a client always gets a parseable answer and the server keeps serving. Routes
+JSON body, so a client always gets a parseable answer and the server keeps serving. `type`
+is TorchServe's exception name where TorchServe has one (`ModelNotFoundException`,
+`ModelVersionNotFoundException`, `BadRequestException`, `ConflictStatusException`,
+`ServiceUnavailableException`, `InternalServerException`, ...), so its clients read it. Routes
 under `/v2` answer errors as the Open Inference Protocol says, `{"error": "<message>"}`,
 which is what its clients (tritonclient, kserve) read.
 """
@@ -25,7 +28,7 @@ class ApiError(InferlineError):
     """An error answered to the client with HTTP status `code`.
 
     Example:
-        >>> raise ApiError(404, "ModelNotFound", "model iris: not found; have digits")  # doctest: +SKIP
+        >>> raise ApiError(404, "ModelNotFoundException", "model iris: not found")  # doctest: +SKIP
     """
 
     def __init__(self, code: int, type_: str, message: str, *, headers: dict[str, str] | None = None) -> None:
@@ -62,7 +65,7 @@ def _api_error(code: int, type_: str, message: str, headers: dict[str, str]) -> 
 
 
 def bad_request(message: str) -> ApiError:
-    return ApiError(400, "BadRequest", message)
+    return ApiError(400, "BadRequestException", message)
 
 
 def invalid_input(message: str) -> ApiError:
@@ -70,7 +73,7 @@ def invalid_input(message: str) -> ApiError:
 
 
 def not_found(message: str) -> ApiError:
-    return ApiError(404, "ModelNotFound", message)
+    return ApiError(404, "ModelNotFoundException", message)
 
 
 def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -125,7 +125,7 @@ async def describe_model(request: Request) -> Response:
     if wanted is not None and wanted not in records:
         wanted = next((version for version, text in strings.items() if text == wanted), wanted)
     if wanted is not None and wanted not in records:
-        raise ApiError(404, "ModelVersionNotFound", f"model {name!r} has no version {wanted!r}")
+        raise ApiError(404, "ModelVersionNotFoundException", f"model {name!r} has no version {wanted!r}")
     out = []
     for version, record in records.items():
         if wanted is not None and version != wanted:

@@ -79,6 +79,12 @@ class ServerMetrics:
             ["model_name"],
             registry=self.registry,
         )
+        self.ts_queue = Gauge(
+            "ts_queue_latency_microseconds",
+            "Total microseconds requests waited in the queue before their batch ran (TorchServe's name).",
+            ["model_name"],
+            registry=self.registry,
+        )
         self.ts_status = {
             klass: Gauge(
                 f"Requests{klass}XX",
@@ -121,6 +127,15 @@ class ServerMetrics:
             sizes.observe(rows)
             durations.observe(seconds)
             recent.batch(model, rows, seconds)
+
+        return observe
+
+    def queue_observer(self, model: str) -> Callable[[float], None]:
+        """A callback for `DynamicBatcher(on_wait=...)`: one request's seconds in the queue."""
+        total = self.ts_queue.labels(model)
+
+        def observe(seconds: float) -> None:
+            total.inc(max(0.0, seconds) * 1e6)
 
         return observe
 

@@ -58,6 +58,7 @@ class ServedVersion:
             max_batch_delay_ms=settings.max_batch_delay_ms,
             max_queue=settings.max_queue,
             on_batch=metrics.batch_observer(loaded.name),
+            on_wait=metrics.queue_observer(loaded.name),
             name=loaded.model_id,
         )
         self.row_shape: tuple[int, ...] | None = feature_shape(loaded)
@@ -228,7 +229,9 @@ class ServedModels:
         if served is None:
             have = ", ".join(sorted(model.versions, key=_version_key))
             raise ApiError(
-                404, "ModelVersionNotFound", f"model {name!r} has no loaded version {key!r}; have {have}"
+                404,
+                "ModelVersionNotFoundException",
+                f"model {name!r} has no loaded version {key!r}; have {have}",
             )
         return served
 

@@ -68,7 +68,9 @@ class Offload:
                 if self._process_pool is pool:
                     self._process_pool = None  # the next request starts a fresh worker
             raise ApiError(
-                503, "ServiceUnavailable", "the body parsing worker died (out of memory?); retry shortly"
+                503,
+                "ServiceUnavailableException",
+                "the body parsing worker died (out of memory?); retry shortly",
             ) from exc
 
     def parse_json(self, body: bytes, *, route: str) -> Any:

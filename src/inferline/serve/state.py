@@ -124,14 +124,25 @@ class ServerState:
         except QueueFullError as exc:
             status = 503
             raise ApiError(
-                503, "ServiceUnavailable", str(exc), headers={"Retry-After": str(self.config.retry_after_s)}
+                503,
+                "ServiceUnavailableException",
+                str(exc),
+                headers={"Retry-After": str(self.config.retry_after_s)},
             ) from exc
         except Exception as exc:
             first_line = (str(exc).strip().splitlines() or [""])[0]
             log.warning("model %s: prediction failed: %s: %s", name, type(exc).__name__, exc)
+            code = getattr(exc, "error_code", None)
+            if isinstance(code, int) and 400 <= code <= 599:
+                # A TorchServe handler's `PredictionException(message, error_code)`: its status.
+                status = code
+                message = str(getattr(exc, "message", None) or first_line)
+                raise ApiError(code, "InternalServerException", f"model {name}: {message}") from exc
             status = 500
             raise ApiError(
-                500, "ModelError", f"model {name}: prediction failed ({type(exc).__name__}: {first_line})"
+                500,
+                "InternalServerException",
+                f"model {name}: prediction failed ({type(exc).__name__}: {first_line})",
             ) from exc
         finally:
             self.metrics.request(label, status, time.perf_counter() - start if status == 200 else None)
@@ -196,7 +207,7 @@ def _answer(render: Render, served: ServedVersion, prediction: Prediction, conte
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("route %s failed", request.url.path)
-    error = ApiError(500, "InternalServerError", f"{request.url.path}: {type(exc).__name__}: {exc}")
+    error = ApiError(500, "InternalServerException", f"{request.url.path}: {type(exc).__name__}: {exc}")
     return error_response(error, request.url.path)
 
 

@@ -60,7 +60,7 @@ def test_full_queue_answers_503_with_retry_after() -> None:
     assert third.status_code == 503 and third.headers["retry-after"] == "1"
     assert third.json() == {
         "code": 503,
-        "type": "ServiceUnavailable",
+        "type": "ServiceUnavailableException",
         "message": "model sum/1: request queue is full (1 waiting); retry shortly",
     }
     assert [r.json()["predictions"] for r in (first, second, after)] == [[3.0], [7.0], [15.0]]

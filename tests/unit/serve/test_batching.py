@@ -193,3 +193,25 @@ def test_inline_or_thread_is_decided_from_the_batch_size() -> None:
     asyncio.run(main())
     assert threads[0].startswith("predict-") and threads[1] == "MainThread"
     assert threads[2].startswith("predict-")
+
+
+def test_each_request_reports_how_long_it_waited_in_the_queue() -> None:
+    gate = threading.Event()
+    model = DoublingModel(gate=gate)
+    now = [100.0]
+    waits: list[float] = []
+    batcher = DynamicBatcher(
+        model.predict, batch_size=1, max_batch_delay_ms=0, clock=lambda: now[0], on_wait=waits.append
+    )
+
+    async def main() -> None:
+        running = asyncio.ensure_future(batcher.predict(np.array([[1.0]])))
+        await asyncio.sleep(0.05)  # the first call is now blocked inside the model
+        queued = asyncio.ensure_future(batcher.predict(np.array([[2.0]])))
+        await asyncio.sleep(0)
+        now[0] += 0.25  # the second request waits a quarter second behind the first
+        gate.set()
+        await asyncio.gather(running, queued)
+
+    asyncio.run(main())
+    assert waits == [0.0, 0.25]

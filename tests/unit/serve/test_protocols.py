@@ -212,7 +212,7 @@ def test_server_metadata_and_unknown_routes(state: ServerState) -> None:
     assert missing.status_code == 404
     assert missing.json() == {"error": "model 'roses' is not served; have bare, iris"}
     wrong_method = call(state, "GET", "/predictions/iris")
-    assert wrong_method.status_code == 405 and wrong_method.json()["type"] == "MethodNotAllowed"
+    assert wrong_method.status_code == 405 and wrong_method.json()["type"] == "MethodNotAllowedException"
 
 
 def png_header(width: int, height: int) -> bytes:
