@@ -2,6 +2,7 @@
 
     python bench/stream.py             # 200,000 messages; latency at 1,000 msg/s for 20 s
     python bench/stream.py --smoke     # tiny sizes: checks the benchmark runs
+    python bench/stream.py --soak 600  # only the window soak: 2,000 msg/s for 10 min, RSS sampled
 
 For each backend (the embedded SQLite queue and Redis Streams on a private redis-server):
   - publish msg/s: `inferline.publish()` of all messages, as fast as it goes;
@@ -17,6 +18,10 @@ For each backend (the embedded SQLite queue and Redis Streams on a private redis
     `window:` of 60 s sliding every 10 s grouped by class, count and mean score, vs the run
     without (goal >= 0.8x), and the rows the open windows held at the end (bounded: about
     70 s of events, whatever the stream's length).
+With `--soak SECONDS` only the window soak runs: a publisher thread sends 2,000 msg/s (event
+time = publish time) for SECONDS to an `inferline run` process with the sliding window above,
+whose resident memory (VmRSS) is sampled every 5 s; memory must stay flat once the first 60 s
+of windows are open (bounded by the open windows, not by the stream's length).
 Targets on a 2-core machine: >= 20,000 msg/s consumed (Redis), p99 < 250 ms at 1,000 msg/s.
 """
 
@@ -28,7 +33,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +102,93 @@ def windowed(root: Path, url: str, count: int) -> tuple[float, float, int]:
                 (row,) = con.sql("SELECT count(*) FROM window_rows").fetchall()
             held = int(row[0])
     return rates[0], rates[1], held
+
+
+def soak(root: Path, url: str, seconds: float, rate: int) -> list[tuple[float, float, int]]:
+    """`inferline run` on a windowed stream fed `rate` msg/s for `seconds`: (t, RSS MB, published)."""
+    topic = "soak"
+    raw = _spec(root, url, topic, "soak")
+    raw["output"] = {"id": "id", "predict": "prediction", "score": "scores[0]", "ts": "ts"}
+    sink = {"kind": "duckdb", "path": str(root / "soak_windows.duckdb"), "table": "soak_windows"}
+    raw["window"] = {**WINDOW, "sink": sink, "state": str(root / "soak.state.duckdb")}
+    spec_path = root / "soak.yaml"
+    spec_path.write_text(json.dumps(raw))  # JSON is YAML
+    published = [0]
+    stop = threading.Event()
+
+    def timed() -> Iterator[dict[str, object]]:
+        for message in iris_stream.messages(int(seconds * rate) + rate):
+            if stop.is_set():
+                return
+            yield {**message, "ts": time.time()}
+
+    def feed() -> None:
+        for chunk in _chunked(timed(), rate // 10):
+            published[0] += inferline.publish(topic, chunk, url=url, rate=None)
+            wait = (published[0] / rate) - (time.monotonic() - started)
+            if wait > 0:
+                time.sleep(wait)
+            if time.monotonic() - started >= seconds:
+                return
+
+    consumer = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "inferline",
+            "run",
+            str(spec_path),
+            "--until-idle",
+            "15",
+            "--no-progress",
+            "--stats-every",
+            "60",
+        ],
+        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+        cwd=root,
+    )
+    started = time.monotonic()
+    publisher = threading.Thread(target=feed, daemon=True)
+    publisher.start()
+    samples: list[tuple[float, float, int]] = []
+    try:
+        while publisher.is_alive():
+            samples.append((time.monotonic() - started, _rss_mb(consumer.pid), published[0]))
+            print(
+                f"soak t={samples[-1][0]:6.0f}s rss={samples[-1][1]:7.1f} MB published={published[0]:,}",
+                flush=True,
+            )
+            publisher.join(timeout=5.0)
+        samples.append((time.monotonic() - started, _rss_mb(consumer.pid), published[0]))
+        consumer.wait(timeout=600)
+    finally:
+        stop.set()
+        if consumer.poll() is None:
+            consumer.kill()
+            consumer.wait()
+    return samples
+
+
+def _chunked(items: Iterator[dict[str, object]], size: int) -> Iterator[list[dict[str, object]]]:
+    chunk: list[dict[str, object]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return float("nan")
 
 
 def raw_consume(url: str, topic: str, count: int) -> float:
@@ -216,6 +310,37 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     return process, f"redis://127.0.0.1:{port}/0"
 
 
+def run_soak(seconds: float, backend: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="inferline-bench-soak-") as tmp:
+        root = Path(tmp)
+        iris.build(str(root))
+        redis_process = None
+        if backend == "redis":
+            redis_process, url = start_redis()
+        else:
+            url = str(root / "queue.db")
+        try:
+            samples = soak(root, url, seconds, EVENT_RATE)
+        finally:
+            if redis_process is not None:
+                redis_process.kill()
+                redis_process.wait()
+    settled = [s for s in samples if s[0] >= 90]  # 60 s of windows + a close or two
+    print(
+        f"soak: {EVENT_RATE:,} msg/s for {seconds:g} s on {backend}; window {WINDOW['kind']} "
+        f"{WINDOW['size']} every {WINDOW['every']}; consumer RSS (MB):"
+    )
+    picks = [samples[0], *(settled[:1]), *(settled[len(settled) // 2 : len(settled) // 2 + 1]), samples[-1]]
+    for t, rss, sent in picks:
+        print(f"  t={t:6.0f}s  rss={rss:7.1f}  published={sent:,}")
+    if settled:
+        values = [rss for _, rss, _ in settled]
+        print(
+            f"  after 90 s: min {min(values):.1f}  max {max(values):.1f}  "
+            f"end - first {settled[-1][1] - settled[0][1]:+.1f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -225,7 +350,11 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1_000)
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the steady-rate run")
     parser.add_argument("--backend", choices=["embedded", "redis", "both"], default="both")
+    parser.add_argument("--soak", type=float, metavar="SECONDS", help="only the window soak, this long")
     args = parser.parse_args()
+    if args.soak:
+        run_soak(args.soak, "redis" if args.backend == "redis" else "embedded")
+        return
     if args.smoke:
         args.messages, args.seconds = 5_000, 2.0
     with tempfile.TemporaryDirectory(prefix="inferline-bench-stream-") as tmp:

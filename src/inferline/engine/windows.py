@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from inferline.engine.window_sql import aggregate_query, cast_aggregates
 from inferline.errors import InferlineError
 from inferline.io.base import DeadLetter, row_as_json
 from inferline.io.duckdb import quote
@@ -60,6 +61,7 @@ class WindowOperator:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._created = False
         self._restored: pa.Array | None = None  # keys already counted before a restart
+        self._cast: dict[str, str] | None = None
 
     # --- state ---------------------------------------------------------------------------
     def open(self, state_path: str | None) -> None:
@@ -331,44 +333,34 @@ class WindowOperator:
         return ", ".join(quote(g) for g in self.spec.group_by) or "true"
 
     def _aggregate(self, rows: str, where: str, start: str, end: str) -> pa.Table:
-        groups = [quote(g) for g in self.spec.group_by]
-        aggregates = [f"{expr} AS {quote(name)}" for name, expr in self.spec.aggregates.items()]
-        label = " || '|' || ".join(
-            [
-                f"CAST({start} AS VARCHAR)",
-                f"CAST({end} AS VARCHAR)",
-                *[f"coalesce(CAST({g} AS VARCHAR), '')" for g in groups],
-            ]
+        groups = self.spec.group_by
+        query = aggregate_query(
+            rows, where=where, start=start, end=end, group_by=groups, aggregates=self._aggregates()
         )
-        select = ", ".join(
-            [
-                f"{label} AS key",
-                f"make_timestamp({start}) AS window_start",
-                f"make_timestamp({end}) AS window_end",
-                *groups,
-                *aggregates,
-            ]
-        )
-        group_by = ", ".join([start, end, *groups])
-        query = f"SELECT {select} FROM {rows} WHERE {where} GROUP BY {group_by} ORDER BY {group_by}"
         try:
             return self.con.sql(query).to_arrow_table()
         except duckdb.Error as exc:
             raise WindowError(self._explain(exc)) from None
 
+    def _aggregates(self) -> dict[str, str]:
+        """The aggregates as run: conditions given to numeric aggregates cast to INTEGER."""
+        if self._cast is None:
+            booleans = self.con.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = ? AND data_type = 'BOOLEAN'",
+                [_STATE],
+            ).fetchall()
+            self._cast = cast_aggregates(self.spec.aggregates, {name for (name,) in booleans})
+        return self._cast
+
     def _explain(self, exc: duckdb.Error) -> str:
         """The failing aggregate, found by trying each alone."""
-        for name, expr in self.spec.aggregates.items():
+        for name, expr in self._aggregates().items():
             try:
                 self.con.sql(f"SELECT {expr} FROM {_STATE} LIMIT 0").fetchall()
             except duckdb.Error as one:
-                message = _first_line(one)
-                hint = (
-                    "; average a condition as avg(CAST(prediction = 1 AS INT))"
-                    if "BOOLEAN" in message
-                    else ""
-                )
-                return f"{self.origin}: window.aggregates.{name}: {expr!r}: {message}{hint}"
+                written = self.spec.aggregates[name]
+                return f"{self.origin}: window.aggregates.{name}: {written!r}: {_first_line(one)}"
         return f"{self.origin}: window: {_first_line(exc)}"
 
 

@@ -175,14 +175,33 @@ def test_a_state_file_of_another_window_is_refused(tmp_path: Path) -> None:
 
 def test_a_bad_aggregate_is_named() -> None:
     op = WindowOperator(
-        window(kind="fixed", size="10s", aggregates={"rate": "avg(cls = 1)"}), origin="s.yaml"
+        window(kind="fixed", size="10s", aggregates={"n": "count(*)", "top": "max(colour)"}), origin="s.yaml"
     )
     op.open(None)
     op.add(batch(EVENTS[:2]), ingest_time=0)
-    with pytest.raises(
-        WindowError, match=r"^s\.yaml: window\.aggregates\.rate: 'avg\(cls = 1\)': .*avg\(CAST"
-    ):
+    with pytest.raises(WindowError, match=r"^s\.yaml: window\.aggregates\.top: 'max\(colour\)': .*colour"):
         op.close(final=True)
+
+
+def test_the_issues_fraud_rate_averages_a_condition() -> None:
+    # The issue's own example: DuckDB has no avg(BOOLEAN); the condition is cast to INTEGER.
+    # A BOOLEAN column given to sum() is counted the same way.
+    aggregates = {"fraud_rate": "avg(prediction = 1)", "flagged": "sum(flag)", "n": "count(*)"}
+    op = WindowOperator(window(kind="fixed", size="10s", group_by=[], aggregates=aggregates))
+    op.open(None)
+    rows = pa.RecordBatch.from_pydict(
+        {
+            "key": ["a", "b", "c", "d", "e"],
+            "t": [1.0, 2.0, 3.0, 4.0, 12.0],
+            "prediction": [1, 0, 1, 1, 0],
+            "flag": [True, False, False, True, True],
+        }
+    )
+    op.add(rows, ingest_time=0)
+    closed = op.close(final=True)
+    assert closed is not None
+    got = [(r["fraud_rate"], r["flagged"], r["n"]) for r in closed.to_pylist()]
+    assert got == [(0.75, 2, 4), (0.0, 1, 1)]
 
 
 def test_an_unreadable_time_is_named() -> None:
