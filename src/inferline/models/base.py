@@ -26,6 +26,7 @@ FRAMEWORKS: dict[str, tuple[str, str]] = {
     "keras": ("inferline.models.keras", "KerasHandler"),
     "xgboost": ("inferline.models.xgboost", "XGBoostHandler"),
     "lightgbm": ("inferline.models.lightgbm", "LightGBMHandler"),
+    "catboost": ("inferline.models.catboost", "CatBoostHandler"),
     "tensorflow": ("inferline.models.tensorflow", "TensorFlowHandler"),
     "tflite": ("inferline.models.tflite", "TFLiteHandler"),
     "huggingface": ("inferline.models.huggingface", "HuggingFaceHandler"),
@@ -47,6 +48,7 @@ SUFFIXES: dict[str, str] = {
     ".ubj": "xgboost",
     ".bst": "xgboost",
     ".model": "xgboost",
+    ".cbm": "catboost",
     ".tflite": "tflite",
     ".mar": "torchserve",
 }

@@ -80,14 +80,14 @@ def resolve_uri(spec: ModelSpec) -> ModelVersion:
 
 def handler_options(spec: ModelSpec, framework: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    if framework in ("sklearn", "onnx", "xgboost", "lightgbm"):
+    if framework in ("sklearn", "onnx", "xgboost", "lightgbm", "catboost"):
         options["scores"] = spec.scores
     if framework in ("onnx", "torch", "keras", "tensorflow", "huggingface"):
         options["device"] = spec.device
     if framework == "huggingface":
         options["scores"] = spec.scores
         options["task"] = spec.task
-    if framework in ("torch", "keras", "tensorflow", "tflite", "xgboost", "lightgbm"):
+    if framework in ("torch", "keras", "tensorflow", "tflite", "xgboost", "lightgbm", "catboost"):
         options["scores"] = spec.scores
         options["output"] = spec.output
     if framework == "tensorflow":

@@ -28,6 +28,7 @@ MODEL_TYPES: dict[str, str] = {
     "tensorflow_lite": "tflite",
     "xgboost": "xgboost",
     "lightgbm": "lightgbm",
+    "catboost": "catboost",
     "huggingface": "huggingface",  # inferline's: a local save_pretrained folder
 }
 
