@@ -202,7 +202,9 @@ def test_default_store_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_unknown_framework_is_refused(tmp_path: Path, files: dict[str, Path]) -> None:
     store = ModelStore(str(tmp_path))
-    with pytest.raises(ModelError, match=r"unknown framework 'caffe'; expected one of catboost, huggingface, keras"):
+    with pytest.raises(
+        ModelError, match=r"unknown framework 'caffe'; expected one of catboost, huggingface, keras"
+    ):
         store.add("iris", str(files["onnx"]), framework="caffe")
 
 
