@@ -55,8 +55,8 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def grpc_free(host: str, port: int) -> None:
-    """A one-line error now, when an explicit --grpc-port is busy, not a traceback at startup."""
+def grpc_free(host: str, port: int, flag: str = "--grpc-port") -> None:
+    """A one-line error now, when an explicit gRPC port is busy, not a traceback at startup."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         try:
@@ -64,10 +64,57 @@ def grpc_free(host: str, port: int) -> None:
         except OSError as exc:
             busy = exc.errno == errno.EADDRINUSE
             raise InferlineError(
-                f"serve: --grpc-port {port} on {host} is "
+                f"serve: {flag} {port} on {host} is "
                 + ("already in use" if busy else f"not available ({exc.strerror or exc})")
-                + "; pass a free --grpc-port, or --grpc-port 0 for no gRPC"
+                + f"; pass a free {flag}, or {flag} 0 "
+                + ("for no gRPC" if flag == "--grpc-port" else "to turn it off")
             ) from None
+
+
+def torchserve_grpc(
+    host: str,
+    port: int | None,
+    management_port: int | None,
+    management_host: str,
+    token: str | None,
+    *,
+    taken: dict[int, str] | None = None,
+) -> tuple[str | None, str | None]:
+    """The addresses of TorchServe's gRPC inference and management APIs (None: off).
+
+    `--ts-grpc-port P` serves inference on `host:P` and management on 127.0.0.1:P+1 (TorchServe's
+    7070/7071 pair) unless `--ts-grpc-management-port` says otherwise (0 turns it off). `taken`
+    maps the server's other ports to their flags.
+    """
+    if management_port is None and port:
+        management_port = port + 1
+    for flag, value in (("--ts-grpc-port", port), ("--ts-grpc-management-port", management_port)):
+        if value is not None and not 0 <= value <= 65535:
+            raise InferlineError(f"serve: {flag} {value}; expected 1-65535, or 0 to turn it off")
+        if value and value in (taken or {}):
+            raise InferlineError(
+                f"serve: port {value} is both {(taken or {})[value]} and {flag}; give each API its own port"
+            )
+    if port and port == management_port:
+        raise InferlineError(
+            f"serve: --ts-grpc-port and --ts-grpc-management-port are both {port}; "
+            "TorchServe's two gRPC APIs need two ports (e.g. 7070 and 7071)"
+        )
+    if management_port and not is_loopback(management_host) and not token:
+        raise InferlineError(
+            f"serve: --ts-grpc-management-host {management_host} exposes model management to the "
+            "network; pass --token TOKEN (or leave it on 127.0.0.1)"
+        )
+    for flag, bind_host, value in (
+        ("--ts-grpc-port", host, port),
+        ("--ts-grpc-management-port", management_host, management_port),
+    ):
+        if value:
+            grpc_free(bind_host, value, flag)
+    return (
+        address(host, port) if port else None,
+        address(management_host, management_port) if management_port else None,
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -105,6 +152,27 @@ def register(app: typer.Typer) -> None:
                 "warning if busy; 0 turns it off)."
             ),
         ] = None,
+        ts_grpc_port: Annotated[
+            int | None,
+            typer.Option(
+                help="Port of TorchServe's gRPC inference API (TorchServe uses 7070; off by default); "
+                "its management API then listens on 127.0.0.1 and the next port.",
+                show_default=False,
+            ),
+        ] = None,
+        ts_grpc_management_port: Annotated[
+            int | None,
+            typer.Option(
+                help="Port of TorchServe's gRPC management API (default --ts-grpc-port + 1; 0: off).",
+                show_default=False,
+            ),
+        ] = None,
+        ts_grpc_management_host: Annotated[
+            str,
+            typer.Option(
+                help="Address TorchServe's gRPC management API binds; anything but loopback needs --token."
+            ),
+        ] = "127.0.0.1",
         token: Annotated[
             str | None,
             typer.Option(help="Bearer token required by the management API.", envvar="INFERLINE_TOKEN"),
@@ -181,6 +249,11 @@ def register(app: typer.Typer) -> None:
         warnings.filterwarnings("ignore", message=r"Image size .* decompression bomb")
         if grpc_port:
             grpc_free(host, grpc_port)
+        v2_port = None if grpc_port == 0 else grpc_port or DEFAULT_GRPC_PORT
+        taken = {port: "--port", **({v2_port: "--grpc-port"} if v2_port else {})}
+        ts_grpc, ts_grpc_management = torchserve_grpc(
+            host, ts_grpc_port, ts_grpc_management_port, ts_grpc_management_host, token, taken=taken
+        )
         listening = bind(host, port)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         config = ServerConfig(
@@ -193,14 +266,20 @@ def register(app: typer.Typer) -> None:
             allow_origins=origins,
             max_image_pixels=max_image_pixels,
             loopback_only=is_loopback(host),
-            grpc_address=None if grpc_port == 0 else address(host, grpc_port or DEFAULT_GRPC_PORT),
+            grpc_address=None if v2_port is None else address(host, v2_port),
             grpc_required=grpc_port is not None,
+            ts_grpc_address=ts_grpc,
+            ts_grpc_management_address=ts_grpc_management,
             warehouse=warehouse,
         )
         state = ServerState(config, store=ModelStore(store_root))
         assert state.catalog is not None
         loaded = state.catalog.load_all()
         grpc_note = f" and gRPC {config.grpc_address}" if config.grpc_address else ""
+        if ts_grpc or ts_grpc_management:
+            apis = [f"inference {ts_grpc}"] if ts_grpc else []
+            apis += [f"management {ts_grpc_management}"] if ts_grpc_management else []
+            grpc_note += f" and TorchServe gRPC ({', '.join(apis)})"
         print(
             f"serving {', '.join(loaded) or 'no models yet'} from {model_store or store_root} "
             f"on http://{host}:{port}" + grpc_note,

@@ -73,20 +73,33 @@ def all_routes() -> list[BaseRoute]:
     return routes
 
 
-async def start_rpc(state: ServerState) -> Any:
-    """The gRPC server on `config.grpc_address` (None when off, or busy and not required)."""
-    address = state.config.grpc_address
-    if not address:
-        return None
-    from inferline.serve.rpc.server import start_grpc
+async def start_rpc(state: ServerState) -> list[Any]:
+    """The gRPC servers: v2 on `config.grpc_address` (skipped when busy and not required),
+    TorchServe's inference and management APIs on theirs."""
+    config = state.config
+    if not (config.grpc_address or config.ts_grpc_address or config.ts_grpc_management_address):
+        return []
+    from inferline.serve.rpc import server as rpc
 
+    servers = []
     try:
-        return await start_grpc(state, address)
-    except OSError as exc:
-        if state.config.grpc_required:
-            raise
-        log.warning("%s; serving HTTP only (pick a port with --grpc-port, 0 turns gRPC off)", exc)
-        return None
+        if config.grpc_address:
+            try:
+                servers.append(await rpc.start_grpc(state, config.grpc_address))
+            except OSError as exc:
+                if config.grpc_required:
+                    raise
+                log.warning("%s; serving HTTP only (pick a port with --grpc-port, 0 turns gRPC off)", exc)
+        if config.ts_grpc_address:
+            servers.append(await rpc.start_grpc(state, config.ts_grpc_address, rpc.TORCHSERVE_INFERENCE))
+        if config.ts_grpc_management_address:
+            address = config.ts_grpc_management_address
+            servers.append(await rpc.start_grpc(state, address, rpc.TORCHSERVE_MANAGEMENT))
+    except BaseException:
+        for server in servers:
+            await server.stop(grace=None)
+        raise
+    return servers
 
 
 def create_app(state: ServerState) -> Starlette:
@@ -95,7 +108,7 @@ def create_app(state: ServerState) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         watcher = None
-        rpc = await start_rpc(state)
+        servers = await start_rpc(state)
         if state.catalog is not None and state.config.watch_interval > 0:
             watcher = asyncio.create_task(state.catalog.watch(state.config.watch_interval))
         state.ready = True
@@ -103,8 +116,8 @@ def create_app(state: ServerState) -> Starlette:
             yield
         finally:
             state.ready = False
-            if rpc is not None:
-                await rpc.stop(grace=1.0)
+            for server in servers:
+                await server.stop(grace=1.0)
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -221,6 +221,9 @@ class StoreCatalog:
 
     async def set_default(self, name: str, version: str) -> ServedVersion:
         """Pin `version` in the store (so it survives restarts and new versions) and serve it."""
+        model = self.models.models.get(name)
+        if model is not None:
+            version = self._number_of(model, version)  # an archive's own "2.0" names its number
         served = await self.load_version(name, version)
         try:
             await asyncio.to_thread(self.store.pin, name, int(version))

@@ -47,6 +47,8 @@ class ServerConfig:
     management refuse non-loopback `Host` headers (set when the server binds loopback).
     `grpc_address` ("127.0.0.1:8081") starts the gRPC server with the app; when it cannot
     bind, the app fails to start if `grpc_required`, else serves HTTP only and logs why.
+    `ts_grpc_address` and `ts_grpc_management_address` start TorchServe's gRPC inference and
+    management APIs (each on its own port, as TorchServe does); they must bind.
     """
 
     token: str | None = None
@@ -54,6 +56,8 @@ class ServerConfig:
     loopback_only: bool = False
     grpc_address: str | None = None
     grpc_required: bool = False
+    ts_grpc_address: str | None = None
+    ts_grpc_management_address: str | None = None
     max_body: int = 16 * 2**20
     settings: BatchSettings = field(default_factory=BatchSettings)
     watch_interval: float = 1.0

@@ -26,7 +26,7 @@ from inferline.models.mar import FRAMEWORK as MAR
 from inferline.serve.bodies import instances_of, parse_instances, rows_of
 from inferline.serve.http import ApiError, bad_request, invalid_input, json_response, parse_json
 from inferline.serve.models import ServedVersion
-from inferline.serve.offload import PROCESS_BODY_BYTES
+from inferline.serve.offload import PROCESS_BODY_BYTES, Offload
 from inferline.serve.state import server_of
 from inferline.serve.ts_bodies import INSTANCE_FIELDS, form_parts, is_multipart, request_items
 from inferline.serve.values import may_hold_booleans
@@ -48,8 +48,14 @@ async def predictions(request: Request) -> Response:
 
 def parse_predictions(body: bytes, request: Request, served: ServedVersion) -> tuple[np.ndarray, Any]:
     content_type = request.headers.get("content-type", "")
-    state = server_of(request)
     route = f"{request.method} /predictions/{served.name}"
+    return parse_body(body, content_type, served, route=route, offload=server_of(request).offload)
+
+
+def parse_body(
+    body: bytes, content_type: str, served: ServedVersion, *, route: str, offload: Offload
+) -> tuple[np.ndarray, Any]:
+    """One request body as rows for `served` (and the hooks' batch); REST and TorchServe's gRPC."""
     if served.framework == MAR:  # TorchServe's handler reads TorchServe's request items
         items = request_items(body, content_type, where=route)
         rows = np.empty(len(items), dtype=object)
@@ -69,7 +75,7 @@ def parse_predictions(body: bytes, request: Request, served: ServedVersion) -> t
         return decode_image_body(body, served), None
     if served.hooks is None and len(body) >= PROCESS_BODY_BYTES:
         # Called on a worker thread (see ServerState._parse): wait for the worker process.
-        return state.offload.in_process(parse_instances, body, route, served.spec), None
+        return offload.in_process(parse_instances, body, route, served.spec), None
     instances = instances_of(parse_json(body, route=route), route)
     bools = may_hold_booleans(body)
     if served.hooks is not None:
