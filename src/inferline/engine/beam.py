@@ -50,6 +50,7 @@ from inferline.engine.beam_io import (  # noqa: E402
     read_source,
     write_sink,
 )
+from inferline.engine.beam_windows import window_rows  # noqa: E402
 from inferline.engine.local import RunSummary  # noqa: E402
 from inferline.engine.process import BatchProcessor  # noqa: E402
 from inferline.engine.tensors import tensor_column  # noqa: E402
@@ -72,6 +73,7 @@ class BeamOutputs:
     results: Any
     dead: Any
     sides: dict[str, Any] = field(default_factory=dict)
+    batches: Any = None  # each batch's result rows (`pa.RecordBatch | None`), for `window:`
 
 
 def pipeline_options(args: Sequence[str], *, streaming: bool = False) -> PipelineOptions:
@@ -116,7 +118,10 @@ def build(pipeline: beam.Pipeline, spec: PipelineSpec, *, streaming: bool = Fals
     dead_sink = dead_letter_sink(spec)
     if dead_sink is not None:
         write_sink(dead, dead_sink, streaming=streaming, label="DeadLetters")
-    return BeamOutputs(outputs.results, dead, outputs.sides)
+    if spec.window is not None:
+        windows = window_rows(outputs.batches, spec, streaming=streaming)
+        write_sink(windows, spec.window.sink, streaming=streaming, label="Windows")
+    return BeamOutputs(outputs.results, dead, outputs.sides, outputs.batches)
 
 
 def process_rows(
@@ -142,7 +147,7 @@ def process_rows(
         processed = batches | "Process" >> beam.ParDo(_ProcessBatch(spec)).with_outputs(DEAD, main="done")
         emitted = processed.done | "Emit" >> beam.ParDo(_Emit(spec)).with_outputs(*_tags(spec))
         dead = (processed[DEAD], emitted[DEAD]) | "ProcessDeadLetters" >> beam.Flatten()
-        return _outputs(emitted, dead, spec)
+        return _outputs(emitted, dead, spec, processed.done)
     model = models[0]
     if len(models) > 1 and any(m.watch for m in models) and streaming:
         raise SpecError(
@@ -169,7 +174,7 @@ def process_rows(
     label = ", ".join(_current_model_id(m) for m in models)
     bad_batches = failed.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch, label)
     dead = (emitted[DEAD], bad_batches) | "ModelDeadLetters" >> beam.Flatten()
-    return _outputs(emitted, dead, spec)
+    return _outputs(emitted, dead, spec, done)
 
 
 def _tags(spec: PipelineSpec) -> tuple[str, ...]:
@@ -179,10 +184,15 @@ def _tags(spec: PipelineSpec) -> tuple[str, ...]:
     return (DEAD, *sides)
 
 
-def _outputs(emitted: Any, dead: Any, spec: PipelineSpec) -> BeamOutputs:
+def _outputs(emitted: Any, dead: Any, spec: PipelineSpec, processed: Any) -> BeamOutputs:
     sides = {name: emitted[name] for name in _tags(spec)[1:]}
     results = tuple(sides.values()) | "AllSides" >> beam.Flatten() if sides else emitted[None]
-    return BeamOutputs(results, dead, sides)
+    batches = processed | "ResultBatches" >> beam.Map(_results) if spec.window is not None else None
+    return BeamOutputs(results, dead, sides, batches)
+
+
+def _results(processed: Processed) -> pa.RecordBatch | None:
+    return processed.results
 
 
 def model_inputs(model: ModelSpec) -> list[str]:
@@ -451,6 +461,8 @@ def run_beam(spec: PipelineSpec, beam_args: Sequence[str] = (), *, limit: int | 
         output=spec.sink.describe(),
         dead_letter=dead_sink.describe() if dead_sink is not None and counters.get("rows_dead") else None,
         with_model=bool(spec.all_models),
+        window_output=spec.window.sink.describe() if spec.window is not None else None,
+        window_rows=counters.get("window_rows", 0),
     )
 
 

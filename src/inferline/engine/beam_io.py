@@ -43,18 +43,18 @@ def dead_letter(key: str, raw: str, error: str, stage: str, model_id: str | None
 
 def check_supported(spec: PipelineSpec) -> None:
     """Refuse, in one line, what cannot run distributed, before any Beam work starts."""
-    if spec.window is not None:
-        raise SpecError(
-            f"{spec.origin}: window: runs on the local engine only for now; "
-            "run without --runner beam, or aggregate the sink's rows afterwards"
-        )
     kind = spec.source.kind
     if kind not in BEAM_SOURCES:
         raise SpecError(
             f"{spec.origin}: source kind {kind!r} cannot run under --runner beam; "
             f"use one of {', '.join(BEAM_SOURCES)}"
         )
-    for where, sink in (("sink", spec.sink), ("dead_letter", dead_letter_sink(spec))):
+    window_sink = spec.window.sink if spec.window is not None else None
+    for where, sink in (
+        ("sink", spec.sink),
+        ("dead_letter", dead_letter_sink(spec)),
+        ("window.sink", window_sink),
+    ):
         if sink is None or sink.kind in BEAM_SINKS:
             continue
         if sink.kind == "duckdb":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
+import duckdb
 import sqlglot
 from sqlglot import exp
 
@@ -116,3 +117,24 @@ def cast_aggregates(aggregates: Mapping[str, str], boolean_columns: Collection[s
     return {
         name: numeric_conditions(expr, boolean_columns=boolean_columns) for name, expr in aggregates.items()
     }
+
+
+def failing_aggregate(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    written: Mapping[str, str],
+    run: Mapping[str, str],
+    origin: str,
+    error: duckdb.Error,
+) -> str:
+    """The one-line error of a failed window query: the first aggregate that fails alone."""
+    for name, expr in run.items():
+        try:
+            con.sql(f"SELECT {expr} FROM {table} LIMIT 0").fetchall()
+        except duckdb.Error as one:
+            return f"{origin}: window.aggregates.{name}: {written[name]!r}: {_first_line(one)}"
+    return f"{origin}: window: {_first_line(error)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

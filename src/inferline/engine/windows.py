@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from inferline.engine.window_sql import aggregate_query, cast_aggregates
+from inferline.engine.window_sql import aggregate_query, cast_aggregates, failing_aggregate
 from inferline.errors import InferlineError
 from inferline.io.base import DeadLetter, row_as_json
 from inferline.io.duckdb import quote
@@ -192,40 +192,7 @@ class WindowOperator:
         return late
 
     def _event_times(self, results: pa.RecordBatch, ingest_time: float) -> np.ndarray:
-        if self.spec.time is None:
-            return np.full(results.num_rows, round(ingest_time * 1_000_000), dtype=np.int64)
-        name = self.spec.time
-        if name not in results.schema.names:
-            raise WindowError(
-                f"{self.origin}: window.time: column {name!r} not found in the result rows "
-                f"(columns: {', '.join(results.schema.names)}); keep it with keep: or output:"
-            )
-        column = results.column(name)
-        if pa.types.is_timestamp(column.type):
-            micros = column.cast(pa.timestamp("us", tz=column.type.tz)).cast(pa.int64())
-        elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-            micros = pc.round(pc.multiply(column.cast(pa.float64()), 1_000_000)).cast(pa.int64())
-        else:
-            micros = self._parse_times(column)
-        if micros.null_count:
-            index = int(pc.index(pc.is_null(micros), True).as_py())
-            raise WindowError(
-                f"{self.origin}: window.time: row {results.column('key')[index].as_py()}: "
-                f"{column[index].as_py()!r} is not a time; expected a timestamp, ISO 8601 text "
-                "or seconds since the epoch"
-            )
-        return np.asarray(micros.to_numpy(zero_copy_only=False), dtype=np.int64)
-
-    def _parse_times(self, column: pa.Array) -> pa.Array:
-        self.con.register("_inferline_times", pa.table({"t": column.cast(pa.string())}))
-        try:
-            parsed = self.con.sql(
-                "SELECT coalesce(epoch_us(try_cast(t AS TIMESTAMPTZ)), "
-                "epoch_us(try_cast(t AS TIMESTAMP))) AS t FROM _inferline_times"
-            ).to_arrow_table()
-        finally:
-            self.con.unregister("_inferline_times")
-        return parsed.column("t").combine_chunks().cast(pa.int64())
+        return event_times(results, self.spec.time, ingest_time=ingest_time, con=self.con, origin=self.origin)
 
     def _late_letters(
         self, results: pa.RecordBatch, times: np.ndarray, watermark: np.ndarray, on_time: np.ndarray
@@ -354,14 +321,53 @@ class WindowOperator:
         return self._cast
 
     def _explain(self, exc: duckdb.Error) -> str:
-        """The failing aggregate, found by trying each alone."""
-        for name, expr in self._aggregates().items():
-            try:
-                self.con.sql(f"SELECT {expr} FROM {_STATE} LIMIT 0").fetchall()
-            except duckdb.Error as one:
-                written = self.spec.aggregates[name]
-                return f"{self.origin}: window.aggregates.{name}: {written!r}: {_first_line(one)}"
-        return f"{self.origin}: window: {_first_line(exc)}"
+        return failing_aggregate(self.con, _STATE, self.spec.aggregates, self._aggregates(), self.origin, exc)
+
+
+def event_times(
+    results: pa.RecordBatch,
+    column_name: str | None,
+    *,
+    ingest_time: float,
+    con: duckdb.DuckDBPyConnection,
+    origin: str,
+) -> np.ndarray:
+    """Each row's event time in µs since the epoch: `column_name` (a timestamp, ISO 8601 text
+    or epoch seconds; text is parsed by DuckDB on `con`), else `ingest_time` for every row."""
+    if column_name is None:
+        return np.full(results.num_rows, round(ingest_time * 1_000_000), dtype=np.int64)
+    if column_name not in results.schema.names:
+        raise WindowError(
+            f"{origin}: window.time: column {column_name!r} not found in the result rows "
+            f"(columns: {', '.join(results.schema.names)}); keep it with keep: or output:"
+        )
+    column = results.column(column_name)
+    if pa.types.is_timestamp(column.type):
+        micros = column.cast(pa.timestamp("us", tz=column.type.tz)).cast(pa.int64())
+    elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        micros = pc.round(pc.multiply(column.cast(pa.float64()), 1_000_000)).cast(pa.int64())
+    else:
+        micros = _parse_times(con, column)
+    if micros.null_count:
+        index = int(pc.index(pc.is_null(micros), True).as_py())
+        raise WindowError(
+            f"{origin}: window.time: row {results.column('key')[index].as_py()}: "
+            f"{column[index].as_py()!r} is not a time; expected a timestamp, ISO 8601 text "
+            "or seconds since the epoch"
+        )
+    return np.asarray(micros.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _parse_times(con: duckdb.DuckDBPyConnection, column: pa.Array) -> pa.Array:
+    con.register("_inferline_times", pa.table({"t": column.cast(pa.string())}))
+    try:
+        parsed = con.sql(
+            "SELECT coalesce(epoch_us(try_cast(t AS TIMESTAMPTZ)), "
+            "epoch_us(try_cast(t AS TIMESTAMP))) AS t FROM _inferline_times"
+        ).to_arrow_table()
+    finally:
+        con.unregister("_inferline_times")
+    return parsed.column("t").combine_chunks().cast(pa.int64())
 
 
 def default_state_path(spec_name: str) -> str:

@@ -233,26 +233,6 @@ def test_window_spec_errors(raw: dict[str, Any], message: str) -> None:
         parse_spec(spec, origin="s.yaml")
 
 
-def test_the_beam_runner_refuses_a_window_in_one_line() -> None:
-    from inferline.engine.beam_io import check_supported
-
-    spec = parse_spec(
-        {
-            "source": {"kind": "csv", "path": "x.csv"},
-            "sink": {"kind": "parquet", "path": "o.parquet"},
-            "window": {
-                "kind": "fixed",
-                "size": "1m",
-                "aggregates": {"n": "count(*)"},
-                "sink": {"kind": "csv", "path": "w.csv"},
-            },
-        },
-        origin="s.yaml",
-    )
-    with pytest.raises(SpecError, match=r"^s\.yaml: window: runs on the local engine only for now"):
-        check_supported(spec)
-
-
 def test_early_results_share_the_key_of_the_final_row() -> None:
     op = WindowOperator(window(kind="fixed", size="10s", emit="every 1s"))
     op.open(None)
