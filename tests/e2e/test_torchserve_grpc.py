@@ -235,13 +235,15 @@ def test_register_describe_set_default_scale_unregister(server: Any, ts: Any, ar
     red = ts.inference_pb2.PredictionsRequest(model_name="colors", input={"data": png((250, 0, 0))})
     assert list(json.loads(inference.Predictions(red).prediction))[0] == "rouge"  # 2.0's labels
 
-    # ScaleWorker is REST's PUT /models/{name}?min_worker=&max_worker=, answered the same way.
-    scale = pb.ScaleWorkerRequest(model_name="colors", min_worker=1, max_worker=1)
+    # ScaleWorker is REST's PUT /models/{name}?min_worker=&max_worker=&synchronous=, answered alike.
+    scale = pb.ScaleWorkerRequest(model_name="colors", min_worker=2, max_worker=2, synchronous=True)
     bearer = {"Authorization": f"Bearer {TOKEN}"}
-    rest = httpx.put(f"{server.base}/models/colors?min_worker=1&max_worker=1", headers=bearer, timeout=30)
-    if rest.status_code == 200:
+    query = "min_worker=2&max_worker=2&synchronous=true"
+    rest = httpx.put(f"{server.base}/models/colors?{query}", headers=bearer, timeout=60)
+    if rest.is_success:
         assert stub.ScaleWorker(scale, metadata=AUTH).msg == rest.json()["status"]
-    else:  # e.g. 405 -> UNIMPLEMENTED
+        assert [d["minWorkers"] for d in describe_all() if d["modelVersion"] == "2.0"] == [2]
+    else:  # a server without the REST route: 405 -> UNIMPLEMENTED
         assert failure(stub.ScaleWorker, scale, metadata=AUTH)[0] == ts_status(rest.status_code)
 
     is_default = pb.UnregisterModelRequest(model_name="colors", model_version="2.0")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import MutableMapping
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import grpc
 from starlette.applications import Starlette
@@ -96,7 +96,7 @@ class ManagementServicer:
             "http_version": "1.1",
             "method": method,
             "scheme": "http",
-            "path": path,
+            "path": unquote(path),
             "raw_path": path.encode(),
             "root_path": "",
             "query_string": urlencode(query).encode(),
