@@ -1,5 +1,6 @@
-"""A new model that writes more columns: the stream's DuckDB table grows a nullable column
-instead of the run dying (`existing table has no column 'scores'`)."""
+"""A new model that writes more columns: the stream's DuckDB table grows a nullable column,
+a Parquet sink starts a new file with the wider schema, instead of the run dying
+(`existing table has no column 'scores'`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import duckdb
 import joblib
+import pyarrow as pa
+import pyarrow.parquet as pq
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC
@@ -23,12 +26,14 @@ from tests.e2e.streaming import Probe, stop
 
 PIPELINE = """\
 name: iris-grow
-source: {kind: topic, url: queue.db, topic: iris}
-model: {name: iris, uri: "models/iris-*.joblib", inputs: feature, watch: true, watch_interval: 0.2}
+source: {{kind: topic, url: queue.db, topic: iris}}
+model: {{name: iris, uri: "models/iris-*.joblib", inputs: feature, watch: true, watch_interval: 0.2}}
 key: id
-sink: {kind: duckdb, path: warehouse.duckdb, table: preds}
-batch: {max_size: 20, max_wait_ms: 10}
+sink: {sink}
+batch: {{max_size: 20, max_wait_ms: 10}}
 """
+DUCKDB_SINK = "{kind: duckdb, path: warehouse.duckdb, table: preds}"
+PARQUET_SINK = "{kind: parquet, path: out/preds.parquet}"
 
 
 def _dump(model: object, path: Path) -> None:
@@ -36,11 +41,13 @@ def _dump(model: object, path: Path) -> None:
     os.replace(f"{path}.tmp", path)  # the watcher never sees half a file
 
 
-def test_a_swap_to_a_model_with_scores_adds_the_column(project: Path) -> None:
+def _run_through_a_swap(project: Path, sink: str) -> tuple[str, str]:
+    """100 messages on an SVC (no `scores`), a swap to a LogisticRegression, 200 more:
+    the run's stdout and stderr."""
     x, y = load_iris(return_X_y=True)
     (project / "models").mkdir()
     _dump(SVC().fit(x, y), project / "models" / "iris-1.joblib")  # no predict_proba: no scores
-    (project / "grow.yaml").write_text(PIPELINE)
+    (project / "grow.yaml").write_text(PIPELINE.format(sink=sink))
     inferline.publish("iris", iris_stream.messages(100), url="queue.db")
     out_file = (project / "out.txt").open("w")
     runner = subprocess.Popen(
@@ -70,18 +77,57 @@ def test_a_swap_to_a_model_with_scores_adds_the_column(project: Path) -> None:
         probe.close()
         out_file.close()
     reader.join(timeout=10)
-    out = (project / "out.txt").read_text()
     assert runner.returncode == 0, "".join(stderr)
+    return (project / "out.txt").read_text(), "".join(stderr)
+
+
+def test_a_swap_to_a_model_with_scores_adds_the_column(project: Path) -> None:
+    out, err = _run_through_a_swap(project, DUCKDB_SINK)
     assert "300 rows read, 300 predicted, 0 dead-lettered" in out
-    assert any("warehouse.duckdb table preds: added column scores" in line for line in stderr), "".join(
-        stderr
-    )
+    assert "warehouse.duckdb table preds: added column scores" in err, err
     with duckdb.connect(str(project / "warehouse.duckdb"), read_only=True) as con:
         rows = con.sql("SELECT id, model_id, scores FROM preds ORDER BY id").fetchall()
     assert [r[0] for r in rows] == list(range(300))
     assert all(scores is None for _, _, scores in rows[:100])
     assert all(len(scores) == 3 for _, _, scores in rows[100:])
     assert {model for _, model, _ in rows[100:]} == {"iris/2"}
+
+
+def test_a_swap_into_parquet_starts_a_wider_file_and_a_restart_skips_a_corrupt_newest_model(
+    project: Path, cli: CliRunner
+) -> None:
+    out, err = _run_through_a_swap(project, PARQUET_SINK)
+    assert "300 rows read, 300 predicted, 0 dead-lettered" in out
+    first, second = "out/preds.parquet", "out/preds.schema-2.parquet"
+    assert f"{first}: new column scores: rows from here on go to {second}" in err, err
+    assert "scores" not in pq.read_schema(project / first).names
+    # Readers see one table over both files: older rows NULL in `scores`.
+    with duckdb.connect() as con:
+        rows = con.sql(
+            "SELECT id, model_id, scores FROM read_parquet('out/preds*.parquet', union_by_name = true) "
+            "ORDER BY id"
+        ).fetchall()
+    assert [r[0] for r in rows] == list(range(300))
+    swapped = next(i for i, (_, model, _) in enumerate(rows) if model == "iris/2")
+    assert swapped >= 100 and all(s is None for _, m, s in rows if m == "iris/1")
+    assert all(m == "iris/2" and len(s) == 3 for _, m, s in rows[swapped:])
+    table = pa.concat_tables(
+        [pq.read_table(project / name) for name in (first, second)], promote_options="default"
+    )
+    assert table.num_rows == 300 and table.column("scores").null_count == swapped
+
+    # A restart whose newest model file is corrupt starts on the newest one that loads.
+    (project / "models" / "iris-3.joblib").write_bytes(b"\x80\x04 not really a pickle")
+    inferline.publish("iris", iris_stream.messages(20, start=300), url="queue.db")
+    rerun = cli("run", "grow.yaml", "--no-progress", "--until-idle", "1")
+    assert "20 rows read, 20 predicted, 0 dead-lettered" in rerun.stdout
+    warning = next(line for line in rerun.stderr.splitlines() if "iris/3" in line)
+    assert warning.startswith("warning: model iris/3: cannot load ")
+    assert warning.endswith("starting on iris/2, the newest version that loads; retrying with backoff")
+    rows = pq.read_table(project / first).to_pylist()
+    assert [r["id"] for r in rows] == list(range(300, 320))
+    assert {r["model_id"] for r in rows} == {"iris/2"} and all(len(r["scores"]) == 3 for r in rows)
+    assert not (project / second).exists()  # the older run's second file is not this run's output
 
 
 def test_a_column_that_changed_type_dead_letters_the_rows_and_the_run_goes_on(

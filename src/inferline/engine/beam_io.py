@@ -8,21 +8,18 @@ dead letters are the same on every runner; one file is read by one worker. File 
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
-from typing import IO, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import apache_beam as beam
-import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.metrics.metric import Metrics
 from apache_beam.transforms.window import FixedWindows, GlobalWindow
 
+from inferline.engine.beam_files import CsvRows, JsonlRows, ParquetRows
 from inferline.errors import InputError, SpecError, require
 from inferline.pipeline import FILE_SINK_KINDS, PipelineSpec, SinkSpec
 
@@ -375,98 +372,3 @@ def bigquery_args(sink: SinkSpec, *, streaming: bool) -> dict[str, Any]:
         "write_disposition": "WRITE_APPEND",
         **options,
     }
-
-
-class _RowsSink(fileio.FileSink):
-    """Buffers rows and writes them as Arrow batches; the first batch fixes the schema."""
-
-    buffer_rows = 65536
-
-    def open(self, fh: IO[bytes]) -> None:
-        self._fh = fh
-        self._rows: list[Mapping[str, Any]] = []
-        self._schema: pa.Schema | None = None
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        self._rows.append(record)
-        if len(self._rows) >= self.buffer_rows:
-            self._drain()
-
-    def flush(self) -> None:
-        self._drain()
-        self._close()
-        self._fh.flush()
-
-    def _drain(self) -> None:
-        if not self._rows:
-            return
-        batch = pa.RecordBatch.from_pylist(self._rows, schema=self._schema)
-        self._rows = []
-        if self._schema is None:
-            self._schema = batch.schema
-        self._write(batch)
-
-    def _write(self, batch: pa.RecordBatch) -> None:
-        raise NotImplementedError
-
-    def _close(self) -> None:
-        """Writers with a footer finish it here."""
-
-
-class ParquetRows(_RowsSink):
-    """One Parquet file per shard."""
-
-    def _write(self, batch: pa.RecordBatch) -> None:
-        if getattr(self, "_writer", None) is None:
-            self._writer = pq.ParquetWriter(self._fh, batch.schema)
-        self._writer.write_batch(batch)
-
-    def _close(self) -> None:
-        if getattr(self, "_writer", None) is not None:
-            self._writer.close()
-            self._writer = None
-
-
-def _json_value(value: Any) -> Any:
-    # Bytes (an objects source's `data`) as base64, as the local engine's JSON and CSV sinks write them.
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    return str(value)
-
-
-class JsonlRows(fileio.FileSink):
-    """Newline-delimited JSON, one object per row."""
-
-    def open(self, fh: IO[bytes]) -> None:
-        self._fh = fh
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        self._fh.write(json.dumps(record, default=_json_value, separators=(",", ":")).encode("utf-8") + b"\n")
-
-    def flush(self) -> None:
-        self._fh.flush()
-
-
-class CsvRows(_RowsSink):
-    """CSV with a header; list and struct values are written as JSON text."""
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        flat = {
-            k: json.dumps(v, default=_json_value, separators=(",", ":"))
-            if isinstance(v, (list, dict))
-            else _json_value(v)
-            if isinstance(v, bytes)
-            else v
-            for k, v in record.items()
-        }
-        super().write(flat)
-
-    def _write(self, batch: pa.RecordBatch) -> None:
-        if getattr(self, "_writer", None) is None:
-            self._writer = pa_csv.CSVWriter(self._fh, batch.schema)
-        self._writer.write_batch(batch)
-
-    def _close(self) -> None:
-        if getattr(self, "_writer", None) is not None:
-            self._writer.close()
-            self._writer = None

@@ -2,12 +2,19 @@
 
 A failed run leaves the previous output untouched and its partial output beside it. A sink
 never replaces a file of another kind (`io/targets.py`).
+
+A file has one schema. When a new model writes columns the Parquet or CSV file does not
+have (a hot swap to a model with `scores`), the sink starts the next file with the wider
+schema: `out.parquet`, then `out.schema-2.parquet`, ... (`output_files`); read them together
+(`read_parquet('out*.parquet', union_by_name = true)`), older rows NULL in the new columns.
+JSONL rows carry whatever columns they have, in one file.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import IO, Any
 
 import duckdb
@@ -16,10 +23,44 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from inferline.errors import SinkError, SinkSchemaError
+from inferline.errors import SinkError
+from inferline.io.sink_schema import conform, new_columns, widened
 from inferline.io.targets import check_output
 
 log = logging.getLogger("inferline.sinks")
+
+
+def schema_file(path: str, number: int) -> str:
+    """The `number`-th file of a sink at `path` (1: `path` itself).
+
+    Example:
+        >>> schema_file("out/iris.parquet", 2)
+        'out/iris.schema-2.parquet'
+    """
+    if number == 1:
+        return path
+    stem, suffix = os.path.splitext(path)
+    return f"{stem}.schema-{number}{suffix}"
+
+
+def output_files(path: str) -> list[str]:
+    """The files a Parquet/CSV sink at local `path` wrote, in order: `path`, then
+    `<stem>.schema-2<suffix>`, ... (one per schema the run's models wrote)."""
+    files = [path] if os.path.exists(path) else []
+    return files + [p for _, p in _later_files(path) if os.path.exists(p)]
+
+
+def _later_files(path: str, fs: Any = None) -> list[tuple[int, str]]:
+    """(number, path) of the `schema-N` files beside `path`, by number."""
+    stem, suffix = os.path.splitext(path)
+    pattern = re.compile(re.escape(os.path.basename(stem)) + r"\.schema-(\d+)" + re.escape(suffix) + "$")
+    folder = os.path.dirname(path)
+    if fs is None:
+        names = os.listdir(folder or ".") if os.path.isdir(folder or ".") else []
+    else:
+        names = [os.path.basename(p) for p in fs.ls(folder, detail=False)] if fs.exists(folder) else []
+    found = [(int(m.group(1)), os.path.join(folder, name)) for name in names if (m := pattern.match(name))]
+    return sorted(found)
 
 
 class _FileSink:
@@ -32,6 +73,8 @@ class _FileSink:
         self._handle: IO[bytes] | None = None
         self._fs: Any = None
         self._partial = ""
+        # (partial, target) of every file this run wrote; the last one is open.
+        self._files: list[tuple[str, str]] = []
         self.rows = 0
 
     def describe(self) -> str:
@@ -43,12 +86,30 @@ class _FileSink:
         parent = os.path.dirname(target)
         if parent:
             self._fs.makedirs(parent, exist_ok=True)
-        self._partial = target + ".partial"
+        self._files = []
+        self._open_file(target)
+        self._target = target
+
+    def _open_file(self, target: str) -> None:
+        partial = target + ".partial"
         try:
-            self._handle = self._fs.open(self._partial, "wb")
+            self._handle = self._fs.open(partial, "wb")
         except OSError as exc:
             raise SinkError(f"{self.path}: cannot write ({exc})") from None
-        self._target = target
+        self._partial = partial
+        self._files.append((partial, target))
+
+    def _next_file(self) -> str:
+        """Finish the open file and open the next one (`schema_file`); returns its path."""
+        number = len(self._files) + 1
+        path = schema_file(self.path, number)
+        check_output(path, self.kind, setting=self.setting)
+        self._finish()
+        assert self._handle is not None
+        self._handle.close()
+        self._handle = None
+        self._open_file(schema_file(self._target, number))
+        return path
 
     def write(self, batch: pa.RecordBatch) -> None:
         raise NotImplementedError
@@ -66,31 +127,42 @@ class _FileSink:
         self._finish()
         self._handle.close()
         self._handle = None
-        self._fs.mv(self._partial, self._target)
+        for partial, target in self._files:
+            self._fs.mv(partial, target)
+        # A previous run's later files are not this run's output: a reader of `out*.parquet`
+        # must not see them.
+        for number, stale in _later_files(self._target, self._fs):
+            if number > len(self._files):
+                self._fs.rm(stale)
 
     def abort(self) -> None:
-        """Close without replacing the previous output; the partial file stays for inspection."""
+        """Close without replacing the previous output; the partial files stay for inspection."""
         if self._handle is not None:
+            try:
+                self._finish()  # a readable partial file; and no writer left to flush at exit
+            except Exception:  # noqa: BLE001 - e.g. the disk is full: the run's error says so
+                pass
             self._handle.close()
             self._handle = None
 
     def discard(self) -> None:
-        """Close without replacing the previous output, and remove the partial file
+        """Close without replacing the previous output, and remove the partial files
         (an interrupted run: the user stopped it, nothing to inspect)."""
         self.abort()
-        if self._partial:
+        for partial, _ in self._files:
             try:
-                self._fs.rm(self._partial)
+                self._fs.rm(partial)
             except OSError:
                 pass
 
 
 class ParquetSink(_FileSink):
-    """One Parquet file; the schema is fixed by the first batch.
+    """Parquet; the first batch fixes the file's schema.
 
-    A later batch without some of its columns writes nulls there; a column the file does not
-    have (a new model's `scores`) is left out with one warning; a column whose type cannot be
-    cast to the file's raises `SinkSchemaError` (the engine dead-letters those rows).
+    A later batch without some of its columns writes nulls there; new columns (a new
+    model's `scores`) start the next file with the wider schema (`schema_file`); a column
+    whose type cannot be cast to the file's raises `SinkSchemaError` (the engine
+    dead-letters those rows).
     """
 
     kind = "parquet"
@@ -98,46 +170,49 @@ class ParquetSink(_FileSink):
     def __init__(self, path: str, *, setting: str = "--set sink.path={}") -> None:
         super().__init__(path, setting=setting)
         self._writer: pq.ParquetWriter | None = None
-        self._left_out: set[str] = set()
+        self._schema: pa.Schema | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
+        if self._schema is None:
+            self._schema = batch.schema
+        elif batch.schema != self._schema:
+            wider = widened(self._schema, batch.schema)
+            fix = f"; write to another file ({self.setting.format('NEW.parquet')}) to keep both"
+            # Checked before a new file starts: a type change alone never starts one.
+            batch = conform(batch, wider or self._schema, where=self.path, fix=fix)
+            if wider is not None:
+                self._widen(wider)
         if self._writer is None:
             assert self._handle is not None
-            self._writer = pq.ParquetWriter(self._handle, batch.schema)
-        elif batch.schema != self._writer.schema:
-            batch = self._conform(batch, self._writer.schema)
+            self._writer = pq.ParquetWriter(self._handle, self._schema)
         self._writer.write_batch(batch)
         self.rows += batch.num_rows
 
-    def _conform(self, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-        new = [name for name in batch.schema.names if schema.get_field_index(name) < 0]
-        for name in new:
-            if name not in self._left_out:
-                self._left_out.add(name)
-                log.warning(
-                    "%s: column %s is new and left out (a Parquet file keeps its first batch's "
-                    "columns; a DuckDB or JSONL sink takes new ones)",
-                    self.path,
-                    name,
-                )
-        columns = []
-        for field in schema:
-            if batch.schema.get_field_index(field.name) < 0:
-                columns.append(pa.nulls(batch.num_rows, field.type))
-                continue
-            column = batch.column(field.name)
-            try:
-                columns.append(column.cast(field.type))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-                raise SinkSchemaError(
-                    f"{self.path}: column {field.name!r} is {column.type} but the file has {field.type}"
-                ) from None
-        return pa.RecordBatch.from_arrays(columns, schema=schema)
+    def _widen(self, wider: pa.Schema) -> None:
+        assert self._schema is not None
+        added = new_columns(self._schema, wider) or [
+            f.name for f in wider if pa.types.is_null(self._schema.field(f.name).type)
+        ]
+        path = self._next_file()
+        log.warning(
+            "%s: new column %s: rows from here on go to %s (a Parquet file has one schema; "
+            "read both with read_parquet('%s', union_by_name = true))",
+            self.path,
+            ", ".join(added),
+            path,
+            _glob(self.path),
+        )
+        self._schema = wider
 
     def _finish(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+
+
+def _glob(path: str) -> str:
+    stem, suffix = os.path.splitext(path)
+    return f"{stem}*{suffix}"
 
 
 def binary_as_base64(con: duckdb.DuckDBPyConnection, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -180,17 +255,47 @@ class JsonlSink(_FileSink):
 
 
 class CsvSink(_FileSink):
-    """CSV with a header; list and struct columns are written as JSON text."""
+    """CSV with a header; list and struct columns are written as JSON text.
+
+    The first batch fixes the header; a later batch's columns are written under it by
+    name (missing ones empty, types as they come: CSV is text); new columns start the next
+    file with the wider header (`schema_file`).
+    """
 
     kind = "csv"
 
     def __init__(self, path: str, *, setting: str = "--set sink.path={}") -> None:
         super().__init__(path, setting=setting)
         self._writer: pa_csv.CSVWriter | None = None
+        self._header: list[str] | None = None
         self._con = duckdb.connect()
 
     def write(self, batch: pa.RecordBatch) -> None:
         batch = self._flatten(batch)
+        if self._header is None:
+            self._header = batch.schema.names
+        elif batch.schema.names != self._header:
+            added = [name for name in batch.schema.names if name not in self._header]
+            if added:
+                path = self._next_file()
+                log.warning(
+                    "%s: new column %s: rows from here on go to %s (a CSV file has one header; "
+                    "read both with read_csv('%s', union_by_name = true))",
+                    self.path,
+                    ", ".join(added),
+                    path,
+                    _glob(self.path),
+                )
+                self._header = [*self._header, *added]
+            batch = pa.RecordBatch.from_arrays(
+                [
+                    batch.column(name)
+                    if batch.schema.get_field_index(name) >= 0
+                    else pa.nulls(batch.num_rows, pa.string())
+                    for name in self._header
+                ],
+                names=self._header,
+            )
         if self._writer is None:
             assert self._handle is not None
             self._writer = pa_csv.CSVWriter(self._handle, batch.schema)
@@ -221,6 +326,6 @@ class CsvSink(_FileSink):
         return table.combine_chunks().to_batches()[0] if table.num_rows else batch
 
     def _finish(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()

@@ -23,6 +23,7 @@ import duckdb
 from inferline.errors import InputError
 from inferline.io import warehouse
 from inferline.io.duckdb import quote
+from inferline.io.filesinks import output_files
 from inferline.report.metrics import Confusion, merge_counts
 from inferline.report.runs import RUNS_FILE, read_runs
 
@@ -100,8 +101,11 @@ def _load_file(
         )
     if not os.path.exists(table):
         raise InputError(f"report: {table}: file not found")
+    files = output_files(table) if reader != "read_json_auto" else [table]
     with duckdb.connect() as con:
-        relation = f"{reader}('{table.replace(chr(39), chr(39) * 2)}')"
+        # A Parquet/CSV sink starts a new file when a new model writes new columns: all of them.
+        listing = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
+        relation = f"{reader}([{listing}]{', union_by_name = true' if len(files) > 1 else ''})"
         data = _load(con, relation, table, table, label, compare, prediction, set())
     runs_path = os.path.join(os.path.dirname(table), RUNS_FILE)
     target = os.path.normpath(table)

@@ -17,10 +17,13 @@ from typing import Any
 import joblib
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 from sklearn.datasets import load_iris
 from sklearn.dummy import DummyClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.svm import SVC
 
 from inferline.engine.local import LocalEngine, RunSummary
 from inferline.examples.iris import FEATURES
@@ -123,7 +126,12 @@ def constant_model(path: Path, label: int) -> str:
 
 
 def start_engine(
-    tmp_path: Path, store: ModelStore, monkeypatch: pytest.MonkeyPatch, *, watch: bool
+    tmp_path: Path,
+    store: ModelStore,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    watch: bool,
+    sink: str = "out.jsonl",
 ) -> Harness:
     spec = parse_spec(
         {
@@ -131,7 +139,7 @@ def start_engine(
             "source": {"kind": "jsonl", "path": "fed-by-the-test.jsonl"},
             "model": {"name": "iris", "store": store.root, "watch": watch, "watch_interval": 0.2},
             "key": "id",
-            "sink": {"kind": "jsonl", "path": str(tmp_path / "out.jsonl")},
+            "sink": {"kind": sink.rsplit(".", 1)[1], "path": str(tmp_path / sink)},
             "batch": {"max_size": BATCH},
         }
     )
@@ -198,6 +206,48 @@ def test_without_watch_one_version_serves_the_whole_run(
     assert len(rows) == 6 * BATCH
     assert {r["model_id"] for r in rows} == {"iris/1"} and summary.model_ids == ["iris/1"]
     assert 7 not in {r["prediction"] for r in rows}
+
+
+def test_a_batch_run_into_parquet_takes_a_new_models_columns_and_dead_letters_a_type_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, y = load_iris(return_X_y=True)
+    store = ModelStore(str(tmp_path / "store"))
+    joblib.dump(SVC().fit(x, y), tmp_path / "svc.joblib")  # no predict_proba: no scores
+    store.add("iris", str(tmp_path / "svc.joblib"), inputs=FEATURES)
+    harness = start_engine(tmp_path, store, monkeypatch, watch=True, sink="out.parquet")
+    assert harness.source.bounded  # a batch run, not a stream
+
+    def swap_to(path: Path, model_id: str) -> None:
+        store.add("iris", str(path), inputs=FEATURES)
+        added = time.monotonic()
+        while model_id not in harness.engine.stats.model_ids:
+            assert time.monotonic() - added < 10.0, f"no row from {model_id} within 10 s of the add"
+            harness.feed()
+
+    harness.feed()
+    joblib.dump(LogisticRegression(max_iter=500).fit(x, y), tmp_path / "lr.joblib")
+    swap_to(tmp_path / "lr.joblib", "iris/2")
+    harness.feed()
+    named = DummyClassifier(strategy="constant", constant="setosa").fit(x, ["setosa", "other"] * 75)
+    joblib.dump(named, tmp_path / "named.joblib")  # predicts text where the files hold integers
+    swap_to(tmp_path / "named.joblib", "iris/3")
+    summary = harness.finish()
+
+    first, second = tmp_path / "out.parquet", tmp_path / "out.schema-2.parquet"
+    table = pa.concat_tables([pq.read_table(first), pq.read_table(second)], promote_options="default")
+    models = table.column("model_id").to_pylist()
+    v1_file = pq.read_table(first)
+    assert "scores" not in v1_file.schema.names and set(v1_file["model_id"].to_pylist()) == {"iris/1"}
+    assert set(models[models.index("iris/2") :]) == {"iris/2"}  # the wider file holds every v2 row
+    assert table.column("scores").null_count == models.index("iris/2")
+    dead = read_rows(tmp_path / "out_errors.jsonl")
+    assert summary.rows_dead == len(dead) > 0 and summary.rows_predicted == table.num_rows
+    assert table.num_rows + len(dead) == harness.sent  # every row is in a file or dead-lettered
+    assert {d["error"] for d in dead} == {
+        f"{tmp_path / 'out.parquet'}: column 'prediction' is string but the file has int64; "
+        "write to another file (--set sink.path=NEW.parquet) to keep both"
+    }
 
 
 def _corrupt(tmp_path: Path) -> Path:

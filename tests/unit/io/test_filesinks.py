@@ -1,40 +1,117 @@
-"""File sinks when the results' columns change within a run (a new model)."""
+"""File sinks when the results' columns change within a run (a new model): new columns start
+the next file with the wider schema, missing ones are NULL, a type change is refused."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from inferline.errors import SinkSchemaError
-from inferline.io.filesinks import ParquetSink
+from inferline.io.filesinks import CsvSink, ParquetSink, output_files
+
+V1 = pa.record_batch({"key": ["a"], "prediction": [1], "model_id": ["m/1"]})
+V2 = pa.record_batch({"key": ["b"], "prediction": [2], "scores": [[0.5, 0.5]]})
+V2_REORDERED = pa.record_batch({"scores": [[0.1, 0.9]], "key": ["c"], "prediction": [3.0]})
 
 
-def test_parquet_keeps_its_first_columns_missing_ones_null_new_ones_left_out_with_a_warning(
+def test_parquet_starts_a_wider_file_for_new_columns_and_missing_ones_are_null(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = str(tmp_path / "out.parquet")
     sink = ParquetSink(path)
     sink.open()
-    sink.write(pa.record_batch({"key": ["a"], "prediction": [1], "model_id": ["m/1"]}))
+    sink.write(V1)
     with caplog.at_level(logging.WARNING, logger="inferline.sinks"):
-        sink.write(pa.record_batch({"key": ["b"], "prediction": [2], "scores": [[0.5, 0.5]]}))
-        sink.write(pa.record_batch({"key": ["c"], "prediction": [3], "scores": [[0.1, 0.9]]}))
-    with pytest.raises(
-        SinkSchemaError, match="out.parquet: column 'prediction' is string but the file has int64"
-    ):
-        sink.write(pa.record_batch({"key": ["d"], "prediction": ["x"]}))
+        sink.write(V2)
+        sink.write(V2_REORDERED)  # same columns, other order, int-valued floats: same file
     sink.commit()
     sink.close()
-    assert pq.read_table(path).to_pylist() == [
-        {"key": "a", "prediction": 1, "model_id": "m/1"},
-        {"key": "b", "prediction": 2, "model_id": None},
-        {"key": "c", "prediction": 3, "model_id": None},
-    ]
+    second = str(tmp_path / "out.schema-2.parquet")
+    assert output_files(path) == [path, second]
+    assert pq.read_table(path).to_pylist() == [{"key": "a", "prediction": 1, "model_id": "m/1"}]
+    assert pq.read_table(second).schema.names == ["key", "prediction", "model_id", "scores"]
+    rows = duckdb.sql(
+        f"SELECT * FROM read_parquet('{tmp_path}/out*.parquet', union_by_name = true) ORDER BY key"
+    ).fetchall()
+    assert rows == [("a", 1, "m/1", None), ("b", 2, None, [0.5, 0.5]), ("c", 3, None, [0.1, 0.9])]
     assert [r.getMessage() for r in caplog.records] == [
-        f"{path}: column scores is new and left out (a Parquet file keeps its first batch's columns; "
-        "a DuckDB or JSONL sink takes new ones)"
+        f"{path}: new column scores: rows from here on go to {second} (a Parquet file has one "
+        f"schema; read both with read_parquet('{tmp_path}/out*.parquet', union_by_name = true))"
     ]
+
+
+def test_parquet_refuses_a_type_it_cannot_cast_without_starting_a_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "out.parquet")
+    sink = ParquetSink(path)
+    sink.open()
+    sink.write(V1)
+    with pytest.raises(SinkSchemaError) as caught:
+        sink.write(pa.record_batch({"key": ["d"], "prediction": ["x"], "scores": [[1.0]]}))
+    assert str(caught.value) == (
+        f"{path}: column 'prediction' is string but the file has int64; write to another file "
+        "(--set sink.path=NEW.parquet) to keep both"
+    )
+    sink.write(pa.record_batch({"key": ["e"], "prediction": [5]}))
+    sink.close()
+    assert output_files(path) == [path]
+    assert pq.read_table(path).column("key").to_pylist() == ["a", "e"]
+
+
+def test_a_column_the_first_batch_could_only_call_null_gets_its_type_in_the_next_file(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "out.parquet")
+    sink = ParquetSink(path)
+    sink.open()
+    sink.write(pa.record_batch({"key": ["a"], "prediction": pa.nulls(1)}))  # the model failed on it
+    sink.write(pa.record_batch({"key": ["b"], "prediction": [2]}))
+    sink.close()
+    assert pq.read_schema(str(tmp_path / "out.schema-2.parquet")).field("prediction").type == pa.int64()
+
+
+def test_a_rerun_with_fewer_schemas_removes_the_older_runs_later_files_and_a_failed_one_keeps_them(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "out.parquet")
+    for batches, ok in (([V1, V2], True), ([V1], False), ([V1], True)):
+        sink = ParquetSink(path)
+        sink.open()
+        for batch in batches:
+            sink.write(batch)
+        if ok:
+            sink.close()
+        else:
+            sink.abort()
+            assert len(output_files(path)) == 2  # a failed run replaces nothing
+    assert output_files(path) == [path]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet"]
+
+
+def test_an_interrupted_run_removes_every_partial_file(tmp_path: Path) -> None:
+    sink = ParquetSink(str(tmp_path / "out.parquet"))
+    sink.open()
+    sink.write(V1)
+    sink.write(V2)
+    sink.discard()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_csv_writes_later_batches_by_name_and_starts_a_wider_file_for_new_columns(tmp_path: Path) -> None:
+    path = str(tmp_path / "out.csv")
+    sink = CsvSink(path)
+    sink.open()
+    sink.write(V1)
+    sink.write(pa.record_batch({"model_id": ["m/1"], "key": ["a2"]}))  # by name; no prediction
+    sink.write(V2)
+    sink.write(V2_REORDERED)
+    sink.close()
+    assert (tmp_path / "out.csv").read_text() == '"key","prediction","model_id"\n"a",1,"m/1"\n"a2",,"m/1"\n'
+    assert (tmp_path / "out.schema-2.csv").read_text() == (
+        '"key","prediction","model_id","scores"\n"b",2,,"[0.5,0.5]"\n"c",3,,"[0.1,0.9]"\n'
+    )
+    assert output_files(path) == [path, str(tmp_path / "out.schema-2.csv")]

@@ -61,6 +61,22 @@ def test_a_parquet_file_is_read_without_a_database(db: str, tmp_path: Path) -> N
     assert data.dead_letters is None
 
 
+def test_a_parquet_sinks_later_files_are_read_too(db: str, tmp_path: Path) -> None:
+    import duckdb
+
+    # A new model wrote `scores` halfway: the sink went on in animals.schema-2.parquet.
+    out = tmp_path / "animals.parquet"
+    with duckdb.connect(db, read_only=True) as con:
+        con.execute(f"COPY (SELECT * FROM animals ORDER BY key LIMIT 4) TO '{out}' (FORMAT parquet)")
+        con.execute(
+            "COPY (SELECT *, [0.5, 0.5] AS scores FROM animals ORDER BY key OFFSET 4) "
+            f"TO '{tmp_path / 'animals.schema-2.parquet'}' (FORMAT parquet)"
+        )
+    data = load_report(str(out), label="truth")
+    assert data.rows == 10 and data.class_counts == {"bird": 1, "cat": 5, "dog": 4}
+    assert data.evaluation is not None and data.evaluation.correct == 6
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
