@@ -55,6 +55,28 @@ class PriceModel(tf.Module):  # type: ignore[misc]
         return {"price": 2.0 * rooms + 0.01 * area + paris}
 
 
+class ResNetStandIn(tf.Module):  # type: ignore[misc]
+    """The BigQuery ResNet 50 tutorial's signature: `input_1` [-1, 224, 224, 3] -> `activation_49`
+    [-1, 1024] (the tutorial's shapes), from per-channel means and contrast, not ImageNet weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        rng = np.random.default_rng(1)
+        self.w = tf.Variable(rng.normal(size=(6, 1024)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="input_1")])
+    def serve(self, input_1: Any) -> dict[str, Any]:
+        means, spread = tf.reduce_mean(input_1, axis=[1, 2]), tf.math.reduce_std(input_1, axis=[1, 2])
+        features = tf.concat([means, spread], 1)
+        return {"activation_49": tf.nn.softmax(tf.matmul(features, self.w) * 8)}
+
+
+def save_resnet_stand_in(path: Path) -> Any:
+    module = ResNetStandIn()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return module
+
+
 def save_image_classifier(path: Path) -> Any:
     module = ImageClassifier()
     tf.saved_model.save(

@@ -120,6 +120,10 @@ class TensorFlowHandler:
     def text_inputs(self, model: TensorFlowModel) -> list[str]:
         return [i.name for i in model.inputs if i.dtype is np.str_]
 
+    def output_names(self, model: TensorFlowModel) -> list[str]:
+        """The signature's output names (its keys), in the order a call returns them."""
+        return [str(name) for name in model.function.structured_outputs]
+
     def predict(self, model: TensorFlowModel, inputs: np.ndarray) -> Prediction:
         tf = tensorflow_module()
         feeds = {

@@ -83,6 +83,10 @@ class TFLiteHandler:
     def input_names(self, model: TFLiteModel) -> list[str]:
         return [_name(d) for d in model.inputs] if len(model.inputs) > 1 else []
 
+    def output_names(self, model: TFLiteModel) -> list[str]:
+        """The signature's output names, in the interpreter's order."""
+        return [_name(d) for d in model.outputs]
+
     def predict(self, model: TFLiteModel, inputs: np.ndarray) -> Prediction:
         n = len(inputs)
         size = model.fixed_batch or n

@@ -116,6 +116,13 @@ def load_catalog_model(entry: CatalogModel) -> LoadedModel:
     loaded = load_version(spec, newest.uri, newest.version)
     if entry.outputs:
         loaded.metadata["outputs"] = list(entry.outputs)
+    elif entry.framework in ("tensorflow", "tflite"):
+        names: list[str] = getattr(loaded.handler, "output_names", lambda model: [])(loaded.model)
+        if len(names) == 1:
+            # BigQuery answers an imported TensorFlow model's one output under its signature
+            # name, as the model gives it (the ResNet tutorial's activation_49): no argmax.
+            loaded.handler.output = "raw"  # type: ignore[attr-defined]
+            loaded.metadata["outputs"] = names
     return loaded
 
 
