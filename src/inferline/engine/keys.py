@@ -19,6 +19,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from inferline.io.key_index import SortedHashes
+
 
 class KeyTracker:
     """Counts rows whose key was already written in this run (or earlier in the same batch)."""
@@ -26,9 +28,7 @@ class KeyTracker:
     def __init__(self) -> None:
         self.duplicates = 0
         self.example: str | None = None
-        # Sorted, disjoint arrays of hashes; each at most half the size of the one before,
-        # so a batch is looked up in O(log n) arrays and every hash is merged O(log n) times.
-        self._levels: list[np.ndarray] = []
+        self._seen = SortedHashes()
         self._con: duckdb.DuckDBPyConnection | None = None
 
     def add(self, keys: pa.Array | pa.ChunkedArray) -> int:
@@ -37,15 +37,12 @@ class KeyTracker:
             return 0
         hashes = self._hash(keys)
         unique, first = np.unique(hashes, return_index=True)
-        seen = np.zeros(len(unique), dtype=bool)
-        for level in self._levels:
-            at = np.searchsorted(level, unique).clip(max=len(level) - 1)
-            seen |= level[at] == unique
+        seen = self._seen.contains(unique)
         repeated = (len(hashes) - len(unique)) + int(seen.sum())
         if repeated and self.example is None:
             self.example = self._example(keys, hashes, unique[seen], first)
         self.duplicates += repeated
-        self._insert(unique[~seen])
+        self._seen.add(unique[~seen])
         return repeated
 
     def _hash(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -70,16 +67,6 @@ class KeyTracker:
             later[first] = False
             index = int(np.flatnonzero(later)[0])
         return str(keys[index].as_py())
-
-    def _insert(self, new: np.ndarray) -> None:
-        if not len(new):
-            return
-        self._levels.append(new)
-        while len(self._levels) > 1 and len(self._levels[-1]) * 2 > len(self._levels[-2]):
-            last = self._levels.pop()
-            merged = np.concatenate([self._levels.pop(), last])
-            merged.sort(kind="mergesort")
-            self._levels.append(merged)
 
     def close(self) -> None:
         if self._con is not None:

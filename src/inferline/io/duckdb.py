@@ -8,12 +8,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from inferline.errors import InputError, SinkError, SinkSchemaError
 from inferline.io import warehouse_writer
 from inferline.io.base import SourceBatch
+from inferline.io.key_index import TableKeys, key_hashes
 from inferline.io.targets import check_output
 from inferline.io.warehouse import Session, WarehouseError
 
@@ -31,9 +33,11 @@ class DuckDBSink:
     Each `commit()` ends a transaction, so an error later in a run loses nothing that
     was committed before it. The file is held only from a write to its commit (a turn of
     this process's `WarehouseWriter`), so other processes can read it while a stream runs.
-    The table needs a PRIMARY KEY (or UNIQUE) on `key`; new tables get one. A batch of
-    new keys is a plain INSERT (the index refuses a key that is already there); a batch
-    the index refuses is upserted instead.
+    New tables get no index (a PRIMARY KEY on a text key was 3/4 of the file): this process
+    keeps the hashes of the table's keys (`io/key_index.py`), a batch of new keys is a plain
+    INSERT and a batch with known keys replaces those rows. A table made with a PRIMARY KEY
+    (or UNIQUE) on `key` keeps using it: a plain INSERT, and INSERT OR REPLACE when the
+    index refuses a key.
 
     Example:
         >>> sink = DuckDBSink("warehouse.duckdb", "iris_predictions")
@@ -53,8 +57,11 @@ class DuckDBSink:
         self._in_transaction = False
         self._checked: pa.Schema | None = None  # the last batch schema found compatible
         self._names = ""
+        self._name_list: list[str] = []
         self._unique_key = False  # the table has a PRIMARY KEY/UNIQUE on exactly `key`
+        self._keys: TableKeys | None = None  # the keys' hashes, for a table without such an index
         self._replace_by_delete = False
+        self._writes_every_column = False
         self._backoff = 0  # batches upserted without trying _insert_new after its last refusal
         self._skip_inserts = 0  # of those, still to come
 
@@ -131,7 +138,9 @@ class DuckDBSink:
             if not self._in_transaction:
                 con.execute("BEGIN TRANSACTION")
                 self._in_transaction = True
-            if self._replace_by_delete:
+            if self._keys is not None:
+                self._upsert_by_hashes(self._keys, table, batch.num_rows)
+            elif self._replace_by_delete:
                 key = quote(self.key)
                 con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM _inferline_batch)")
                 con.execute(f"INSERT {select}")
@@ -142,6 +151,33 @@ class DuckDBSink:
         finally:
             con.unregister("_inferline_batch")
 
+    def _upsert_by_hashes(self, keys: TableKeys, table: str, rows: int) -> None:
+        """Upsert into a table without an index: only a batch with known keys scans the table."""
+        con, key, names = self.con, quote(self.key), self._names
+        keys.sync(con)
+        hashes = np.unique(key_hashes(con, f"SELECT hash({key}) FROM _inferline_batch"))
+        insert = f"INSERT INTO {table} ({names}) SELECT {names} FROM _inferline_batch"
+        if not keys.contains(hashes).any():
+            con.execute(insert).fetchall()
+            new = rows
+        elif self._writes_every_column:
+            ((deleted,),) = con.execute(
+                f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM _inferline_batch)"
+            ).fetchall()
+            con.execute(insert).fetchall()
+            new = rows - int(deleted)
+        else:
+            # Columns this pipeline does not write keep their values, as INSERT OR REPLACE did.
+            others = [n for n in self._name_list if n != key]
+            if others:
+                sets = ", ".join(f"{n} = b.{n}" for n in others)
+                con.execute(
+                    f"UPDATE {table} AS __inferline_t SET {sets} FROM _inferline_batch AS b "
+                    f"WHERE __inferline_t.{key} = b.{key}"
+                ).fetchall()
+            ((new,),) = con.execute(f"{insert} WHERE {key} NOT IN (SELECT {key} FROM {table})").fetchall()
+        keys.wrote(hashes, int(new))
+
     def _check(self, batch: pa.RecordBatch) -> None:
         # DESCRIBE only when the Arrow schema changes: the same schema maps to the same types.
         rows = self.con.execute("DESCRIBE _inferline_batch").fetchall()
@@ -149,14 +185,18 @@ class DuckDBSink:
         if self.key not in incoming:
             raise SinkError(f"{self.path} table {self.table}: results have no {self.key!r} column")
         columns = self._create(incoming) if self._columns is None else self._check_compatible(incoming)
-        self._names = ", ".join(quote(n) for n in incoming)
+        self._name_list = [quote(n) for n in incoming]
+        self._names = ", ".join(self._name_list)
         self._checked = batch.schema
         # Replacing known keys: INSERT OR REPLACE updates rows of plain columns in place, far
         # faster than DELETE + INSERT, but with a LIST/ARRAY/MAP column it measured ~2x slower
         # than an explicit DELETE + INSERT (bench/duckdb_sink.py). That is the same upsert only
         # when the batch writes every column (OR REPLACE leaves the others as they were).
         nested = any("[" in dtype or dtype.startswith("MAP") for dtype in columns.values())
-        self._replace_by_delete = nested and set(incoming) == set(columns)
+        self._writes_every_column = set(incoming) == set(columns)
+        self._replace_by_delete = nested and self._writes_every_column
+        if not self._unique_key and self._keys is None:
+            self._keys = TableKeys(quote(self.table), quote(self.key))
 
     def _insert_new(self, insert: str) -> bool:
         """A plain INSERT in a transaction of its own; False (rolled back) if a key exists.
@@ -188,9 +228,7 @@ class DuckDBSink:
 
     def _create(self, incoming: dict[str, str]) -> dict[str, str]:
         columns = ", ".join(f"{quote(n)} {t}" for n, t in incoming.items())
-        self.con.execute(
-            f"CREATE TABLE IF NOT EXISTS {quote(self.table)} ({columns}, PRIMARY KEY ({quote(self.key)}))"
-        )
+        self.con.execute(f"CREATE TABLE IF NOT EXISTS {quote(self.table)} ({columns})")
         self._columns = dict(incoming)
         self._unique_key = self._has_unique_key()
         return self._columns
@@ -212,13 +250,6 @@ class DuckDBSink:
                 self.con.execute(f"ALTER TABLE {quote(self.table)} ADD COLUMN {quote(name)} {dtype}")
                 columns[name] = dtype
                 log.warning("%s table %s: added column %s (%s)", self.path, self.table, name, dtype)
-        if not self._unique_key:
-            raise SinkError(
-                f"{self.path} table {self.table}: existing table has no PRIMARY KEY or UNIQUE "
-                f"constraint on {self.key!r}, so rows cannot be upserted; add one (ALTER TABLE "
-                f"{self.table} ADD PRIMARY KEY ({self.key})) or write to another table "
-                "(--set sink.table=NAME)"
-            )
         return columns
 
     def commit(self) -> None:
@@ -228,6 +259,8 @@ class DuckDBSink:
             try:
                 self.con.execute("COMMIT")
             except duckdb.Error as exc:
+                if self._keys is not None:
+                    self._keys.forget()
                 self._let_go()
                 raise SinkError(f"{self.describe()}: cannot commit ({root_cause(exc)})") from None
         self._let_go()
@@ -235,6 +268,8 @@ class DuckDBSink:
     def rollback(self) -> None:
         if self._in_transaction and self._con is not None:
             self._in_transaction = False
+            if self._keys is not None:
+                self._keys.forget()
             try:
                 self._con.execute("ROLLBACK")
             except duckdb.Error:

@@ -1,5 +1,7 @@
 """DuckDBSink: an upsert on `key` across batches and runs, whichever statement writes a batch
-(a plain INSERT of new keys, INSERT OR REPLACE, or DELETE + INSERT for tables with lists)."""
+(a plain INSERT of new keys, INSERT OR REPLACE, or DELETE + INSERT for tables with lists), in
+the sink's own tables (no index: the process keeps the keys' hashes) and in tables made with a
+PRIMARY KEY on `key`."""
 
 from __future__ import annotations
 
@@ -120,13 +122,16 @@ def test_nothing_written_without_a_commit_survives_close(tmp_path: Path, scores:
     assert table_rows(db) == expected((range(0, 10), 1))
 
 
+@pytest.mark.parametrize("constraint", ["PRIMARY KEY", ""])
 @pytest.mark.parametrize("scores", SHAPES, ids=SHAPE_IDS)
-def test_columns_the_pipeline_does_not_write_keep_their_values(tmp_path: Path, scores: bool) -> None:
+def test_columns_the_pipeline_does_not_write_keep_their_values(
+    tmp_path: Path, scores: bool, constraint: str
+) -> None:
     db = tmp_path / "w.duckdb"
     lists = ", scores FLOAT[]" if scores else ""
     with duckdb.connect(str(db)) as con:
         con.execute(
-            f"CREATE TABLE results (key VARCHAR PRIMARY KEY, prediction BIGINT{lists}, model_id VARCHAR, "
+            f"CREATE TABLE results (key VARCHAR {constraint}, prediction BIGINT{lists}, model_id VARCHAR, "
             "note VARCHAR)"
         )
         con.execute(
@@ -205,21 +210,52 @@ def test_a_column_of_another_type_is_refused(tmp_path: Path) -> None:
     assert table_rows(db) == {"data.csv#1": 1}
 
 
-def test_an_existing_table_without_a_unique_key_is_refused(tmp_path: Path) -> None:
+def test_the_sinks_tables_have_no_index_and_new_keys_never_read_the_table(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    sink = DuckDBSink(str(db), "results")
+    sink.open()
+    try:
+        for start in range(0, 50, 10):
+            sink.write(results(range(start, start + 10), 1))
+            sink.commit()
+        assert sink._keys is not None and sink._keys.loads == 1  # once, empty, at the first write
+    finally:
+        sink.close()
+    with duckdb.connect(str(db)) as con:
+        assert con.execute("SELECT count(*) FROM duckdb_indexes()").fetchall() == [(0,)]
+        assert con.execute(
+            "SELECT count(*) FROM duckdb_constraints() WHERE constraint_type IN ('PRIMARY KEY', 'UNIQUE')"
+        ).fetchall() == [(0,)]
+    assert table_rows(db) == expected((range(0, 50), 1))
+
+
+def test_an_existing_table_without_an_index_is_upserted(tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
     with duckdb.connect(str(db)) as con:
         con.execute("CREATE TABLE results (key VARCHAR, prediction BIGINT, model_id VARCHAR)")
-    _error(
-        db,
-        [results([1], 1)],
-        f"{db} table results: existing table has no PRIMARY KEY or UNIQUE constraint on 'key', so rows "
-        "cannot be upserted; add one (ALTER TABLE results ADD PRIMARY KEY (key)) or write to another "
-        "table (--set sink.table=NAME)",
-    )
-    with duckdb.connect(str(db)) as con:
-        con.execute("ALTER TABLE results ADD PRIMARY KEY (key)")
-    write_run(db, [results([1], 1)])
-    assert table_rows(db) == {"data.csv#1": 1}
+        con.execute("INSERT INTO results VALUES ('data.csv#1', 1, 'iris/1'), ('data.csv#2', 1, 'iris/1')")
+    write_run(db, [results([2, 3], 2)])
+    assert table_rows(db) == {"data.csv#1": 1, "data.csv#2": 2, "data.csv#3": 2}
+
+
+def test_writes_of_another_sink_between_batches_are_noticed(tmp_path: Path) -> None:
+    """Two writers of one table take turns; each one's key hashes go stale and are read again."""
+    db = tmp_path / "w.duckdb"
+    first, second = DuckDBSink(str(db), "results"), DuckDBSink(str(db), "results")
+    first.open()
+    second.open()
+    try:
+        for sink, keys, version in [(first, [1, 2, 3], 1), (second, [3, 4, 5], 2), (first, [5, 6], 3)]:
+            sink.write(results(keys, version))
+            sink.commit()
+        first.write(results([7], 4))
+        first.rollback()  # not in the table: the next write must not believe it is
+        first.write(results([7, 8], 5))
+        first.commit()
+    finally:
+        first.close()
+        second.close()
+    assert table_rows(db) == expected(([1, 2, 3], 1), ([3, 4, 5], 2), ([5, 6], 3), ([7, 8], 5))
 
 
 batch_keys = st.lists(st.integers(0, 12), min_size=1, max_size=10)
@@ -228,15 +264,23 @@ batch_keys = st.lists(st.integers(0, 12), min_size=1, max_size=10)
 @settings(max_examples=30, deadline=None)
 @given(
     scores=st.booleans(),
+    indexed=st.booleans(),
     runs=st.lists(st.lists(batch_keys, min_size=1, max_size=6), min_size=1, max_size=3),
 )
 def test_any_runs_of_batches_leave_the_last_row_of_every_key(
-    scores: bool, runs: list[list[list[int]]]
+    scores: bool, indexed: bool, runs: list[list[list[int]]]
 ) -> None:
     model: dict[str, int] = {}
     version = 0
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "w.duckdb"
+        if indexed:  # a table made with a PRIMARY KEY (as this sink made them before)
+            with duckdb.connect(str(db)) as con:
+                lists = ", scores FLOAT[]" if scores else ""
+                con.execute(
+                    f"CREATE TABLE results (key VARCHAR PRIMARY KEY, prediction BIGINT{lists}, "
+                    "model_id VARCHAR)"
+                )
         for run in runs:
             batches = []
             for keys in run:
