@@ -65,7 +65,8 @@ def make_batches(count: int, rows: int, *, scores: bool, first: int = 0) -> list
 
 
 class BeforeSink:
-    """The sink's write path before this benchmark: DESCRIBE and INSERT OR REPLACE per batch."""
+    """The sink's write path before this benchmark: DESCRIBE and INSERT OR REPLACE per batch,
+    into a table with a PRIMARY KEY on key (the sink made its tables so until issue 22)."""
 
     def __init__(self, path: str, table: str) -> None:
         self.inner = DuckDBSink(path, table)
@@ -83,7 +84,9 @@ class BeforeSink:
             rows = con.execute("DESCRIBE _inferline_batch").fetchall()
             incoming = {name: dtype for name, dtype, *_ in rows}
             if sink._columns is None:
-                sink._create(incoming)
+                columns = ", ".join(f"{quote(n)} {t}" for n, t in incoming.items())
+                con.execute(f"CREATE TABLE {quote(sink.table)} ({columns}, PRIMARY KEY ({quote(sink.key)}))")
+                sink._columns, sink._unique_key = dict(incoming), True
             else:
                 sink._check_compatible(incoming)
             con.execute("BEGIN TRANSACTION")
@@ -183,9 +186,10 @@ def bench_shape(tmp: Path, shape: str, batches: list[pa.RecordBatch], repeat: in
         print(f"DuckDBSink {run} speed-up over before: {speedup:.2f}x")
 
 
-def big_table(path: Path, rows: int, *, scores: bool) -> None:
-    """A table of `rows` results with the sink's layout, as a long-running stream leaves it."""
-    sink = DuckDBSink(str(path), "results")
+def big_table(path: Path, rows: int, *, scores: bool, key: bool) -> None:
+    """A table of `rows` results with the sink's layout, as a long-running stream leaves it
+    (`key`: with the PRIMARY KEY the sink gave its tables before issue 22)."""
+    sink = BeforeSink(str(path), "results") if key else DuckDBSink(str(path), "results")
     sink.open()
     sink.write(make_batches(1, 1, scores=scores)[0])
     sink.commit()
@@ -193,8 +197,8 @@ def big_table(path: Path, rows: int, *, scores: bool) -> None:
     score = ", [0.1, 0.2, 0.7]::FLOAT[]" if scores else ""
     with duckdb.connect(str(path)) as con:
         con.execute(
-            f"INSERT OR REPLACE INTO results SELECT 'data/iris.csv#' || i, 5.1, 3.5, 1.4, 0.2, 0{score}, "
-            f"'iris/1' FROM range({rows}) t(i)"
+            f"INSERT INTO results SELECT 'data/iris.csv#' || i, 5.1, 3.5, 1.4, 0.2, 0{score}, "
+            f"'iris/1' FROM range(1, {rows}) t(i)"
         )
 
 
@@ -209,8 +213,9 @@ def timed_on_copy(
 
 
 def bench_big_table(tmp: Path, shape: str, table_rows: int, count: int, rows: int, repeat: int) -> None:
-    base = tmp / f"{shape}-big.duckdb"
-    big_table(base, table_rows, scores=shape == "scores")
+    bases = {True: tmp / f"{shape}-big-key.duckdb", False: tmp / f"{shape}-big.duckdb"}
+    for key, base in bases.items():
+        big_table(base, table_rows, scores=shape == "scores", key=key)
     cases = {
         "new keys": make_batches(count, rows, scores=shape == "scores", first=table_rows),
         "known keys": make_batches(count, rows, scores=shape == "scores"),
@@ -218,9 +223,9 @@ def bench_big_table(tmp: Path, shape: str, table_rows: int, count: int, rows: in
     best: dict[tuple[str, str], float] = {}
     for _ in range(repeat):
         for case, batches in cases.items():
-            for writer, make in (
-                ("upsert before", lambda p: BeforeSink(p, "results")),
-                ("DuckDBSink", lambda p: DuckDBSink(p, "results")),
+            for writer, make, base in (
+                ("upsert before", lambda p: BeforeSink(p, "results"), bases[True]),
+                ("DuckDBSink", lambda p: DuckDBSink(p, "results"), bases[False]),
             ):
                 seconds = timed_on_copy(base, make, batches)
                 best[case, writer] = min(seconds, best.get((case, writer), seconds))
