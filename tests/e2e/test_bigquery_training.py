@@ -23,7 +23,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from inferline.sql.train import TrainOptions, split_rows
+from inferline.sql.training import TrainOptions, split_rows
 from tests.conftest import CliRunner
 
 NUMERIC = ["culmen_length_mm", "culmen_depth_mm", "flipper_length_mm"]
@@ -229,7 +229,7 @@ def test_logistic_regression_species_and_retraining(cli: CliRunner, project: Pat
         "--db",
         "w.duckdb",
         "CREATE MODEL bqml_tutorial.species OPTIONS(model_type='logistic_reg', "
-        "input_label_cols=['species'], learn_rate=0.1) AS SELECT * FROM ml_datasets.penguins",
+        "input_label_cols=['species'], num_clusters=3) AS SELECT * FROM ml_datasets.penguins",
         check=False,
     )
     assert failed.returncode != 0
@@ -237,7 +237,84 @@ def test_logistic_regression_species_and_retraining(cli: CliRunner, project: Pat
         failed.stderr.strip()
         .splitlines()[-1]
         .endswith(
-            "option 'learn_rate' is not supported for training (supported: model_type, input_label_cols, "
-            "l2_reg, max_iterations, data_split_method, data_split_eval_fraction, auto_class_weights)"
+            "option 'num_clusters' is not supported for model_type='logistic_reg' (supported: model_type, "
+            "data_split_method, data_split_eval_fraction, data_split_col, input_label_cols, l1_reg, l2_reg, "
+            "max_iterations, learn_rate, auto_class_weights, class_weights)"
         )
+    )
+
+
+def test_tree_kmeans_and_pca_models_equal_the_libraries(cli: CliRunner, project: Path) -> None:
+    import xgboost as xgb
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import OrdinalEncoder
+
+    table = _penguins()
+    _write(project, table)
+    source = "`bigquery-public-data.ml_datasets.penguins`"
+    complete = f"(SELECT * FROM {source} WHERE culmen_length_mm IS NOT NULL AND sex IS NOT NULL)"
+    numbers = ", ".join(NUMERIC)
+    script = f"""
+    CREATE MODEL bqml_tutorial.trees OPTIONS(model_type='boosted_tree_classifier',
+      input_label_cols=['species'], max_iterations=4, max_tree_depth=3, learn_rate=0.5,
+      early_stop=FALSE, data_split_method='NO_SPLIT') AS SELECT * EXCEPT (body_mass_g) FROM {source};
+    CREATE MODEL bqml_tutorial.clusters OPTIONS(model_type='kmeans', num_clusters=3)
+      AS SELECT {numbers} FROM {source};
+    CREATE MODEL bqml_tutorial.components OPTIONS(model_type='pca', num_principal_components=2)
+      AS SELECT {numbers} FROM {source};
+    CREATE TABLE kept AS SELECT row_number() OVER () AS rid, * EXCLUDE (body_mass_g) FROM {complete};
+    SELECT t.predicted_species, t.predicted_species_probs, c.CENTROID_ID, c.NEAREST_CENTROIDS_DISTANCE,
+      p.principal_component_1, p.principal_component_2
+    FROM ML.PREDICT(MODEL bqml_tutorial.trees, TABLE kept) AS t
+    JOIN ML.PREDICT(MODEL bqml_tutorial.clusters, TABLE kept) AS c USING (rid)
+    JOIN ML.PREDICT(MODEL bqml_tutorial.components, TABLE kept) AS p USING (rid)
+    ORDER BY rid
+    """
+    rows = _json_rows(cli("sql", "--db", "w.duckdb", "--format", "json", script).stdout)
+    trees = clusters = components = rows
+    frame = _frame(table)
+    kept = frame[frame["culmen_length_mm"].notna() & frame["sex"].notna()]
+    count = len(kept)
+    assert len(components) == count
+
+    # Boosted trees: XGBoost on BigQuery's tree preprocessing (mean imputation, label encoding).
+    features = frame.drop(columns=["body_mass_g", "species"])
+    text = ["island", "sex"]
+    encode = ColumnTransformer(
+        [
+            ("numbers", SimpleImputer(strategy="mean"), NUMERIC),
+            ("strings", Pipeline([
+                ("impute", SimpleImputer(strategy="constant", missing_values=None, fill_value="")),
+                ("encode", OrdinalEncoder()),
+            ]), text),
+        ]
+    )  # fmt: skip
+    matrix = encode.fit_transform(features[["island", *NUMERIC, "sex"]])
+    classes = np.unique(frame["species"])
+    params = {"eta": 0.5, "max_depth": 3, "lambda": 1.0, "tree_method": "hist", "seed": 0,
+              "objective": "multi:softprob", "num_class": 3, "eval_metric": "mlogloss"}  # fmt: skip
+    booster = xgb.train(params, xgb.DMatrix(matrix, label=np.searchsorted(classes, frame["species"])), 4)
+    expected = booster.predict(xgb.DMatrix(encode.transform(kept[["island", *NUMERIC, "sex"]])))
+    got = np.array([[p["prob"] for p in r["predicted_species_probs"]] for r in trees])
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert [r["predicted_species"] for r in trees] == list(classes[np.argmax(expected, axis=1)])
+
+    # k-means and PCA: scikit-learn on standardised columns (NULLs imputed by the mean).
+    scaled = Pipeline([("impute", SimpleImputer(strategy="mean")), ("scale", StandardScaler())])
+    points = scaled.fit_transform(frame[NUMERIC])
+    kmeans = KMeans(n_clusters=3, max_iter=20, random_state=0).fit(points)
+    wanted = scaled.transform(kept[NUMERIC])
+    assert [r["CENTROID_ID"] for r in clusters] == list(kmeans.predict(wanted) + 1)
+    nearest = clusters[0]["NEAREST_CENTROIDS_DISTANCE"]
+    assert [d["CENTROID_ID"] for d in nearest][0] == clusters[0]["CENTROID_ID"]
+    np.testing.assert_allclose(
+        sorted(d["DISTANCE"] for d in nearest), np.sort(kmeans.transform(wanted[:1])[0]), rtol=1e-9
+    )
+    pca = PCA(n_components=2, random_state=0).fit(points)
+    np.testing.assert_allclose(
+        [[r["principal_component_1"], r["principal_component_2"]] for r in components],
+        pca.transform(wanted),
+        rtol=1e-6,
+        atol=1e-9,
     )

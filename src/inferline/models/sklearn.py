@@ -12,8 +12,15 @@ from inferline.errors import ModelError, require
 from inferline.models.base import Prediction, ensure_trusted
 from inferline.models.files import local_copy
 
-# Types a .skops file may contain without the user vouching for them.
+# Types a .skops file may contain without the user vouching for them; also the estimators
+# CREATE MODEL ... AS SELECT trains (models/trained.py: data only, no code on load).
 _SAFE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+TRUSTED_TYPES = (
+    "inferline.models.trained.BoostedTreeClassifier",
+    "inferline.models.trained.BoostedTreeRegressor",
+    "inferline.models.trained.Centroids",
+    "inferline.models.trained.Components",
+)
 
 
 class SklearnHandler:
@@ -54,7 +61,7 @@ class SklearnHandler:
         return model
 
     def text_inputs(self, model: Any) -> list[str]:
-        """String input columns of a model trained by `CREATE MODEL ... AS SELECT` (sql/train.py)."""
+        """String input columns of a model trained by `CREATE MODEL ... AS SELECT` (sql/training/)."""
         return [str(name) for name in getattr(model, "text_inputs_", [])]
 
     def predict(self, model: Any, inputs: np.ndarray) -> Prediction:
@@ -71,7 +78,7 @@ def _load_skops(uri: str, path: str) -> Any:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:
         raise ModelError(f"model {uri}: corrupt .skops file ({type(exc).__name__}: {exc})") from exc
-    unsafe = [t for t in untrusted if not t.startswith(_SAFE_PREFIXES)]
+    unsafe = [t for t in untrusted if not t.startswith(_SAFE_PREFIXES) and t not in TRUSTED_TYPES]
     if unsafe:
         raise ModelError(
             f"model {uri}: .skops file contains untrusted types {unsafe}; "

@@ -15,7 +15,7 @@ from sqlglot.tokenizer_core import Token, TokenType
 
 from inferline.errors import InferlineError, SqlError
 from inferline.models.base import LoadedModel
-from inferline.sql import evaluate, objects, train
+from inferline.sql import evaluate, objects, training
 from inferline.sql.catalog import MODEL_TYPES, CatalogModel, get_model, put_model
 from inferline.sql.names import table_name
 from inferline.sql.resolver import ModelResolver, load_catalog_model
@@ -48,7 +48,9 @@ def _value(node: exp.Expression, where: str) -> Any:
         return node.sql("bigquery")
     if isinstance(node, exp.Literal):
         return node.this if node.is_string else float(node.this)
-    if isinstance(node, exp.Array):
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+        return -float(node.this.this)
+    if isinstance(node, (exp.Array, exp.Struct)):  # a STRUCT('label', 0.5) is a 2-list
         return [_value(e, where) for e in node.expressions]
     if isinstance(node, exp.Boolean):
         return bool(node.this)
@@ -103,7 +105,7 @@ def create_model(create: exp.Create, session: Session, *, query: str | None = No
         session.resolver.forget(name)
         return
     model_type = str(options.get("model_type", "")).lower()
-    if train.is_training(model_type):
+    if training.is_training(model_type):
         _create_trained(create, session, options, query, name, where)
         return
     if create.expression is not None or (model_type and model_type not in MODEL_TYPES):
@@ -111,7 +113,7 @@ def create_model(create: exp.Create, session: Session, *, query: str | None = No
         shown = "AS SELECT ..." if importing else f"model_type='{model_type}'"
         raise SqlError(
             f"{where}: training ({shown}) is not supported; trained here: "
-            f"model_type={'|'.join(repr(t) for t in train.MODEL_TYPES)} AS SELECT ...; else train "
+            f"model_type={'|'.join(repr(t) for t in training.MODEL_TYPES)} AS SELECT ...; else train "
             f"in Python and import the file with model_type={'|'.join(repr(t) for t in MODEL_TYPES)} "
             "and model_path="
         )
@@ -161,10 +163,10 @@ def _create_trained(
     name: str,
     where: str,
 ) -> None:
-    """`CREATE MODEL ... OPTIONS(model_type='linear_reg', ...) AS SELECT ...` (sql/train.py)."""
+    """`CREATE MODEL ... OPTIONS(model_type='linear_reg', ...) AS SELECT ...` (sql/training/)."""
     from inferline.models.store import default_store
 
-    checked = train.parse_options(options, where)
+    checked = training.parse_options(options, where)
     if query is None:
         raise SqlError(f"{where}: model_type='{checked.model_type}' trains on a query; add AS SELECT ...")
     replace = bool(create.args.get("replace"))
@@ -176,7 +178,9 @@ def _create_trained(
         table = session.con.sql(query).to_arrow_table()
     except duckdb.Error as exc:
         raise SqlError(f"{where}: the training query fails: {str(exc).splitlines()[0]}") from None
-    entry, held_out = train.train(table, name, checked, session.resolver.store or default_store(), where)
+    entry, held_out, _ = training.train(
+        table, name, checked, session.resolver.store or default_store(), where
+    )
     put_model(session.con, entry, replace=True)
     # ML.EVALUATE(MODEL m) without input evaluates these rows, as BigQuery does.
     session.con.register("__inferline_held_out", held_out)

@@ -94,7 +94,7 @@ def mark(text: str) -> str:
         options = commas == 2 and function != "ROC_CURVE" and _ends_with_struct(tokens, i + 3, close)
         listed = commas == 2 and function == "ROC_CURVE" and _ends_with_thresholds(tokens, i + 3, close)
         default = commas == 0 and function == "EVALUATE" and tokens[i + 4].text.upper() == "MODEL"
-        if default:  # no input: the evaluation rows CREATE MODEL ... AS SELECT kept (sql/train.py)
+        if default:  # no input: the evaluation rows CREATE MODEL ... AS SELECT kept (sql/training/)
             model = text[tokens[i + 4].end + 1 : close.start].strip().replace("`", "")
             table = evaluation_table(".".join(model.split(".")[-2:]))
             edits.append((name.start, name.end + 1, "PREDICT"))

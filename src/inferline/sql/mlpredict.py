@@ -40,6 +40,7 @@ from inferline.sql.tensors import (
     to_arrow,
     valid_rows,
 )
+from inferline.sql.training import outputs as training_outputs
 
 NUMERIC = (
     "TINYINT",
@@ -125,6 +126,9 @@ def output_names(loaded: LoadedModel, has_scores: bool) -> list[str]:
 
 
 def outputs_of(loaded: LoadedModel, prediction: Prediction | None) -> list[Output]:
+    shaped = training_outputs.shaped_outputs(loaded.model)
+    if shaped is not None:  # a trained kmeans/pca: BigQuery's own columns
+        return [Output(name, t) for name, t in shaped]
     if prediction is None:
         has_scores = hasattr(loaded.model, "predict_proba") or _onnx_outputs(loaded) > 1
         types: list[pa.DataType] = [pa.float64(), pa.list_(pa.float64())]
@@ -193,6 +197,7 @@ def predict_struct(
     """The UDF body: a struct of input columns -> a struct of output columns."""
     struct_type = pa.struct([pa.field(o.name, o.type) for o in outputs])
     arrays_of = output_arrays(loaded, outputs, where, threshold)
+    shaped = training_outputs.shaped_outputs(loaded.model) is not None
 
     def run(packed: pa.Array) -> pa.Array:
         fields = [packed.field(i) for i in range(len(inputs))]
@@ -200,7 +205,11 @@ def predict_struct(
         present = [f.filter(pa.array(valid)) for f in fields] if not valid.all() else fields
         if not present or len(present[0]) == 0:
             return pa.nulls(len(packed), struct_type)
-        prediction = run_model(loaded, features(present, inputs, loaded, where), where=where)
+        matrix = features(present, inputs, loaded, where)
+        if shaped:
+            arrays = training_outputs.shaped_arrays(loaded.model, matrix)
+            return pa.StructArray.from_arrays([scatter(a, valid) for a in arrays], fields=list(struct_type))
+        prediction = run_model(loaded, matrix, where=where)
         return pa.StructArray.from_arrays(arrays_of(prediction, valid), fields=list(struct_type))
 
     return run

@@ -100,8 +100,9 @@ def test_create_model_replace_and_drop(con: SqlConnection, iris_example: Path) -
             r"ML.EXPLAIN_PREDICT is not supported",
         ),
         (
-            "CREATE MODEL ds.lr OPTIONS(model_type='kmeans', num_clusters=2) AS SELECT 1 AS y",
-            r"CREATE MODEL ds.lr: training \(model_type='kmeans'\) is not supported",
+            "CREATE MODEL ds.lr OPTIONS(model_type='matrix_factorization') AS SELECT 1 AS y",
+            r"CREATE MODEL ds.lr: training \(model_type='matrix_factorization'\) is not supported; "
+            r"trained here: model_type='linear_reg'\|'logistic_reg'\|'boosted_tree_regressor'",
         ),
         (
             "CREATE MODEL ds.lr TRANSFORM(x * 2 AS x2) OPTIONS(model_type='sklearn', model_path='m.joblib')",

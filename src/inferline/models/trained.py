@@ -1,0 +1,249 @@
+"""Estimators that `CREATE MODEL ... AS SELECT` trains (sql/training/), saved inside skops files.
+
+Each is the last step of a scikit-learn Pipeline whose first step is BigQuery's automatic
+preprocessing, so any consumer (ML.PREDICT, pipelines, `inferline serve`) runs the Pipeline
+as an ordinary scikit-learn model. They hold only data (arrays, numbers, XGBoost's own JSON
+text), so the sklearn handler trusts these exact types in a .skops file (models/sklearn.py):
+loading one runs no code of the file's choosing.
+
+- `BoostedTrees`: an XGBoost booster kept as its JSON model text (boosted trees and random
+  forests); `predict_proba`/`classes_` for classifiers, `contributions` for SHAP values.
+- `Centroids`: k-means; `predict` gives BigQuery's 1-based CENTROID_ID, `transform` the
+  distance to every centroid (euclidean, or cosine: 1 - cos).
+- `Components`: PCA; `predict` gives the principal components.
+
+Example:
+    >>> import numpy as np
+    >>> Centroids(n_clusters=2).fit(np.array([[0.0], [0.1], [5.0], [5.1]])).n_clusters
+    2
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+SEED = 0
+
+
+class BoostedTrees(BaseEstimator):  # type: ignore[misc]
+    """(Base of the two below.) An XGBoost booster trained on a preprocessed matrix, stored as XGBoost's JSON.
+
+    `params` are XGBoost's training parameters; `rounds` the boosting rounds (BigQuery's
+    max_iterations); `min_rel_progress` stops early when the loss (the evaluation rows' when
+    there are some) improves by less than that fraction (BigQuery's early_stop).
+    """
+
+    classifier = False
+
+    def __init__(
+        self,
+        params: dict[str, Any] | None = None,
+        rounds: int = 20,
+        min_rel_progress: float | None = None,
+    ) -> None:
+        self.params = params
+        self.rounds = rounds
+        self.min_rel_progress = min_rel_progress
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        sample_weight: np.ndarray | None = None,
+        evaluation: tuple[np.ndarray, np.ndarray] | None = None,
+        progress: Any = None,
+    ) -> BoostedTrees:
+        import xgboost as xgb
+
+        params = dict(self.params or {})
+        targets = np.asarray(y)
+        if self.classifier:
+            self.classes_ = np.unique(targets)
+            targets = np.searchsorted(self.classes_, targets)
+            if len(self.classes_) > 2:
+                params.update(objective="multi:softprob", num_class=len(self.classes_))
+            else:
+                params["objective"] = "binary:logistic"
+        else:
+            params.setdefault("objective", "reg:squarederror")
+        params.setdefault("seed", SEED)
+        train = xgb.DMatrix(x, label=targets, weight=sample_weight)
+        evals = [(train, "train")]
+        if evaluation is not None and len(evaluation[1]):
+            labels = evaluation[1]
+            if self.classifier:
+                labels = np.searchsorted(self.classes_, labels)
+            evals.append((xgb.DMatrix(evaluation[0], label=labels), "eval"))
+        history: dict[str, dict[str, list[float]]] = {}
+        callbacks = _callbacks(self.min_rel_progress, progress)
+        booster = xgb.train(
+            params,
+            train,
+            num_boost_round=self.rounds,
+            evals=evals,
+            evals_result=history,
+            verbose_eval=False,
+            callbacks=callbacks,
+        )
+        self.booster_json_ = bytes(booster.save_raw(raw_format="json")).decode()
+        self.history_ = {name: dict(metrics) for name, metrics in history.items()}
+        self.n_features_in_ = int(x.shape[1])
+        self._booster = booster
+        return self
+
+    def booster(self) -> Any:
+        cached = self.__dict__.get("_booster")
+        if cached is None:
+            import xgboost as xgb
+
+            cached = xgb.Booster()
+            cached.load_model(bytearray(self.booster_json_.encode()))
+            self._booster = cached
+        return cached
+
+    def _raw(self, x: np.ndarray) -> np.ndarray:
+        matrix = np.ascontiguousarray(x, dtype=np.float64)
+        return np.asarray(self.booster().inplace_predict(matrix, validate_features=False))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        values = self._raw(x)
+        if not self.classifier:
+            return values
+        return np.asarray(self.classes_[np.argmax(_as_probabilities(values), axis=1)])
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """SHAP values (XGBoost's pred_contribs): (n, features + 1), the last column the bias;
+        for several classes (n, classes, features + 1). In the model's margin (log-odds)."""
+        import xgboost as xgb
+
+        return np.asarray(self.booster().predict(xgb.DMatrix(x), pred_contribs=True))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state.pop("_booster", None)  # rebuilt from booster_json_; never saved
+        return state
+
+
+def _callbacks(min_rel_progress: float | None, progress: Any) -> list[Any]:
+    """XGBoost callbacks: stop once the last loss improved by less than `min_rel_progress` of
+    the one before (BigQuery's early_stop), on the evaluation rows when given; tell
+    `progress(iteration, {data: loss})` after every round."""
+    import xgboost as xgb
+
+    class RelativeProgress(xgb.callback.TrainingCallback):
+        def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+            losses = list(next(iter(evals_log[list(evals_log)[-1]].values())))
+            if len(losses) < 2 or losses[-2] == 0:
+                return False
+            return bool((losses[-2] - losses[-1]) / abs(losses[-2]) < (min_rel_progress or 0.0))
+
+    class Report(xgb.callback.TrainingCallback):
+        def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+            progress(epoch + 1, {k: float(list(v.values())[0][-1]) for k, v in evals_log.items()})
+            return False
+
+    callbacks: list[Any] = [RelativeProgress()] if min_rel_progress else []
+    if progress is not None:
+        callbacks.append(Report())
+    return callbacks
+
+
+def _as_probabilities(values: np.ndarray) -> np.ndarray:
+    if values.ndim == 1:  # binary:logistic gives P(second class)
+        return np.column_stack([1.0 - values, values])
+    return values
+
+
+class BoostedTreeClassifier(BoostedTrees):
+    """Boosted trees (or a random forest) over classes; `predict_proba` in `classes_` order."""
+
+    classifier = True
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return _as_probabilities(self._raw(x)).astype(np.float64)
+
+
+class BoostedTreeRegressor(BoostedTrees):
+    """Boosted trees (or a random forest) giving numbers."""
+
+    classifier = False
+
+
+class Centroids(BaseEstimator):  # type: ignore[misc]
+    """k-means with BigQuery's outputs; `distance_type` 'euclidean' or 'cosine'."""
+
+    def __init__(
+        self,
+        n_clusters: int = 4,
+        distance_type: str = "euclidean",
+        init: str = "k-means++",
+        max_iter: int = 20,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.distance_type = distance_type
+        self.init = init
+        self.max_iter = max_iter
+
+    def _space(self, x: np.ndarray) -> np.ndarray:
+        matrix = np.asarray(x, dtype=np.float64)
+        if self.distance_type != "cosine":
+            return matrix
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        return matrix / np.where(norms == 0, 1.0, norms)
+
+    def fit(self, x: np.ndarray, y: Any = None) -> Centroids:
+        from sklearn.cluster import KMeans
+
+        kmeans = KMeans(n_clusters=self.n_clusters, init=self.init, max_iter=self.max_iter, random_state=SEED)
+        kmeans.fit(self._space(x))
+        centers = np.asarray(kmeans.cluster_centers_, dtype=np.float64)
+        if self.distance_type == "cosine":
+            norms = np.linalg.norm(centers, axis=1, keepdims=True)
+            centers = centers / np.where(norms == 0, 1.0, norms)
+        self.cluster_centers_ = centers
+        self.n_iter_ = int(kmeans.n_iter_)
+        self.inertia_ = float(kmeans.inertia_)
+        self.n_features_in_ = int(np.asarray(x).shape[1])
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """The distance from each row to each centroid (centroid k in column k - 1)."""
+        space = self._space(x)
+        if self.distance_type == "cosine":
+            return np.asarray(1.0 - space @ self.cluster_centers_.T)
+        squared = (
+            (space**2).sum(axis=1)[:, None]
+            - 2 * space @ self.cluster_centers_.T
+            + (self.cluster_centers_**2).sum(axis=1)[None, :]
+        )
+        return np.asarray(np.sqrt(np.maximum(squared, 0.0)))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """BigQuery's CENTROID_ID: 1-based."""
+        return np.asarray(np.argmin(self.transform(x), axis=1) + 1, dtype=np.int64)
+
+
+class Components(BaseEstimator):  # type: ignore[misc]
+    """PCA; `predict` gives the rows' principal components (BigQuery's principal_component_k)."""
+
+    def __init__(self, n_components: int | None = None) -> None:
+        self.n_components = n_components
+
+    def fit(self, x: np.ndarray, y: Any = None) -> Components:
+        from sklearn.decomposition import PCA
+
+        self.pca_ = PCA(n_components=self.n_components, random_state=SEED).fit(
+            np.asarray(x, dtype=np.float64)
+        )
+        self.n_features_in_ = int(np.asarray(x).shape[1])
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.pca_.transform(np.asarray(x, dtype=np.float64)))
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return self.predict(x)

@@ -1,0 +1,107 @@
+"""sql/training/fit.py: each model type's Pipeline equals the library fit directly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from inferline.errors import SqlError
+from inferline.sql.training import fit, parse_options
+
+WHERE = "CREATE MODEL ds.m"
+
+
+def _table(rows: int = 80) -> pa.Table:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=rows)
+    colour = np.where(np.arange(rows) % 2 == 0, "red", "blue")
+    y = 3 * x + np.where(colour == "red", 10.0, 0.0)
+    return pa.table(
+        {
+            "x": pa.array([None, *x[1:]], pa.float64()),
+            "colour": colour.tolist(),
+            "y": y,
+            "big": np.where(y > 5, "yes", "no").tolist(),
+        }
+    )
+
+
+def test_linear_imputes_scales_and_one_hot_encodes() -> None:
+    table = _table().drop_columns(["big"])
+    options = parse_options({"model_type": "linear_reg", "input_label_cols": ["y"]}, WHERE)
+    fitted = fit(table, options, WHERE)
+    assert fitted.features == ["x", "colour"]
+    assert fitted.pipeline.text_inputs_ == ["colour"]
+    assert fitted.held_out.num_rows == 80  # nothing held out: ML.EVALUATE uses the training rows
+    assert fitted.summary["training_rows"] == 80 and fitted.summary["evaluation_rows"] == 0
+    matrix = np.array([[1.0, "red"], [1.0, "blue"]], dtype=object)
+    np.testing.assert_allclose(fitted.pipeline.predict(matrix), [13.0, 3.0], atol=0.3)
+    [info] = fitted.pipeline.training_info_
+    assert info["iteration"] == 0 and info["loss"] == pytest.approx(0.0, abs=0.1)
+
+
+def test_boosted_tree_equals_xgboost_directly() -> None:
+    import xgboost as xgb
+
+    table = _table().drop_columns(["big"])
+    options = parse_options(
+        {"model_type": "boosted_tree_regressor", "input_label_cols": ["y"], "max_iterations": 5.0,
+         "early_stop": False, "max_tree_depth": 3.0},
+        WHERE,
+    )  # fmt: skip
+    fitted = fit(table, options, WHERE)
+    assert len(fitted.pipeline.training_info_) == 5
+    x = np.asarray(table.column("x").to_numpy(zero_copy_only=False), dtype=np.float64)
+    x[0] = np.nanmean(x)
+    red = np.asarray(table.column("colour").to_pylist()) == "red"
+    matrix = np.column_stack([x, red.astype(np.float64)])  # label encoding: blue 0, red 1
+    params = {"eta": 0.3, "max_depth": 3, "lambda": 1.0, "tree_method": "hist", "seed": 0,
+              "objective": "reg:squarederror"}  # fmt: skip
+    direct = xgb.train(params, xgb.DMatrix(matrix, label=table.column("y").to_numpy()), num_boost_round=5)
+    rows = np.column_stack([x, np.where(red, "red", "blue")]).astype(object)
+    rows[:, 0] = x
+    np.testing.assert_allclose(fitted.pipeline.predict(rows), direct.predict(xgb.DMatrix(matrix)), rtol=1e-6)
+
+
+def test_early_stop_ends_on_little_progress() -> None:
+    table = _table(600).drop_columns(["big"])
+    options = parse_options(
+        {"model_type": "boosted_tree_regressor", "input_label_cols": ["y"], "max_iterations": 50.0,
+         "min_rel_progress": 0.2},
+        WHERE,
+    )  # fmt: skip
+    info = fit(table, options, WHERE).pipeline.training_info_
+    assert 2 <= len(info) < 50
+    assert all(row["eval_loss"] is not None for row in info)  # AUTO_SPLIT held 20% out (600 rows)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "extra"),
+    [
+        ("boosted_tree_classifier", {"max_iterations": 5.0}),
+        ("random_forest_classifier", {"num_parallel_tree": 10.0}),
+        ("dnn_classifier", {"max_iterations": 200.0, "learn_rate": 0.01, "hidden_units": [8.0]}),
+    ],
+)
+def test_classifier_types_give_classes_and_probabilities(model_type: str, extra: dict[str, float]) -> None:
+    table = _table().drop_columns(["y"])
+    options = parse_options({"model_type": model_type, "input_label_cols": ["big"], **extra}, WHERE)
+    pipeline = fit(table, options, WHERE).pipeline
+    matrix = np.array([[2.0, "red"], [-2.0, "blue"]], dtype=object)
+    assert list(pipeline.classes_) == ["no", "yes"]
+    np.testing.assert_allclose(pipeline.predict_proba(matrix).sum(axis=1), 1.0, rtol=1e-5)
+    assert list(pipeline.predict(matrix)) == ["yes", "no"]
+
+
+def test_kmeans_and_pca_take_every_column() -> None:
+    table = _table().drop_columns(["big", "y"])
+    kmeans = fit(table, parse_options({"model_type": "kmeans", "num_clusters": 2.0}, WHERE), WHERE).pipeline
+    ids = kmeans.predict(np.array([[3.0, "red"], [-3.0, "blue"]], dtype=object))
+    assert sorted(ids.tolist()) == [1, 2]  # BigQuery's CENTROID_ID is 1-based
+    pca = fit(
+        table, parse_options({"model_type": "pca", "num_principal_components": 2.0}, WHERE), WHERE
+    ).pipeline
+    assert pca.predict(np.array([[0.0, "red"]], dtype=object)).shape == (1, 2)
+    with pytest.raises(SqlError, match=r"num_clusters=200 is more than the 80 training rows"):
+        fit(table, parse_options({"model_type": "kmeans", "num_clusters": 200.0}, WHERE), WHERE)
