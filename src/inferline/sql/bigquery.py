@@ -24,6 +24,7 @@ from inferline.sql.catalog import drop_model
 from inferline.sql.ddl import Session
 from inferline.sql.mlpredict import predict_subquery
 from inferline.sql.names import table_name
+from inferline.sql.training import transform
 
 # ML.<name> scalar functions -> inferline's DuckDB functions, with the argument counts they take.
 ML_FUNCTIONS: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -166,6 +167,13 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
         decoded = fused.decoded_inputs(inner)
         loaded = session.resolver.get(model)
         ctes_sql = _visible_ctes(tree, node)
+        entry = session.resolver.entry(model)
+        if entry is not None and entry.transform:  # the model's TRANSFORM, fitted at CREATE MODEL
+            fitted = [(name, sql) for name, sql in entry.transform]
+            columns = _input_columns(session, ctes_sql, inner_sql, where)
+            inner_sql = transform.apply_sql(fitted, inner_sql, columns)
+            batched_sql = transform.apply_sql(fitted, batched_sql, columns)
+            decoded = {}
         placeholder = f"__inferline_ml_predict_slot_{i}"
         if evaluating:
             # The true values travel under a private name: an ONNX classifier's own output
@@ -255,11 +263,15 @@ def _require_evaluation_rows(session: Session, table: str, where: str) -> None:
         )
 
 
-def _require_column(session: Session, ctes_sql: str, inner_sql: str, label: str, where: str) -> None:
+def _input_columns(session: Session, ctes_sql: str, inner_sql: str, where: str) -> list[str]:
     try:
-        columns = list(session.con.sql(f"{ctes_sql} SELECT * FROM ({inner_sql}) LIMIT 0").columns)
+        return list(session.con.sql(f"{ctes_sql} SELECT * FROM ({inner_sql}) LIMIT 0").columns)
     except duckdb.Error as exc:
         raise SqlError(f"{where}: the input subquery fails: {str(exc).splitlines()[0]}") from None
+
+
+def _require_column(session: Session, ctes_sql: str, inner_sql: str, label: str, where: str) -> None:
+    columns = _input_columns(session, ctes_sql, inner_sql, where)
     if label not in columns:
         raise SqlError(
             f"{where}: the input has no label column {label!r} (columns: {', '.join(columns)}); "

@@ -48,6 +48,8 @@ class CatalogModel:
     label_columns: list[str] = field(default_factory=list)
     # The OUTPUT(...) clause's SQL types, e.g. ARRAY<FLOAT64> (see models.outputs.declared_output_mode).
     output_types: list[str] = field(default_factory=list)
+    # A trained model's fitted TRANSFORM: [output name, DuckDB SQL] (sql/training/transform.py).
+    transform: list[list[str]] = field(default_factory=list)
 
 
 def _exists(con: duckdb.DuckDBPyConnection) -> bool:
@@ -81,6 +83,7 @@ def get_model(con: duckdb.DuckDBPyConnection, name: str) -> CatalogModel | None:
         model_params=extra.get("model_params", {}),
         label_columns=extra.get("input_label_cols", []),
         output_types=extra.get("output_types", []),
+        transform=extra.get("transform", []),
     )
 
 
@@ -110,6 +113,7 @@ def put_model(con: duckdb.DuckDBPyConnection, model: CatalogModel, *, replace: b
                     "model_params": model.model_params,
                     "input_label_cols": model.label_columns,
                     "output_types": model.output_types,
+                    "transform": model.transform,
                 }
             ),
         ],

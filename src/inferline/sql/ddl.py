@@ -6,6 +6,7 @@ catalog (sql/catalog.py); an external table becomes DuckDB views (sql/objects.py
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ from inferline.sql import evaluate, objects, training
 from inferline.sql.catalog import MODEL_TYPES, CatalogModel, get_model, put_model
 from inferline.sql.names import table_name
 from inferline.sql.resolver import ModelResolver, load_catalog_model
+from inferline.sql.training import transform as training_transform
 
 # model_class / model_params (JSON) are inferline's: a PyTorch state_dict needs its class.
 MODEL_OPTIONS = ("model_type", "model_path", "model_class", "model_params", "input_label_cols")
@@ -85,13 +87,12 @@ def create_model(create: exp.Create, session: Session, *, query: str | None = No
     outputs: list[str] = []
     output_types: list[str] = []
     remote = False
+    transform: list[exp.Expr] = []
     for prop in others:
         if isinstance(prop, exp.RemoteWithConnectionModelProperty):
             remote = True
         elif isinstance(prop, exp.TransformModelProperty):
-            raise SqlError(
-                f"{where}: TRANSFORM(...) is not supported; preprocess in the subquery of ML.PREDICT"
-            )
+            transform = list(prop.expressions)
         elif isinstance(prop, exp.InputModelProperty):
             inputs = [c.name for c in prop.this.expressions]
         elif isinstance(prop, exp.OutputModelProperty):
@@ -106,8 +107,13 @@ def create_model(create: exp.Create, session: Session, *, query: str | None = No
         return
     model_type = str(options.get("model_type", "")).lower()
     if training.is_training(model_type):
-        _create_trained(create, session, options, query, name, where)
+        _create_trained(create, session, options, query, name, where, transform)
         return
+    if transform:
+        raise SqlError(
+            f"{where}: TRANSFORM(...) applies to models trained here (CREATE MODEL ... AS SELECT); "
+            "for an imported model, preprocess in the subquery of ML.PREDICT"
+        )
     if create.expression is not None or (model_type and model_type not in MODEL_TYPES):
         importing = create.expression is not None and (not model_type or model_type in MODEL_TYPES)
         shown = "AS SELECT ..." if importing else f"model_type='{model_type}'"
@@ -162,8 +168,10 @@ def _create_trained(
     query: str | None,
     name: str,
     where: str,
+    transform: list[exp.Expr],
 ) -> None:
-    """`CREATE MODEL ... OPTIONS(model_type='linear_reg', ...) AS SELECT ...` (sql/training/)."""
+    """`CREATE MODEL ... [TRANSFORM(...)] OPTIONS(model_type='linear_reg', ...) AS SELECT ...`
+    (sql/training/)."""
     from inferline.models.store import default_store
 
     checked = training.parse_options(options, where)
@@ -178,9 +186,19 @@ def _create_trained(
         table = session.con.sql(query).to_arrow_table()
     except duckdb.Error as exc:
         raise SqlError(f"{where}: the training query fails: {str(exc).splitlines()[0]}") from None
+    raw = table
+    fitted: list[tuple[str, str]] = []
+    if transform:  # the TRANSFORM's outputs are the features (sql/training/transform.py)
+        keep = [c for c in (checked.label, checked.split_column) if c is not None]
+        table, fitted = training_transform.apply(session.con, raw, transform, keep, where)
     entry, held_out, _ = training.train(
         table, name, checked, session.resolver.store or default_store(), where
     )
+    if transform:
+        # ML.PREDICT's input has no label: the saved TRANSFORM gives the features only.
+        saved = [[n, sql] for n, sql in fitted if n != checked.label]
+        entry = dataclasses.replace(entry, transform=saved)
+        held_out = training_transform.original_rows(raw, held_out)
     put_model(session.con, entry, replace=True)
     # ML.EVALUATE(MODEL m) without input evaluates these rows, as BigQuery does.
     session.con.register("__inferline_held_out", held_out)

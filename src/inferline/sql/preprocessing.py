@@ -369,13 +369,13 @@ def _fit_once(
             query = Recipe({name: sql}, "").fit_sql(fitted)
             # LIMIT 1: a statistic made of earlier ones only is the same on every row.
             rows = con.execute(f"{prefix}SELECT {query} FROM ({source.sql('duckdb')}) LIMIT 1").fetchall()
-            fitted[name] = _literal(rows[0][0] if rows else None)
+            fitted[name] = literal(rows[0][0] if rows else None)
     except duckdb.Error:
         return None
     return fitted
 
 
-def _literal(value: object) -> str:
+def literal(value: object) -> str:
     if value is None:
         return "NULL"
     if isinstance(value, bool):
@@ -387,9 +387,9 @@ def _literal(value: object) -> str:
     if isinstance(value, dict):
         if not value:
             return "MAP {}::MAP(VARCHAR, BIGINT)"
-        return "MAP {" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in value.items()) + "}"
+        return "MAP {" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list | tuple):
         if not value:
             return "[]::VARCHAR[]"
-        return "[" + ", ".join(_literal(v) for v in value) + "]"
+        return "[" + ", ".join(literal(v) for v in value) + "]"
     raise SqlError(f"cannot write {type(value).__name__} as SQL")

@@ -106,7 +106,7 @@ def test_create_model_replace_and_drop(con: SqlConnection, iris_example: Path) -
         ),
         (
             "CREATE MODEL ds.lr TRANSFORM(x * 2 AS x2) OPTIONS(model_type='sklearn', model_path='m.joblib')",
-            r"CREATE MODEL ds.lr: TRANSFORM\(...\) is not supported",
+            r"CREATE MODEL ds.lr: TRANSFORM\(...\) applies to models trained here",
         ),
         (
             "CREATE MODEL ds.m OPTIONS(model_type='sklearn', model_path='m.joblib') AS SELECT 1",

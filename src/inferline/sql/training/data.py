@@ -22,6 +22,7 @@ from inferline.sql.training.options import TrainOptions
 SPLIT_SEED = 0  # BigQuery's RANDOM split is random; a fixed seed keeps a local run repeatable
 # BigQuery's AUTO_SPLIT: no split under 500 rows, 20% up to 50,000, then 10,000 rows.
 AUTO_SMALL, AUTO_LARGE, AUTO_EVAL_ROWS = 500, 50_000, 10_000
+ROW = "__inferline_row"  # a TRANSFORM's rows carry their row number in the query (transform.py)
 TREE_TYPES = (
     "boosted_tree_regressor",
     "boosted_tree_classifier",
@@ -46,7 +47,7 @@ def feature_kinds(table: pa.Table, options: TrainOptions, where: str) -> tuple[l
         )
     features, text = [], []
     for item in table.schema:
-        if item.name in (label, column):
+        if item.name in (label, column, ROW):
             continue
         t = item.type
         if pa.types.is_string(t) or pa.types.is_large_string(t):
