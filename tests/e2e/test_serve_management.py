@@ -63,18 +63,23 @@ def test_register_set_default_unregister(
             params={"url": str(path), "model_name": "iris", "batch_size": "8", "max_batch_delay": "2"},
         )
         assert added.status_code == 200, added.text
-        assert added.json()["status"] == 'Model "iris" Version: 2 registered with batch_size 8'
+        assert added.json()["status"] == 'Model "iris" Version: 2 registered with 1 initial workers'
+        assert added.json()["batchSize"] == 8
+        # As TorchServe: a later version is not the default until set-default says so.
+        assert httpx.post(f"{base}/predictions/iris", json=row).json()["model_id"] == "iris/1"
+        assert ModelStore(str(store)).pinned("iris") == 1
+        versions = httpx.get(f"{base}/models/iris/all").json()
+        assert [(v["modelVersion"], v["isDefault"], v["batchSize"]) for v in versions] == [
+            ("1", True, 8),
+            ("2", False, 8),
+        ]
+        assert httpx.put(f"{base}/models/iris/2/set-default").status_code == 200
         now = httpx.post(f"{base}/predictions/iris", json=row).json()
         assert now == {
             "model_id": "iris/2",
             "predictions": [int(model.predict([row])[0])],
             "scores": [[0, 1, 0]],
         }
-        versions = httpx.get(f"{base}/models/iris").json()
-        assert [(v["modelVersion"], v["isDefault"], v["batchSize"]) for v in versions] == [
-            ("1", False, 8),
-            ("2", True, 8),
-        ]
 
         assert httpx.put(f"{base}/models/iris/1/set-default").status_code == 200
         assert httpx.post(f"{base}/predictions/iris", json=row).json()["model_id"] == "iris/1"
@@ -85,7 +90,7 @@ def test_register_set_default_unregister(
         assert refused_default.status_code == 403 and "it is the default version" in refused_default.text
         assert httpx.delete(f"{base}/models/iris/2").status_code == 200
         gone = httpx.post(f"{base}/predictions/iris/2", json=row)
-        assert gone.status_code == 404 and gone.json()["type"] == "ModelNotFoundException"
+        assert gone.status_code == 404 and gone.json()["type"] == "ModelVersionNotFoundException"
         assert httpx.delete(f"{base}/models/iris").json() == {"status": 'Model "iris" unregistered'}
         assert httpx.get(f"{base}/models").json() == {"models": []}
         assert httpx.post(f"{base}/predictions/iris", json=row).status_code == 404
@@ -165,7 +170,7 @@ def test_hot_swap_under_load_fails_no_request(
         finally:
             stop.set()
             loader.join(30)
-        versions = httpx.get(f"{base}/models/iris").json()
+        versions = httpx.get(f"{base}/models/iris/all").json()
         assert [(v["modelVersion"], v["isDefault"], v["loaded"]) for v in versions] == [
             ("1", False, False),  # the replaced version was unloaded
             ("2", True, True),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import io
 import json
 import os
 import signal
@@ -25,6 +24,7 @@ import pytest
 
 from tests.conftest import free_port, subprocess_env
 from tests.e2e.server import running_server
+from tests.e2e.torchserve import archive, png
 
 torch = pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")
@@ -74,21 +74,6 @@ def handle(data, context):
                     "size": len(value) if isinstance(value, (bytes, str, list, dict)) else None})
     return out
 """
-
-
-def png(color: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, color).save(out, format="PNG")
-    return out.getvalue()
-
-
-def archive(folder: Path, name: str, *args: str) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "model_archiver.model_packaging", "--model-name", name, *args,
-         "--export-path", str(folder), "--force"],
-        check=True, capture_output=True, env=subprocess_env(), cwd=folder,
-    )  # fmt: skip
-    return folder / f"{name}.mar"
 
 
 class Colors(torch.nn.Module):  # type: ignore[misc,name-defined]

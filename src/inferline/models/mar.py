@@ -29,6 +29,7 @@ import threading
 import uuid
 import weakref
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,10 +38,13 @@ import numpy as np
 from inferline.errors import ModelError
 from inferline.models.base import Prediction
 from inferline.models.files import local_copy
+from inferline.models.ts_compat import stand_ins
+from inferline.models.ts_context import TorchServeContext, TorchServeRequest
 
 MANIFEST = "MAR-INF/MANIFEST.json"
 FRAMEWORK = "torchserve"
-BUILTIN = ("image_classifier",)
+BUILTIN = ("image_classifier", "image_segmenter", "object_detector", "text_classifier")
+UNBATCHED = ("text_classifier",)  # TorchServe's answers the first request of a batch only
 _IMPORT_LOCK = threading.Lock()  # handlers import files from their model_dir via sys.path
 
 
@@ -81,62 +85,63 @@ def archive_metadata(uri: str) -> dict[str, Any]:
     return {key: str(value) for key, value in meta.items() if value}
 
 
-class TorchServeMetrics:
-    """The `context.metrics` handlers call (`add_time`, `add_counter`, ...): values are kept
-    by name, last one wins; inferline's own metrics time every batch already."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, float] = {}
-
-    def _add(self, name: str, value: float = 1.0, *args: Any, **kwargs: Any) -> None:
-        self.values[name] = float(value)
-
-    add_time = add_counter = add_size = add_percent = add_metric = _add
-
-    def add_error(self, name: str, value: Any) -> None:
-        self.values[name] = float("nan")
-
-
 @dataclass
-class TorchServeContext:
-    """TorchServe's `Context`: what handlers read in `initialize` and `handle`."""
+class Worker:
+    """One handler instance and its own context (a TorchServe worker process's pair)."""
 
-    model_name: str
-    manifest: dict[str, Any]
-    system_properties: dict[str, Any]
-    metrics: TorchServeMetrics = field(default_factory=TorchServeMetrics)
-    model_yaml_config: dict[str, Any] = field(default_factory=dict)
-    request_ids: dict[int, str] | None = None
-    stopping_criteria: Any = None
-
-    def get_request_id(self, idx: int = 0) -> str | None:
-        return None if self.request_ids is None else self.request_ids.get(idx)
-
-    def get_request_header(self, idx: int, key: str) -> str | None:
-        return None
-
-    def get_all_request_header(self, idx: int) -> dict[str, str]:
-        return {}
-
-    def set_response_content_type(self, idx: int, value: str) -> None:
-        pass
-
-    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
-        pass
+    service: Any  # an object's bound handle(data, context), or a module-level handle function
+    context: TorchServeContext
 
 
 @dataclass
 class MarModel:
-    """A loaded archive: its folder, manifest, context and initialised handler."""
+    """A loaded archive: its folder, manifest and initialised handler.
+
+    Each worker (model calls running at once, `ensure_workers`) uses its own handler
+    instance and context, as each TorchServe worker process has its own: handlers keep
+    state on `self`, and the context holds the headers of the batch being handled.
+    """
 
     uri: str
     model_dir: str
     manifest: dict[str, Any]
     context: TorchServeContext
-    service: Any  # an object with handle(data, context), or a module-level handle function
+    service: Any
+    make_worker: Callable[[], Worker] | None = None
+    batches: bool = True  # False: the handler answers only its first item (TorchServe's text_classifier)
+    _idle: list[Worker] = field(default_factory=list)
+    _workers: int = 1
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def handle(self, requests: list[Any]) -> list[Any]:
-        answers = self.service(requests, self.context)
+    def __post_init__(self) -> None:
+        self._idle.append(Worker(self.service, self.context))
+
+    def ensure_workers(self, workers: int) -> None:
+        """Initialise handler instances until there is one per worker."""
+        while self._workers < workers and self.make_worker is not None:
+            worker = self.make_worker()
+            with self._lock:
+                self._idle.append(worker)
+                self._workers += 1
+
+    def handle(self, requests: list[Any], headers: list[dict[str, str]] | None = None) -> list[Any]:
+        if not self.batches and len(requests) > 1:
+            heads = headers or [{} for _ in requests]
+            return [self.handle([r], [h])[0] for r, h in zip(requests, heads, strict=True)]
+        with self._lock:
+            worker = self._idle.pop() if self._idle else None
+        if worker is None:  # more calls at once than instances: this call's worker gets its own
+            worker = (
+                self.make_worker() if self.make_worker is not None else Worker(self.service, self.context)
+            )
+            with self._lock:
+                self._workers += 1
+        try:
+            worker.context.start_batch(headers or [{} for _ in requests])
+            answers = worker.service(requests, worker.context)
+        finally:
+            with self._lock:
+                self._idle.append(worker)
         if answers is None or not isinstance(answers, list | tuple):
             raise ModelError(
                 f"model archive {self.uri}: handler returned {type(answers).__name__}, "
@@ -173,14 +178,23 @@ class MarHandler:
                 "limit_max_image_pixels": True,
             },
         )
-        service = _service(str(model.get("handler") or ""), model_dir, context, uri)
-        loaded = MarModel(uri, model_dir, manifest, context, service)
+        handler = str(model.get("handler") or "")
+        service = _service(handler, model_dir, context, uri)
+
+        def another_worker() -> Worker:
+            own = context.for_worker()
+            return Worker(_service(handler, model_dir, own, uri), own)
+
+        loaded = MarModel(
+            uri, model_dir, manifest, context, service, another_worker, batches=handler not in UNBATCHED
+        )
         weakref.finalize(loaded, shutil.rmtree, model_dir, True)
         return loaded
 
     def predict(self, model: MarModel, inputs: np.ndarray) -> Prediction:
-        requests = list(inputs)
-        answers = model.handle(requests)
+        requests = [row.item if isinstance(row, TorchServeRequest) else row for row in inputs]
+        headers = [row.headers if isinstance(row, TorchServeRequest) else {} for row in inputs]
+        answers = model.handle(requests, headers)
         if len(answers) != len(requests):
             raise ModelError(
                 f"model archive {model.uri}: handler answered {len(answers)} items "
@@ -202,15 +216,43 @@ def _extract(archive: zipfile.ZipFile, target: str, uri: str) -> None:
 
 
 def _service(handler: str, model_dir: str, context: TorchServeContext, uri: str) -> Any:
-    """The handler's `handle(data, context)`, initialised once as TorchServe does."""
+    """The handler's `handle(data, context)`, initialised once as TorchServe does.
+
+    The archive's folder is on `sys.path` meanwhile (handlers import its `model.py`), with
+    stand-ins for torchvision and captum when they are not installed (`ts_compat`).
+    """
     if not handler:
         raise ModelError(f"model archive {uri}: its manifest names no handler")
-    if handler in BUILTIN:
+    with _IMPORT_LOCK, stand_ins():
+        sys.path.insert(0, model_dir)
+        before = set(sys.modules)
+        try:
+            return _initialised(handler, model_dir, context, uri)
+        finally:
+            sys.path.remove(model_dir)
+            # The archive's own modules (model.py, ...) must not shadow another archive's.
+            for name in set(sys.modules) - before:
+                module_path = getattr(sys.modules[name], "__file__", None) or ""
+                if module_path.startswith(model_dir):
+                    del sys.modules[name]
+
+
+def _initialised(handler: str, model_dir: str, context: TorchServeContext, uri: str) -> Any:
+    if handler == "image_classifier":
         from inferline.models.ts_builtin import ImageClassifier
 
-        builtin = ImageClassifier()
-        builtin.initialize(context)
-        return builtin.handle
+        classifier = ImageClassifier()
+        classifier.initialize(context)
+        return classifier.handle
+    if handler in BUILTIN:  # TorchServe's own handler class, from the torchserve package
+        try:
+            module = importlib.import_module(f"ts.torch_handler.{handler}")
+        except ImportError as exc:
+            raise ModelError(
+                f"model archive {uri}: the built-in handler {handler} runs TorchServe's own code; "
+                f"install inferline[torchserve] ({exc})"
+            ) from None
+        return _handler_class(module, handler, uri, context)
     if "/" in handler or "\\" in handler:
         handler = os.path.basename(handler)
     module_file, _, function = handler.partition(":")
@@ -220,37 +262,29 @@ def _service(handler: str, model_dir: str, context: TorchServeContext, uri: str)
             f"model archive {uri}: handler {handler!r} is neither a built-in ({', '.join(BUILTIN)}) "
             "nor a .py file in the archive"
         )
-    with _IMPORT_LOCK:
-        sys.path.insert(0, model_dir)
-        before = set(sys.modules)
-        try:
-            module = _import(path, uri)
-            if function:
-                return getattr(module, function)
-            classes = [
-                value
-                for value in vars(module).values()
-                if isinstance(value, type)
-                and value.__module__ == module.__name__
-                and hasattr(value, "handle")
-            ]
-            if len(classes) == 1:
-                service = classes[0]()
-                service.initialize(context)
-                return service.handle
-            if callable(getattr(module, "handle", None)):
-                return module.handle
-            raise ModelError(
-                f"model archive {uri}: handler {handler!r} defines no handle(data, context) function and "
-                f"{len(classes)} handler classes (expected exactly one)"
-            )
-        finally:
-            sys.path.remove(model_dir)
-            # The archive's own modules (model.py, ...) must not shadow another archive's.
-            for name in set(sys.modules) - before:
-                module_path = getattr(sys.modules[name], "__file__", None) or ""
-                if module_path.startswith(model_dir):
-                    del sys.modules[name]
+    module = _import(path, uri)
+    if function:
+        return getattr(module, function)
+    if callable(getattr(module, "handle", None)):
+        return module.handle
+    return _handler_class(module, handler, uri, context)
+
+
+def _handler_class(module: Any, handler: str, uri: str, context: TorchServeContext) -> Any:
+    """The one handler class the module defines, made and initialised; its `handle`."""
+    classes = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type) and value.__module__ == module.__name__ and hasattr(value, "handle")
+    ]
+    if len(classes) != 1:
+        raise ModelError(
+            f"model archive {uri}: handler {handler!r} defines no handle(data, context) function and "
+            f"{len(classes)} handler classes (expected exactly one)"
+        )
+    service = classes[0]()
+    service.initialize(context)
+    return service.handle
 
 
 def _import(path: str, uri: str) -> Any:

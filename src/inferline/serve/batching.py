@@ -9,6 +9,8 @@ so a lone request pays no delay. A batch whose model call is estimated (from the
 cost per row and this batch's size) cheaper than `inline_below_ms` runs on the event loop (a
 thread hop costs more); others run on a dedicated worker thread so the loop keeps serving
 sockets. A request larger than `batch_size` is predicted in model calls of `batch_size` rows.
+`workers` (TorchServe's scale workers) is how many model calls may run at once, each on its own
+thread; 0 refuses requests until scaled up again.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from inferline.models.base import Prediction
 
 class QueueFullError(InferlineError, RuntimeError):
     """The model's request queue is full; the client should retry later (HTTP 503)."""
+
+
+class NoWorkerError(QueueFullError):
+    """The model is scaled to 0 workers (HTTP 503, as TorchServe answers)."""
 
 
 @dataclass
@@ -61,8 +67,10 @@ class DynamicBatcher:
         on_batch: BatchObserver | None = None,
         on_wait: WaitObserver | None = None,
         name: str = "model",
+        workers: int = 1,
     ) -> None:
         self.predict_batch = predict
+        self.workers = max(0, workers)
         self.batch_size = max(1, batch_size)
         self.max_batch_delay_ms = max(0.0, max_batch_delay_ms)
         self.max_queue = max(1, max_queue)
@@ -77,8 +85,11 @@ class DynamicBatcher:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._threads = 0  # the executor's width
         self._cost_per_row_ms: float | None = None  # moving average of model calls, per row
         self._closing = False
+        self._busy = 0  # model calls running on worker threads (workers > 1)
+        self._running: set[asyncio.Task[None]] = set()
 
     @property
     def depth(self) -> int:
@@ -99,6 +110,11 @@ class DynamicBatcher:
         """
         if expected:
             self.unexpect()
+        if self.workers == 0:
+            raise NoWorkerError(
+                f"model {self.name} has no worker to serve inference requests; "
+                "add workers with the scale workers API (PUT /models/NAME?min_worker=1)"
+            )
         if len(self._queue) >= self.max_queue:
             raise QueueFullError(
                 f"model {self.name}: request queue is full ({self.max_queue} waiting); retry shortly"
@@ -125,6 +141,8 @@ class DynamicBatcher:
             assert self._wakeup is not None
             self._wakeup.set()
             await task
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
         if self._executor is not None:
             self._executor.shutdown(wait=False)
             self._executor = None
@@ -139,8 +157,29 @@ class DynamicBatcher:
                 wakeup.clear()
                 await wakeup.wait()
                 continue
-            batch = await self._gather(wakeup)
-            await self._predict(batch)
+            if self.workers <= 1:
+                await self._predict(await self._gather(wakeup))
+                continue
+            if self._busy >= self.workers:  # every worker is busy: wait for one to finish
+                wakeup.clear()
+                await wakeup.wait()
+                continue
+            self._busy += 1
+            task = asyncio.get_running_loop().create_task(self._predict(await self._gather(wakeup)))
+            self._running.add(task)
+            task.add_done_callback(lambda done: self._finished(done, wakeup))
+
+    def _finished(self, task: asyncio.Task[None], wakeup: asyncio.Event) -> None:
+        self._busy -= 1
+        self._running.discard(task)
+        wakeup.set()
+
+    def scale(self, workers: int) -> None:
+        """Run up to `workers` model calls at once from now on (0: refuse new requests)."""
+        self.workers = max(0, workers)
+        if self._executor is not None and self._threads != max(1, self.workers):
+            self._executor.shutdown(wait=False)  # calls already running finish on their threads
+            self._executor = None
 
     async def _gather(self, wakeup: asyncio.Event) -> list[_Pending]:
         batch = [self._queue.popleft()]
@@ -177,16 +216,19 @@ class DynamicBatcher:
         inputs = live[0].rows if len(live) == 1 else np.concatenate([p.rows for p in live])
         # Inline only what is measured to be cheap at this batch's size: a cheap model given
         # 700k rows must not run on the event loop.
+        # Several workers mean calls that overlap: none may hold the loop.
         per_row = self._cost_per_row_ms
         if (
             per_row is not None
+            and self.workers <= 1
             and len(inputs) <= self.batch_size
             and per_row * len(inputs) < self.inline_below_ms
         ):
             outcome = self._call(live, inputs)
         else:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"predict-{self.name}")
+                self._threads = max(1, self.workers)
+                self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix=f"predict-{self.name}")
             loop = asyncio.get_running_loop()
             outcome = await loop.run_in_executor(self._executor, self._call, live, inputs)
         self.batches += 1

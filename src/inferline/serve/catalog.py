@@ -21,7 +21,7 @@ from typing import Any
 from inferline.errors import InferlineError
 from inferline.models.base import LoadedModel
 from inferline.serve.http import ApiError, bad_request, not_found
-from inferline.serve.models import BatchSettings, ServedModels, ServedVersion
+from inferline.serve.models import BatchSettings, ServedModels, ServedVersion, settings_from
 from inferline.serve.security import check_registrable
 
 log = logging.getLogger("inferline.serve")
@@ -30,10 +30,16 @@ log = logging.getLogger("inferline.serve")
 HANDLER_KEYS = ("model_class", "model_params", "output", "device")
 
 
-def load_from_store(store: Any, name: str, version: int) -> LoadedModel:
-    """Load a stored version with the handler options saved in its metadata."""
+def load_from_store(store: Any, name: str, version: int, base: BatchSettings | None = None) -> LoadedModel:
+    """Load a stored version with the handler options saved in its metadata.
+
+    A `.mar` handler's `context.system_properties["batch_size"]` is the batch size the server
+    will hand it (`base` with the version's own `batch_size`), as TorchServe tells its handlers.
+    """
     found = store.get(name, version)
     options = {key: found.metadata[key] for key in HANDLER_KEYS if key in found.metadata}
+    if found.framework == "torchserve" and base is not None:
+        options["batch_size"] = settings_from(found.metadata, base).batch_size
     return store.load(name, version, handler_options=options or None)  # type: ignore[no-any-return]
 
 
@@ -59,7 +65,11 @@ class StoreCatalog:
         for name in self.store.names():
             try:
                 found = self.store.current(name)
-                self.models.add(load_from_store(self.store, name, found.version), default=True, url=found.uri)
+                self.models.add(
+                    load_from_store(self.store, name, found.version, self.models.settings_for(name)),
+                    default=True,
+                    url=found.uri,
+                )
                 loaded.append(f"{name}/{found.version}")
             except Exception as exc:  # one broken model must not keep the others down
                 log.warning("model %s: not served: %s", name, exc)
@@ -95,7 +105,9 @@ class StoreCatalog:
                 continue
             previous = model.default if model is not None else None
             try:
-                loaded = await asyncio.to_thread(load_from_store, self.store, name, found.version)
+                loaded = await asyncio.to_thread(
+                    load_from_store, self.store, name, found.version, self.models.settings_for(name)
+                )
                 # Its hooks (handler=, labels=) open here: a bad one must fail this model only.
                 self.models.add(loaded, default=True, url=found.uri)
             except Exception as exc:
@@ -144,15 +156,19 @@ class StoreCatalog:
 
     async def load_version(self, name: str, version: str) -> ServedVersion:
         """A version asked for by number: load it from the store if it is there."""
-        if name in self.hidden or (name, version) in self.hidden_versions or not version.isdigit():
-            raise not_found(f"model {name!r} has no version {version!r} being served")
+        if name in self.hidden:
+            raise not_found(f"model {name!r} is not served")
+        if (name, version) in self.hidden_versions or not version.isdigit():
+            raise ApiError(404, "ModelVersionNotFoundException", f"model {name!r} has no version {version!r}")
         try:
             await asyncio.to_thread(self.store.get, name, int(version))
         except InferlineError as exc:
             raise ApiError(404, "ModelVersionNotFoundException", str(exc)) from exc
         try:
             return await self.models.load(
-                name, version, lambda: load_from_store(self.store, name, int(version))
+                name,
+                version,
+                lambda: load_from_store(self.store, name, int(version), self.models.settings_for(name)),
             )
         except Exception as exc:
             raise ApiError(
@@ -162,9 +178,20 @@ class StoreCatalog:
             ) from exc
 
     async def register(
-        self, url: str, name: str, settings: BatchSettings, *, framework: str | None = None
+        self,
+        url: str,
+        name: str,
+        settings: BatchSettings,
+        *,
+        framework: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> ServedVersion:
-        """Add the file at `url` to the store as `name`'s next version and serve it."""
+        """Add the file at `url` to the store as `name`'s next version and serve it.
+
+        As TorchServe, the first version of a model becomes its default and later ones do not
+        (until `set_default`): the default is pinned in the store before the new version
+        lands, so neither the watcher nor a restart swaps to it.
+        """
         try:
             await asyncio.to_thread(check_registrable, url, framework)
         except InferlineError as exc:
@@ -181,23 +208,30 @@ class StoreCatalog:
                     "ConflictStatusException",
                     f"POST /models: model {name!r} version {archive_version!r} is already registered",
                 )
+        model = self.models.models.get(name)
+        first = model is None or model.default is None
         try:
+            if not first and model is not None and model.default is not None:
+                if await asyncio.to_thread(self.store.pinned, name) is None:
+                    await asyncio.to_thread(self.store.pin, name, int(model.default))
             # A new version of a served model takes over its input names unless told otherwise.
-            model = self.models.models.get(name)
             inputs = model.versions[model.default].inputs if model and model.default else None
-            found = await asyncio.to_thread(self.store.add, name, url, framework=framework, inputs=inputs)
+            found = await asyncio.to_thread(
+                self.store.add, name, url, framework=framework, inputs=inputs, metadata=metadata
+            )
         except InferlineError as exc:
             raise bad_request(f"POST /models: {exc}") from exc
         try:
-            loaded = await asyncio.to_thread(load_from_store, self.store, name, found.version)
-            pinned = await asyncio.to_thread(self.store.pinned, name)
+            loaded = await asyncio.to_thread(load_from_store, self.store, name, found.version, settings)
+            if first and await asyncio.to_thread(self.store.pinned, name) is not None:
+                await asyncio.to_thread(self.store.pin, name, found.version)  # an unloaded model's old pin
         except InferlineError as exc:
             # A version that cannot load must not stay in the store for watchers to trip on.
             await asyncio.to_thread(self.store.remove, name, found.version)
             raise bad_request(f"POST /models: {exc}") from exc
         self.hidden.discard(name)
         self.hidden_versions.discard((name, str(found.version)))
-        served = self.models.add(loaded, default=pinned is None, url=found.uri)
+        served = self.models.add(loaded, default=first, url=found.uri)
         self.models.set_settings(name, settings)
         return served
 

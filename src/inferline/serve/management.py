@@ -1,11 +1,17 @@
 """TorchServe-shaped management API over the model store, guarded by a bearer token.
 
     GET    /models[?limit=&next_page_token=]        every served model (TorchServe's pages)
-    GET    /models/{name}[/{version}|/all]          its versions (store + what is loaded), with
+    GET    /models/{name}[/{version}|/all]          its default version, one version, or all of
+                                                    them (store + what is loaded), with
                                                     TorchServe's describe keys
-    POST   /models?url=...&model_name=...&batch_size=...&max_batch_delay=...
+    POST   /models?url=...&model_name=...&batch_size=...&max_batch_delay=...&initial_workers=...
+           [&resize=28,28&mode=L&scale=255&mean=...&std=...&layout=NCHW]
                                                     (a .mar names itself; its version string
-                                                    registered twice is a 409)
+                                                    registered twice is a 409; the first version
+                                                    is the default, later ones after set-default)
+    PUT    /models/{name}[/{version}]?min_worker=&max_worker=&synchronous=
+                                                    model calls running at once (TorchServe's
+                                                    scale workers; 202 unless synchronous=true)
     PUT    /models/{name}/{version}/set-default     pins the version in the store
     DELETE /models/{name}[/{version}]               stops serving it (files stay in the store);
                                                     404 for no such version, 403 for the default
@@ -20,6 +26,7 @@ import asyncio
 import hmac
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -29,7 +36,7 @@ from starlette.routing import Route
 from inferline.errors import InferlineError
 from inferline.serve.catalog import StoreCatalog
 from inferline.serve.http import ApiError, bad_request, json_response, not_found
-from inferline.serve.models import BatchSettings, ServedVersion
+from inferline.serve.models import ServedVersion
 from inferline.serve.security import check_browser_request
 from inferline.serve.state import ServerState, server_of
 
@@ -91,11 +98,13 @@ async def describe_model(request: Request) -> Response:
     state = server_of(request)
     name = request.path_params["name"]
     wanted = request.path_params.get("version")
-    if wanted == "all":  # TorchServe's GET /models/{name}/all
-        wanted = None
     model = state.models.models.get(name)
     if model is None:
         raise not_found(f"model {name!r} is not served; have {', '.join(state.models.names()) or 'none'}")
+    if wanted is None:  # as TorchServe: the default version; /all lists every version
+        wanted = model.default
+    elif wanted == "all":
+        wanted = None
     records: dict[str, dict[str, Any]] = {}
     if state.catalog is not None:
         catalog = state.catalog
@@ -152,21 +161,22 @@ def torchserve_keys(served: ServedVersion | None, record: dict[str, Any]) -> dic
     capacity = served.batcher.max_queue if served is not None else 0
     workers = []
     if served is not None:
-        workers.append(
+        workers = [
             {
-                "id": served.model_id,
+                "id": f"{served.model_id}#{i}",
                 "startTime": record.get("created", ""),
                 "status": "READY",
                 "memoryUsage": 0,
-                "pid": os.getpid(),
+                "pid": os.getpid(),  # workers are threads of the server process
                 "gpu": False,
                 "gpuUsage": "N/A",
             }
-        )
+            for i in range(served.batcher.workers)
+        ]
     return {
         "runtime": "python",
         "minWorkers": len(workers),
-        "maxWorkers": len(workers),
+        "maxWorkers": served.max_workers if served is not None else 0,
         "loadedAtStartup": served is not None,
         "workers": workers,
         "jobQueueStatus": {"remainingCapacity": max(0, capacity - depth), "pendingRequests": depth},
@@ -183,22 +193,89 @@ async def register_model(request: Request) -> Response:
     if not name:
         raise bad_request("POST /models: missing ?model_name=NAME")
     base = state.models.settings_for(name)
-    settings = BatchSettings(
+    settings = replace(
+        base,
         batch_size=_int(query.get("batch_size"), "batch_size", base.batch_size),
         max_batch_delay_ms=_int(
             query.get("max_batch_delay"), "max_batch_delay", int(base.max_batch_delay_ms)
         ),
-        max_queue=base.max_queue,
     )
-    served = await _catalog(state).register(url, name, settings, framework=query.get("framework"))
+    workers = _workers(query.get("initial_workers"), "initial_workers", state.config.settings.workers)
+    served = await _catalog(state).register(
+        url, name, settings, framework=query.get("framework"), metadata=preprocessing(query)
+    )
+    if workers != served.batcher.workers:
+        await served.scale(workers, workers)
+    version = served.metadata.get("model_version") or served.version
     return json_response(
         {
-            "status": f'Model "{name}" Version: {served.version} registered with batch_size '
-            f"{settings.batch_size}",
+            "status": f'Model "{name}" Version: {version} registered with {workers} initial workers',
             "modelName": name,
-            "modelVersion": served.version,
+            "modelVersion": version,
+            "storeVersion": served.version,
+            "batchSize": settings.batch_size,
         }
     )
+
+
+def preprocessing(query: Any) -> dict[str, Any]:
+    """The image settings given as query parameters (`resize=28,28&mode=L&scale=255`), checked."""
+    from inferline.serve.torchserve import IMAGE_KEYS, settings_of
+
+    meta: dict[str, Any] = {}
+    for key in IMAGE_KEYS:
+        text = query.get(key)
+        if text is None:
+            continue
+        parts = [part.strip() for part in text.strip("[]").split(",")]
+        try:
+            numbers = [float(part) for part in parts]
+        except ValueError:
+            numbers = []
+        if key in ("mode", "layout"):
+            meta[key] = text
+        elif key == "resize" and numbers and all(n.is_integer() for n in numbers):
+            meta[key] = [int(n) for n in numbers]
+        elif key in ("mean", "std") and numbers:
+            meta[key] = numbers
+        elif key == "scale" and len(numbers) == 1:
+            meta[key] = numbers[0]
+        else:
+            raise bad_request(
+                f"POST /models: {key}={text!r}; expected numbers such as {key}={_EXAMPLES[key]}"
+            )
+    try:
+        settings_of(meta)
+    except (InferlineError, TypeError, ValueError) as exc:
+        raise bad_request(f"POST /models: {exc}") from exc
+    return meta
+
+
+_EXAMPLES = {"resize": "224,224", "scale": "255", "mean": "0.485,0.456,0.406", "std": "0.229,0.224,0.225"}
+
+
+async def scale_workers(request: Request) -> Response:
+    """TorchServe's scale workers: `min_worker` model calls at once for the version (default:
+    the default version); answered once they run with `synchronous=true`, else 202 at once."""
+    state = server_of(request)
+    name = request.path_params["name"]
+    query = request.query_params
+    version = request.path_params.get("version") or query.get("model_version")
+    where = f"PUT {request.url.path}"
+    minimum = _workers(query.get("min_worker"), "min_worker", 1, where=where)
+    maximum = _workers(query.get("max_worker"), "max_worker", minimum, where=where)
+    if maximum < minimum:
+        raise bad_request(f"{where}: max_worker cannot be less than min_worker ({maximum} < {minimum})")
+    served = await state.resolve(name, version)
+    if version is None:  # versions swapped in later keep the model's scale
+        model = state.models.models[name]
+        model.settings = replace(model.settings, workers=minimum, max_workers=maximum)
+    message = f"Workers scaled to {minimum} for model: {name}" + (f", version: {version}" if version else "")
+    if query.get("synchronous", "").lower() == "true":
+        await served.scale(minimum, maximum)
+        return json_response({"status": message})
+    state.background(served.scale(minimum, maximum))
+    return json_response({"status": "Processing worker updates..."}, status=202)
 
 
 async def _archive_name(url: str) -> str | None:
@@ -236,6 +313,17 @@ def _batching(source: Any) -> dict[str, Any]:
     }
 
 
+MAX_WORKERS = 64  # model calls at once per version: threads of this process
+
+
+def _workers(value: str | None, name: str, default: int, *, where: str = "POST /models") -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) > MAX_WORKERS:
+        raise bad_request(f"{where}: {name}={value!r}; expected a whole number from 0 to {MAX_WORKERS}")
+    return int(value)
+
+
 def _int(value: str | None, name: str, default: int) -> int:
     if value is None:
         return default
@@ -250,7 +338,9 @@ def routes() -> list[Route]:
         Route("/models", guarded(register_model), methods=["POST"]),
         Route("/models/{name}", guarded(describe_model), methods=["GET"]),
         Route("/models/{name}", guarded(unregister), methods=["DELETE"]),
+        Route("/models/{name}", guarded(scale_workers), methods=["PUT"]),
         Route("/models/{name}/{version}", guarded(describe_model), methods=["GET"]),
         Route("/models/{name}/{version}", guarded(unregister), methods=["DELETE"]),
+        Route("/models/{name}/{version}", guarded(scale_workers), methods=["PUT"]),
         Route("/models/{name}/{version}/set-default", guarded(set_default), methods=["PUT"]),
     ]

@@ -30,11 +30,14 @@ DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # --max-image-pixels
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """How one model's requests are batched (TorchServe's `batch_size`/`max_batch_delay`)."""
+    """How one model's requests are batched (TorchServe's `batch_size`/`max_batch_delay`) and
+    how many model calls run at once (TorchServe's workers: `min_worker`, `max_worker`)."""
 
     batch_size: int = 32
     max_batch_delay_ms: float = 5.0
     max_queue: int = 1024
+    workers: int = 1
+    max_workers: int = 1
 
 
 class ServedVersion:
@@ -60,7 +63,9 @@ class ServedVersion:
             on_batch=metrics.batch_observer(loaded.name),
             on_wait=metrics.queue_observer(loaded.name),
             name=loaded.model_id,
+            workers=settings.workers,
         )
+        self.max_workers = max(settings.workers, settings.max_workers)
         self.row_shape: tuple[int, ...] | None = feature_shape(loaded)
         self.hooks = hooks_from(loaded)
         self._probe: Prediction | None = None
@@ -101,6 +106,15 @@ class ServedVersion:
 
     async def predict(self, rows: np.ndarray, *, expected: bool = False) -> Prediction:
         return await self.batcher.predict(rows, expected=expected)
+
+    async def scale(self, workers: int, max_workers: int) -> None:
+        """Run `workers` model calls at once; a `.mar` gets one handler instance per worker,
+        initialised before the new workers take requests (as TorchServe starts its workers)."""
+        prepare = getattr(self.loaded.model, "ensure_workers", None)
+        if callable(prepare) and workers > 1:
+            await asyncio.to_thread(prepare, workers)
+        self.batcher.scale(workers)
+        self.max_workers = max(workers, max_workers)
 
     async def probe(self) -> Prediction | None:
         """The model's answer to one row of zeros, which shows the outputs it really gives

@@ -82,6 +82,20 @@ class ServerState:
         self.offload = Offload()
         self.warehouse = WarehouseCounts(config.warehouse) if config.warehouse else None
         self.ready = False
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def background(self, work: Awaitable[Any]) -> None:
+        """Run `work` after answering (e.g. scaling workers); a failure is logged."""
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("background work failed")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def resolve(self, name: str, version: str | None) -> ServedVersion:
         """The version to answer with; a stored but not yet loaded version is loaded now."""

@@ -23,6 +23,7 @@ from inferline.errors import InferlineError
 from inferline.models.base import Prediction
 from inferline.models.hooks import HookError
 from inferline.models.mar import FRAMEWORK as MAR
+from inferline.models.ts_context import TorchServeRequest
 from inferline.serve.bodies import instances_of, parse_instances, rows_of
 from inferline.serve.http import ApiError, bad_request, invalid_input, json_response, parse_json
 from inferline.serve.models import ServedVersion
@@ -49,18 +50,29 @@ async def predictions(request: Request) -> Response:
 def parse_predictions(body: bytes, request: Request, served: ServedVersion) -> tuple[np.ndarray, Any]:
     content_type = request.headers.get("content-type", "")
     route = f"{request.method} /predictions/{served.name}"
-    return parse_body(body, content_type, served, route=route, offload=server_of(request).offload)
+    offload = server_of(request).offload
+    return parse_body(
+        body, content_type, served, route=route, offload=offload, headers=handler_headers(request)
+    )
 
 
 def parse_body(
-    body: bytes, content_type: str, served: ServedVersion, *, route: str, offload: Offload
+    body: bytes,
+    content_type: str,
+    served: ServedVersion,
+    *,
+    route: str,
+    offload: Offload,
+    headers: dict[str, str] | None = None,
 ) -> tuple[np.ndarray, Any]:
-    """One request body as rows for `served` (and the hooks' batch); REST and TorchServe's gRPC."""
+    """One request body as rows for `served` (and the hooks' batch); REST and TorchServe's gRPC.
+
+    A `.mar` handler sees `headers` through its context (`get_request_header`)."""
     if served.framework == MAR:  # TorchServe's handler reads TorchServe's request items
         items = request_items(body, content_type, where=route)
         rows = np.empty(len(items), dtype=object)
         for i, item in enumerate(items):
-            rows[i] = item
+            rows[i] = TorchServeRequest(item, headers or {})
         return rows, None
     if is_multipart(content_type):
         images = [
@@ -88,6 +100,12 @@ def parse_body(
             return served.check_rows(np.asarray(inputs), input_name="instances"), batch
         return rows_of(instances, served.spec, input_name="instances", may_hold_bools=bools), batch
     return rows_of(instances, served.spec, input_name="instances", may_hold_bools=bools), None
+
+
+def handler_headers(request: Request) -> dict[str, str]:
+    """The request's headers as a TorchServe handler reads them (`context.get_request_header`);
+    the management token is not the handler's business."""
+    return {name: value for name, value in request.headers.items() if name != "authorization"}
 
 
 def is_raw(content_type: str, body: bytes, served: ServedVersion) -> bool:
@@ -163,11 +181,19 @@ def decode_image_body(body: bytes, served: ServedVersion) -> np.ndarray:
 
 def image_settings(served: ServedVersion) -> Any:
     """`ImageSettings` from the store metadata (`image: {...}` or top-level keys)."""
+    meta = served.metadata.get("image", served.metadata)
+    try:
+        return settings_of(meta if isinstance(meta, dict) else {})
+    except (InferlineError, TypeError, ValueError) as exc:
+        raise ApiError(
+            500, "ModelConfigError", f"model {served.model_id}: bad image settings in its metadata ({exc})"
+        ) from exc
+
+
+def settings_of(meta: dict[str, Any]) -> Any:
+    """`ImageSettings` from `resize`, `mode`, `scale`, `mean`, `std`, `layout` values."""
     from inferline.io.images import ImageSettings
 
-    meta = served.metadata.get("image", served.metadata)
-    if not isinstance(meta, dict):
-        meta = {}
     values: dict[str, Any] = {key: meta[key] for key in IMAGE_KEYS if meta.get(key) is not None}
     if "resize" in values:
         resize = [int(v) for v in values["resize"]]
@@ -177,12 +203,7 @@ def image_settings(served: ServedVersion) -> Any:
             values[key] = tuple(float(v) for v in values[key])
     if "layout" in values:
         values["layout"] = str(values["layout"]).upper()
-    try:
-        return ImageSettings(**values)
-    except (InferlineError, TypeError) as exc:
-        raise ApiError(
-            500, "ModelConfigError", f"model {served.model_id}: bad image settings in its metadata ({exc})"
-        ) from exc
+    return ImageSettings(**values)
 
 
 def render_predictions(served: ServedVersion, prediction: Prediction, context: Any) -> Any:

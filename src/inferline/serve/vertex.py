@@ -30,11 +30,12 @@ from starlette.routing import Route
 
 from inferline.models.base import Prediction
 from inferline.models.mar import FRAMEWORK as MAR
+from inferline.models.ts_context import TorchServeRequest
 from inferline.serve.bodies import instances_of
 from inferline.serve.http import bad_request, json_response, not_found, parse_json
 from inferline.serve.models import ServedVersion
 from inferline.serve.state import server_of
-from inferline.serve.torchserve import parse_predictions
+from inferline.serve.torchserve import handler_headers, parse_predictions
 
 HEALTH = "AIP_HEALTH_ROUTE"
 PREDICT = "AIP_PREDICT_ROUTE"
@@ -67,7 +68,8 @@ def parse_vertex(body: bytes, request: Request, served: ServedVersion) -> tuple[
     instances = instances_of(payload, route)
     rows = np.empty(len(instances), dtype=object)
     for i, instance in enumerate(instances):
-        rows[i] = {"data": _decoded(instance, route), "parameters": payload.get("parameters") or {}}
+        item = {"data": _decoded(instance, route), "parameters": payload.get("parameters") or {}}
+        rows[i] = TorchServeRequest(item, handler_headers(request))
     return rows, None
 
 

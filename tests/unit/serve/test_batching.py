@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from inferline.models.base import Prediction
-from inferline.serve.batching import DynamicBatcher, QueueFullError
+from inferline.serve.batching import DynamicBatcher, NoWorkerError, QueueFullError
 
 
 class DoublingModel:
@@ -215,3 +215,25 @@ def test_each_request_reports_how_long_it_waited_in_the_queue() -> None:
 
     asyncio.run(main())
     assert waits == [0.0, 0.25]
+
+
+def test_scaled_workers_run_model_calls_at_once_and_zero_refuses() -> None:
+    started = threading.Barrier(3, timeout=10)  # two model calls and the test meet here
+
+    def predict(rows: np.ndarray) -> Prediction:
+        started.wait()  # only returns when two calls run at the same time
+        return Prediction(prediction=rows[:, 0])
+
+    batcher = DynamicBatcher(predict, batch_size=1, max_batch_delay_ms=0, workers=2)
+
+    async def main() -> list[Prediction]:
+        calls = [asyncio.ensure_future(batcher.predict(np.array([[float(i)]]))) for i in range(2)]
+        await asyncio.to_thread(started.wait)
+        answers = await asyncio.gather(*calls)
+        batcher.scale(0)
+        with pytest.raises(NoWorkerError, match=r"model model has no worker to serve inference requests"):
+            await batcher.predict(np.array([[1.0]]))
+        await batcher.close()
+        return answers
+
+    assert [a.prediction.tolist() for a in asyncio.run(main())] == [[0.0], [1.0]]
