@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
@@ -15,7 +16,7 @@ from inferline.report.data import load_report
 BASE = 1_796_083_200  # 2026-12-01T00:00:00Z
 
 
-def table(con: duckdb.DuckDBPyConnection, rows: list[tuple[int, str | None, int, float]]) -> None:
+def table(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple[int, str | None, int, float]]) -> None:
     """A table shaped as the window sink writes it: key, window_start, window_end, groups, aggregates."""
     con.execute(
         "CREATE TABLE w (key VARCHAR, window_start TIMESTAMP, window_end TIMESTAMP, merchant VARCHAR, "
