@@ -27,7 +27,6 @@ from typing import Any
 import httpx
 import pytest
 
-from inferline.serve.rpc.ts_status import ts_status
 from tests.conftest import free_port
 from tests.e2e.server import running_server
 
@@ -70,6 +69,20 @@ def ts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
             sys.modules.pop(name, None)
 
 
+STREAMING_HANDLER = """
+from ts.handler_utils.utils import send_intermediate_predict_response
+
+
+def handle(data, context):
+    words = [(row.get("data") or row.get("body")).decode().split() for row in data]
+    for step in range(len(words[0]) - 1):  # every word but the last, as it comes
+        send_intermediate_predict_response(
+            [w[step] for w in words], context.request_ids, "Intermediate Prediction success", 200, context
+        )
+    return [w[-1] for w in words]
+"""
+
+
 class Summer(torch.nn.Module):  # type: ignore[misc,name-defined]
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[name-defined]
         return x.sum(dim=1, keepdim=True)
@@ -77,7 +90,8 @@ class Summer(torch.nn.Module):  # type: ignore[misc,name-defined]
 
 @pytest.fixture(scope="module")
 def archives(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """colors.mar 1.0 (English labels), v2/colors.mar 2.0 (French labels), a TorchScript sum.pt."""
+    """colors.mar 1.0 (English labels), v2/colors.mar 2.0 (French labels), streamer.mar (a
+    handler streaming each word of its input), a TorchScript sum.pt."""
     folder = tmp_path_factory.mktemp("ts-grpc")
     with warnings.catch_warnings():  # TorchScript is deprecated upstream; TorchServe archives use it
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -96,6 +110,8 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> Path:
     archive(folder, "colors", "--version", "2.0", *args).rename(folder / "v2" / "colors.mar")
     (folder / "index_to_name.json").write_text(json.dumps(LABELS))
     archive(folder, "colors", "--version", "1.0", *args)
+    (folder / "streamer.py").write_text(STREAMING_HANDLER)
+    archive(folder, "streamer", "--version", "1.0", "--handler", "streamer.py")
     return folder
 
 
@@ -116,7 +132,8 @@ def port_pair() -> int:
 def server(archives: Path) -> Iterator[SimpleNamespace]:
     port = port_pair()
     env = {"INFERLINE_TOKEN": TOKEN, "INFERLINE_TRUSTED_PATHS": str(archives)}
-    args = ("--model-store", str(archives), "--grpc-port", "0", "--ts-grpc-port", str(port))
+    args = ("--models", "streamer.mar", "--model-store", str(archives), "--grpc-port", "0")
+    args += ("--ts-grpc-port", str(port))
     with running_server(archives / "colors.mar", *args, env=env) as base:
         inference = grpc.insecure_channel(f"localhost:{port}")
         management = grpc.insecure_channel(f"localhost:{port + 1}")
@@ -159,7 +176,9 @@ def test_ping_and_predictions_as_torchserve_grpc_client(server: Any, ts: Any) ->
     assert ts_count(server.base, "colors") == before + 2  # counted with REST's requests
 
     code, details = failure(stub.Predictions, pb.PredictionsRequest(model_name="nope", input={"data": b"x"}))
-    assert code == grpc.StatusCode.NOT_FOUND and details == "model 'nope' is not served; have colors"
+    assert (
+        code == grpc.StatusCode.NOT_FOUND and details == "model 'nope' is not served; have colors, streamer"
+    )
     version = pb.PredictionsRequest(model_name="colors", model_version="9.9", input={"data": b"x"})
     assert failure(stub.Predictions, version)[0] == grpc.StatusCode.NOT_FOUND
     code, details = failure(stub.Predictions, pb.PredictionsRequest(input={"data": b"x"}))
@@ -180,6 +199,11 @@ def test_stream_predictions_answer_in_order(server: Any, ts: Any) -> None:
         failure(lambda request: list(stub.StreamPredictions(request)), missing)[0]
         == grpc.StatusCode.NOT_FOUND
     )
+
+    # A handler's intermediate responses are streamed as they come; a unary call gets the last.
+    words = pb.PredictionsRequest(model_name="streamer", input={"data": b"one two three"})
+    assert [r.prediction for r in stub.StreamPredictions(words)] == [b"one", b"two", b"three"]
+    assert stub.Predictions(words).prediction == b"three"
 
     # StreamPredictions2: one answer per request, in order; a failure is answered in the stream.
     requests = [
@@ -214,7 +238,10 @@ def test_register_describe_set_default_scale_unregister(server: Any, ts: Any, ar
         return json.loads(stub.DescribeModel(request, metadata=AUTH).msg)
 
     listed = json.loads(stub.ListModels(pb.ListModelsRequest(), metadata=AUTH).msg)
-    assert [m["modelName"] for m in listed["models"]] == ["colors"] and "nextPageToken" not in listed
+    assert [m["modelName"] for m in listed["models"]] == [
+        "colors",
+        "streamer",
+    ] and "nextPageToken" not in listed
 
     # torchserve_grpc_client.py's register(): url, initial_workers=1, synchronous=True, model_name
     v2 = str(archives / "v2" / "colors.mar")
@@ -235,16 +262,15 @@ def test_register_describe_set_default_scale_unregister(server: Any, ts: Any, ar
     red = ts.inference_pb2.PredictionsRequest(model_name="colors", input={"data": png((250, 0, 0))})
     assert list(json.loads(inference.Predictions(red).prediction))[0] == "rouge"  # 2.0's labels
 
-    # ScaleWorker is REST's PUT /models/{name}?min_worker=&max_worker=&synchronous=, answered alike.
+    # ScaleWorker is REST's PUT /models/{name}?min_worker=&max_worker=&synchronous=
     scale = pb.ScaleWorkerRequest(model_name="colors", min_worker=2, max_worker=2, synchronous=True)
-    bearer = {"Authorization": f"Bearer {TOKEN}"}
-    query = "min_worker=2&max_worker=2&synchronous=true"
-    rest = httpx.put(f"{server.base}/models/colors?{query}", headers=bearer, timeout=60)
-    if rest.is_success:
-        assert stub.ScaleWorker(scale, metadata=AUTH).msg == rest.json()["status"]
-        assert [d["minWorkers"] for d in describe_all() if d["modelVersion"] == "2.0"] == [2]
-    else:  # a server without the REST route: 405 -> UNIMPLEMENTED
-        assert failure(stub.ScaleWorker, scale, metadata=AUTH)[0] == ts_status(rest.status_code)
+    assert stub.ScaleWorker(scale, metadata=AUTH).msg == "Workers scaled to 2 for model: colors"
+    assert [(d["modelVersion"], d["minWorkers"]) for d in describe_all()] == [("1.0", 1), ("2.0", 2)]
+    later = pb.ScaleWorkerRequest(model_name="colors", model_version="2.0", min_worker=1)
+    assert stub.ScaleWorker(later, metadata=AUTH).msg == "Processing worker updates..."
+    inverted = pb.ScaleWorkerRequest(model_name="colors", min_worker=3, max_worker=2)
+    code, details = failure(stub.ScaleWorker, inverted, metadata=AUTH)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "max_worker cannot be less than min_worker" in details
 
     is_default = pb.UnregisterModelRequest(model_name="colors", model_version="2.0")
     code, details = failure(stub.UnregisterModel, is_default, metadata=AUTH)

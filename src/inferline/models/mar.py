@@ -40,6 +40,7 @@ from inferline.models.base import Prediction
 from inferline.models.files import local_copy
 from inferline.models.ts_compat import stand_ins
 from inferline.models.ts_context import TorchServeContext, TorchServeRequest
+from inferline.models.ts_stream import Listener
 
 MANIFEST = "MAR-INF/MANIFEST.json"
 FRAMEWORK = "torchserve"
@@ -124,10 +125,19 @@ class MarModel:
                 self._idle.append(worker)
                 self._workers += 1
 
-    def handle(self, requests: list[Any], headers: list[dict[str, str]] | None = None) -> list[Any]:
+    def handle(
+        self,
+        requests: list[Any],
+        headers: list[dict[str, str]] | None = None,
+        listeners: list[Listener | None] | None = None,
+    ) -> list[Any]:
         if not self.batches and len(requests) > 1:
             heads = headers or [{} for _ in requests]
-            return [self.handle([r], [h])[0] for r, h in zip(requests, heads, strict=True)]
+            hears = listeners or [None for _ in requests]
+            return [
+                self.handle([r], [h], [listener])[0]
+                for r, h, listener in zip(requests, heads, hears, strict=True)
+            ]
         with self._lock:
             worker = self._idle.pop() if self._idle else None
         if worker is None:  # more calls at once than instances: this call's worker gets its own
@@ -136,9 +146,21 @@ class MarModel:
             )
             with self._lock:
                 self._workers += 1
+        context = worker.context
         try:
-            worker.context.start_batch(headers or [{} for _ in requests])
-            answers = worker.service(requests, worker.context)
+            context.start_batch(headers or [{} for _ in requests])
+            streamed = [
+                (context.request_ids[i], listener)
+                for i, listener in enumerate(listeners or [])
+                if listener is not None and context.request_ids
+            ]
+            for request_id, listener in streamed:
+                context.cl_socket.listen(request_id, listener)
+            try:
+                answers = worker.service(requests, context)
+            finally:
+                for request_id, _ in streamed:
+                    context.cl_socket.forget(request_id)
         finally:
             with self._lock:
                 self._idle.append(worker)
@@ -194,7 +216,8 @@ class MarHandler:
     def predict(self, model: MarModel, inputs: np.ndarray) -> Prediction:
         requests = [row.item if isinstance(row, TorchServeRequest) else row for row in inputs]
         headers = [row.headers if isinstance(row, TorchServeRequest) else {} for row in inputs]
-        answers = model.handle(requests, headers)
+        listeners = [row.listener if isinstance(row, TorchServeRequest) else None for row in inputs]
+        answers = model.handle(requests, headers, listeners)
         if len(answers) != len(requests):
             raise ModelError(
                 f"model archive {model.uri}: handler answered {len(answers)} items "

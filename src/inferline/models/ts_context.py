@@ -8,7 +8,8 @@ each TorchServe worker process has.
 
 A front door hands a `.mar` model `TorchServeRequest`s: the item TorchServe would build
 (`{"body": ...}`, form fields) and the HTTP headers, which the handler sees only through the
-context, never inside the item.
+context, never inside the item; and, for a streamed answer (gRPC `StreamPredictions`), the
+listener its intermediate responses go to (`context.cl_socket`, `inferline.models.ts_stream`).
 
 Example:
     >>> context = TorchServeContext("mnist", {"model": {}}, {"model_dir": "/tmp/m"})
@@ -23,6 +24,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from inferline.models.ts_stream import IntermediateResponses, Listener
+
 
 @dataclass
 class TorchServeRequest:
@@ -30,6 +33,7 @@ class TorchServeRequest:
 
     item: Any
     headers: dict[str, str] = field(default_factory=dict)
+    listener: Listener | None = None  # gets the handler's intermediate responses, if streamed
 
 
 class TorchServeMetrics:
@@ -80,6 +84,8 @@ class TorchServeContext:
     request_ids: dict[int, str] | None = None
     request_processor: list[RequestProcessor] = field(default_factory=list)
     stopping_criteria: Any = None
+    # Where `send_intermediate_predict_response` writes, as to TorchServe's backend socket.
+    cl_socket: IntermediateResponses = field(default_factory=IntermediateResponses)
 
     def start_batch(self, headers: list[dict[str, str]]) -> None:
         """The batch about to be handled: one id and header set per request."""
@@ -104,6 +110,20 @@ class TorchServeContext:
 
     def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
         pass
+
+    # What TorchServe's `create_predict_response` reads when a handler streams.
+    def get_response_content_type(self, idx: int) -> str | None:
+        return self.get_response_headers(idx).get("content-type")
+
+    def get_response_status(self, idx: int) -> tuple[int, str]:
+        return 200, ""
+
+    def get_response_headers(self, idx: int) -> dict[str, str]:
+        return self.request_processor[idx].response_headers if idx < len(self.request_processor) else {}
+
+    def set_response_header(self, idx: int, key: str, value: str) -> None:
+        if idx < len(self.request_processor):
+            self.request_processor[idx].add_response_property(key, value)
 
     def for_worker(self) -> TorchServeContext:
         """A context of its own for another worker (same manifest and properties)."""

@@ -21,20 +21,11 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from inferline.errors import ModelError
 
 Listener = Callable[[bytes], None]
 END_OF_LIST = -1
-
-
-class StreamedItem(dict[str, Any]):
-    """A request item whose intermediate responses go to `listener` (the handler sees a dict)."""
-
-    def __init__(self, item: dict[str, Any], listener: Listener) -> None:
-        super().__init__(item)
-        self.listener = listener
 
 
 class IntermediateResponses:

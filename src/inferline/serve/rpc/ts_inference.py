@@ -13,6 +13,7 @@ Example (TorchServe's `torchserve_grpc_client.py`):
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +25,8 @@ from starlette.responses import Response
 
 from inferline.models.base import Prediction
 from inferline.models.mar import FRAMEWORK as MAR
+from inferline.models.ts_context import TorchServeRequest
+from inferline.models.ts_stream import Listener
 from inferline.serve.answers import encode_answer
 from inferline.serve.http import ApiError, bad_request, invalid_input
 from inferline.serve.models import ServedVersion
@@ -51,8 +54,28 @@ class InferenceServicer:
         return pb.PredictionResponse(prediction=await self.predict(request, "Predictions"))
 
     async def StreamPredictions(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
-        # inferline's handlers answer once (no intermediate responses): one message, then the end.
-        yield pb.PredictionResponse(prediction=await self.predict(request, "StreamPredictions"))
+        # A handler's intermediate responses (`send_intermediate_predict_response`) are sent
+        # as they come, then its final answer, as TorchServe streams them.
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[bytes] = asyncio.Queue()
+
+        def listener(piece: bytes) -> None:  # called on the thread running the handler
+            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+        answer = asyncio.ensure_future(self.predict(request, "StreamPredictions", listener))
+        try:
+            while not answer.done():
+                piece = asyncio.ensure_future(pieces.get())
+                await asyncio.wait({answer, piece}, return_when=asyncio.FIRST_COMPLETED)
+                if piece.done():
+                    yield pb.PredictionResponse(prediction=piece.result())
+                else:
+                    piece.cancel()
+            while not pieces.empty():
+                yield pb.PredictionResponse(prediction=pieces.get_nowait())
+            yield pb.PredictionResponse(prediction=answer.result())
+        finally:
+            answer.cancel()
 
     async def StreamPredictions2(self, requests: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
         # As TorchServe: each request is answered in order; a failed one answers its status
@@ -68,7 +91,7 @@ class InferenceServicer:
                 continue
             yield pb.PredictionResponse(prediction=prediction, sequence_id=sequence)
 
-    async def predict(self, request: Any, rpc: str) -> bytes:
+    async def predict(self, request: Any, rpc: str, listener: Listener | None = None) -> bytes:
         name = request.model_name
         if not name:
             raise bad_request(f"{rpc}: model_name is required")
@@ -78,7 +101,8 @@ class InferenceServicer:
         async def decode(served: ServedVersion) -> tuple[np.ndarray, Any]:
             if served.framework == MAR:
                 rows = np.empty(1, dtype=object)
-                rows[0] = inputs  # TorchServe's request item: every input by its name
+                # TorchServe's request item: every input by its name (and no headers)
+                rows[0] = TorchServeRequest(inputs, listener=listener)
                 return rows, None
             return await self.state.offload.thread(_parse, inputs, served, where, self.state)
 
