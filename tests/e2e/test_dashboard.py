@@ -29,6 +29,15 @@ def test_dashboard_shows_models_requests_latency_and_batches(tmp_path: Path, iri
     warehouse = str(tmp_path / "warehouse.duckdb")
     with connect(warehouse, read_only=False) as con:
         con.sql("CREATE TABLE flowers AS SELECT range AS x FROM range(7)")
+        # A window sink's table: a line per merchant for each aggregate (n, rate), not for ids.
+        con.sql(
+            "CREATE TABLE per_minute AS SELECT "
+            "epoch_us(s)::VARCHAR || '|' || epoch_us(e)::VARCHAR || '|' || m AS key, "
+            "s AS window_start, e AS window_end, m AS merchant, n, rate, [n] AS ids FROM (SELECT *, "
+            "s + INTERVAL 1 MINUTE AS e FROM (VALUES (TIMESTAMP '2026-12-01 10:00:00', 'a', 3, 0.5), "
+            "(TIMESTAMP '2026-12-01 10:01:00', 'a', 5, 0.25), "
+            "(TIMESTAMP '2026-12-01 10:00:00', 'b', 2, 1.0)) v(s, m, n, rate))"
+        )
     with running_server(
         store, "--max-batch-delay", "0", "--watch-interval", "0", "--warehouse", warehouse
     ) as base:
@@ -72,17 +81,31 @@ def test_dashboard_shows_models_requests_latency_and_batches(tmp_path: Path, iri
     # --warehouse: the tables of that DuckDB file and their rows.
     assert "hidden" not in page.by_id("warehouse-section").attrs
     assert page.by_id("warehouse-path").text == warehouse
-    (table,) = [r for r in page.by_id("warehouse").find_all("tr") if "data-table" in r.attrs]
+    table, _ = [r for r in page.by_id("warehouse").find_all("tr") if "data-table" in r.attrs]
     assert table.attrs["data-table"] == "flowers"
     assert [(td.text, td.attrs.get("data-value")) for td in table.find_all("td")] == [
         ("flowers", None),
         ("7", "7"),
     ]
-    assert stats["warehouse"] == {
-        "path": warehouse,
-        "tables": [{"name": "flowers", "rows": 7}],
-        "error": None,
-    }
+    assert stats["warehouse"]["tables"][0] == {"name": "flowers", "rows": 7}
+    assert stats["warehouse"]["error"] is None
+    windows = stats["warehouse"]["tables"][1]["windows"]
+    assert (windows["groups"], windows["aggregates"]) == (["merchant"], ["n", "rate"])
+    # The windowed table charted over time: one line per merchant, a point per window.
+    for aggregate, lines in {
+        "n": {"a": [("10:00", 3), ("10:01", 5)], "b": [("10:00", 2)]},
+        "rate": {"a": [("10:00", 0.5), ("10:01", 0.25)], "b": [("10:00", 1)]},
+    }.items():
+        chart = page.by_id(f"chart-window-per_minute-{aggregate}")
+        series = chart.find_all("g", class_="series")
+        assert [g.attrs["data-series"] for g in series] == ["a", "b"]
+        for group in series:
+            points = [
+                (p.attrs["data-time"], p.num("data-value")) for p in group.find_all("circle", class_="point")
+            ]
+            expected = [(f"2026-12-01T{hm}:00Z", v) for hm, v in lines[group.attrs["data-series"]]]
+            assert points == expected
+    assert not page.find_all("svg", id="chart-window-per_minute-ids")
 
     bars = page.by_id("chart-requests").find_all("rect", class_="bar")
     assert sum(float(b.attrs["data-value"]) for b in bars) == 6

@@ -14,7 +14,9 @@ import joblib
 import numpy as np
 import pytest
 
+from inferline.engine.local import run_pipeline
 from inferline.examples.iris import FEATURES
+from inferline.pipeline import load_spec
 from inferline.report.charts import ERROR
 from inferline.report.runs import RunRecord, write_run_duckdb
 from tests.animals import AGREEMENT, CONFUSION, LABELS, write_animals_db
@@ -183,3 +185,61 @@ def test_report_errors_are_one_line(project: Path, cli: CliRunner) -> None:
     assert (
         line.startswith("error: report: cannot write blocker/r.html (") and "choose another -o path" in line
     )
+
+
+WINDOWED_SPEC = """\
+name: payments
+source: {kind: jsonl, path: events.jsonl}
+sink: {kind: duckdb, path: warehouse.duckdb, table: payments}
+window:
+  kind: fixed
+  size: 10s
+  time: ts
+  group_by: [merchant]
+  aggregates: {n: "count(*)", fraud_rate: "avg(prediction = 1)", ids: "list(id ORDER BY id)"}
+  sink: {kind: duckdb, path: warehouse.duckdb, table: fraud_windows}
+"""
+# (id, second, merchant, prediction); fixed 10 s windows from 2026-12-01T00:00:00Z.
+PAYMENTS = [(0, 1, "a", 1), (1, 3, "b", 0), (2, 4, "a", 0), (3, 12, "a", 1)]
+PAYMENTS += [(4, 14, "b", 1), (5, 15, "b", 1), (6, 22, "a", 0), (7, 25, "b", 0)]
+
+
+def test_a_windowed_table_is_charted_over_time_a_line_per_group(project: Path, cli: CliRunner) -> None:
+    base = int(dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc).timestamp())
+    Path("events.jsonl").write_text(
+        "".join(
+            f'{{"id": {i}, "ts": {base + t}, "merchant": "{m}", "prediction": {p}}}\n'
+            for i, t, m, p in PAYMENTS
+        )
+    )
+    Path("payments.yaml").write_text(WINDOWED_SPEC)
+    assert run_pipeline(load_spec("payments.yaml")).window_rows == 6  # in this process: the report is the CLI
+    result = cli("report", "fraud_windows", "--db", "warehouse.duckdb", "-o", "windows.html")
+    assert "wrote windows.html: 6 windowed rows, charted over time: n, fraud_rate" in result.stdout
+    page = parse_dom(Path("windows.html").read_text())
+    assert page.by_id("windows-total").num("data-value") == 6
+    assert page.by_id("window-groups").text == "merchant"
+    minute = "2026-12-01T00:00:"
+    expected = {
+        "chart-window-n": {"a": [("00", 2), ("10", 1), ("20", 1)], "b": [("00", 1), ("10", 2), ("20", 1)]},
+        "chart-window-fraud_rate": {
+            "a": [("00", 0.5), ("10", 1), ("20", 0)],
+            "b": [("00", 0), ("10", 1), ("20", 0)],
+        },
+    }
+    for chart_id, lines in expected.items():
+        chart = page.by_id(chart_id)
+        series = chart.find_all("g", class_="series")
+        assert [g.attrs["data-series"] for g in series] == ["a", "b"]
+        drawn: dict[float, float] = {}
+        for group in series:
+            points = group.find_all("circle", class_="point")
+            got = [(p.attrs["data-time"], p.num("data-value")) for p in points]
+            assert got == [(f"{minute}{s}Z", v) for s, v in lines[group.attrs["data-series"]]]
+            assert len(group.find_all("polyline")) == 1
+            for p in points:  # one height per value, higher values drawn higher
+                drawn.setdefault(p.num("data-value"), p.num("cy"))
+                assert drawn[p.num("data-value")] == p.num("cy")
+        heights = [drawn[v] for v in sorted(drawn)]
+        assert heights == sorted(heights, reverse=True)
+    assert "chart-window-ids" not in Path("windows.html").read_text()  # a list is not charted

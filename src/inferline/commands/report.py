@@ -50,6 +50,9 @@ def report(
             f"report: cannot write {output} ({exc.strerror}); choose another -o path"
         ) from None
     summary = f"{data.rows:,} rows, {len(data.class_counts)} classes"
+    if data.windows is not None:
+        charted = ", ".join(data.windows.aggregates) or "nothing numeric"
+        summary = f"{data.rows:,} windowed rows, charted over time: {charted}"
     if data.evaluation is not None:
         summary += f", accuracy {data.evaluation.accuracy * 100:.1f}%"
     if data.comparison is not None:

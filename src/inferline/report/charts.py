@@ -1,7 +1,8 @@
-"""Hand-written inline SVG charts: bar charts and a confusion-matrix heatmap.
+"""Hand-written inline SVG charts: bar charts, a confusion-matrix heatmap, time-series lines.
 
 No JavaScript and no network: each chart is one `<svg>` element carrying its numbers in
-`data-*` attributes (`data-label`, `data-value`, `data-row`, `data-col`), so a page can be
+`data-*` attributes (`data-label`, `data-value`, `data-row`, `data-col`, `data-series`,
+`data-time`), so a page can be
 checked by reading its DOM and a reader can hover for exact values (`<title>`).
 
 Example:
@@ -12,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -211,3 +213,104 @@ def _blend(shade: float, *, diagonal: bool) -> str:
     t = 0.12 + 0.88 * shade
     r, g, b = (round(255 + (c - 255) * t) for c in target)
     return f"#{r:02x}{g:02x}{b:02x}"
+
+
+PALETTE = ("#3b6fb6", "#c0392b", "#2e8b57", "#d98c1f", "#7b4fa6", "#1f9bb4", "#8c564b", "#e377c2")
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of a line chart: its name and (x, y) points, x in seconds since the epoch."""
+
+    name: str
+    points: list[tuple[float, float]]
+
+
+def line_chart(
+    chart_id: str,
+    lines: list[Line],
+    *,
+    title: str,
+    y_label: str = "",
+    width: int = 720,
+    height: int = 300,
+) -> str:
+    """A time-series chart: one `<g class="series" data-series=...>` per line, each point a
+    `<circle class="point" data-time=... data-value=...>` (time as ISO 8601 UTC)."""
+    left, right, top, bottom = 64, 140, 24, 48
+    plot_w, plot_h = width - left - right, height - top - bottom
+    xs = [x for line in lines for x, _ in line.points]
+    ys = [y for line in lines for _, y in line.points]
+    low = min(0.0, min(ys, default=0.0))
+    top_value, step = nice_axis(max(ys, default=0.0) - low)
+    first, last = min(xs, default=0.0), max(xs, default=0.0)
+    span = (last - first) or 1.0
+
+    def px(x: float) -> float:
+        return left + plot_w * ((x - first) / span if last > first else 0.5)
+
+    def py(y: float) -> float:
+        return top + plot_h - plot_h * (y - low) / top_value
+
+    parts = [
+        f'<svg id="{escape(chart_id)}" class="chart line-chart" data-chart="line" '
+        f'xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}" style="{FONT}">',
+        f"<title>{escape(title)}</title>",
+    ]
+    for i in range(round(top_value / step) + 1):
+        tick = low + step * i
+        y = py(tick)
+        parts.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
+            f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#555">'
+            f"{escape(number(tick))}</text>"
+        )
+    if y_label:
+        parts.append(
+            f'<text x="14" y="{top + plot_h / 2:.1f}" transform="rotate(-90 14 {top + plot_h / 2:.1f})" '
+            f'text-anchor="middle" fill="#333">{escape(y_label)}</text>'
+        )
+    if not xs:
+        parts.append(
+            f'<text x="{left + plot_w / 2}" y="{top + plot_h / 2}" text-anchor="middle" '
+            'fill="#777">no data</text>'
+        )
+    else:
+        for x in sorted({first, first + span / 2, last}):
+            parts.append(
+                f'<text class="time-label" x="{px(x):.1f}" y="{top + plot_h + 16}" text-anchor="middle" '
+                f'fill="#333">{escape(_clock(x))}</text>'
+            )
+    for index, line in enumerate(lines):
+        color = PALETTE[index % len(PALETTE)]
+        name = escape(line.name)
+        coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in line.points)
+        parts.append(f'<g class="series" data-series="{name}">')
+        if len(line.points) > 1:
+            parts.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="1.5"/>')
+        for x, y in line.points:
+            when = _iso(x)
+            parts.append(
+                f'<circle class="point" data-series="{name}" data-time="{when}" data-value="{_data(y)}" '
+                f'cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{color}">'
+                f"<title>{name} {escape(when)}: {escape(number(y))}</title></circle>"
+            )
+        parts.append(
+            f'<text class="legend" x="{left + plot_w + 12}" y="{top + 12 + 16 * index}" fill="{color}">'
+            f"■ {escape(_short(line.name, 18))}</text></g>"
+        )
+    parts.append(
+        f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#888"/>'
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _iso(seconds: float) -> str:
+    moment = dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
+    return moment.isoformat(timespec="milliseconds" if seconds % 1 else "seconds").replace("+00:00", "Z")
+
+
+def _clock(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc).strftime("%m-%d %H:%M:%S")

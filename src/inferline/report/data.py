@@ -24,6 +24,7 @@ from inferline.errors import InputError
 from inferline.io import warehouse
 from inferline.io.duckdb import quote
 from inferline.io.filesinks import output_files
+from inferline.io.windowed import WindowedTable, is_windowed, read_windowed
 from inferline.report.metrics import Confusion, merge_counts
 from inferline.report.runs import RUNS_FILE, read_runs
 
@@ -56,6 +57,7 @@ class ReportData:
     unlabelled: int = 0
     comparison: Comparison | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
+    windows: WindowedTable | None = None  # a `window:` sink's table: charted over time instead
     generated_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
 
 
@@ -126,6 +128,8 @@ def _load(
 ) -> ReportData:
     columns = _columns(con, relation)
     place = f"report: {where} table {name}" if where != name else f"report: {name}"
+    if is_windowed(columns):
+        return _load_windowed(con, relation, name, where, place, label, compare)
     for option, column in (("--prediction", prediction), ("--label", label)):
         if column is not None and column not in columns:
             raise InputError(f"{place}: no column {column!r} for {option} (columns: {', '.join(columns)})")
@@ -151,6 +155,29 @@ def _load(
     if compare is not None:
         data.comparison = _compare(con, relation, name, columns, compare, prediction, label, tables, place)
     return data
+
+
+def _load_windowed(
+    con: duckdb.DuckDBPyConnection,
+    relation: str,
+    name: str,
+    where: str,
+    place: str,
+    label: str | None,
+    compare: str | None,
+) -> ReportData:
+    for option, value in (("--label", label), ("--compare", compare)):
+        if value is not None:
+            raise InputError(
+                f"{place}: is a windowed table (window_start, window_end), charted over time; "
+                f"{option} is for a predictions table (the pipeline's sink:)"
+            )
+    windows = read_windowed(con, relation, name)
+    if windows is None:  # is_windowed said it is
+        raise InputError(f"{place}: cannot read its windows")
+    return ReportData(
+        table=name, where=where, prediction="", rows=windows.windows, class_counts={}, windows=windows
+    )
 
 
 def _compare(

@@ -14,7 +14,8 @@ import datetime as dt
 from html import escape
 from typing import Any
 
-from inferline.report.charts import ACCENT, ERROR, Bar, bar_chart, heatmap, number
+from inferline.io.windowed import WindowedTable
+from inferline.report.charts import ACCENT, ERROR, Bar, Line, bar_chart, heatmap, line_chart, number
 from inferline.report.data import ReportData
 from inferline.report.metrics import Confusion, sort_classes
 
@@ -46,21 +47,46 @@ def percent(value: float) -> str:
 
 def render_report(data: ReportData) -> str:
     """The whole page as text."""
-    sections = [
-        _summary(data),
-        _classes(data),
-        _evaluation(data),
-        _comparison(data),
-        _runs(data),
-    ]
+    if data.windows is not None:
+        sections = [_windows(data.windows), _runs(data)]
+        what = "windowed table"
+    else:
+        sections = [_summary(data), _classes(data), _evaluation(data), _comparison(data), _runs(data)]
+        what = f"prediction column <code>{escape(data.prediction)}</code>"
     generated = data.generated_at.strftime("%Y-%m-%d %H:%M UTC")
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>inferline report: {escape(data.table)}</title><style>{CSS}</style></head>"
         f"<body><main><h1>{escape(data.table)}</h1>"
-        f'<p class="where">{escape(data.where)} · prediction column <code>{escape(data.prediction)}</code>'
+        f'<p class="where">{escape(data.where)} · {what}'
         f" · generated {generated}</p>" + "".join(s for s in sections if s) + "</main></body></html>\n"
     )
+
+
+def _windows(table: WindowedTable) -> str:
+    """One line chart per aggregate, a line per group, each point a window (at its start)."""
+    groups = ", ".join(table.groups) or "none"
+    cards = "".join(
+        [
+            _card("windows-total", f"{table.windows:,}", "windowed rows (window x group)", table.windows),
+            _card("window-groups", groups, "group columns"),
+        ]
+    )
+    html = f'<section id="windows"><h2>Windows over time</h2><div class="cards">{cards}</div>'
+    if table.groups_left_out:
+        html += f'<p class="note">{table.groups_left_out:,} more groups with fewer windows are not drawn.</p>'
+    for aggregate in table.aggregates:
+        lines = [Line(s.group, s.points) for s in table.series if s.aggregate == aggregate]
+        chart = line_chart(
+            f"chart-window-{aggregate}",
+            lines,
+            title=f"{aggregate} per window, by {groups}",
+            y_label=aggregate,
+        )
+        html += f"<h3><code>{escape(aggregate)}</code></h3>{chart}"
+    if not table.aggregates:
+        html += '<p class="note">No numeric aggregate to chart.</p>'
+    return html + "</section>"
 
 
 def _card(card_id: str, figure: str, caption: str, value: float | int | None = None) -> str:

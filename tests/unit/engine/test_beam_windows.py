@@ -55,7 +55,8 @@ def local(pipeline: PipelineSpec) -> list[dict[str, Any]]:
     closed = op.close(final=True)
     op.close_state()
     assert closed is not None
-    return closed.to_pylist()
+    found: list[dict[str, Any]] = closed.to_pylist()
+    return found
 
 
 def direct(*, streaming: bool = False) -> PipelineOptions:
@@ -64,22 +65,35 @@ def direct(*, streaming: bool = False) -> PipelineOptions:
     return options
 
 
-@pytest.mark.parametrize(
-    "window",
-    [
-        {"kind": "fixed", "size": "10s"},
-        {"kind": "sliding", "size": "20s", "every": "10s"},
-        {"kind": "session", "gap": "6s"},
-    ],
-    ids=["fixed", "sliding", "session"],
-)
-def test_beam_gives_the_local_operators_rows(window: dict[str, Any]) -> None:
-    pipeline_spec = spec(**window)
-    expected = local(pipeline_spec)
-    assert len(expected) >= 5
+class _Windowed(beam.PTransform):  # type: ignore[type-arg]
+    """Rows -> windowed rows of one spec, under its own label."""
+
+    def __init__(self, pipeline_spec: PipelineSpec) -> None:
+        super().__init__()
+        self.pipeline_spec = pipeline_spec
+
+    def expand(self, rows: Any) -> Any:
+        out = process_rows(rows, self.pipeline_spec)
+        return window_rows(out.batches, self.pipeline_spec, streaming=False)
+
+
+WINDOWS = {
+    "fixed": {"kind": "fixed", "size": "10s"},
+    "sliding": {"kind": "sliding", "size": "20s", "every": "10s"},
+    "session": {"kind": "session", "gap": "6s"},
+}
+
+
+def test_beam_gives_the_local_operators_rows() -> None:
+    # Fixed, sliding and session windows as three branches of one pipeline (one runner start).
     with beam.Pipeline(options=direct()) as pipeline:
-        out = process_rows(pipeline | beam.Create(rows()), pipeline_spec)
-        assert_that(window_rows(out.batches, pipeline_spec, streaming=False), equal_to(expected))
+        source = pipeline | beam.Create(rows())
+        for name, window in WINDOWS.items():
+            pipeline_spec = spec(**window)
+            expected = local(pipeline_spec)
+            assert len(expected) >= 5
+            got = source | name >> _Windowed(pipeline_spec)
+            assert_that(got, equal_to(expected), label=f"Check_{name}")
 
 
 def test_a_stream_fires_early_then_on_time_under_one_key() -> None:
