@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -155,7 +154,7 @@ class DuckDBSink:
         """Upsert into a table without an index: only a batch with known keys scans the table."""
         con, key, names = self.con, quote(self.key), self._names
         keys.sync(con)
-        hashes = np.unique(key_hashes(con, f"SELECT hash({key}) FROM _inferline_batch"))
+        hashes = key_hashes(con, f"SELECT hash({key}) FROM _inferline_batch")
         insert = f"INSERT INTO {table} ({names}) SELECT {names} FROM _inferline_batch"
         if not keys.contains(hashes).any():
             con.execute(insert).fetchall()
