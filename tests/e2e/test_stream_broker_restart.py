@@ -73,7 +73,7 @@ def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(project: Path)
     try:
         _wait(lambda: _progress(server.url)[1] >= 500, runner, publisher)  # some are committed
         server.kill()
-        time.sleep(2)  # the outage itself: both processes must sit through it
+        time.sleep(5)  # the outage itself (issue 17: 5 s): both processes must sit through it
         server.start()
         published, p_err = publisher.communicate(timeout=90)
         out, err = runner.communicate(timeout=90)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from inferline.examples import iris_stream
 from tests.conftest import CliRunner
-from tests.e2e.streaming import Probe, write_pipeline
+from tests.e2e.streaming import Probe, start_runner, stop, write_pipeline
 
 TOTAL = 15_000
 
@@ -58,5 +59,58 @@ def test_a_full_disk_names_the_cause_and_a_rerun_loses_nothing(
     with duckdb.connect(str(tiny_disk / "warehouse.duckdb"), read_only=True) as con:
         ids = [r[0] for r in con.sql("SELECT id FROM iris_stream ORDER BY id").fetchall()]
     assert ids == list(range(TOTAL))
+    assert probe.backlog() == 0 and probe.pending() == 0
+    probe.close()
+
+
+def _immutable(folder: Path, on: bool) -> None:
+    """chattr +i/-i on `folder` and its files: even root's writes fail (EPERM), open files too."""
+    flag = "+i" if on else "-i"
+    for path in [folder, *folder.iterdir()] if on else [*folder.iterdir(), folder]:
+        done = subprocess.run(["chattr", flag, str(path)], capture_output=True, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"chattr {flag} is not allowed here")
+
+
+def test_a_sink_made_read_only_mid_stream_names_the_cause_and_a_rerun_loses_nothing(
+    project: Path, cli: CliRunner
+) -> None:
+    if shutil.which("chattr") is None:
+        pytest.skip("no chattr")
+    write_pipeline(project, "queue.db", max_size=100)
+    spec = (project / "stream.yaml").read_text()
+    (project / "stream.yaml").write_text(spec.replace("path: warehouse.duckdb", "path: ro/warehouse.duckdb"))
+    (project / "ro").mkdir()
+    cli(
+        "publish",
+        "iris",
+        "--url",
+        "queue.db",
+        input="".join(json.dumps(m) + "\n" for m in iris_stream.messages(300)),
+    )
+    probe = Probe(str(project / "queue.db"))
+    runner = start_runner(project, "--until-idle", "60")
+    try:
+        probe.wait(lambda: probe.backlog() == 0, runner)  # committed
+        _immutable(project / "ro", True)
+        try:
+            more = "".join(json.dumps(m) + "\n" for m in iris_stream.messages(300, start=300))
+            cli("publish", "iris", "--url", "queue.db", input=more)
+            out, err = runner.communicate(timeout=90)
+        finally:
+            _immutable(project / "ro", False)
+    finally:
+        stop(runner)
+    assert runner.returncode == 1, out + err
+    last = err.strip().splitlines()[-1]
+    # The commit or the checkpoint after it fails, whichever comes first: either names the cause.
+    assert last.startswith("error: ro/warehouse.duckdb"), err
+    assert last.endswith('warehouse.duckdb.wal": Operation not permitted)'), err
+    assert "Traceback" not in err and "cannot rollback" not in err
+    assert probe.pending() + probe.backlog() > 0  # what was not committed is not acked
+    cli("run", "stream.yaml", "--no-progress", "--until-idle", "1")
+    with duckdb.connect(str(project / "ro" / "warehouse.duckdb"), read_only=True) as con:
+        ids = [r[0] for r in con.sql("SELECT id FROM iris_stream ORDER BY id").fetchall()]
+    assert ids == list(range(600))
     assert probe.backlog() == 0 and probe.pending() == 0
     probe.close()

@@ -98,11 +98,14 @@ class WarehouseWriter:
     def _end_turn(self) -> None:
         name, self._name = self._name, ""
         try:
+            # CHECKPOINT first: its error names the cause ("Operation not permitted" on a file
+            # made read-only); DETACH's own checkpoint error may say only that it failed.
+            self._db.execute(f'CHECKPOINT "{name}"').fetchall()
             self._db.execute(f'DETACH "{name}"').fetchall()
         except duckdb.Error as exc:
-            # The checkpoint failed (a full disk): what was committed is safe in the WAL, which
-            # the next opener replays, but this DuckDB has invalidated the file. Close it, so
-            # its file handles go, and fail the next write with the cause.
+            # The checkpoint failed (a full disk, a read-only file): what was committed is safe
+            # in the WAL, which the next opener replays, but this DuckDB has invalidated the
+            # file. Close it, so its file handles go, and fail the next write with the cause.
             self._broken = cause(exc)
             with contextlib.suppress(duckdb.Error):
                 self._db.close()
