@@ -48,12 +48,13 @@ def test_ml_predict_table_output(cli: CliRunner) -> None:
 
 
 def test_errors_are_one_line_naming_statement_and_construct(cli: CliRunner, project: Path) -> None:
-    result = cli("sql", SETUP + "SELECT * FROM ML.TRAINING_INFO(MODEL ds.iris)", check=False)
+    result = cli("sql", SETUP + "SELECT * FROM ML.FORECAST(MODEL ds.iris)", check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: statement 3: ML.TRAINING_INFO is not supported; inferline runs ML.PREDICT, ML.EVALUATE, "
-        "ML.CONFUSION_MATRIX, ML.ROC_CURVE and BigQuery ML's image and preprocessing functions (train "
-        "models in Python, then CREATE MODEL to import them)"
+        "error: statement 3: ML.FORECAST is not supported; inferline runs ML.PREDICT, ML.EVALUATE, "
+        "ML.CONFUSION_MATRIX, ML.ROC_CURVE, the trained models' ML.TRAINING_INFO, ML.FEATURE_INFO, "
+        "ML.WEIGHTS, ML.CENTROIDS, ML.EXPLAIN_PREDICT, ML.GLOBAL_EXPLAIN, ML.DETECT_ANOMALIES and "
+        "BigQuery ML's image and preprocessing functions"
     ]
     (project / "bad.sql").write_text(SETUP + "SELECT predict('ds.iris', 1.0, 2.0) FROM flowers;")
     result = cli("sql", "-f", "bad.sql", check=False)

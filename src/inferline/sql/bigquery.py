@@ -19,7 +19,7 @@ from sqlglot.tokenizer_core import Token, TokenType
 
 from inferline.errors import SqlError
 from inferline.models.base import LoadedModel
-from inferline.sql import batching, ddl, evaluate, fused, names, objects, preprocessing
+from inferline.sql import batching, ddl, evaluate, fused, model_info, names, objects, preprocessing
 from inferline.sql.catalog import drop_model
 from inferline.sql.ddl import Session
 from inferline.sql.mlpredict import predict_subquery
@@ -34,7 +34,8 @@ ML_FUNCTIONS: dict[str, tuple[str, tuple[int, ...]]] = {
     "CONVERT_IMAGE_TYPE": ("convert_image_type", (1,)),
 }
 SUPPORTED_ML = (
-    "PREDICT", "EVALUATE", "CONFUSION_MATRIX", "ROC_CURVE", *ML_FUNCTIONS, *preprocessing.FUNCTIONS
+    "PREDICT", "EVALUATE", "CONFUSION_MATRIX", "ROC_CURVE", *ML_FUNCTIONS, *preprocessing.FUNCTIONS,
+    *model_info.FUNCTIONS,
 )  # fmt: skip
 
 
@@ -93,8 +94,9 @@ def translate(text: str, session: Session) -> list[str]:
         if name is not None and name not in SUPPORTED_ML:
             raise SqlError(
                 f"ML.{name} is not supported; inferline runs ML.PREDICT, ML.EVALUATE, "
-                "ML.CONFUSION_MATRIX, ML.ROC_CURVE and BigQuery ML's image and preprocessing "
-                "functions (train models in Python, then CREATE MODEL to import them)"
+                "ML.CONFUSION_MATRIX, ML.ROC_CURVE, the trained models' ML.TRAINING_INFO, "
+                "ML.FEATURE_INFO, ML.WEIGHTS, ML.CENTROIDS, ML.EXPLAIN_PREDICT, ML.GLOBAL_EXPLAIN, "
+                "ML.DETECT_ANOMALIES and BigQuery ML's image and preprocessing functions"
             )
     if head[:2] in (["ALTER", "MODEL"],) or words[:1] == ["EXPORT"]:
         raise SqlError(f"{words[0]} MODEL is not supported; use CREATE OR REPLACE MODEL to change a model")
@@ -102,7 +104,7 @@ def translate(text: str, session: Session) -> list[str]:
         text = ddl.strip_connection(text, tokens)
     if head[:2] == ["DROP", "MODEL"]:
         text = names.strip_colon_project(text)
-    text = evaluate.mark(objects.rewrite_object_transforms(text))
+    text = evaluate.mark(model_info.rewrite(objects.rewrite_object_transforms(text), session))
     try:
         tree = sqlglot.parse_one(text, read="bigquery")
     except sqlglot.errors.ParseError as exc:
@@ -150,7 +152,8 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
         evaluating = evaluate.marked(node)
         if evaluating:
             where = f"ML.{evaluating}(MODEL {model})"
-        threshold = _threshold(node.args.get("params_struct"), where)
+        per_row = evaluating in model_info.INPUT_FUNCTIONS  # their STRUCT holds their own options
+        threshold = None if per_row else _threshold(node.args.get("params_struct"), where)
         source = node.expression
         if isinstance(source, exp.Table) and source.name.startswith(evaluate.EVALUATION_PREFIX):
             _require_evaluation_rows(session, source.name, where)
@@ -175,6 +178,17 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
             batched_sql = transform.apply_sql(fitted, batched_sql, columns)
             decoded = {}
         placeholder = f"__inferline_ml_predict_slot_{i}"
+        if per_row and evaluating is not None:  # computed here, a registered table
+            given = model_info.options(
+                node.args.get("params_struct"), model_info.INPUT_FUNCTIONS[evaluating], where
+            )
+            query = f"{ctes_sql} SELECT * FROM ({inner_sql})"
+            outputs = entry.outputs if entry is not None else []
+            replacements[placeholder] = model_info.per_row(
+                session, loaded, evaluating, query, outputs, given, where
+            )
+            _replace_call(node, placeholder)
+            continue
         if evaluating:
             # The true values travel under a private name: an ONNX classifier's own output
             # is called `label` too.
@@ -200,9 +214,7 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
                 session, loaded, subquery, ctes_sql, outputs, where, evaluating, thresholds
             )
         replacements[placeholder] = subquery
-        holder = node.parent if isinstance(node.parent, exp.Table) else node
-        alias = holder.args.get("alias") if holder is not node else None
-        holder.replace(exp.Table(this=exp.to_identifier(placeholder), alias=alias))
+        _replace_call(node, placeholder)
     if tables:  # after the probes above, which read the CTEs as written
         for cte in tree.find_all(exp.CTE):
             batching.sort_object_scans(cte.this, tables, shadowed)
@@ -211,6 +223,12 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
     for placeholder, subquery in replacements.items():
         sql = sql.replace(placeholder, subquery)
     return sql
+
+
+def _replace_call(node: exp.Expr, placeholder: str) -> None:
+    holder = node.parent if isinstance(node.parent, exp.Table) else node
+    alias = holder.args.get("alias") if holder is not node else None
+    holder.replace(exp.Table(this=exp.to_identifier(placeholder), alias=alias))
 
 
 def _usage(name: str) -> str:

@@ -46,7 +46,8 @@ from inferline.report.metrics import Confusion, class_name
 
 MARKER = "__inferline_evaluate"
 THRESHOLDS = "__inferline_thresholds"  # ML.ROC_CURVE's third argument, inside the marker
-FUNCTIONS = ("EVALUATE", "CONFUSION_MATRIX", "ROC_CURVE")
+# EXPLAIN_PREDICT/DETECT_ANOMALIES ride the same marker (sql/model_info.py).
+FUNCTIONS = ("EVALUATE", "CONFUSION_MATRIX", "ROC_CURVE", "EXPLAIN_PREDICT", "DETECT_ANOMALIES")
 ROC_COLUMNS = (
     "threshold",
     "recall",

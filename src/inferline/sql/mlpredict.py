@@ -151,7 +151,7 @@ def label_probs_type(classes: Any) -> pa.DataType:
     return pa.list_(pa.struct([pa.field("label", label), pa.field("prob", pa.float64())]))
 
 
-def _label_probs(scores: np.ndarray, classes: Any, t: pa.DataType) -> pa.Array:
+def label_probs(scores: np.ndarray, classes: Any, t: pa.DataType) -> pa.Array:
     """(n, k) probabilities -> n lists of k {label, prob}, in the classes' order."""
     flat = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
     labels = pa.array(np.tile(np.asarray(classes), len(flat)), type=t.value_type.field("label").type)
@@ -230,7 +230,7 @@ def output_arrays(
             if value is None:
                 raise SqlError(f"{where}: the model returned no {output.name!r} output for this chunk")
             if pa.types.is_list(output.type) and pa.types.is_struct(output.type.value_type):
-                converted = _label_probs(value, getattr(loaded.model, "classes_", []), output.type)
+                converted = label_probs(value, getattr(loaded.model, "classes_", []), output.type)
             else:
                 converted = _as_type(value, output.type, where)
             result.append(scatter(converted, valid))

@@ -94,10 +94,10 @@ def test_create_model_replace_and_drop(con: SqlConnection, iris_example: Path) -
 @pytest.mark.parametrize(
     ("statement", "message"),
     [
-        ("SELECT * FROM ML.TRAINING_INFO(MODEL ds.iris)", r"ML.TRAINING_INFO is not supported"),
+        ("SELECT * FROM ML.FORECAST(MODEL ds.iris)", r"ML.FORECAST is not supported"),
         (
-            "SELECT * FROM ML.EXPLAIN_PREDICT(MODEL ds.iris, (SELECT 1))",
-            r"ML.EXPLAIN_PREDICT is not supported",
+            "SELECT * FROM ML.TRAINING_INFO(MODEL ds.iris)",
+            r"ML.TRAINING_INFO\(MODEL ds.iris\): model ds.iris/\S+ was not trained by CREATE MODEL",
         ),
         (
             "CREATE MODEL ds.lr OPTIONS(model_type='matrix_factorization') AS SELECT 1 AS y",

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from inferline.errors import SqlError
 from inferline.sql.catalog import CatalogModel
-from inferline.sql.training import clustering, data, dnn, linear, trees
+from inferline.sql.training import clustering, data, dnn, explain, info, linear, trees
 from inferline.sql.training.options import TrainOptions
 
 log = logging.getLogger("inferline.sql")
@@ -65,7 +65,8 @@ def fit(table: pa.Table, options: TrainOptions, where: str, progress: Progress |
     if train.num_rows == 0:
         raise SqlError(f"{where}: the data split leaves no training rows")
     preprocess = data.preprocessor(options, features, text)
-    x = preprocess.fit_transform(data.feature_matrix(train, features, text))
+    raw = data.feature_matrix(train, features, text)
+    x = preprocess.fit_transform(raw)
     x_eval = preprocess.transform(data.feature_matrix(held, features, text)) if held is not None else None
     started = time.monotonic()
     if options.label is None:
@@ -85,6 +86,8 @@ def fit(table: pa.Table, options: TrainOptions, where: str, progress: Progress |
     pipeline.model_type_ = options.model_type
     pipeline.label_ = options.label
     pipeline.training_info_ = _iterations(model, options, x, y, x_eval, y_eval, seconds)
+    info.describe(pipeline, train, x, features, text)  # ML.FEATURE_INFO, ML.WEIGHTS, ...
+    explain.describe(pipeline, features, raw)  # ML.GLOBAL_EXPLAIN, ML.DETECT_ANOMALIES
     summary = {
         "training_rows": int(train.num_rows),
         "evaluation_rows": int(evaluation.sum()),
