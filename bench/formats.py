@@ -5,12 +5,13 @@
     python bench/formats.py --smoke              # tiny sizes: checks the benchmark runs
 
 The same CSV of iris-like rows goes through a 3-class model of each format, into Parquet.
-The hand loop is what one writes with the framework's own API: pyarrow reads the CSV, then
-batches of `--batch` rows go through `Booster.inplace_predict` (XGBoost), `Booster.predict`
-(LightGBM), the SavedModel's `serving_default` signature, or a LiteRT interpreter loop
-(resize, set_tensor, invoke, get_tensor); labels and probabilities are written to Parquet.
-inferline runs the equivalent spec in-process (`LocalEngine`). Both are timed in the same run;
-the ratio is what counts.
+The hand loop is what one writes with the framework's own API: it loads the model file,
+pyarrow reads the CSV, then batches of `--batch` rows go through `Booster.inplace_predict`
+(XGBoost), `Booster.predict` (LightGBM), the SavedModel's `serving_default` signature, or a
+LiteRT interpreter loop (resize, set_tensor, invoke, get_tensor); labels and probabilities
+are written to Parquet. inferline runs the equivalent spec in-process (`LocalEngine`), which
+also loads the model file. Both are timed in the same run, alternately, `--repeat` times
+each; medians are reported, and the ratio is what counts.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from inferline.examples.iris import FEATURES  # noqa: E402
 from inferline.pipeline import parse_spec  # noqa: E402
 
 Predict = Callable[[np.ndarray], np.ndarray]  # a float64 batch -> (n, 3) probabilities
+Load = Callable[[Path], Predict]  # the model file -> its predict function
 
 
 def training_data() -> tuple[np.ndarray, np.ndarray]:
@@ -53,16 +55,21 @@ def training_data() -> tuple[np.ndarray, np.ndarray]:
     return iris.data.astype(np.float32), iris.target
 
 
-def build_xgboost(folder: Path) -> tuple[Path, Predict]:
+def build_xgboost(folder: Path) -> tuple[Path, Load]:
     import xgboost as xgb
 
     x, y = training_data()
     booster = xgb.train({"objective": "multi:softprob", "num_class": 3}, xgb.DMatrix(x, label=y), 50)
     booster.save_model(str(folder / "iris.json"))
-    return folder / "iris.json", lambda batch: booster.inplace_predict(batch)
+
+    def load(path: Path) -> Predict:
+        model = xgb.Booster(model_file=str(path))
+        return lambda batch: model.inplace_predict(batch)
+
+    return folder / "iris.json", load
 
 
-def build_lightgbm(folder: Path) -> tuple[Path, Predict]:
+def build_lightgbm(folder: Path) -> tuple[Path, Load]:
     import lightgbm as lgb
 
     x, y = training_data()
@@ -70,7 +77,12 @@ def build_lightgbm(folder: Path) -> tuple[Path, Predict]:
         {"objective": "multiclass", "num_class": 3, "verbose": -1}, lgb.Dataset(x, label=y), 50
     )
     booster.save_model(str(folder / "iris.txt"))
-    return folder / "iris.txt", lambda batch: booster.predict(batch)
+
+    def load(path: Path) -> Predict:
+        model = lgb.Booster(model_file=str(path))
+        return lambda batch: model.predict(batch)
+
+    return folder / "iris.txt", load
 
 
 def _saved_model(folder: Path) -> Path:
@@ -79,7 +91,6 @@ def _saved_model(folder: Path) -> Path:
     path = folder / "iris_savedmodel"
     if path.exists():
         return path
-    x, y = training_data()
     rng = np.random.default_rng(0)
 
     class Dense(tf.Module):  # type: ignore[misc]
@@ -98,39 +109,46 @@ def _saved_model(folder: Path) -> Path:
     return path
 
 
-def build_tensorflow(folder: Path) -> tuple[Path, Predict]:
+def build_tensorflow(folder: Path) -> tuple[Path, Load]:
     import tensorflow as tf
 
-    path = _saved_model(folder)
-    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-    return path, lambda batch: signature(features=tf.constant(batch, tf.float32))["probabilities"].numpy()
+    def load(path: Path) -> Predict:
+        signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+        return lambda batch: signature(features=tf.constant(batch, tf.float32))["probabilities"].numpy()
+
+    return _saved_model(folder), load
 
 
-def build_tflite(folder: Path) -> tuple[Path, Predict]:
+def build_tflite(folder: Path) -> tuple[Path, Load]:
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(_saved_model(folder)))
     path = folder / "iris.tflite"
     path.write_bytes(converter.convert())
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    source, target = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
-    allocated = [0]
 
-    def predict(batch: np.ndarray) -> np.ndarray:
-        if allocated[0] != len(batch):
-            interpreter.resize_tensor_input(source, list(batch.shape))
-            interpreter.allocate_tensors()
-            allocated[0] = len(batch)
-        interpreter.set_tensor(source, batch.astype(np.float32))
-        interpreter.invoke()
-        return np.array(interpreter.get_tensor(target))
+    def load(path: Path) -> Predict:
+        interpreter = Interpreter(model_path=str(path))
+        interpreter.allocate_tensors()
+        source = interpreter.get_input_details()[0]["index"]
+        target = interpreter.get_output_details()[0]["index"]
+        allocated = [0]
 
-    return path, predict
+        def predict(batch: np.ndarray) -> np.ndarray:
+            if allocated[0] != len(batch):
+                interpreter.resize_tensor_input(source, list(batch.shape))
+                interpreter.allocate_tensors()
+                allocated[0] = len(batch)
+            interpreter.set_tensor(source, batch.astype(np.float32))
+            interpreter.invoke()
+            return np.array(interpreter.get_tensor(target))
+
+        return predict
+
+    return path, load
 
 
-BUILDERS: dict[str, Callable[[Path], tuple[Path, Predict]]] = {
+BUILDERS: dict[str, Callable[[Path], tuple[Path, Load]]] = {
     "xgboost": build_xgboost,
     "lightgbm": build_lightgbm,
     "tensorflow": build_tensorflow,
@@ -138,8 +156,9 @@ BUILDERS: dict[str, Callable[[Path], tuple[Path, Predict]]] = {
 }
 
 
-def run_hand_loop(csv: Path, predict: Predict, out: Path, batch: int) -> float:
+def run_hand_loop(csv: Path, model: Path, load: Load, out: Path, batch: int) -> float:
     start = time.perf_counter()
+    predict = load(model)
     table = pa_csv.read_csv(csv)
     matrix = np.column_stack([table[name].to_numpy() for name in FEATURES])
     scores = np.concatenate([predict(matrix[i : i + batch]) for i in range(0, len(matrix), batch)])
@@ -174,11 +193,15 @@ def run_inferline(csv: Path, model: Path, out: Path, batch: int) -> float:
     return elapsed
 
 
+def median(values: list[float]) -> float:
+    return float(np.median(values))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--batch", type=int, default=16_384)
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best is reported")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each, alternating; medians reported")
     parser.add_argument("--formats", default=",".join(BUILDERS))
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
@@ -188,27 +211,31 @@ def main() -> None:
         folder = Path(tmp)
         csv = folder / "iris.csv"
         make_csv(csv, args.rows)
-        print(f"rows: {args.rows:,}   batch: {args.batch:,}   cores: {os.cpu_count()}")
+        print(
+            f"rows: {args.rows:,}   batch: {args.batch:,}   cores: {os.cpu_count()}   "
+            f"median of {args.repeat}   load average: {os.getloadavg()[0]:.1f}"
+        )
         for name in args.formats.split(","):
             try:
-                model, predict = BUILDERS[name](folder)
+                model, load = BUILDERS[name](folder)
             except ImportError as exc:
                 print(f"{name:<11}: skipped ({exc})")
                 continue
-            hand = min(
-                run_hand_loop(csv, predict, folder / "hand.parquet", args.batch) for _ in range(args.repeat)
-            )
-            ours = min(
-                run_inferline(csv, model, folder / "ours.parquet", args.batch) for _ in range(args.repeat)
-            )
+            hand: list[float] = []
+            ours: list[float] = []
+            for _ in range(args.repeat):
+                hand.append(run_hand_loop(csv, model, load, folder / "hand.parquet", args.batch))
+                ours.append(run_inferline(csv, model, folder / "ours.parquet", args.batch))
             got = pq.read_table(folder / "ours.parquet").column("scores").to_pylist()
             want = pq.read_table(folder / "hand.parquet").column("scores").to_pylist()
             if not np.allclose(np.array(got), np.array(want), atol=1e-5):
                 raise SystemExit(f"{name}: inferline's probabilities differ from the hand loop's")
+            h, o = median(hand), median(ours)
             print(
-                f"{name:<11}: hand loop {hand:6.2f} s {args.rows / hand:>11,.0f} rows/s   "
-                f"inferline {ours:6.2f} s {args.rows / ours:>11,.0f} rows/s   ratio {hand / ours:.2f}x"
+                f"{name:<11}: hand loop {h:6.2f} s {args.rows / h:>11,.0f} rows/s   "
+                f"inferline {o:6.2f} s {args.rows / o:>11,.0f} rows/s   ratio {h / o:.2f}x"
             )
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

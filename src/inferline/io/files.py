@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -53,7 +54,8 @@ def list_files(pattern: str) -> list[tuple[fsspec.AbstractFileSystem, str, str, 
 
 def row_keys(uri: str, start: int, count: int) -> pa.Array:
     """Keys `uri:start` .. `uri:start+count-1`, built without a Python loop."""
-    numbers = pc.cast(pa.array(range(start, start + count), type=pa.int64()), pa.string())
+    # From numpy: `pa.array(range(...))` iterates the range in Python (0.14 s per 300,000 rows).
+    numbers = pc.cast(pa.array(np.arange(start, start + count, dtype=np.int64)), pa.string())
     return pc.binary_join_element_wise(pa.scalar(uri + ":"), numbers, "")
 
 

@@ -115,3 +115,29 @@ def test_csv_writes_later_batches_by_name_and_starts_a_wider_file_for_new_column
         '"key","prediction","model_id","scores"\n"b",2,,"[0.5,0.5]"\n"c",3,,"[0.1,0.9]"\n'
     )
     assert output_files(path) == [path, str(tmp_path / "out.schema-2.csv")]
+
+
+def test_parquet_gathers_small_batches_into_row_groups_in_order(tmp_path: Path) -> None:
+    path = str(tmp_path / "out.parquet")
+    sink = ParquetSink(path)
+    sink.row_group_rows = 10
+    sink.open()
+    for start in range(0, 21, 3):
+        sink.write(pa.record_batch({"key": [str(k) for k in range(start, start + 3)], "n": [start] * 3}))
+        sink.commit()
+    sink.close()
+    file = pq.ParquetFile(path)
+    # Written once 10 rows were held (4 batches), the rest when the file closes.
+    assert [file.metadata.row_group(i).num_rows for i in range(file.metadata.num_row_groups)] == [12, 9]
+    assert file.read().column("key").to_pylist() == [str(k) for k in range(21)]
+    assert sink.rows == 21
+
+
+def test_a_failed_runs_partial_parquet_file_holds_the_rows_not_yet_in_a_row_group(tmp_path: Path) -> None:
+    path = str(tmp_path / "out.parquet")
+    sink = ParquetSink(path)
+    sink.open()
+    sink.write(V1)
+    sink.abort()
+    assert pq.read_table(path + ".partial").to_pylist() == V1.to_pylist()
+    assert not (tmp_path / "out.parquet").exists()
