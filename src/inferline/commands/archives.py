@@ -19,10 +19,11 @@ import tempfile
 from inferline.errors import InferlineError
 
 DEFAULT_STORE = "model_store"
+STANDALONE = "standalone"  # TorchServe's load_models value for "load none"
 
 
 def is_archive_entry(entry: str) -> bool:
-    return entry == "all" or "=" in entry or entry.lower().endswith(".mar")
+    return entry in ("all", STANDALONE) or "=" in entry or entry.lower().endswith(".mar")
 
 
 def archive_entries(models: list[str], model_store: str | None) -> list[tuple[str | None, str]]:
@@ -34,6 +35,8 @@ def archive_entries(models: list[str], model_store: str | None) -> list[tuple[st
     entries = models or ["all"]
     out: list[tuple[str | None, str]] = []
     for entry in entries:
+        if entry == STANDALONE:
+            continue
         if entry == "all":
             if model_store is None:
                 raise InferlineError("serve: --models all needs --model-store DIR (a folder of .mar files)")

@@ -12,10 +12,13 @@ from typing import Annotated
 
 import typer
 
+from inferline.commands.api_ports import ApiPorts
 from inferline.errors import InferlineError, require
 from inferline.serve.hosts import is_loopback
 
 DEFAULT_GRPC_PORT = 8081
+MAX_BODY = 16 * 2**20
+MAX_QUEUE = 1024
 
 
 def checked_origins(origins: list[str]) -> tuple[str, ...]:
@@ -36,7 +39,7 @@ def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, flag: str = "--port") -> socket.socket:
     """A socket bound to host:port, so a busy port fails in one line before the server announces
     itself (uvicorn would print its own error after our "serving ..." line)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -49,7 +52,7 @@ def bind(host: str, port: int) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             raise InferlineError(
                 f"serve: port {port} on {host} is already in use (another inferline serve?); "
-                f"stop that process or pass --port with a free port, e.g. --port {port + 1}"
+                f"stop that process or pass {flag} with a free port, e.g. {flag} {port + 1}"
             ) from None
         raise InferlineError(f"serve: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
     return sock
@@ -173,18 +176,45 @@ def register(app: typer.Typer) -> None:
                 help="Address TorchServe's gRPC management API binds; anything but loopback needs --token."
             ),
         ] = "127.0.0.1",
+        management_port: Annotated[
+            int | None,
+            typer.Option(
+                help="Serve the management API (/models...) only on this port, on 127.0.0.1 "
+                "(TorchServe's 8081).",
+                show_default=False,
+            ),
+        ] = None,
+        metrics_port: Annotated[
+            int | None,
+            typer.Option(help="Serve /metrics only on this port (TorchServe's 8082).", show_default=False),
+        ] = None,
+        ts_config: Annotated[
+            str | None,
+            typer.Option(
+                "--ts-config",
+                help="TorchServe's config.properties (addresses, model_store, load_models, workers, "
+                "models' batch settings); flags win over it.",
+                show_default=False,
+            ),
+        ] = None,
         token: Annotated[
             str | None,
             typer.Option(help="Bearer token required by the management API.", envvar="INFERLINE_TOKEN"),
         ] = None,
-        max_body: Annotated[int, typer.Option(help="Largest request body in bytes (else 413).")] = 16 * 2**20,
+        max_body: Annotated[
+            int | None,
+            typer.Option(help="Largest request body in bytes (else 413).", show_default=str(MAX_BODY)),
+        ] = None,
         batch_size: Annotated[int, typer.Option(help="Most rows per model call.")] = 32,
         max_batch_delay: Annotated[
             float, typer.Option(help="Most milliseconds a request waits for others to batch with.")
         ] = 5.0,
         max_queue: Annotated[
-            int, typer.Option(help="Requests waiting per model version before answering 503.")
-        ] = 1024,
+            int | None,
+            typer.Option(
+                help="Requests waiting per model version before answering 503.", show_default=str(MAX_QUEUE)
+            ),
+        ] = None,
         watch_interval: Annotated[
             float, typer.Option(help="Seconds between checks of the store for new versions (0: never).")
         ] = 1.0,
@@ -201,11 +231,18 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Serve every model in the store over HTTP (TorchServe and KServe v2 APIs)."""
+        from inferline.commands.ts_config import TsConfig, merged, model_settings, read_ts_config
         from inferline.commands.vertex import Serving, vertex_settings
 
-        serving, vertex_note = vertex_settings(
-            Serving(host, port, list(models or []), model_store, token, grpc_port), os.environ
-        )
+        given = Serving(host, port, list(models or []), model_store, token, grpc_port)
+        ts = read_ts_config(ts_config) if ts_config else TsConfig()
+        if ts.ignored:
+            print(
+                f"serve: --ts-config {ts_config}: ignoring {', '.join(ts.ignored)}",
+                file=sys.stderr,
+                flush=True,
+            )
+        serving, vertex_note = vertex_settings(merged(given, ts), os.environ)
         host, port, token, grpc_port = (
             serving.host or "127.0.0.1",
             serving.port or 8080,
@@ -213,6 +250,19 @@ def register(app: typer.Typer) -> None:
             serving.grpc_port,
         )
         models, model_store = serving.models, serving.model_store
+        max_body = max_body if max_body is not None else ts.max_body or MAX_BODY
+        max_queue = max_queue if max_queue is not None else ts.max_queue or MAX_QUEUE
+        ts_grpc_port = ts_grpc_port if ts_grpc_port is not None else ts.grpc_inference_port
+        if ts_grpc_management_port is None:
+            ts_grpc_management_port = ts.grpc_management_port
+        split = ApiPorts(
+            host,
+            port,
+            management_port=management_port or (ts.management_port if ts.management_port != port else None),
+            management_host=ts.management_host or "127.0.0.1",
+            metrics_port=metrics_port or (ts.metrics_port if ts.metrics_port != port else None),
+            metrics_host=ts.metrics_host,
+        )
         if vertex_note:
             print(vertex_note, file=sys.stderr, flush=True)
         if token is not None:
@@ -220,10 +270,12 @@ def register(app: typer.Typer) -> None:
                 raise InferlineError("serve: --token is empty or whitespace; pass a real secret")
             token = token.strip()
         origins = checked_origins(allow_origin or [])
-        if not is_loopback(host) and not token:
+        split.check(token)
+        if not is_loopback(host) and not token and grpc_port is None:
+            grpc_port = 0  # v2 gRPC's repository RPCs are management: not on the network without a token
+        elif not is_loopback(host) and not token and grpc_port:
             raise InferlineError(
-                f"serve: binding {host} exposes the management API to the network; "
-                "pass --token TOKEN (or bind --host 127.0.0.1)"
+                f"serve: --grpc-port {grpc_port} on {host} exposes v2's repository RPCs; pass --token"
             )
         if grpc_port is not None and not 0 <= grpc_port <= 65535:
             raise InferlineError(f"serve: --grpc-port {grpc_port}; expected 1-65535, or 0 for no gRPC")
@@ -250,22 +302,30 @@ def register(app: typer.Typer) -> None:
         if grpc_port:
             grpc_free(host, grpc_port)
         v2_port = None if grpc_port == 0 else grpc_port or DEFAULT_GRPC_PORT
-        taken = {port: "--port", **({v2_port: "--grpc-port"} if v2_port else {})}
+        taken = {p: flag for flag, _, p in split.sockets()} | ({v2_port: "--grpc-port"} if v2_port else {})
         ts_grpc, ts_grpc_management = torchserve_grpc(
             host, ts_grpc_port, ts_grpc_management_port, ts_grpc_management_host, token, taken=taken
         )
-        listening = bind(host, port)
+        listening = [bind(bind_host, bind_port, flag) for flag, bind_host, bind_port in split.sockets()]
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        workers = ts.workers if ts.workers is not None else 1
+        settings = BatchSettings(
+            batch_size=batch_size,
+            max_batch_delay_ms=max_batch_delay,
+            max_queue=max_queue,
+            workers=workers,
+            max_workers=workers,
+        )
         config = ServerConfig(
             token=token,
             max_body=max_body,
-            settings=BatchSettings(
-                batch_size=batch_size, max_batch_delay_ms=max_batch_delay, max_queue=max_queue
-            ),
+            settings=settings,
+            model_settings=model_settings(ts, settings),
+            ports=split.ports(),
             watch_interval=watch_interval,
             allow_origins=origins,
             max_image_pixels=max_image_pixels,
-            loopback_only=is_loopback(host),
+            loopback_only=is_loopback(split.manager_host),
             grpc_address=None if v2_port is None else address(host, v2_port),
             grpc_required=grpc_port is not None,
             ts_grpc_address=ts_grpc,
@@ -280,6 +340,8 @@ def register(app: typer.Typer) -> None:
             apis = [f"inference {ts_grpc}"] if ts_grpc else []
             apis += [f"management {ts_grpc_management}"] if ts_grpc_management else []
             grpc_note += f" and TorchServe gRPC ({', '.join(apis)})"
+        if split.split:
+            grpc_note += f" ({split.describe()})"
         print(
             f"serving {', '.join(loaded) or 'no models yet'} from {model_store or store_root} "
             f"on http://{host}:{port}" + grpc_note,
@@ -296,4 +358,4 @@ def register(app: typer.Typer) -> None:
                 loop="asyncio",  # grpc.aio shares this loop; it is not made for uvloop
             )
         )
-        server.run(sockets=[listening])
+        server.run(sockets=listening)

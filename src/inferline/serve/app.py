@@ -21,12 +21,14 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from inferline.serve.http import ApiError, error_response
 from inferline.serve.metrics import CONTENT_TYPE
+from inferline.serve.ports import PortSplit
 from inferline.serve.state import ServerConfig, ServerState, api_error, server_of, unexpected_error
 
 log = logging.getLogger("inferline.serve")
@@ -125,8 +127,13 @@ def create_app(state: ServerState) -> Starlette:
             await state.models.close()
             state.offload.close()
 
+    routes = all_routes()
+    middleware = []
+    if state.config.ports is not None:
+        middleware.append(Middleware(PortSplit, routes=routes, ports=state.config.ports))
     app = Starlette(
-        routes=all_routes(),
+        routes=routes,
+        middleware=middleware,
         lifespan=lifespan,
         exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: unexpected_error},
     )

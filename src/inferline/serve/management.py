@@ -64,6 +64,7 @@ def guarded(endpoint: Endpoint) -> Endpoint:
                 raise ApiError(403, "Forbidden", f"{request.method} {request.url.path}: wrong token")
         return await endpoint(request)
 
+    check.management = True  # type: ignore[attr-defined]  # served on the management port (serve/ports.py)
     return check
 
 

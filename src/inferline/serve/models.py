@@ -222,10 +222,12 @@ class ServedModels:
         *,
         settings: BatchSettings | None = None,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        per_model: dict[str, BatchSettings] | None = None,
     ) -> None:
         self.max_image_pixels = max_image_pixels
         self.metrics = metrics
         self.settings = settings or BatchSettings()
+        self.per_model = per_model or {}  # a model's own settings (TorchServe's config `models=`)
         self.models: dict[str, ServedModel] = {}
         self._loading: dict[tuple[str, str], asyncio.Lock] = {}
         metrics.watch_queues(self.queue_depths)
@@ -251,13 +253,15 @@ class ServedModels:
 
     def settings_for(self, name: str) -> BatchSettings:
         model = self.models.get(name)
-        return model.settings if model is not None else self.settings
+        return model.settings if model is not None else self.per_model.get(name, self.settings)
 
     def add(self, loaded: LoadedModel, *, default: bool = True, url: str = "") -> ServedVersion:
         """Serve `loaded`; with `default=True` the next requests for its name use it."""
         model = self.models.get(loaded.name)
         if model is None:
-            model = self.models[loaded.name] = ServedModel(loaded.name, self.settings, url=url)
+            model = self.models[loaded.name] = ServedModel(
+                loaded.name, self.settings_for(loaded.name), url=url
+            )
         served = ServedVersion(
             loaded,
             settings_from(loaded.metadata, model.settings),

@@ -64,6 +64,9 @@ class ServerConfig:
     retry_after_s: int = 1
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     warehouse: str | None = None  # a DuckDB file whose table counts the dashboard shows
+    # TorchServe's port split: {"inference": 8080, "management": 8081, "metrics": 8082}; None: one port.
+    ports: dict[str, int] | None = None
+    model_settings: dict[str, BatchSettings] = field(default_factory=dict)  # per model (--ts-config)
 
 
 class ServerState:
@@ -76,7 +79,10 @@ class ServerState:
         self.config = config
         self.metrics = ServerMetrics()
         self.models = ServedModels(
-            self.metrics, settings=config.settings, max_image_pixels=config.max_image_pixels
+            self.metrics,
+            settings=config.settings,
+            max_image_pixels=config.max_image_pixels,
+            per_model=config.model_settings,
         )
         self.catalog = StoreCatalog(store, self.models) if store is not None else None
         self.offload = Offload()
