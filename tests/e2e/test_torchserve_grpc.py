@@ -70,6 +70,9 @@ def ts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
 
 
 STREAMING_HANDLER = """
+import os
+import time
+
 from ts.handler_utils.utils import send_intermediate_predict_response
 
 
@@ -79,6 +82,11 @@ def handle(data, context):
         send_intermediate_predict_response(
             [w[step] for w in words], context.request_ids, "Intermediate Prediction success", 200, context
         )
+    for row in data:  # a "flag" input: the last word waits until that file exists
+        flag = row.get("flag")
+        deadline = time.monotonic() + 60
+        while flag and not os.path.exists(flag.decode()) and time.monotonic() < deadline:
+            time.sleep(0.01)
     return [w[-1] for w in words]
 """
 
@@ -188,7 +196,7 @@ def test_ping_and_predictions_as_torchserve_grpc_client(server: Any, ts: Any) ->
     assert code == grpc.StatusCode.INTERNAL and "model colors: prediction failed" in details
 
 
-def test_stream_predictions_answer_in_order(server: Any, ts: Any) -> None:
+def test_stream_predictions_answer_in_order(server: Any, ts: Any, tmp_path: Path) -> None:
     pb = ts.inference_pb2
     stub = ts.inference_pb2_grpc.InferenceAPIsServiceStub(server.inference)
     blue = {"data": png((0, 0, 255))}
@@ -200,9 +208,16 @@ def test_stream_predictions_answer_in_order(server: Any, ts: Any) -> None:
         == grpc.StatusCode.NOT_FOUND
     )
 
-    # A handler's intermediate responses are streamed as they come; a unary call gets the last.
-    words = pb.PredictionsRequest(model_name="streamer", input={"data": b"one two three"})
-    assert [r.prediction for r in stub.StreamPredictions(words)] == [b"one", b"two", b"three"]
+    # A handler's intermediate responses are streamed as they come: the first word arrives while
+    # the handler still waits for the flag file; a unary call gets the last word only.
+    flag = tmp_path / "go"
+    words = pb.PredictionsRequest(
+        model_name="streamer", input={"data": b"one two three", "flag": bytes(flag)}
+    )
+    responses = stub.StreamPredictions(words, timeout=30)
+    assert next(responses).prediction == b"one"
+    flag.touch()
+    assert [r.prediction for r in responses] == [b"two", b"three"]
     assert stub.Predictions(words).prediction == b"three"
 
     # StreamPredictions2: one answer per request, in order; a failure is answered in the stream.
