@@ -19,7 +19,7 @@ from sqlglot.tokenizer_core import Token, TokenType
 
 from inferline.errors import SqlError
 from inferline.models.base import LoadedModel
-from inferline.sql import batching, ddl, evaluate, fused, model_info, names, objects, preprocessing
+from inferline.sql import batching, ddl, dialect, evaluate, fused, model_info, names, objects, preprocessing
 from inferline.sql.catalog import drop_model
 from inferline.sql.ddl import Session
 from inferline.sql.mlpredict import predict_subquery
@@ -129,6 +129,7 @@ def translate(text: str, session: Session) -> list[str]:
 def translate_query(tree: exp.Expr, session: Session) -> str:
     """A query using ML.PREDICT / ML.DECODE_IMAGE -> DuckDB SQL (registering its UDFs)."""
     names.localize_tables(tree, names.attached_databases(session.con))
+    dialect.rewrite(tree)
     preprocessing.rewrite(tree, session.con)
     for dot in list(tree.find_all(exp.Dot)):
         if isinstance(dot.this, exp.Identifier) and dot.this.name.upper() == "ML":

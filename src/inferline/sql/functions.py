@@ -27,7 +27,7 @@ from duckdb.func import ARROW, SPECIAL
 
 from inferline.errors import InferlineError, SqlError, require
 from inferline.models.base import LoadedModel, Prediction
-from inferline.sql import calls, fused, preprocessing
+from inferline.sql import calls, dialect, fused, preprocessing
 from inferline.sql import image_functions as images
 from inferline.sql.decode import IMAGE_TYPE, chunk_jobs, decode_column, images_to_arrow
 from inferline.sql.resolver import ModelResolver
@@ -89,6 +89,7 @@ def register(con: duckdb.DuckDBPyConnection, resolver: ModelResolver, errors: Ud
         null_handling=SPECIAL,
     )
     con.execute(preprocessing.MACROS)
+    con.execute(dialect.MACROS)
 
 
 def _hash_buckets(values: pa.Array, sizes: pa.Array) -> pa.Array:

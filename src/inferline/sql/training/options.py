@@ -17,10 +17,12 @@ from typing import Any
 from inferline.errors import SqlError
 
 COMMON = ("model_type", "data_split_method", "data_split_eval_fraction", "data_split_col")
-SUPERVISED = ("input_label_cols",)
+# enable_global_explain: ML.GLOBAL_EXPLAIN's attributions are always worked out here (cheap).
+SUPERVISED = ("input_label_cols", "enable_global_explain")
 LINEAR = ("l1_reg", "l2_reg", "max_iterations", "learn_rate")
 CLASS_WEIGHTS = ("auto_class_weights", "class_weights")
 TREES = (
+    "tree_method",
     "max_tree_depth",
     "num_parallel_tree",
     "subsample",
@@ -32,7 +34,7 @@ TREES = (
     "min_split_loss",
     "min_tree_child_weight",
 )
-BOOSTED = (*TREES, "learn_rate", "max_iterations", "early_stop", "min_rel_progress")
+BOOSTED = (*TREES, "learn_rate", "max_iterations", "early_stop", "min_rel_progress", "booster_type")
 DNN = (
     "hidden_units",
     "activation_fn",
@@ -136,6 +138,9 @@ CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "min_split_loss": (_number(0.0), "a number >= 0"),
     "min_tree_child_weight": (_number(0.0), "a number >= 0"),
     "early_stop": (_boolean, "TRUE or FALSE"),
+    "enable_global_explain": (_boolean, "TRUE or FALSE"),
+    "booster_type": (_choice("GBTREE"), "'GBTREE' (DART is not supported)"),
+    "tree_method": (_choice("AUTO", "EXACT", "APPROX", "HIST"), "'AUTO', 'EXACT', 'APPROX' or 'HIST'"),
     "min_rel_progress": (_number(0.0), "a number >= 0"),
     "hidden_units": (_units, "a list of whole numbers >= 1, e.g. [32, 16]"),
     "activation_fn": (_choice(*ACTIVATIONS), f"one of {', '.join(ACTIVATIONS)}"),

@@ -49,7 +49,9 @@ def xgboost_params(options: TrainOptions) -> dict[str, Any]:
     for option, parameter in PARAMETERS.items():
         if option in options.values:
             params[parameter] = options.values[option]
-    params["tree_method"] = "hist"
+    # BigQuery's AUTO: XGBoost's hist, as its own default.
+    method = str(options.get("tree_method", "AUTO")).lower()
+    params["tree_method"] = "hist" if method == "auto" else method
     params["eval_metric"] = "logloss" if options.classifier else "rmse"
     return params
 
