@@ -238,9 +238,9 @@ def test_logistic_regression_species_and_retraining(cli: CliRunner, project: Pat
         .splitlines()[-1]
         .endswith(
             "option 'num_clusters' is not supported for model_type='logistic_reg' (supported: model_type, "
-            "data_split_method, data_split_eval_fraction, data_split_col, input_label_cols, enable_global_explain, "
-            "l1_reg, l2_reg, "
-            "max_iterations, learn_rate, auto_class_weights, class_weights)"
+            "data_split_method, data_split_eval_fraction, data_split_col, input_label_cols, "
+            "enable_global_explain, l1_reg, l2_reg, max_iterations, learn_rate, auto_class_weights, "
+            "class_weights)"
         )
     )
 
