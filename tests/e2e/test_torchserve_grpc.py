@@ -11,12 +11,14 @@ image classifier (TorchServe's built-in handler, `index_to_name.json` labels).
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib
 import importlib.util
 import json
 import socket
 import subprocess
 import sys
+import time
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -91,6 +93,23 @@ def handle(data, context):
 """
 
 
+MIXING_HANDLER = """
+import os
+import time
+
+
+def handle(data, context):
+    for row in data:  # a "flag" input: this batch waits until that file exists
+        flag = row.get("flag")
+        if flag:
+            open(flag.decode() + ".started", "w").close()
+            deadline = time.monotonic() + 60
+            while not os.path.exists(flag.decode()) and time.monotonic() < deadline:
+                time.sleep(0.01)
+    return [{"batch": len(data)} for _ in data]
+"""
+
+
 class Summer(torch.nn.Module):  # type: ignore[misc,name-defined]
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[name-defined]
         return x.sum(dim=1, keepdim=True)
@@ -99,7 +118,7 @@ class Summer(torch.nn.Module):  # type: ignore[misc,name-defined]
 @pytest.fixture(scope="module")
 def archives(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """colors.mar 1.0 (English labels), v2/colors.mar 2.0 (French labels), streamer.mar (a
-    handler streaming each word of its input), a TorchScript sum.pt."""
+    handler streaming each word of its input), mixer.mar (answers its batch's size), sum.pt."""
     folder = tmp_path_factory.mktemp("ts-grpc")
     with warnings.catch_warnings():  # TorchScript is deprecated upstream; TorchServe archives use it
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -120,6 +139,8 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> Path:
     archive(folder, "colors", "--version", "1.0", *args)
     (folder / "streamer.py").write_text(STREAMING_HANDLER)
     archive(folder, "streamer", "--version", "1.0", "--handler", "streamer.py")
+    (folder / "mixer.py").write_text(MIXING_HANDLER)
+    archive(folder, "mixer", "--version", "1.0", "--handler", "mixer.py")
     return folder
 
 
@@ -140,7 +161,8 @@ def port_pair() -> int:
 def server(archives: Path) -> Iterator[SimpleNamespace]:
     port = port_pair()
     env = {"INFERLINE_TOKEN": TOKEN, "INFERLINE_TRUSTED_PATHS": str(archives)}
-    args = ("--models", "streamer.mar", "--model-store", str(archives), "--grpc-port", "0")
+    args = ("--models", "streamer.mar", "--models", "mixer.mar", "--model-store", str(archives))
+    args += ("--grpc-port", "0")
     args += ("--ts-grpc-port", str(port))
     with running_server(archives / "colors.mar", *args, env=env) as base:
         inference = grpc.insecure_channel(f"localhost:{port}")
@@ -185,7 +207,8 @@ def test_ping_and_predictions_as_torchserve_grpc_client(server: Any, ts: Any) ->
 
     code, details = failure(stub.Predictions, pb.PredictionsRequest(model_name="nope", input={"data": b"x"}))
     assert (
-        code == grpc.StatusCode.NOT_FOUND and details == "model 'nope' is not served; have colors, streamer"
+        code == grpc.StatusCode.NOT_FOUND
+        and details == "model 'nope' is not served; have colors, mixer, streamer"
     )
     version = pb.PredictionsRequest(model_name="colors", model_version="9.9", input={"data": b"x"})
     assert failure(stub.Predictions, version)[0] == grpc.StatusCode.NOT_FOUND
@@ -253,10 +276,8 @@ def test_register_describe_set_default_scale_unregister(server: Any, ts: Any, ar
         return json.loads(stub.DescribeModel(request, metadata=AUTH).msg)
 
     listed = json.loads(stub.ListModels(pb.ListModelsRequest(), metadata=AUTH).msg)
-    assert [m["modelName"] for m in listed["models"]] == [
-        "colors",
-        "streamer",
-    ] and "nextPageToken" not in listed
+    names = [m["modelName"] for m in listed["models"]]
+    assert names == ["colors", "mixer", "streamer"] and "nextPageToken" not in listed
 
     # torchserve_grpc_client.py's register(): url, initial_workers=1, synchronous=True, model_name
     v2 = str(archives / "v2" / "colors.mar")
@@ -340,3 +361,44 @@ def test_other_models_read_json_from_data(server: Any, ts: Any, archives: Path) 
     malformed = pb.PredictionsRequest(model_name="summer", input={"data": b"[[1, 2"})
     code, details = failure(stub.Predictions, malformed)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "malformed JSON" in details
+
+
+def test_grpc_and_rest_requests_share_one_batcher(server: Any, ts: Any, tmp_path: Path) -> None:
+    pb = ts.inference_pb2
+    stub = ts.inference_pb2_grpc.InferenceAPIsServiceStub(server.inference)
+    flag = tmp_path / "go"
+    first = stub.Predictions.future(
+        pb.PredictionsRequest(model_name="mixer", input={"data": b"x", "flag": bytes(flag)}), timeout=60
+    )
+    wait_for(lambda: flag.with_name("go.started").exists(), "the first batch to reach the handler")
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+
+    def pending() -> int:
+        described = httpx.get(f"{server.base}/models/mixer", headers=bearer, timeout=30).json()
+        return int(described[0]["jobQueueStatus"]["pendingRequests"])
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        rest = [
+            pool.submit(httpx.post, f"{server.base}/predictions/mixer", json={"x": i}, timeout=60)
+            for i in range(3)
+        ]
+        grpc_calls = [
+            stub.Predictions.future(
+                pb.PredictionsRequest(model_name="mixer", input={"data": b"y"}), timeout=60
+            )
+            for _ in range(3)
+        ]
+        wait_for(lambda: pending() == 6, "6 requests queued behind the first batch")
+        flag.touch()
+        assert json.loads(first.result().prediction) == {"batch": 1}
+        # The queued REST and gRPC requests went to the handler as one batch.
+        assert [json.loads(call.result().prediction) for call in grpc_calls] == [{"batch": 6}] * 3
+        assert [answer.result().json() for answer in rest] == [{"batch": 6}] * 3
+
+
+def wait_for(condition: Any, what: str, deadline_s: float = 30.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {deadline_s} s")
+        time.sleep(0.02)
