@@ -15,6 +15,7 @@ import concurrent.futures
 import importlib
 import importlib.util
 import json
+import queue
 import socket
 import subprocess
 import sys
@@ -97,6 +98,8 @@ MIXING_HANDLER = """
 import os
 import time
 
+SEEN = {}  # requests per sequence: a stateful handler, as TorchServe's sequence batching allows
+
 
 def handle(data, context):
     for row in data:  # a "flag" input: this batch waits until that file exists
@@ -106,7 +109,16 @@ def handle(data, context):
             deadline = time.monotonic() + 60
             while not os.path.exists(flag.decode()) and time.monotonic() < deadline:
                 time.sleep(0.01)
-    return [{"batch": len(data)} for _ in data]
+    out = []
+    for i in range(len(data)):
+        sequence = context.get_sequence_id(i)
+        if sequence:
+            SEEN[sequence] = SEEN.get(sequence, 0) + 1
+        start = context.get_request_header(i, context.header_key_sequence_start) == "true"
+        end = context.get_request_header(i, context.header_key_sequence_end) == "true"
+        out.append({"batch": len(data), "sequence": sequence, "start": start, "end": end,
+                    "count": SEEN.get(sequence, 0)})
+    return out
 """
 
 
@@ -118,7 +130,8 @@ class Summer(torch.nn.Module):  # type: ignore[misc,name-defined]
 @pytest.fixture(scope="module")
 def archives(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """colors.mar 1.0 (English labels), v2/colors.mar 2.0 (French labels), streamer.mar (a
-    handler streaming each word of its input), mixer.mar (answers its batch's size), sum.pt."""
+    handler streaming each word of its input), mixer.mar (answers its batch's size and the
+    request's sequence), a TorchScript sum.pt."""
     folder = tmp_path_factory.mktemp("ts-grpc")
     with warnings.catch_warnings():  # TorchScript is deprecated upstream; TorchServe archives use it
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -390,10 +403,32 @@ def test_grpc_and_rest_requests_share_one_batcher(server: Any, ts: Any, tmp_path
         ]
         wait_for(lambda: pending() == 6, "6 requests queued behind the first batch")
         flag.touch()
-        assert json.loads(first.result().prediction) == {"batch": 1}
+        assert json.loads(first.result().prediction)["batch"] == 1
         # The queued REST and gRPC requests went to the handler as one batch.
-        assert [json.loads(call.result().prediction) for call in grpc_calls] == [{"batch": 6}] * 3
-        assert [answer.result().json() for answer in rest] == [{"batch": 6}] * 3
+        assert [json.loads(call.result().prediction)["batch"] for call in grpc_calls] == [6] * 3
+        assert [answer.result().json()["batch"] for answer in rest] == [6] * 3
+
+
+def test_stream_predictions2_tells_the_handler_its_sequence(server: Any, ts: Any) -> None:
+    pb = ts.inference_pb2
+    stub = ts.inference_pb2_grpc.InferenceAPIsServiceStub(server.inference)
+    outgoing: queue.Queue[Any] = queue.Queue()
+    responses = stub.StreamPredictions2(iter(outgoing.get, None), timeout=60)
+    outgoing.put(pb.PredictionsRequest(model_name="mixer", input={"data": b"a"}))  # no id: a new sequence
+    first = next(responses)
+    assert first.sequence_id.startswith("ts-seq-")
+    assert json.loads(first.prediction) == {
+        "batch": 1, "sequence": first.sequence_id, "start": True, "end": False, "count": 1
+    }  # fmt: skip
+    ending = {"data": b"b", "ts_request_sequence_end": b"true"}
+    outgoing.put(pb.PredictionsRequest(model_name="mixer", sequence_id=first.sequence_id, input=ending))
+    second = next(responses)
+    assert second.sequence_id == first.sequence_id
+    assert json.loads(second.prediction) == {
+        "batch": 1, "sequence": first.sequence_id, "start": False, "end": True, "count": 2
+    }  # fmt: skip
+    outgoing.put(None)
+    assert list(responses) == []
 
 
 def wait_for(condition: Any, what: str, deadline_s: float = 30.0) -> None:

@@ -26,6 +26,10 @@ from typing import Any
 
 from inferline.models.ts_stream import IntermediateResponses, Listener
 
+SEQUENCE_ID = "ts_request_sequence_id"
+SEQUENCE_START = "ts_request_sequence_start"
+SEQUENCE_END = "ts_request_sequence_end"
+
 
 @dataclass
 class TorchServeRequest:
@@ -86,6 +90,10 @@ class TorchServeContext:
     stopping_criteria: Any = None
     # Where `send_intermediate_predict_response` writes, as to TorchServe's backend socket.
     cl_socket: IntermediateResponses = field(default_factory=IntermediateResponses)
+    # The request headers of a sequence (gRPC StreamPredictions2), by TorchServe's names.
+    header_key_sequence_id: str = SEQUENCE_ID
+    header_key_sequence_start: str = SEQUENCE_START
+    header_key_sequence_end: str = SEQUENCE_END
 
     def start_batch(self, headers: list[dict[str, str]]) -> None:
         """The batch about to be handled: one id and header set per request."""
@@ -99,6 +107,9 @@ class TorchServeContext:
         if idx >= len(self.request_processor):
             return None
         return self.request_processor[idx].get_request_property(key)
+
+    def get_sequence_id(self, idx: int) -> str | None:
+        return self.get_request_header(idx, self.header_key_sequence_id)
 
     def get_all_request_header(self, idx: int) -> dict[str, str]:
         if idx >= len(self.request_processor):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,7 +26,7 @@ from starlette.responses import Response
 
 from inferline.models.base import Prediction
 from inferline.models.mar import FRAMEWORK as MAR
-from inferline.models.ts_context import TorchServeRequest
+from inferline.models.ts_context import SEQUENCE_END, SEQUENCE_ID, SEQUENCE_START, TorchServeRequest
 from inferline.models.ts_stream import Listener
 from inferline.serve.answers import encode_answer
 from inferline.serve.http import ApiError, bad_request, invalid_input
@@ -78,12 +79,20 @@ class InferenceServicer:
             answer.cancel()
 
     async def StreamPredictions2(self, requests: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
-        # As TorchServe: each request is answered in order; a failed one answers its status
-        # in the stream, which stays open for the next.
+        # As TorchServe: each request is answered in order, its handler told its sequence in
+        # request headers (`context.get_sequence_id(idx)`); a request without a sequence_id
+        # starts a new one, whose id the answer carries. A failed request answers its status in
+        # the stream, which stays open for the next.
         async for request in requests:
-            sequence = request.sequence_id if request.HasField("sequence_id") else None
+            sequence = request.sequence_id if request.HasField("sequence_id") else ""
+            headers = {SEQUENCE_ID: sequence}
+            if not sequence:
+                sequence = headers[SEQUENCE_ID] = f"ts-seq-{uuid.uuid4()}"
+                headers[SEQUENCE_START] = "true"
+            if request.input.get(SEQUENCE_END, b"").lower() == b"true":
+                headers[SEQUENCE_END] = "true"
             try:
-                prediction = await self.predict(request, "StreamPredictions2")
+                prediction = await self.predict(request, "StreamPredictions2", headers=headers)
             except ApiError as exc:
                 code = ts_status(exc.code).value[0]
                 failed = pb.Status(code=code, message=exc.message)
@@ -91,7 +100,9 @@ class InferenceServicer:
                 continue
             yield pb.PredictionResponse(prediction=prediction, sequence_id=sequence)
 
-    async def predict(self, request: Any, rpc: str, listener: Listener | None = None) -> bytes:
+    async def predict(
+        self, request: Any, rpc: str, listener: Listener | None = None, headers: dict[str, str] | None = None
+    ) -> bytes:
         name = request.model_name
         if not name:
             raise bad_request(f"{rpc}: model_name is required")
@@ -101,8 +112,8 @@ class InferenceServicer:
         async def decode(served: ServedVersion) -> tuple[np.ndarray, Any]:
             if served.framework == MAR:
                 rows = np.empty(1, dtype=object)
-                # TorchServe's request item: every input by its name (and no headers)
-                rows[0] = TorchServeRequest(inputs, listener=listener)
+                # TorchServe's request item: every input by its name
+                rows[0] = TorchServeRequest(inputs, headers or {}, listener)
                 return rows, None
             return await self.state.offload.thread(_parse, inputs, served, where, self.state)
 
