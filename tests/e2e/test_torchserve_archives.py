@@ -241,7 +241,7 @@ def test_vertex_ai_contract_from_its_variables(archives: Path, tmp_path: Path) -
         "AIP_HTTP_PORT": str(port),
         "AIP_HEALTH_ROUTE": "/health",
         "AIP_PREDICT_ROUTE": predict_route,
-        "AIP_STORAGE_URI": str(archives),
+        "AIP_STORAGE_URI": f"file://{archives}",  # an fsspec URI, as gs://bucket/mars would be
         "AIP_MODE": "PREDICTION",
     }
     log = open(tmp_path / "server.log", "w+", encoding="utf-8")  # noqa: SIM115

@@ -26,9 +26,29 @@ def is_archive_entry(entry: str) -> bool:
     return entry in ("all", STANDALONE) or "=" in entry or entry.lower().endswith(".mar")
 
 
+def archives_in(folder: str) -> list[str] | None:
+    """The `.mar` files of a folder, a local path or any fsspec URI (`gs://bucket/mars`);
+    None when it is not a folder."""
+    if "://" not in folder:
+        if not os.path.isdir(folder):
+            return None
+        return [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.endswith(".mar")]
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(folder)
+        if not fs.isdir(path):
+            return None
+        names = sorted(str(name).rstrip("/").rsplit("/", 1)[-1] for name in fs.ls(path, detail=False))
+    except (ImportError, ValueError, OSError) as exc:
+        raise InferlineError(f"serve: cannot list {folder} ({type(exc).__name__}: {exc})") from None
+    return [f"{folder.rstrip('/')}/{name}" for name in names if name.endswith(".mar")]
+
+
 def archive_entries(models: list[str], model_store: str | None) -> list[tuple[str | None, str]]:
     """`(name or None, archive path)` for each `--models` entry; `all`: every .mar of DIR."""
-    if model_store is not None and not os.path.isdir(model_store):
+    found = archives_in(model_store) if model_store is not None else []
+    if found is None:
         raise InferlineError(
             f"serve: --model-store {model_store} is not a folder (expected a folder of .mar files)"
         )
@@ -40,17 +60,17 @@ def archive_entries(models: list[str], model_store: str | None) -> list[tuple[st
         if entry == "all":
             if model_store is None:
                 raise InferlineError("serve: --models all needs --model-store DIR (a folder of .mar files)")
-            out += [
-                (None, os.path.join(model_store, f))
-                for f in sorted(os.listdir(model_store))
-                if f.endswith(".mar")
-            ]
+            out += [(None, path) for path in found]
             continue
         name, sep, path = entry.partition("=")
         if not sep:
             name, path = "", entry
         if model_store is not None and not os.path.isabs(path) and "://" not in path:
-            path = os.path.join(model_store, path)
+            path = (
+                f"{model_store.rstrip('/')}/{path}"
+                if "://" in model_store
+                else os.path.join(model_store, path)
+            )
         if "://" not in path and not os.path.isfile(path):
             raise InferlineError(f"serve: --models {entry}: archive {path} not found")
         out.append((name or None, path))

@@ -12,11 +12,11 @@ Example:
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from inferline.commands.archives import archives_in
 from inferline.errors import InferlineError
 from inferline.serve.hosts import is_loopback
 
@@ -51,7 +51,7 @@ def vertex_settings(given: Serving, environ: Mapping[str, str]) -> tuple[Serving
     )
     uri = environ.get(STORAGE)
     if uri and not given.models and given.model_store is None:
-        has_archives = os.path.isdir(uri) and any(f.endswith(".mar") for f in os.listdir(uri))
+        has_archives = bool(archives_in(uri))  # a local folder, gs://, or any fsspec URI
         out = replace(out, model_store=uri) if has_archives else replace(out, models=[uri])
     note = f"Vertex AI: port {out.port} from {PORT}"
     if out.host is not None and not is_loopback(out.host) and not out.token:
