@@ -77,6 +77,26 @@ def save_resnet_stand_in(path: Path) -> Any:
     return module
 
 
+class DenseClassifier(tf.Module):  # type: ignore[misc]
+    """Four features -> Dense(16) -> ReLU -> 3 class probabilities (tabular, TFLite-convertible)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        rng = np.random.default_rng(3)
+        self.w1 = tf.Variable(rng.normal(size=(4, 16)).astype(np.float32))
+        self.w2 = tf.Variable(rng.normal(size=(16, 3)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="features")])
+    def serve(self, features: Any) -> dict[str, Any]:
+        return {"probabilities": tf.nn.softmax(tf.matmul(tf.nn.relu(tf.matmul(features, self.w1)), self.w2))}
+
+
+def save_dense_classifier(path: Path) -> Any:
+    module = DenseClassifier()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return module
+
+
 def save_image_classifier(path: Path) -> Any:
     module = ImageClassifier()
     tf.saved_model.save(

@@ -40,6 +40,7 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference  # noqa
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions  # noqa: E402
 
 from inferline.beam import ModelHandler  # noqa: E402
+from inferline.engine.beam_files import file_rows  # noqa: E402
 from inferline.engine.beam_io import (  # noqa: E402
     DEAD,
     NAMESPACE,
@@ -59,7 +60,7 @@ from inferline.io.loaders import ImageLoader, make_loader  # noqa: E402
 from inferline.io.split import split_fractions, split_parts  # noqa: E402
 from inferline.io.targets import check_run_outputs  # noqa: E402
 from inferline.models.base import LoadedModel  # noqa: E402
-from inferline.pipeline import ModelSpec, PipelineSpec  # noqa: E402
+from inferline.pipeline import FILE_SINK_KINDS, ModelSpec, PipelineSpec  # noqa: E402
 
 DEFAULT_RUNNER = "DirectRunner"
 STREAM_SOURCES = ("pubsub", "kafka")
@@ -306,11 +307,15 @@ class _Emit(beam.DoFn):
 
     def __init__(self, spec: PipelineSpec) -> None:
         self.split: tuple[list[str], list[float], str] | None = None
+        sinks = [spec.sink]
         if spec.sink.split:
             parts, by = split_parts(spec.sink, origin=spec.origin)
+            sinks = [side for _, _, side in parts]
             cutoffs = np.cumsum([fraction for _, fraction, _ in parts])[:-1]
             self.split = ([name for name, _, _ in parts], [float(c) for c in cutoffs], by)
         self.origin = spec.origin
+        # File writers keep float32 columns float32; BigQuery's JSON encoder takes Python floats.
+        self.numpy_floats = all(sink.kind in FILE_SINK_KINDS for sink in sinks)
         self.predicted = Metrics.counter(NAMESPACE, "rows_predicted")
         self.dead = Metrics.counter(NAMESPACE, "rows_dead")
 
@@ -331,15 +336,16 @@ class _Emit(beam.DoFn):
             for model_id in set(column.drop_null().to_pylist()):
                 count = pc.sum(pc.equal(column, model_id)).as_py()
                 Metrics.counter(NAMESPACE, f"model_id:{model_id}").inc(count)
+        rows = file_rows(results) if self.numpy_floats else results.to_pylist()
         if self.split is None:
-            yield from results.to_pylist()
+            yield from rows
             return
         names, cutoffs, by = self.split
         if by not in results.schema.names:
             have = ", ".join(results.schema.names)
             raise SpecError(f"{self.origin}: sink.split.by: column {by!r} not in results ({have})")
         sides = split_fractions(results.column(by), cutoffs)
-        for index, row in enumerate(results.to_pylist()):
+        for index, row in enumerate(rows):
             yield beam.pvalue.TaggedOutput(names[int(sides[index])], row)
 
 

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
@@ -22,6 +23,25 @@ from apache_beam.io import fileio
 from inferline.errors import SinkSchemaError
 
 log = logging.getLogger("inferline.sinks")
+
+
+def file_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+    """Result rows for these writers: float32 values stay numpy float32, so a file's column
+    is `float` as the local engine writes it (`to_pylist` alone makes every float a double:
+    a SavedModel's or TFLite model's float32 regression output came out as `double`).
+
+    Example:
+        >>> file_rows(pa.record_batch({"p": pa.array([1.5], pa.float32())}))[0]["p"].dtype
+        dtype('float32')
+    """
+    rows: list[dict[str, Any]] = batch.to_pylist()
+    for field in batch.schema:
+        if not pa.types.is_float32(field.type):
+            continue
+        for row in rows:
+            if row[field.name] is not None:
+                row[field.name] = np.float32(row[field.name])
+    return rows
 
 
 class _RowsSink(fileio.FileSink):
@@ -111,6 +131,8 @@ def _json_value(value: Any) -> Any:
     # Bytes (an objects source's `data`) as base64, as the local engine's JSON and CSV sinks write them.
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
+    if isinstance(value, np.generic):  # float32 values from `file_rows`
+        return value.item()
     return str(value)
 
 

@@ -11,6 +11,8 @@ from typing import Any
 import apache_beam as beam
 import joblib
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub
 from apache_beam.ml.inference.base import ModelMetadata
@@ -23,6 +25,7 @@ from sklearn.dummy import DummyClassifier
 
 from inferline.engine.beam import build, pipeline_options, process_rows, run_beam
 from inferline.engine.beam_io import DEAD, ParseMessage, bigquery_args, kafka_config, pubsub_read
+from inferline.engine.local import run_pipeline
 from inferline.errors import MissingExtraError, SpecError
 from inferline.examples.iris import FEATURES
 from inferline.pipeline import PipelineSpec, SinkSpec, parse_spec
@@ -304,3 +307,42 @@ def test_several_watched_models_on_a_stream_are_refused(models: Path) -> None:
         process_rows(
             beam.Pipeline(options=_direct(streaming=True)) | beam.Create([_row(0)]), spec, streaming=True
         )
+
+
+def test_a_savedmodel_and_a_tflite_model_give_the_local_engines_rows_and_types(tmp_path: Path) -> None:
+    # A SavedModel with named inputs (one of them text) and a float32 output, beside a TFLite
+    # classifier: under Beam the rows, and the Parquet column types, are the local engine's.
+    tf_models = pytest.importorskip("tests.tf_models")
+    pytest.importorskip("ai_edge_litert")
+    tf_models.save_price_model(tmp_path / "price")
+    tf_models.save_dense_classifier(tmp_path / "dense")
+    tf_models.save_tflite(tmp_path / "dense", tmp_path / "dense.tflite")
+    rng = np.random.default_rng(0)
+    flats = {
+        "id": list(range(20)),
+        "rooms": rng.integers(1, 6, 20).tolist(),
+        "area": rng.uniform(20, 200, 20).round(1).tolist(),
+        "city": rng.choice(["paris", "lyon"], 20).tolist(),
+        "floor": rng.integers(0, 9, 20).tolist(),
+    }
+    lines = [",".join(flats)] + [",".join(str(v[i]) for v in flats.values()) for i in range(20)]
+    (tmp_path / "flats.csv").write_text("\n".join(lines) + "\n")
+    models = [
+        {"name": "price", "uri": str(tmp_path / "price")},
+        {"name": "lite", "uri": str(tmp_path / "dense.tflite"), "inputs": ["rooms", "area", "floor", "id"]},
+    ]
+    common = {
+        "source": {"kind": "csv", "path": str(tmp_path / "flats.csv")},
+        "key": "id",
+        "batch": {"max_size": 8},
+    }
+    for engine in ("beam", "local"):
+        sink = {"kind": "parquet", "path": str(tmp_path / f"{engine}.parquet")}
+        spec = _spec(**common, model=None, models=models, sink=sink)
+        summary = run_beam(spec, ["--direct_num_workers=1"]) if engine == "beam" else run_pipeline(spec)
+        assert (summary.rows_predicted, summary.rows_dead) == (20, 0)
+    want = pq.read_table(tmp_path / "local.parquet").sort_by("key")
+    got = pq.read_table(tmp_path / "beam.parquet").sort_by("key")
+    assert want.schema.field("price_prediction").type == pa.float32()
+    assert got.schema == want.schema
+    assert got.to_pylist() == want.to_pylist()
