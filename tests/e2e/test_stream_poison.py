@@ -42,3 +42,50 @@ def test_bad_first_null_int_first_and_keyless_messages_are_dead_lettered_alone(
     assert dead["4"].endswith("no 'id' (the pipeline's key:), or it is null")
     assert dead["5"].endswith("no 'id' (the pipeline's key:), or it is null")
     assert dead["11"].startswith("model iris/1 failed")  # alone in its batch: 2 features, not 4
+
+
+CRASHING = """\
+name: crash-loop
+source: {kind: topic, url: queue.db, topic: iris, options: {max_deliveries: 3}}
+key: id
+steps: [{map: "crashy:step"}]
+sink: {kind: duckdb, path: warehouse.duckdb, table: rows}
+batch: {max_size: 20, max_wait_ms: 10}
+"""
+
+CRASHY = """\
+import os
+
+
+def step(batch):
+    if 13 in batch.column("id").to_pylist():
+        os._exit(3)  # what a segfaulting library does to the consumer: no exception, no cleanup
+    return batch
+"""
+
+
+def test_a_message_that_kills_the_consumer_on_every_delivery_is_dead_lettered_after_the_limit(
+    project: Path, cli: CliRunner
+) -> None:
+    (project / "crash.yaml").write_text(CRASHING)
+    (project / "crashy.py").write_text(CRASHY)
+    cli("publish", "iris", "--url", "queue.db", input="".join(f'{{"id": {i}}}\n' for i in range(40)))
+    codes = []
+    for _ in range(4):  # a supervisor restarting the consumer each time it dies
+        run = cli("run", "crash.yaml", "--no-progress", "--until-idle", "1", check=False)
+        codes.append(run.returncode)
+        if run.returncode == 0:
+            break
+    # Deliveries 1 and 2 crash with their whole batch; from the 3rd each message is a batch of
+    # its own (0..12 commit, 13 crashes); the 4th delivery of 13 is over max_deliveries (3).
+    assert codes == [3, 3, 3, 0], run.stderr
+    assert "1 dead-lettered" in run.stdout, run.stdout
+    with duckdb.connect(str(project / "warehouse.duckdb"), read_only=True) as con:
+        ids = [r[0] for r in con.sql("SELECT id FROM rows ORDER BY id").fetchall()]
+        dead = con.sql("SELECT key, error FROM rows_errors").fetchall()
+    assert ids == [i for i in range(40) if i != 13]
+    assert [key for key, _ in dead] == ["14"]  # payload id 13 is the queue's 14th message
+    assert dead[0][1].endswith(
+        "delivered 4 times and never committed (it crashed or stalled the consumer each time); "
+        "over source.options.max_deliveries (3)"
+    )

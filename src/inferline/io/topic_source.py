@@ -35,7 +35,8 @@ from inferline.pipeline import PipelineSpec
 # How often a waiting source looks at its stop event.
 _POLL_SECONDS = 0.1
 # A message delivered this often without being committed is dead-lettered (it keeps
-# crashing or stalling the consumer); from its third delivery on it is read alone.
+# crashing or stalling the consumer); from its third delivery on it is read alone, with
+# nothing else in flight.
 DEFAULT_MAX_DELIVERIES = 5
 _SUSPECT_DELIVERIES = 3
 
@@ -76,6 +77,9 @@ class TopicSource:
         self.broker_timeout: float | None = None
         self._topic: Topic | None = None
         self._consumer: Consumer | None = None
+        # Batches handed out and not acked yet (the engine acks each once it is committed).
+        self._unacked = 0
+        self._settled = threading.Condition()
         self.max_deliveries = _whole(src.options, "max_deliveries", DEFAULT_MAX_DELIVERIES, spec.origin)
         max_bytes = _whole(src.options, "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, spec.origin)
         self._messages = JsonMessages(key=spec.key, inputs=_message_inputs(spec), max_bytes=max_bytes)
@@ -120,29 +124,50 @@ class TopicSource:
     def batches(self) -> Iterator[SourceBatch]:
         remaining = self.limit
         idle_since = self.clock()
+        # Reading delivers: a message that crashes the process would take a delivery from
+        # every message read with it. So a run starts with a read of one, and reads one at a
+        # time while the messages are suspects (delivered 3+ times), until a usual one comes.
+        one_by_one = True
         while not self.stop.is_set():
             want = self.max_size if remaining is None else min(self.max_size, remaining)
             if want <= 0:
                 return
-            messages = self.consumer.read(want, timeout=_POLL_SECONDS)
+            messages = self.consumer.read(1 if one_by_one else want, timeout=_POLL_SECONDS)
             if not messages:
                 if self.until_idle is not None and self.clock() - idle_since >= self.until_idle:
                     return
                 continue
+            one_by_one = any(m.deliveries >= _SUSPECT_DELIVERIES for m in messages)
             deadline = self.clock() + self.max_wait
-            while len(messages) < want and not self.stop.is_set():
+            while len(messages) < want and not one_by_one and not self.stop.is_set():
                 left = deadline - self.clock()
                 if left <= 0:
                     break
                 messages.extend(self.consumer.read(want - len(messages), timeout=min(left, _POLL_SECONDS)))
-            yield from self._batches_of(messages)
+            for batch, suspect in self._batches_of(messages):
+                if suspect:
+                    # A message that may crash the process goes alone: what was read before it
+                    # is committed first, and nothing is read after it until it is committed,
+                    # so a crash costs a delivery to it alone, not to its neighbours.
+                    self._wait_settled()
+                with self._settled:
+                    self._unacked += 1
+                yield batch
+                if suspect:
+                    self._wait_settled()
             if remaining is not None:
                 remaining -= len(messages)
             idle_since = self.clock()
 
-    def _batches_of(self, messages: list[Message]) -> Iterator[SourceBatch]:
-        # A message the consumer has failed to commit twice is read alone, so a message that
-        # crashes it costs only itself; past `max_deliveries` it is dead-lettered unread.
+    def _wait_settled(self) -> None:
+        with self._settled:
+            while self._unacked > 0 and not self.stop.is_set():
+                self._settled.wait(_POLL_SECONDS)
+
+    def _batches_of(self, messages: list[Message]) -> Iterator[tuple[SourceBatch, bool]]:
+        # A message the consumer has failed to commit twice is read alone (True: a suspect),
+        # so a message that crashes it costs only itself; past `max_deliveries` it is
+        # dead-lettered unread.
         usual = [
             m for m in messages if m.deliveries < _SUSPECT_DELIVERIES or m.deliveries > self.max_deliveries
         ]
@@ -159,14 +184,18 @@ class TopicSource:
                         )
                     )
                     batch.position.append(message.id)
-            yield batch
+            yield batch, False
         for message in messages:
             if _SUSPECT_DELIVERIES <= message.deliveries <= self.max_deliveries:
-                yield self.decode([message])
+                yield self.decode([message]), True
 
     def ack(self, position: list[str] | None) -> None:
+        """Ack a batch `batches()` handed out, once it is committed (every batch, even empty)."""
         if position:
             self.consumer.ack(position)
+        with self._settled:
+            self._unacked = max(self._unacked - 1, 0)
+            self._settled.notify_all()
 
     def close(self) -> None:
         if self._consumer is not None:

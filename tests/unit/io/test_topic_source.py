@@ -191,8 +191,12 @@ def _all_batches(url: str, **options: object) -> list[SourceBatch]:
     source = TopicSource(spec)
     source.bind(stop=threading.Event(), until_idle=0.1)
     source.open()
+    batches = []
     try:
-        return list(source.batches())
+        for batch in source.batches():
+            batches.append(batch)
+            source.ack(batch.position)  # as the engine does once a batch is committed
+        return batches
     finally:
         source.close()
 
@@ -210,13 +214,32 @@ def test_a_message_that_keeps_crashing_the_consumer_is_dead_lettered(tmp_path: P
     url = str(tmp_path / "q.db")
     ids = _publish(url, [b'{"id": 1}', b'{"id": 2}'])
     _read_without_acking(url, 3)
-    (batch,) = _all_batches(url, max_deliveries=3)
-    assert batch.data.num_rows == 0 and batch.position == ids
-    assert [d.key for d in batch.dead] == ids
-    assert batch.dead[0].error == (
+    batches = _all_batches(url, max_deliveries=3)
+    assert [b.position for b in batches] == [[i] for i in ids]  # suspects are read one at a time
+    assert all(b.data.num_rows == 0 for b in batches)
+    assert [d.key for b in batches for d in b.dead] == ids
+    assert batches[0].dead[0].error == (
         f"topic t message {ids[0]}: delivered 4 times and never committed (it crashed or stalled "
         "the consumer each time); over source.options.max_deliveries (3)"
     )
+
+
+def test_a_suspect_is_read_alone_so_a_crash_on_it_costs_its_neighbours_no_delivery(tmp_path: Path) -> None:
+    url = str(tmp_path / "q.db")
+    ids = _publish(url, [b'{"id": 1}', b'{"id": 2}', b'{"id": 3}'])
+    _read_without_acking(url, 2)
+    spec = _spec(url, max_size=100)
+    spec.source.options.update({"consumer": "consumer-1", "max_deliveries": 3})
+    source = TopicSource(spec)
+    source.bind(stop=threading.Event(), until_idle=0.1)
+    source.open()
+    first = next(source.batches())  # its 3rd delivery: alone, and nothing else was read
+    assert first.position == [ids[0]]
+    source.close()  # the process dies on it, acking nothing
+    batches = _all_batches(url, max_deliveries=3)
+    assert [b.position for b in batches] == [[i] for i in ids]
+    assert [d.key for d in batches[0].dead] == [ids[0]]  # its 4th delivery: over the limit
+    assert [b.data.column("id").to_pylist() for b in batches[1:]] == [[2], [3]]  # their 3rd
 
 
 def test_a_message_over_the_size_limit_is_dead_lettered_and_a_big_one_under_it_works(tmp_path: Path) -> None:
