@@ -1,20 +1,27 @@
-"""A Hugging Face text classifier folder (tiny, random, built here): pipeline and SQL over strings."""
+"""A Hugging Face text classifier folder (tiny, random, built here): pipeline, SQL and the server
+over strings (JSON strings on /predictions, v2 BYTES tensors from tritonclient and JSON)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import httpx
 import numpy as np
 import pytest
 
 import inferline.sql
+from inferline.models.store import ModelStore
 from tests.conftest import CliRunner
+from tests.e2e.server import running_server
 
 transformers = pytest.importorskip("transformers")
+httpclient = pytest.importorskip("tritonclient.http")
 from tests.hf_models import save_encoder, save_sentiment  # noqa: E402
 
+TOKEN = "hf-test-token"
 REVIEWS = ["the film was very good", "awful plot", "a great great film", "bad", "the plot was a film"]
 
 
@@ -86,3 +93,74 @@ def test_sql_ml_predict_over_strings(sentiment: Path) -> None:
         np.testing.assert_allclose(
             embedding, np.asarray(extractor(text))[0].mean(axis=0), rtol=1e-4, atol=1e-5
         )
+
+
+@pytest.fixture(scope="module")
+def server(sentiment: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server for the module: `sentiment` from the store at start (more are registered)."""
+    store = tmp_path_factory.mktemp("hf-serve") / "store"
+    ModelStore(str(store)).add("sentiment", str(sentiment / "sentiment"))
+    with running_server(store, "--token", TOKEN, deadline_s=120) as base:  # torch + transformers imports
+        yield base
+
+
+def _labels_and_scores(folder: Path) -> tuple[list[str], np.ndarray]:
+    want = _pipeline_scores(folder)
+    return [max(w, key=w.__getitem__) for w in want], np.array([[w["NEGATIVE"], w["POSITIVE"]] for w in want])
+
+
+def test_server_classifies_json_strings_on_predictions(server: str, sentiment: Path) -> None:
+    labels, scores = _labels_and_scores(sentiment / "sentiment")
+    bodies = [
+        ({"instances": REVIEWS}, slice(None)),
+        (REVIEWS, slice(None)),
+        ([{"text": t} for t in REVIEWS], slice(None)),
+        ({"text": REVIEWS[1]}, slice(1, 2)),  # one instance, curl -d '{"text": "..."}'
+        (REVIEWS[2], slice(2, 3)),  # one JSON string
+    ]
+    for body, rows in bodies:
+        answer = httpx.post(f"{server}/predictions/sentiment", json=body)
+        assert answer.status_code == 200, (body, answer.text)
+        assert answer.json()["predictions"] == labels[rows]
+        np.testing.assert_allclose(answer.json()["scores"], scores[rows], rtol=1e-5)
+    plain = httpx.post(
+        f"{server}/predictions/sentiment", content=REVIEWS[3], headers={"Content-Type": "text/plain"}
+    )
+    assert plain.status_code == 200, plain.text
+    assert plain.json()["predictions"] == labels[3:4]
+    number = httpx.post(f"{server}/predictions/sentiment", json={"instances": ["good", 42]})
+    assert number.status_code == 422
+    assert "instance 1, field text is 42; expected a string" in number.json()["message"]
+
+
+def test_v2_bytes_tensors_from_tritonclient_and_json(server: str, sentiment: Path) -> None:
+    labels, scores = _labels_and_scores(sentiment / "sentiment")
+    client = httpclient.InferenceServerClient(server.removeprefix("http://"))
+    metadata = client.get_model_metadata("sentiment")
+    assert metadata["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    tensor = httpclient.InferInput("text", [len(REVIEWS)], "BYTES")
+    tensor.set_data_from_numpy(np.array(REVIEWS, dtype=object))  # binary: 4-byte length + UTF-8 each
+    result = client.infer("sentiment", [tensor])
+    assert [v.decode() for v in result.as_numpy("predictions")] == labels
+    np.testing.assert_allclose(result.as_numpy("scores"), scores, rtol=1e-5)
+
+    body = {"inputs": [{"name": "text", "shape": [2, 1], "datatype": "BYTES", "data": REVIEWS[:2]}]}
+    answer = httpx.post(f"{server}/v2/models/sentiment/infer", json=body)
+    assert answer.status_code == 200, answer.text
+    outputs = {o["name"]: o for o in answer.json()["outputs"]}
+    assert outputs["predictions"]["data"] == labels[:2]
+    np.testing.assert_allclose(np.reshape(outputs["scores"]["data"], (2, 2)), scores[:2], rtol=1e-5)
+
+
+def test_a_folder_registered_with_a_task(server: str, sentiment: Path) -> None:
+    """The classifier's folder registered as `feature-extraction` answers embeddings."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    url = f"{server}/models?url={sentiment / 'sentiment'}&model_name=embed&task=feature-extraction"
+    registered = httpx.post(url, headers=auth, timeout=60)
+    assert registered.status_code == 200, registered.text
+    extractor = transformers.pipeline("feature-extraction", model=str(sentiment / "sentiment"))
+    want = [np.asarray(extractor(text))[0].mean(axis=0) for text in REVIEWS[:2]]
+    answer = httpx.post(f"{server}/predictions/embed", json={"instances": REVIEWS[:2]})
+    assert answer.status_code == 200, answer.text
+    assert "scores" not in answer.json()
+    np.testing.assert_allclose(answer.json()["predictions"], want, rtol=1e-4, atol=1e-5)

@@ -84,13 +84,29 @@ def test_sql_ml_predict_over_an_object_table(walkthrough: Path, model_type: str,
     assert [r[1] for r in rows] == want.argmax(axis=1).tolist()
 
 
-def test_server_answers_tflite_instances(walkthrough: Path, tmp_path: Path) -> None:
+def test_server_answers_tflite_and_a_savedmodel_registered_with_its_signature(
+    walkthrough: Path, tmp_path: Path
+) -> None:
     store = tmp_path / "store"
     ModelStore(str(store)).add("shapes", str(walkthrough / "classifier.tflite"))
     images = np.random.default_rng(0).random((3, 8, 8, 3), dtype=np.float32)
     want = signature_outputs(walkthrough / "resnet", image=images)["probabilities"]
-    with running_server(store) as base:
+    embedded = signature_outputs(walkthrough / "resnet", "embed", image=images)["feature_vector"]
+    # A SavedModel's graph may read files: registering one over HTTP needs its folder listed.
+    trusted = {"INFERLINE_TRUSTED_PATHS": f"{walkthrough}:{store}"}
+    with running_server(store, "--token", "tf", env=trusted, deadline_s=120) as base:
         answer = httpx.post(f"{base}/predictions/shapes", json={"instances": images.tolist()})
+        registered = httpx.post(
+            f"{base}/models?url={walkthrough / 'resnet'}&model_name=embedder&signature=embed",
+            headers={"Authorization": "Bearer tf"},
+            timeout=120,
+        )
+        assert registered.status_code == 200, registered.text
+        embedding = httpx.post(f"{base}/predictions/embedder", json={"instances": images.tolist()})
     assert answer.status_code == 200, answer.text
     assert answer.json()["predictions"] == want.argmax(axis=1).tolist()
     np.testing.assert_allclose(answer.json()["scores"], want, rtol=1e-5, atol=1e-6)
+    assert embedding.status_code == 200, embedding.text
+    assert "scores" not in embedding.json()  # the embed signature's one output, as it is
+    np.testing.assert_allclose(embedding.json()["predictions"], embedded, rtol=1e-5, atol=1e-6)
+    assert ModelStore(str(store)).current("embedder").metadata == {"signature": "embed"}

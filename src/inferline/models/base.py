@@ -8,6 +8,7 @@ so a missing extra only fails when that framework is used, with one line naming 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -194,11 +195,21 @@ def handler_for(
     if name not in FRAMEWORKS:
         known = ", ".join(sorted(FRAMEWORKS))
         raise ModelError(f"model {uri}: unknown framework {name!r}; expected one of {known}")
-    module_name, class_name = FRAMEWORKS[name]
-    module = importlib.import_module(module_name)
-    cls = getattr(module, class_name)
-    handler: ModelHandler = cls(**(options or {}))
+    handler: ModelHandler = handler_class(name)(**(options or {}))
     return handler
+
+
+def handler_class(framework: str) -> Any:
+    """The handler class of a known framework (its module imported, not the framework's)."""
+    module_name, class_name = FRAMEWORKS[framework]
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def handler_parameters(framework: str) -> set[str]:
+    """The keyword options a framework's handler takes, e.g. `signature` for tensorflow."""
+    if framework not in FRAMEWORKS:
+        return set()
+    return set(inspect.signature(handler_class(framework)).parameters)
 
 
 def is_remote_uri(uri: str) -> bool:

@@ -33,13 +33,17 @@ from typing import Any
 import fsspec
 
 from inferline.errors import ModelError
-from inferline.models.base import FRAMEWORKS, LoadedModel, detect_framework, handler_for
+from inferline.models.base import FRAMEWORKS, LoadedModel, detect_framework, handler_for, handler_parameters
 
 METADATA_FILE = "inferline.json"
 PIN_FILE = "pinned"
 COUNTER_FILE = "last_version"
 DEFAULT_STORE = "model_store"
 STORE_ENV = "INFERLINE_STORE"
+
+# Metadata keys that configure a version's handler (`models add --meta signature=embed`, or
+# POST /models?task=...); each goes only to handlers that take it.
+HANDLER_OPTIONS = ("model_class", "model_params", "output", "device", "signature", "task", "scores")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CHUNK = 1 << 20
@@ -398,8 +402,15 @@ def load_store_version(
     inputs: list[str] | None = None,
     handler_options: dict[str, Any] | None = None,
 ) -> LoadedModel:
-    """Load one `StoreVersion` with its framework's handler."""
-    handler = handler_for(found.uri, framework=framework or found.framework, options=handler_options)
+    """Load one `StoreVersion` with its framework's handler.
+
+    The handler gets the options stored in the version's metadata (see `HANDLER_OPTIONS`);
+    `handler_options` that are not None (a pipeline spec's) override them.
+    """
+    framework = framework or found.framework
+    options = {**stored_options(found, framework)}
+    options.update({k: v for k, v in (handler_options or {}).items() if v is not None})
+    handler = handler_for(found.uri, framework=framework, options=options)
     model = handler.load(found.uri)
     return LoadedModel(
         name=found.name,
@@ -410,6 +421,12 @@ def load_store_version(
         inputs=list(inputs) if inputs else list(found.inputs),
         metadata=dict(found.metadata),
     )
+
+
+def stored_options(found: StoreVersion, framework: str) -> dict[str, Any]:
+    """The handler options a version's metadata holds that `framework`'s handler takes."""
+    accepted = handler_parameters(framework)
+    return {key: found.metadata[key] for key in HANDLER_OPTIONS if key in found.metadata and key in accepted}
 
 
 def as_record(version: StoreVersion) -> dict[str, Any]:

@@ -13,13 +13,14 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from inferline.serve.http import bad_request, invalid_input, parse_json
-from inferline.serve.values import check_no_booleans, finite_numbers, may_hold_booleans
+from inferline.serve.values import check_no_booleans, describe, finite_numbers, may_hold_booleans
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,12 @@ class RowSpec:
     inputs: tuple[str, ...] = ()
     row_shape: tuple[int, ...] | None = None
     allow_missing: bool = False
+    text: tuple[str, ...] = ()  # inputs that take strings (a Hugging Face text model's `text`)
+
+    @property
+    def text_only(self) -> bool:
+        """One input, and it takes text: a JSON string is one instance, a list of them many."""
+        return len(self.inputs) == 1 and self.inputs[0] in self.text
 
     def expected_shape(self) -> list[int]:
         """The batch shape a request must have, -1 for the number of rows."""
@@ -53,7 +60,7 @@ class RowSpec:
 
 def parse_instances(body: bytes, route: str, spec: RowSpec) -> np.ndarray:
     """A TorchServe JSON body straight to checked rows (what a worker process runs)."""
-    instances = instances_of(parse_json(body, route=route), route)
+    instances = instances_of(parse_json(body, route=route), route, text_only=spec.text_only)
     return rows_of(instances, spec, input_name="instances", may_hold_bools=may_hold_booleans(body))
 
 
@@ -87,8 +94,12 @@ def _with_arrays(value: Any) -> Any:
     return value
 
 
-def instances_of(payload: Any, route: str) -> list[Any]:
-    """The list of instances in any of TorchServe/KServe-v1's body shapes."""
+def instances_of(payload: Any, route: str, *, text_only: bool = False) -> list[Any]:
+    """The list of instances in any of TorchServe/KServe-v1's body shapes.
+
+    For a model whose one input is text (`text_only`), a JSON string is one instance and a
+    list of strings is a list of instances (for others a flat list is one row of numbers).
+    """
     if isinstance(payload, dict):
         if "instances" in payload:
             instances = payload["instances"]
@@ -97,9 +108,11 @@ def instances_of(payload: Any, route: str) -> list[Any]:
             return instances
         return [payload]
     if isinstance(payload, list):
-        if payload and not isinstance(payload[0], (list, dict)):
+        if payload and not isinstance(payload[0], (list, dict)) and not text_only:
             return [payload]
         return payload
+    if isinstance(payload, str) and text_only:
+        return [payload]
     raise bad_request(
         f'{route}: expected a JSON list, an object or {{"instances": [...]}}, got {type(payload).__name__}'
     )
@@ -111,6 +124,8 @@ def rows_of(
     """Instances (lists of numbers, or objects keyed by input name) as float64 rows."""
     if not instances:
         raise invalid_input(f"model {spec.model_id}: input {input_name!r} is empty; send at least one row")
+    if spec.text:
+        return text_rows(instances, spec)
     named = isinstance(instances[0], dict)
     if named:
         instances = [_named_row(row, spec, i) for i, row in enumerate(instances)]
@@ -156,3 +171,36 @@ def _named_row(row: Any, spec: RowSpec, index: int) -> list[Any]:
             f"expected fields {', '.join(spec.inputs)}"
         )
     return [row[name] for name in spec.inputs]
+
+
+def text_rows(instances: list[Any], spec: RowSpec) -> np.ndarray:
+    """Instances of a model with text inputs as an object matrix: text fields as `str`, the
+    others as float. An instance is an object keyed by input name, a list in input order, or
+    (one text input) the string itself."""
+    rows = np.empty((len(instances), len(spec.inputs)), dtype=object)
+    for i, instance in enumerate(instances):
+        if isinstance(instance, dict):
+            values = _named_row(instance, spec, i)
+        elif isinstance(instance, list):
+            values = instance
+        else:
+            values = [instance]
+        if len(values) != len(spec.inputs):
+            raise invalid_input(
+                f"model {spec.model_id}: instance {i} has {len(values)} values; expected "
+                f"{len(spec.inputs)} ({', '.join(spec.inputs)})"
+            )
+        for j, (name, value) in enumerate(zip(spec.inputs, values, strict=True)):
+            where = f"model {spec.model_id}: instance {i}, field {name}"
+            if name in spec.text:
+                if not isinstance(value, str):
+                    raise invalid_input(f"{where} is {describe(value)}; expected a string")
+                rows[i, j] = value
+            else:
+                number = finite_numbers(value, where=_fixed(where), allow_missing=spec.allow_missing)
+                rows[i, j] = float(number)
+    return spec.check_rows(rows, input_name="instances")
+
+
+def _fixed(where: str) -> Callable[[tuple[int, ...]], str]:
+    return lambda _: where

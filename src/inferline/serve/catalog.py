@@ -26,18 +26,17 @@ from inferline.serve.security import check_registrable
 
 log = logging.getLogger("inferline.serve")
 
-# Store metadata keys passed to the framework handler, e.g. a torch state_dict's class.
-HANDLER_KEYS = ("model_class", "model_params", "output", "device")
-
 
 def load_from_store(store: Any, name: str, version: int, base: BatchSettings | None = None) -> LoadedModel:
-    """Load a stored version with the handler options saved in its metadata.
+    """Load a stored version with the handler options saved in its metadata (a torch
+    state_dict's class, a SavedModel's `signature`, a Hugging Face `task`: the store passes
+    `models.store.HANDLER_OPTIONS` to the handlers that take them).
 
     A `.mar` handler's `context.system_properties["batch_size"]` is the batch size the server
     will hand it (`base` with the version's own `batch_size`), as TorchServe tells its handlers.
     """
     found = store.get(name, version)
-    options = {key: found.metadata[key] for key in HANDLER_KEYS if key in found.metadata}
+    options = {}
     if found.framework == "torchserve" and base is not None:
         options["batch_size"] = settings_from(found.metadata, base).batch_size
     return store.load(name, version, handler_options=options or None)  # type: ignore[no-any-return]
@@ -186,7 +185,8 @@ class StoreCatalog:
         framework: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> ServedVersion:
-        """Add the file at `url` to the store as `name`'s next version and serve it.
+        """Add the file at `url` to the store as `name`'s next version and serve it (`metadata`
+        is stored with it: image settings, handler options such as `signature` or `task`).
 
         As TorchServe, the first version of a model becomes its default and later ones do not
         (until `set_default`): the default is pinned in the store before the new version

@@ -28,6 +28,7 @@ import pyarrow as pa
 from inferline.models.base import Prediction
 from inferline.models.hooks import HookError
 from inferline.serve.http import ApiError, bad_request, invalid_input
+from inferline.serve.images import decode_image_body, has_image_settings
 from inferline.serve.models import ServedModel, ServedVersion
 from inferline.serve.state import ServerState
 from inferline.serve.tensors import NUMERIC, Tensor, datatype_of
@@ -274,10 +275,7 @@ def _whole_rows(tensor: Tensor, served: ServedVersion) -> np.ndarray:
 
 
 def _images(tensor: Tensor, served: ServedVersion) -> np.ndarray:
-    from inferline.serve.torchserve import IMAGE_KEYS, decode_image_body
-
-    meta = served.metadata.get("image", served.metadata)
-    if not isinstance(meta, dict) or not any(key in meta for key in IMAGE_KEYS):
+    if not has_image_settings(served):
         raise invalid_input(
             f"model {served.model_id}: input {tensor.name!r} has datatype 'BYTES'; expected a numeric "
             f"datatype (FP32, FP64, INT64, ...) of shape {served.expected_shape()}"

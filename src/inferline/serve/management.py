@@ -8,7 +8,10 @@
            [&resize=28,28&mode=L&scale=255&mean=...&std=...&layout=NCHW]
                                                     (a .mar names itself; its version string
                                                     registered twice is a 409; the first version
-                                                    is the default, later ones after set-default)
+                                                    is the default, later ones after set-default);
+                                                    inferline's &framework=, &signature=
+                                                    (SavedModel), &task= (Hugging Face), &output=
+                                                    are kept in the version's metadata
     PUT    /models/{name}[/{version}]?min_worker=&max_worker=&synchronous=
                                                     model calls running at once (TorchServe's
                                                     scale workers; 202 unless synchronous=true)
@@ -41,6 +44,8 @@ from inferline.serve.security import check_browser_request
 from inferline.serve.state import ServerState, server_of
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+# POST /models parameters stored as the version's handler options (models.store.HANDLER_OPTIONS).
+REGISTER_OPTIONS = ("signature", "task", "output")
 
 
 def guarded(endpoint: Endpoint) -> Endpoint:
@@ -202,8 +207,10 @@ async def register_model(request: Request) -> Response:
         ),
     )
     workers = _workers(query.get("initial_workers"), "initial_workers", state.config.settings.workers)
+    # inferline's own parameters: how to run the model (a SavedModel signature, a Hugging Face task).
+    options = {key: query[key] for key in REGISTER_OPTIONS if query.get(key)}
     served = await _catalog(state).register(
-        url, name, settings, framework=query.get("framework"), metadata=preprocessing(query)
+        url, name, settings, framework=query.get("framework"), metadata={**preprocessing(query), **options}
     )
     if workers != served.batcher.workers:
         await served.scale(workers, workers)
@@ -221,7 +228,7 @@ async def register_model(request: Request) -> Response:
 
 def preprocessing(query: Any) -> dict[str, Any]:
     """The image settings given as query parameters (`resize=28,28&mode=L&scale=255`), checked."""
-    from inferline.serve.torchserve import IMAGE_KEYS, settings_of
+    from inferline.serve.images import IMAGE_KEYS, settings_of
 
     meta: dict[str, Any] = {}
     for key in IMAGE_KEYS:

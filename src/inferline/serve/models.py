@@ -78,6 +78,7 @@ class ServedVersion:
             tuple(loaded.inputs),
             self.row_shape,
             allow_missing=str(loaded.metadata.get("allow_missing", "")).lower() in ("true", "1", "yes"),
+            text=tuple(loaded.text_inputs),
         )
 
     @property

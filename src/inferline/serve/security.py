@@ -7,7 +7,7 @@ and refuse "simple" requests (form and text bodies, which a page may send cross-
 asking) that carry no custom header. On a loopback bind they also refuse a `Host` that is not
 loopback, so a DNS-rebound page cannot pass as same-origin. A file registered over HTTP is
 only unpickled when its folder is listed in `INFERLINE_TRUSTED_PATHS`; safe formats (`.onnx`,
-`.skops`, `.keras`, TorchScript) need no listing.
+`.skops`, `.keras`, TorchScript, booster files, Hugging Face safetensors) need no listing.
 
 Example:
     >>> check_browser_request(request, allow_origins=("http://localhost:3000",))  # doctest: +SKIP
@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import zipfile
 
 from starlette.requests import Request
@@ -32,6 +33,9 @@ STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Content types a page may send cross-site without a CORS preflight.
 SIMPLE_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
 SAME_ORIGIN_SITES = frozenset({"same-origin", "none"})
+TREES = ("xgboost", "lightgbm", "catboost")
+PICKLES = ("joblib", "pkl", "pickle")
+SAFETENSORS = "model.safetensors"
 
 
 def forbidden(request: Request, reason: str) -> ApiError:
@@ -94,6 +98,11 @@ def check_registrable(url: str, framework: str | None) -> None:
         return  # loaded with safe_mode
     if kind in ("sklearn", "torch") and _is_safe_archive(url, kind):
         return
+    if kind in TREES and suffix not in PICKLES:
+        return  # booster files: trees, no code
+    if kind == "huggingface" and os.path.isfile(os.path.join(url.removeprefix("file://"), SAFETENSORS)):
+        return  # safetensors weights; config and tokenizer are JSON, and no remote code is run
+    # TensorFlow SavedModels stay listed-only: their graphs may read and write files.
     ensure_trusted(url, what=f"{kind} file registered over HTTP (it could run code)", listed_only=True)
 
 

@@ -1,7 +1,8 @@
 """TorchServe's inference API: `GET /ping`, `POST|PUT /predictions/{name}[/{version}]`.
 
 A body is one instance (`[5.1, 3.5, 1.4, 0.2]` or `{"sepal_length": 5.1, ...}`), a list of
-instances, or `{"instances": [...]}`; an `image/*` body, raw bytes (`curl -T`,
+instances, or `{"instances": [...]}`; for a text model (a Hugging Face folder) an instance is a
+JSON string or `{"text": "..."}`, and a `text/plain` body is one; an `image/*` body, raw bytes (`curl -T`,
 `application/octet-stream`, no Content-Type) or each `data`/`body` file of a multipart form
 is one image, decoded with the model's saved image settings. A `.mar` model gets TorchServe's
 request items instead (`serve/ts_bodies.py`) and answers what its handler returns.
@@ -19,13 +20,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from inferline.errors import InferlineError
 from inferline.models.base import Prediction
 from inferline.models.hooks import HookError
 from inferline.models.mar import FRAMEWORK as MAR
 from inferline.models.ts_context import TorchServeRequest
 from inferline.serve.bodies import instances_of, parse_instances, rows_of
 from inferline.serve.http import ApiError, bad_request, invalid_input, json_response, parse_json
+from inferline.serve.images import decode_image_body, has_image_settings
 from inferline.serve.models import ServedVersion
 from inferline.serve.offload import PROCESS_BODY_BYTES, Offload
 from inferline.serve.state import server_of
@@ -83,12 +84,14 @@ def parse_body(
         if not images:
             raise bad_request(f"{route}: no data or body field in the form; send -F data=@FILE")
         return np.concatenate(images), None
+    if served.spec.text_only and content_type.split(";", 1)[0].strip().lower() == "text/plain":
+        return text_body(body, served, route), None
     if content_type.startswith("image/") or is_raw(content_type, body, served):
         return decode_image_body(body, served), None
     if served.hooks is None and len(body) >= PROCESS_BODY_BYTES:
         # Called on a worker thread (see ServerState._parse): wait for the worker process.
         return offload.in_process(parse_instances, body, route, served.spec), None
-    instances = instances_of(parse_json(body, route=route), route)
+    instances = instances_of(parse_json(body, route=route), route, text_only=served.spec.text_only)
     bools = may_hold_booleans(body)
     if served.hooks is not None:
         batch = instances_batch(instances, served)
@@ -108,6 +111,17 @@ def handler_headers(request: Request) -> dict[str, str]:
     return {name: value for name, value in request.headers.items() if name != "authorization"}
 
 
+def text_body(body: bytes, served: ServedVersion, route: str) -> np.ndarray:
+    """A `text/plain` body: one instance for a text model (TorchServe's `curl -T text.txt`)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad_request(
+            f"{route}: a text/plain body must be UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from None
+    return served.check_rows(np.array([[text]], dtype=object), input_name="text")
+
+
 def is_raw(content_type: str, body: bytes, served: ServedVersion) -> bool:
     """Raw image bytes: `application/octet-stream`, or no Content-Type and not JSON."""
     media = content_type.split(";", 1)[0].strip().lower()
@@ -125,11 +139,6 @@ def is_raw(content_type: str, body: bytes, served: ServedVersion) -> bool:
     return not head or head not in b'[{"-0123456789tfn'
 
 
-def has_image_settings(served: ServedVersion) -> bool:
-    meta = served.metadata.get("image", served.metadata)
-    return isinstance(meta, dict) and any(key in meta for key in IMAGE_KEYS)
-
-
 def instances_batch(instances: list[Any], served: ServedVersion) -> pa.RecordBatch:
     """The request's instances as an Arrow batch, as hooks see rows in a pipeline."""
     if not instances:
@@ -140,70 +149,6 @@ def instances_batch(instances: list[Any], served: ServedVersion) -> pa.RecordBat
         return pa.RecordBatch.from_pydict({"input": instances})
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise bad_request(f"model {served.model_id}: instances do not share one shape ({exc})") from exc
-
-
-IMAGE_KEYS = ("resize", "mode", "scale", "mean", "std", "layout")
-
-
-def decode_image_body(body: bytes, served: ServedVersion) -> np.ndarray:
-    """One image body as a one-row batch, decoded with the model's saved image settings.
-
-    The size is read from the image header first: an image over `served.max_image_pixels`
-    (`--max-image-pixels`) is refused before anything is decoded (a 0.5 MB PNG can decode to gigabytes).
-    """
-    try:
-        from inferline.io.images import decode_image, image_size
-    except ImportError as exc:  # the images module or Pillow is missing
-        raise ApiError(
-            415, "UnsupportedMediaType", f"model {served.model_id}: image bodies need Pillow ({exc})"
-        ) from exc
-    settings = image_settings(served)
-    if not body:
-        raise bad_request(f"model {served.model_id}: empty image body")
-    try:
-        width, height = image_size(body)
-        max_pixels = served.max_image_pixels
-        if width * height > max_pixels:
-            raise ApiError(
-                413,
-                "PayloadTooLarge",
-                f"model {served.model_id}: image of {width}x{height} pixels ({width * height / 1e6:.1f} Mpx) "
-                f"exceeds the limit of {max_pixels} pixels; send a smaller image or start the server "
-                "with a larger --max-image-pixels",
-            )
-        image = np.asarray(decode_image(body, settings))
-    except InferlineError as exc:
-        if isinstance(exc, ApiError):
-            raise
-        raise bad_request(f"model {served.model_id}: {exc}") from exc
-    return served.check_rows(image[np.newaxis, ...], input_name="image")
-
-
-def image_settings(served: ServedVersion) -> Any:
-    """`ImageSettings` from the store metadata (`image: {...}` or top-level keys)."""
-    meta = served.metadata.get("image", served.metadata)
-    try:
-        return settings_of(meta if isinstance(meta, dict) else {})
-    except (InferlineError, TypeError, ValueError) as exc:
-        raise ApiError(
-            500, "ModelConfigError", f"model {served.model_id}: bad image settings in its metadata ({exc})"
-        ) from exc
-
-
-def settings_of(meta: dict[str, Any]) -> Any:
-    """`ImageSettings` from `resize`, `mode`, `scale`, `mean`, `std`, `layout` values."""
-    from inferline.io.images import ImageSettings
-
-    values: dict[str, Any] = {key: meta[key] for key in IMAGE_KEYS if meta.get(key) is not None}
-    if "resize" in values:
-        resize = [int(v) for v in values["resize"]]
-        values["resize"] = tuple(resize * 2 if len(resize) == 1 else resize)
-    for key in ("mean", "std"):
-        if key in values:
-            values[key] = tuple(float(v) for v in values[key])
-    if "layout" in values:
-        values["layout"] = str(values["layout"]).upper()
-    return ImageSettings(**values)
 
 
 def render_predictions(served: ServedVersion, prediction: Prediction, context: Any) -> Any:

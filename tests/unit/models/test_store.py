@@ -228,3 +228,15 @@ def test_a_failed_copy_leaves_no_half_version(
     monkeypatch.undo()
     assert sorted(p.name for p in (tmp_path / "iris").iterdir()) == ["1", "last_version"]
     assert store.add("iris", str(files["joblib"])).version == 3
+
+
+def test_metadata_options_reach_only_handlers_that_take_them(tmp_path: Path, files: dict[str, Path]) -> None:
+    store = ModelStore(str(tmp_path))
+    # `scores` and `device` are handler options; sklearn takes `scores` but has no `device`.
+    store.add("iris", str(files["constant"]), metadata={"scores": False, "device": "cuda", "task": "x"})
+    loaded = store.load("iris")
+    assert loaded.handler.scores is False  # type: ignore[attr-defined]
+    assert loaded.predict(np.zeros((1, 4))).scores is None
+    # What the caller passes wins over the metadata; None leaves the metadata's value.
+    assert store.load("iris", handler_options={"scores": True}).predict(np.zeros((1, 4))).scores is not None
+    assert store.load("iris", handler_options={"scores": None}).predict(np.zeros((1, 4))).scores is None
