@@ -42,7 +42,7 @@ name: mnist
 source: {{kind: images, path: {root}/png/*.png, mode: L, resize: [28, 28], scale: 255, layout: NCHW}}
 models:
   - {{name: script, uri: {root}/mnist-1.pts}}
-  - {{name: weights, uri: {root}/mnist-1.pt, model_class: '{model_class}'}}
+  - {{name: weights, uri: {root}/mnist-1.pt, model_class: '{model_class}', output: classes}}
 sink: {{kind: duckdb, path: out.duckdb, table: mnist}}
 batch: {{max_size: 16}}
 """
@@ -58,12 +58,15 @@ def test_pipeline_answers_what_the_model_does(
     with duckdb.connect(str(project / "out.duckdb")) as con:
         rows = {
             k: (a, b)
-            for k, a, b in con.execute("SELECT key, script_scores, weights_scores FROM mnist").fetchall()
+            for k, a, b in con.execute("SELECT key, script_prediction, weights_scores FROM mnist").fetchall()
         }
-    want = _softmax(logits(model, pixels(pngs)))
-    for column in (0, 1):  # TorchScript, state_dict
-        got = np.array([rows[str(p)][column] for p in pngs])
-        np.testing.assert_allclose(got, want, atol=1e-5)
+    want = logits(model, pixels(pngs))
+    # Its last layer is a Linear: the TorchScript model's 10 logits come back as they are; the
+    # state_dict one is declared `output: classes` and gives probabilities.
+    script = np.array([rows[str(p)][0] for p in pngs])
+    np.testing.assert_allclose(script, want, atol=1e-5)
+    weights = np.array([rows[str(p)][1] for p in pngs])
+    np.testing.assert_allclose(weights, _softmax(want), atol=1e-5)
 
 
 @pytest.mark.parametrize("suffix", ["pts", "pt"])
@@ -77,7 +80,9 @@ def test_sql_ml_predict_over_an_object_table_of_pngs(
     with inferline.sql.connect() as con:
         con.run_script(
             f"CREATE EXTERNAL TABLE ds.digits OPTIONS(uris=['{root}/png/*.png'], object_metadata='SIMPLE');"
-            f"CREATE MODEL ds.mnist OPTIONS({options});"
+            # A label and an array declare a classifier (the model's last layer is not a softmax).
+            "CREATE MODEL ds.mnist OUTPUT(predicted_label INT64, probabilities ARRAY<FLOAT64>) "
+            f"OPTIONS({options});"
         )
         table = con.fetch(
             con.run_script(
@@ -116,14 +121,14 @@ def test_server_answers_png_bodies(mnist: tuple[Path, MnistNet, list[Path]], tmp
     root, model, pngs = mnist
     store = tmp_path / "store"
     image = {"image": {"resize": [28, 28], "mode": "L", "scale": 255}}
-    ModelStore(str(store)).add("mnist", str(root / "mnist-1.pts"), metadata=image)
+    ModelStore(str(store)).add("mnist", str(root / "mnist-1.pts"), metadata={**image, "output": "classes"})
     ModelStore(str(store)).add(
         "mnist_weights", str(root / "mnist-1.pt"), metadata={**image, "model_class": MODEL_CLASS}
     )
-    want = logits(model, pixels(pngs[:4])).argmax(axis=1).tolist()
+    want = logits(model, pixels(pngs[:4]))
     with running_server(store, env={"PYTHONPATH": str(REPO)}) as base:
-        for name in ("mnist", "mnist_weights"):
-            answers = [
+        answers = {
+            name: [
                 httpx.post(
                     f"{base}/predictions/{name}",
                     content=p.read_bytes(),
@@ -131,5 +136,11 @@ def test_server_answers_png_bodies(mnist: tuple[Path, MnistNet, list[Path]], tmp
                 )
                 for p in pngs[:4]
             ]
-            assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
-            assert [a.json()["predictions"][0] for a in answers] == want
+            for name in ("mnist", "mnist_weights")
+        }
+    assert all(a.status_code == 200 for a in answers["mnist"] + answers["mnist_weights"])
+    # `output: classes` in the store metadata: the digit; without it, the 10 logits as they are.
+    assert [a.json()["predictions"][0] for a in answers["mnist"]] == want.argmax(axis=1).tolist()
+    got = np.array([a.json()["predictions"][0] for a in answers["mnist_weights"]])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert "scores" not in answers["mnist_weights"][0].json()

@@ -62,7 +62,8 @@ def test_image_bodies_are_decoded_with_the_saved_settings(
 ) -> None:
     path, model = shapes_model
     store = tmp_path / "store"
-    image_meta = {"image": {"resize": [16, 16], "mode": "L", "scale": 255}}
+    # Its last layer is a Linear: `output: classes` says it classifies (else its 2 logits come back).
+    image_meta = {"image": {"resize": [16, 16], "mode": "L", "scale": 255}, "output": "classes"}
     ModelStore(str(store)).add("shapes", str(path), metadata=image_meta)
     # A state_dict needs its class: the store metadata carries it to the torch handler.
     linear = torch.nn.Linear(4, 3)
@@ -100,5 +101,6 @@ def test_image_bodies_are_decoded_with_the_saved_settings(
 
         row = [0.5, -1.0, 2.0, 0.25]
         with torch.inference_mode():
-            want = int(linear(torch.tensor([row])).argmax(dim=1)[0])
-        assert httpx.post(f"{base}/predictions/linear", json=row).json()["predictions"] == [want]
+            want = linear(torch.tensor([row]))[0].tolist()  # a Linear's 3 outputs, not an argmax
+        answer = httpx.post(f"{base}/predictions/linear", json=row).json()
+        np.testing.assert_allclose(answer["predictions"], [want], rtol=1e-6)

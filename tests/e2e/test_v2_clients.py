@@ -47,7 +47,8 @@ class Models:
         self.logistic = LogisticRegression(max_iter=500).fit(IRIS.data, NAMES)
         self.linear = LinearRegression().fit(IRIS.data[:, :3], IRIS.data[:, 3])
         torch.manual_seed(0)
-        self.cnn = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+        # A softmax last layer: the model says it classifies (predictions = class ids, scores).
+        self.cnn = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3), torch.nn.Softmax(dim=1))
         self.cnn.eval()
         self.garden = per_column_pipeline(root / "garden.onnx", with_text=True)  # a text input too
         xgboost = pytest.importorskip("xgboost")

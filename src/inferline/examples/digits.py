@@ -27,7 +27,9 @@ TORCH: Any = require("torch", "torch")
 
 
 class DigitsCNN(TORCH.nn.Module):  # type: ignore[misc]
-    """Two conv layers and a linear classifier: (n, 1, 28, 28) pixels in [0, 1] -> 10 logits.
+    """Two conv layers and a linear classifier: (n, 1, 28, 28) pixels in [0, 1] -> 10 class
+    probabilities. The last layer is a softmax, which is how the model says it is a classifier
+    (inferline then answers the most likely digit and the probabilities); training uses `logits`.
 
     Example:
         >>> DigitsCNN(width=8)(TORCH.zeros(2, 1, 28, 28)).shape
@@ -46,9 +48,13 @@ class DigitsCNN(TORCH.nn.Module):  # type: ignore[misc]
             nn.MaxPool2d(2),
         )
         self.classifier = nn.Linear(2 * width * (SIZE // 4) ** 2, classes)
+        self.probabilities = nn.Softmax(dim=1)  # no weights: older state_dicts still load
+
+    def logits(self, x: Any) -> Any:
+        return self.classifier(self.features(x).flatten(1))
 
     def forward(self, x: Any) -> Any:
-        return self.classifier(self.features(x).flatten(1))
+        return self.probabilities(self.logits(x))
 
 
 def pipeline_yaml(root: str = "examples/digits") -> str:
@@ -114,7 +120,7 @@ def train(images: np.ndarray, labels: np.ndarray, *, epochs: int = 6, seed: int 
     for _ in range(epochs):
         for index in torch.randperm(len(x), generator=generator).split(64):
             optimiser.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(x[index]), y[index])
+            loss = torch.nn.functional.cross_entropy(model.logits(x[index]), y[index])
             loss.backward()
             optimiser.step()
     model.eval()

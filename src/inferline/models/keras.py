@@ -1,8 +1,9 @@
 """Keras 3 models (`.keras`, legacy `.h5`) on the torch backend: no TensorFlow needed.
 
 `KERAS_BACKEND` is set to `torch` before keras is first imported, unless the user chose
-another backend. Outputs go through the same rules as torch models (`models/outputs.py`):
-a softmax output is used as `scores` as is, its argmax is the `prediction`.
+another backend. Outputs go through the same rules as torch models (`models/outputs.py`): a
+model whose last layer is a softmax is a classifier (its output is `scores` as is, its argmax
+the `prediction`); any other model's output comes back raw unless the spec says `output: classes`.
 
 Example:
     >>> handler = KerasHandler()
@@ -65,11 +66,12 @@ class KerasHandler:
         with local_copy(uri) as path, self._scope(keras):
             try:
                 # safe_mode refuses Lambda layers' pickled bytecode in .keras files.
-                return keras.saving.load_model(path, compile=False, safe_mode=True)
+                model = keras.saving.load_model(path, compile=False, safe_mode=True)
             except Exception as exc:
                 lines = str(exc).strip().splitlines()
                 reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
                 raise ModelError(f"model {uri}: cannot load Keras model ({reason})") from exc
+        return model
 
     def predict(self, model: Any, inputs: np.ndarray) -> Prediction:
         keras = keras_module()
@@ -79,7 +81,19 @@ class KerasHandler:
         if isinstance(output, (list, tuple)):
             output = output[0]
         values = np.asarray(keras.ops.convert_to_numpy(output))
-        return classify(values, output=self.output, scores=self.scores)
+        # Asked per batch (microseconds next to the forward pass), so any handler can run any model.
+        return classify(values, output=self.output, scores=self.scores, classifier=ends_in_softmax(model))
 
     def _scope(self, keras: Any) -> AbstractContextManager[Any]:
         return keras.device(self._device) if self._device is not None else nullcontext()
+
+
+def ends_in_softmax(model: Any) -> bool:
+    """Whether the last layer is a softmax: a `Softmax` layer, or any layer (`Dense`,
+    `Activation`) whose activation is softmax/log_softmax."""
+    layers = getattr(model, "layers", None) or [model]
+    last = layers[-1]
+    if type(last).__name__ == "Softmax":
+        return True
+    activation = getattr(last, "activation", None)
+    return getattr(activation, "__name__", "") in ("softmax", "log_softmax")

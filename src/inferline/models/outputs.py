@@ -1,14 +1,20 @@
 """Turning a deep-learning model's output tensor into `prediction` and `scores`.
 
-Shared by the torch and Keras handlers. An (n, k>1) output is a classifier's: prediction
-= argmax, scores = softmax (or the output itself when it already holds probabilities,
-as a Keras model ending in softmax does). An (n,) or (n, 1) output is a regression's.
-`output: raw` keeps the whole tensor as the prediction (a list column).
+Shared by the torch and Keras handlers. A model is a classifier only when it says so: its
+last layer is a softmax (the handler tells, `classifier=True`) or the spec says `output:
+classes`. Then an (n, k>1) output gives prediction = argmax, scores = the probabilities
+(the output itself when rows already sum to 1, else its softmax). Otherwise the output comes
+back as the model gives it: (n,)/(n, 1) one value per row, (n, k) a list per row (an
+embedding, a regression with several outputs, plain logits). `output: raw` keeps even a
+classifier's tensor.
 
 Example:
     >>> import numpy as np
-    >>> classify(np.array([[0.1, 2.0], [3.0, 0.0]]), output=None, scores=True).prediction.tolist()
+    >>> logits = np.array([[0.1, 2.0], [3.0, 0.0]])
+    >>> classify(logits, output=None, scores=True, classifier=True).prediction.tolist()
     [1, 0]
+    >>> classify(logits, output=None, scores=True).prediction.shape
+    (2, 2)
 """
 
 from __future__ import annotations
@@ -30,22 +36,28 @@ def declared_output_mode(names: list[str], types: list[str]) -> str | None:
     """The output mode a declared output schema asks for (SQL's `CREATE MODEL ... OUTPUT(...)`).
 
     One ARRAY output (`OUTPUT(feature_vector ARRAY<FLOAT64>)`) is the model's whole output
-    tensor: `raw`, never an argmax. Anything else leaves the model's own rule.
+    tensor: `raw`, never an argmax. A value then an ARRAY (`OUTPUT(label INT64, probabilities
+    ARRAY<FLOAT64>)`) declares a classifier: `classes`. Anything else leaves the model's own rule.
 
     Example:
         >>> declared_output_mode(["feature_vector"], ["ARRAY<FLOAT64>"])
         'raw'
+        >>> declared_output_mode(["label", "probs"], ["INT64", "ARRAY<FLOAT64>"])
+        'classes'
     """
-    if len(names) == 1 and types and types[0].upper().startswith("ARRAY"):
+    arrays = [t.upper().startswith("ARRAY") for t in types]
+    if len(names) == 1 and arrays == [True]:
         return "raw"
+    if len(names) == 2 and arrays == [False, True]:
+        return "classes"
     return None
 
 
-def classify(values: np.ndarray, *, output: str | None, scores: bool) -> Prediction:
+def classify(values: np.ndarray, *, output: str | None, scores: bool, classifier: bool = False) -> Prediction:
     """prediction/scores for a batch of model outputs (first axis = rows)."""
     if output == "raw":
         return Prediction(prediction=values)
-    if values.ndim == 2 and values.shape[1] > 1:
+    if (classifier or output in ("classes", "argmax")) and values.ndim == 2 and values.shape[1] > 1:
         labels = values.argmax(axis=1)
         return Prediction(prediction=labels, scores=probabilities(values) if scores else None)
     if values.ndim == 2 and values.shape[1] == 1:

@@ -8,7 +8,9 @@
 - A whole pickled module (`torch.save(model, path)`): runs code on load, so only from
   trusted locations (see `ensure_trusted`).
 
-The model runs in `eval()` mode under `torch.inference_mode()`, one tensor per batch.
+The model runs in `eval()` mode under `torch.inference_mode()`, one tensor per batch. It is a
+classifier (argmax + probabilities) only when the module registered last is a softmax or the
+spec says `output: classes`; otherwise its output comes back raw (`models/outputs.py`).
 
 Example:
     >>> handler = TorchHandler(model_class="inferline.examples.digits:DigitsCNN")
@@ -192,7 +194,19 @@ class TorchHandler:
         if isinstance(output, (tuple, list)):
             output = output[0]
         values = output.detach().float().cpu().numpy()
-        return classify(values, output=self.output, scores=self.scores)
+        # Asked per batch (microseconds next to the forward pass), so any handler can run any model.
+        return classify(values, output=self.output, scores=self.scores, classifier=ends_in_softmax(model))
+
+
+SOFTMAX_LAYERS = ("Softmax", "LogSoftmax")
+
+
+def ends_in_softmax(model: Any) -> bool:
+    """Whether the module registered last is a softmax (`nn.Softmax`/`nn.LogSoftmax`), also in
+    TorchScript, which keeps each submodule's class name as `original_name`."""
+    leaves = [m for m in model.modules() if next(iter(m.children()), None) is None]
+    last = leaves[-1] if leaves else model
+    return str(getattr(last, "original_name", type(last).__name__)) in SOFTMAX_LAYERS
 
 
 def _input_dtype(torch: Any, model: Any) -> Any:

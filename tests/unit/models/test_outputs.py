@@ -6,16 +6,33 @@ import numpy as np
 import pytest
 
 from inferline.errors import SpecError
-from inferline.models.outputs import check_output_mode, classify, probabilities
+from inferline.models.outputs import check_output_mode, classify, declared_output_mode, probabilities
 
 
-def test_logits_give_argmax_and_softmax() -> None:
+def test_a_classifiers_logits_give_argmax_and_softmax() -> None:
     logits = np.array([[1.0, 3.0, 0.0], [2.0, -1.0, 0.5]], dtype=np.float32)
-    got = classify(logits, output=None, scores=True)
-    assert got.prediction.tolist() == [1, 0]
-    assert got.scores is not None
     expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(got.scores, expected, rtol=1e-6)
+    # The model says it is a classifier (a softmax last layer), or the spec does (output: classes).
+    for got in (
+        classify(logits, output=None, scores=True, classifier=True),
+        classify(logits, output="classes", scores=True),
+    ):
+        assert got.prediction.tolist() == [1, 0]
+        assert got.scores is not None
+        np.testing.assert_allclose(got.scores, expected, rtol=1e-6)
+
+
+def test_outputs_of_a_model_that_does_not_say_it_classifies_come_back_raw() -> None:
+    embedding = np.array([[0.5, -1.0, 2.0], [0.0, 0.25, 0.75]])
+    got = classify(embedding, output=None, scores=True)
+    assert got.scores is None
+    np.testing.assert_array_equal(got.prediction, embedding)  # no softmax, no argmax
+
+
+def test_the_output_clause_declares_raw_or_classes() -> None:
+    assert declared_output_mode(["feature_vector"], ["ARRAY<FLOAT64>"]) == "raw"
+    assert declared_output_mode(["label", "probabilities"], ["INT64", "ARRAY<FLOAT64>"]) == "classes"
+    assert declared_output_mode(["a", "b"], ["FLOAT64", "FLOAT64"]) is None
 
 
 def test_probabilities_are_kept_as_they_are() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +35,35 @@ def test_state_dict_predictions_equal_a_direct_forward_pass(digits_example: Path
     reference = DigitsCNN()
     reference.load_state_dict(torch.load(uri, weights_only=True))
     reference.eval()
-    logits = _forward(reference, batch)
+    probabilities = _forward(reference, batch)  # its last layer is a softmax: a classifier
 
     handler = TorchHandler(model_class=CLASS, model_params={"width": 16})
     got = handler.predict(handler.load(uri), batch)
-    np.testing.assert_array_equal(got.prediction, logits.argmax(axis=1))
+    np.testing.assert_array_equal(got.prediction, probabilities.argmax(axis=1))
     assert got.scores is not None
-    np.testing.assert_allclose(got.scores, torch.softmax(torch.from_numpy(logits), 1).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(got.scores, probabilities, rtol=1e-5)
+
+
+def test_only_a_model_that_says_so_is_a_classifier(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    logits = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    softmax = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Softmax(dim=1))
+    rows = np.random.default_rng(1).random((5, 4), dtype=np.float32)
+    for name, model in (("logits", logits), ("softmax", softmax)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.script(model.eval()).save(str(tmp_path / f"{name}.pts"))
+    handler = TorchHandler()
+    raw = handler.predict(handler.load(str(tmp_path / "logits.pts")), rows)
+    assert raw.scores is None  # plain logits (or an embedding) come back as the model gives them
+    np.testing.assert_allclose(raw.prediction, _forward(logits, rows), rtol=1e-6)
+    declared = TorchHandler(output="classes")
+    classes = declared.predict(declared.load(str(tmp_path / "logits.pts")), rows)
+    assert classes.prediction.tolist() == _forward(logits, rows).argmax(axis=1).tolist()
+    np.testing.assert_allclose(classes.scores, torch.softmax(torch.from_numpy(_forward(logits, rows)), 1))
+    said = handler.predict(handler.load(str(tmp_path / "softmax.pts")), rows)  # TorchScript keeps Softmax
+    np.testing.assert_allclose(said.scores, _forward(softmax, rows), rtol=1e-6)
+    assert said.prediction.tolist() == _forward(softmax, rows).argmax(axis=1).tolist()
 
 
 def test_torchscript_file_needs_no_class(digits_example: Path, batch: np.ndarray) -> None:
