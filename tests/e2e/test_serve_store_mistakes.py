@@ -20,7 +20,13 @@ def test_a_bad_handler_fails_its_own_model_only_and_hot_swap_goes_on(project: Pa
     models = ModelStore(str(store))
     models.add("aaa", JOBLIB, inputs=FEATURES)
     models.add("iris", JOBLIB, inputs=FEATURES)
+    # TorchServe's index_to_name.json as labels= (it was read as a one-line text file: every request 500)
+    labels = project / "index_to_name.json"
+    labels.write_text('{"0": ["n01", "setosa"], "1": ["n02", "versicolor"], "2": ["n03", "virginica"]}')
+    models.add("named", JOBLIB, inputs=FEATURES, metadata={"labels": str(labels)})
     with running_server(store, "--watch-interval", "0.1") as base:
+        named = httpx.post(f"{base}/predictions/named", json=[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]])
+        assert named.status_code == 200 and named.json()["label"] == ["setosa", "virginica"], named.text
         # Written straight into the store (models add refuses it): sorted first, it used to
         # stop every swap after it.
         models.add("aaa", JOBLIB, inputs=FEATURES, metadata={"handler": "no_such_module:Hook"})
