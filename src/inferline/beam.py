@@ -139,7 +139,7 @@ class ModelHandler(_beam_base.ModelHandler[Any, Any, LoadedModel]):
         model: LoadedModel,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
-        matrix = self._matrix(batch, model.inputs or self.spec.input_columns)
+        matrix = self._matrix(batch, model.inputs or self.spec.input_columns, model.text_inputs)
         prediction = model.predict(matrix)
         values = prediction.prediction
         if len(values) != len(batch):
@@ -173,9 +173,11 @@ class ModelHandler(_beam_base.ModelHandler[Any, Any, LoadedModel]):
         return f"inferline.beam.ModelHandler({self.spec.uri!r}, name={self.spec.name!r})"
 
     # --- helpers ---------------------------------------------------------------------------
-    def _matrix(self, batch: Sequence[Any], inputs: list[str]) -> np.ndarray:
+    def _matrix(self, batch: Sequence[Any], inputs: list[str], text: list[str]) -> np.ndarray:
         if not batch:
             return np.empty((0, 0))
+        if isinstance(batch[0], Mapping) and text:
+            return _text_matrix(batch, inputs, set(text))
         if isinstance(batch[0], Mapping):
             vectors = [row_features(row, inputs) for row in batch]
         else:
@@ -246,6 +248,22 @@ def row_features(row: Mapping[str, Any], inputs: Sequence[str]) -> np.ndarray:
         except (TypeError, ValueError):
             raise InputError(f"field {name!r}: {value!r} is not a number") from None
     return np.asarray(values, dtype=np.float64)
+
+
+def _text_matrix(rows: Sequence[Mapping[str, Any]], inputs: list[str], text: set[str]) -> np.ndarray:
+    # A model with text inputs (a Hugging Face text model, an ONNX string input) gets an object
+    # matrix as from the local engine: strings for its text columns, numbers for the others.
+    matrix = np.empty((len(rows), len(inputs)), dtype=object)
+    for i, row in enumerate(rows):
+        for j, name in enumerate(inputs):
+            value = _field(row, name)
+            if name not in text:
+                matrix[i, j] = row_features({name: value}, [name])[0]
+            elif value is None:
+                raise InputError(f"field {name!r} is empty, expected text")
+            else:
+                matrix[i, j] = value if isinstance(value, str) else str(value)
+    return matrix
 
 
 def _tensor(row: Mapping[str, Any], inputs: Sequence[str]) -> np.ndarray | None:

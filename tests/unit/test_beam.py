@@ -187,3 +187,18 @@ def test_run_spec_brings_a_whole_spec_into_your_own_pipeline(models: Path, tmp_p
         got = out["results"] | beam.Map(lambda r: (r["key"], r["id"], r["prediction"], r["label"]))
         assert_that(got, equal_to(expected), label="results")
         assert_that(out["dead"], equal_to([]), label="dead")
+
+
+def test_dict_rows_reach_a_model_with_a_text_input_as_text(tmp_path: Path) -> None:
+    pytest.importorskip("skl2onnx")
+    from tests.onnx_models import iris_frame, per_column_pipeline
+
+    model = per_column_pipeline(tmp_path / "garden-1.onnx", with_text=True)
+    handler = ModelHandler(str(tmp_path / "garden-*.onnx"))
+    loaded = handler.load_model()
+    frame = iris_frame().iloc[:12]
+    rows = frame.drop(columns="species").to_dict("records")
+    got = [r.inference["scores"] for r in handler.run_inference(rows, loaded)]
+    np.testing.assert_allclose(got, model.predict_proba(frame.drop(columns="species")), atol=1e-5)
+    with pytest.raises(InputError, match="field 'garden' is empty, expected text"):
+        handler.run_inference([{**rows[0], "garden": None}], loaded)
