@@ -341,7 +341,21 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         env=subprocess_env(),
     )
     assert result.returncode == 0, result.stderr
+    (folder / "stderr.txt").write_text(result.stderr)
     yield folder
+
+
+def test_training_tells_its_progress_and_summary_on_stderr(warehouse: Path) -> None:
+    lines = (warehouse / "stderr.txt").read_text().splitlines()
+    assert "CREATE MODEL bqml_tutorial.tree_model: training boosted_tree_classifier on 386 rows" in lines
+    assert any(
+        line.startswith("CREATE MODEL bqml_tutorial.tree_model: iteration 1/50, loss ") for line in lines
+    )
+    summary = [
+        line for line in lines if line.startswith("CREATE MODEL census.census_model: trained on 386 rows")
+    ]
+    assert len(summary) == 1 and ", 1 iteration, loss " in summary[0]
+    assert summary[0].endswith("model_store/census.census_model/1/model.skops")
 
 
 def _query(warehouse: Path, sql: str) -> pd.DataFrame:

@@ -71,7 +71,10 @@ def sql(
     other statement runs as DuckDB SQL.
     """
     import inferline.sql
+    from inferline.logs import log_to_stderr
     from inferline.sql.connect import reads_only
+
+    log_to_stderr()  # training's progress and summary (CREATE MODEL ... AS SELECT)
 
     if format_ not in FORMATS:
         raise InferlineError(f"--format {format_!r}: expected one of {', '.join(FORMATS)}")

@@ -25,10 +25,11 @@ from inferline.errors import SqlError
 from inferline.sql.catalog import CatalogModel
 from inferline.sql.training import clustering, data, dnn, explain, info, linear, trees
 from inferline.sql.training.options import TrainOptions
+from inferline.sql.training.progress import TrainingReport
 
 log = logging.getLogger("inferline.sql")
-# progress(iteration, {"train": loss, "eval": loss}) while a model trains (iterative types)
-Progress = Callable[[int, dict[str, float]], None]
+# progress(iteration, {"train": loss, "eval": loss}) after each XGBoost round
+Iteration = Callable[[int, dict[str, float]], None]
 
 
 @dataclass
@@ -51,7 +52,7 @@ def output_names(options: TrainOptions, components: int = 0) -> list[str]:
     return [predicted, f"{predicted}_probs"] if options.classifier else [predicted]
 
 
-def fit(table: pa.Table, options: TrainOptions, where: str, progress: Progress | None = None) -> Fitted:
+def fit(table: pa.Table, options: TrainOptions, where: str, progress: TrainingReport | None = None) -> Fitted:
     """Fit on the query's rows; the evaluation rows are the split's held-out rows (the training
     rows themselves when nothing is held out, as BigQuery)."""
     features, text = data.feature_kinds(table, options, where)
@@ -64,6 +65,8 @@ def fit(table: pa.Table, options: TrainOptions, where: str, progress: Progress |
     held = table.filter(pa.array(evaluation)) if evaluation.any() else None
     if train.num_rows == 0:
         raise SqlError(f"{where}: the data split leaves no training rows")
+    if progress is not None:
+        progress.start(options.model_type, train.num_rows, int(evaluation.sum()))
     preprocess = data.preprocessor(options, features, text)
     raw = data.feature_matrix(train, features, text)
     x = preprocess.fit_transform(raw)
@@ -76,7 +79,9 @@ def fit(table: pa.Table, options: TrainOptions, where: str, progress: Progress |
         y = data.labels(train, options, where)
         y_eval = data.labels(held, options, where) if held is not None else None
         weights = data.class_weights(y, options, where) if options.classifier else None
-        model = _fit_supervised(options, x, y, weights, x_eval, y_eval, progress)
+        model = _fit_supervised(
+            options, x, y, weights, x_eval, y_eval, progress.iteration if progress else None
+        )
     seconds = time.monotonic() - started
     from sklearn.pipeline import Pipeline
 
@@ -105,7 +110,7 @@ def _fit_supervised(
     weights: np.ndarray | None,
     x_eval: np.ndarray | None,
     y_eval: np.ndarray | None,
-    progress: Progress | None,
+    progress: Iteration | None,
 ) -> Any:
     if options.model_type in data.TREE_TYPES:
         evaluation = (x_eval, y_eval) if x_eval is not None and y_eval is not None else None
@@ -222,10 +227,15 @@ def train(
     options: TrainOptions,
     store_root: str,
     where: str,
-    progress: Progress | None = None,
 ) -> tuple[CatalogModel, pa.Table, dict[str, Any]]:
     """Fit and store; the catalog entry naming the stored version, the evaluation rows and the
-    training summary."""
+    training summary (progress and the summary are logged, see progress.py)."""
+    rounds = (
+        options.get("max_iterations", trees.DEFAULT_ROUNDS)
+        if options.model_type.startswith("boosted")
+        else None
+    )
+    progress = TrainingReport(where, rounds=rounds)
     fitted = fit(table, options, where, progress)
     components = int(fitted.pipeline[-1].pca_.n_components_) if options.model_type == "pca" else 0
     outputs = output_names(options, components)
@@ -236,14 +246,7 @@ def train(
         "training": fitted.summary,
     }
     uri = store_model(fitted.pipeline, name, store_root, fitted.features, metadata)
-    log.info(
-        "%s: trained %s on %d rows (%d held out for evaluation), stored as %s",
-        where,
-        options.model_type,
-        fitted.summary["training_rows"],
-        fitted.summary["evaluation_rows"],
-        uri,
-    )
+    progress.finish(fitted.summary, fitted.pipeline.training_info_, uri)
     entry = CatalogModel(
         name=name,
         framework="sklearn",
