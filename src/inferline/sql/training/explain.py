@@ -4,7 +4,8 @@ Attributions are exact for linear models: w * (x - mean of the training rows), i
 space, summed over a feature's one-hot columns, so baseline + sum = the prediction (the log-odds
 for logistic_reg, of the predicted class). Tree models use XGBoost's pred_contribs (SHAP
 values, in the margin). ML.GLOBAL_EXPLAIN is the mean absolute attribution of each feature over
-the training rows (at most 10,000 of them, worked out at training).
+the training rows (at most 10,000 of them, worked out at training when the model is created
+with enable_global_explain=TRUE, as BigQuery asks).
 
 k-means anomalies: a row's normalized_distance is its distance to the nearest centroid divided
 by the root mean square distance of that centroid's training rows; it is an anomaly when above
@@ -62,8 +63,9 @@ def attributions(
     return parts, baseline, baseline + parts.sum(axis=1)
 
 
-def describe(model: Any, features: list[str], matrix: np.ndarray) -> None:
-    """Record ML.GLOBAL_EXPLAIN's and ML.DETECT_ANOMALIES' facts about the training rows."""
+def describe(model: Any, features: list[str], matrix: np.ndarray, *, global_explain: bool) -> None:
+    """Record ML.DETECT_ANOMALIES' facts about the training rows, and ML.GLOBAL_EXPLAIN's when
+    asked (`global_explain`)."""
     final = model[-1]
     sample = matrix[np.random.default_rng(0).permutation(len(matrix))[:GLOBAL_ROWS]]
     if isinstance(final, Centroids):
@@ -78,7 +80,7 @@ def describe(model: Any, features: list[str], matrix: np.ndarray) -> None:
             scale[k] = rms if rms > 0 else 1.0
         model.cluster_scale_ = scale
         model.distance_quantiles_ = np.quantile(shortest / scale[nearest], QUANTILES)
-    elif isinstance(final, BoostedTrees) or hasattr(final, "coef_"):
+    elif global_explain and (isinstance(final, BoostedTrees) or hasattr(final, "coef_")):
         parts, _, _ = attributions(model, features, sample)
         model.global_explain_ = [
             {"feature": f, "attribution": float(a)}
@@ -89,7 +91,10 @@ def describe(model: Any, features: list[str], matrix: np.ndarray) -> None:
 def global_explain(model: Any, where: str) -> pa.Table:
     rows = getattr(model, "global_explain_", None)
     if rows is None:
-        raise SqlError(f"{where}: ML.GLOBAL_EXPLAIN takes linear, logistic and tree models trained here")
+        raise SqlError(
+            f"{where}: ML.GLOBAL_EXPLAIN needs a linear, logistic or tree model trained here with "
+            "OPTIONS(enable_global_explain=TRUE)"
+        )
     return pa.Table.from_pylist(sorted(rows, key=lambda r: -r["attribution"]), schema=GLOBAL_EXPLAIN)
 
 

@@ -92,7 +92,9 @@ def fit(table: pa.Table, options: TrainOptions, where: str, progress: TrainingRe
     pipeline.label_ = options.label
     pipeline.training_info_ = _iterations(model, options, x, y, x_eval, y_eval, seconds)
     info.describe(pipeline, train, x, features, text)  # ML.FEATURE_INFO, ML.WEIGHTS, ...
-    explain.describe(pipeline, features, raw)  # ML.GLOBAL_EXPLAIN, ML.DETECT_ANOMALIES
+    # ML.DETECT_ANOMALIES; ML.GLOBAL_EXPLAIN with enable_global_explain=TRUE, as BigQuery (SHAP
+    # values of trees cost about as much as the training).
+    explain.describe(pipeline, features, raw, global_explain=bool(options.get("enable_global_explain")))
     summary = {
         "training_rows": int(train.num_rows),
         "evaluation_rows": int(evaluation.sum()),

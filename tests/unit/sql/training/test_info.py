@@ -35,7 +35,7 @@ def con(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqlConnection]:
         "CREATE MODEL ds.linear OPTIONS(model_type='linear_reg', input_label_cols=['y']) "
         "AS SELECT x, colour, y FROM rows;"
         "CREATE MODEL ds.trees OPTIONS(model_type='boosted_tree_regressor', input_label_cols=['y'], "
-        "max_iterations=3, early_stop=FALSE) AS SELECT x, colour, y FROM rows;"
+        "max_iterations=3, early_stop=FALSE, enable_global_explain=TRUE) AS SELECT x, colour, y FROM rows;"
         "CREATE MODEL ds.clusters OPTIONS(model_type='kmeans', num_clusters=2) AS SELECT x, y FROM rows"
     )
     try:
@@ -188,6 +188,7 @@ def test_detect_anomalies_flags_about_the_contamination(con: SqlConnection) -> N
             "SELECT * FROM ML.EXPLAIN_PREDICT(MODEL ds.clusters, TABLE rows)",
             r"feature attributions need a linear",
         ),
+        ("SELECT * FROM ML.GLOBAL_EXPLAIN(MODEL ds.linear)", r"OPTIONS\(enable_global_explain=TRUE\)"),
     ],
 )
 def test_errors_name_the_function_and_model(con: SqlConnection, query: str, message: str) -> None:
