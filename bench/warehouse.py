@@ -2,6 +2,7 @@
 
     python bench/warehouse.py                          # 100,000 messages; 1,000 msg/s for 10 s
     python bench/warehouse.py --baseline-ref 0fa0660   # also the code before turns, same run
+    python bench/warehouse.py --table-rows 10000000    # the table holds 10M rows before the stream
     python bench/warehouse.py --smoke                  # tiny sizes: checks the benchmark runs
 
 Each figure is taken in a child process running the given source tree (the baseline is
@@ -10,7 +11,11 @@ Each figure is taken in a child process running the given source tree (the basel
     no reader, then with a reader process polling `SELECT count(*)` every 200 ms;
   - the reader's query ms p50/p99 (open + count + close) and its failed polls (lock errors);
   - visible ms p50/p99: a thread publishes --rate msg/s for --seconds while the stream runs;
-    a message is visible at the first poll whose count covers it (polls every 200 ms).
+    a message is visible at the first poll whose count covers it (polls every 200 ms). Counted
+    from the first poll that sees a row (the stream's start, loading the model, is not a
+    publish-to-visible latency).
+With --table-rows N the table is created by a one-message run of the stream (the sink's own
+schema and index) and filled with N rows in one statement before each variant.
 """
 
 from __future__ import annotations
@@ -87,8 +92,38 @@ def _publish(url: str, count: int, *, start: int = 0) -> None:
     inferline.publish("bench", iris_stream.messages(count, start=start), url=url, chunk_size=5000)
 
 
+FILL = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import duckdb
+path, rows = sys.argv[2], int(sys.argv[3])
+with duckdb.connect(path, config={"enable_progress_bar": False}) as con:
+    described = con.sql("DESCRIBE bench").fetchall()
+    values = []
+    for name, kind, *_ in described:
+        if name == "key":
+            values.append("'fill-' || i")
+        elif kind in ("BIGINT", "INTEGER", "DOUBLE", "FLOAT", "VARCHAR"):
+            values.append(f"CAST(i AS {kind})")
+        else:
+            values.append("NULL")
+    con.execute(f"INSERT INTO bench SELECT {', '.join(values)} FROM range({rows}) t(i)")
+"""
+
+
+def prefill(src: Path, root: Path, url: str, rows: int) -> None:
+    """The stream's table, made by the stream itself from one message, then `rows` rows more."""
+    _publish(url, 1, start=10**9)
+    subprocess.run(
+        [sys.executable, "-c", CONSUMER, str(src), str(root), url, "1"], check=True, capture_output=True
+    )
+    subprocess.run(
+        [sys.executable, "-c", FILL, str(src), str(root / "warehouse.duckdb"), str(rows)], check=True
+    )
+
+
 def run_variant(
-    src: Path, root: Path, *, messages: int, reader: bool, rate: int, seconds: float
+    src: Path, root: Path, *, messages: int, reader: bool, rate: int, seconds: float, table_rows: int = 0
 ) -> dict[str, float]:
     """One consume run (and optionally a reader) of the tree at `src`, in a fresh warehouse."""
     for leftover in root.glob("warehouse.duckdb*"):
@@ -96,6 +131,8 @@ def run_variant(
     for leftover in root.glob("queue.db*"):
         leftover.unlink()
     url = str(root / "queue.db")
+    if table_rows:
+        prefill(src, root, url, table_rows)
     steady = rate > 0
     total = int(rate * seconds) if steady else messages
     if not steady:
@@ -142,7 +179,11 @@ def run_variant(
         figures["backwards"] = sum(1 for a, b in zip(counts, counts[1:], strict=False) if b < a)
         if steady:
             latencies = []
+            start = next((p["t"] for p in good if p["n"] > table_rows + (1 if table_rows else 0)), None)
             for at, upto in published:
+                if start is None or at < start:
+                    continue  # published before the stream wrote its first row
+                upto += table_rows + (1 if table_rows else 0)
                 seen = next((p["t"] for p in good if p["t"] >= at and p["n"] >= upto), None)
                 if seen is not None:
                     latencies.append((seen - at) * 1000)
@@ -160,9 +201,11 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1_000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--baseline-ref", help="a commit of this repository to measure as the baseline")
+    parser.add_argument("--table-rows", type=int, default=0, help="rows in the table before the stream")
     args = parser.parse_args()
     if args.smoke:
         args.messages, args.seconds = 5_000, 2.0
+        args.table_rows = min(args.table_rows, 10_000)
     sys.path.insert(0, str(ROOT / "src"))
     from inferline.examples import iris
 
@@ -179,12 +222,22 @@ def main() -> None:
             subprocess.run(["tar", "-x", "-C", str(base)], input=archive.stdout, check=True)
             trees = {f"before ({args.baseline_ref})": base / "src", **trees}
         rows = []
+        fill = args.table_rows
         for name, src in trees.items():
-            alone = run_variant(src, root, messages=args.messages, reader=False, rate=0, seconds=0)
-            read = run_variant(src, root, messages=args.messages, reader=True, rate=0, seconds=0)
-            steady = run_variant(src, root, messages=0, reader=True, rate=args.rate, seconds=args.seconds)
+            alone = run_variant(
+                src, root, messages=args.messages, reader=False, rate=0, seconds=0, table_rows=fill
+            )
+            read = run_variant(
+                src, root, messages=args.messages, reader=True, rate=0, seconds=0, table_rows=fill
+            )
+            steady = run_variant(
+                src, root, messages=0, reader=True, rate=args.rate, seconds=args.seconds, table_rows=fill
+            )
             rows.append((name, alone, read, steady))
-    print(f"warehouse: {args.messages:,} messages consumed; a reader polls count(*) every 200 ms")
+    print(
+        f"warehouse: {args.messages:,} messages consumed into a table of {args.table_rows:,} rows; "
+        "a reader polls count(*) every 200 ms"
+    )
     print(
         f"{'code':<22} {'alone/s':>9} {'w/ reader/s':>11} {'failed':>7} {'back':>5} "
         f"{'query p50':>9} {'p99':>7} {'visible p50':>11} {'p99':>7}"

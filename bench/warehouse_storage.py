@@ -4,9 +4,10 @@
     python bench/warehouse_storage.py --rows 100000   # smaller
 
 Rows are iris-like stream results (key, id, 4 doubles, prediction, model_id), committed one
-batch at a time as a stream does. Variants: the sink's table (PRIMARY KEY on key, needed for
-the upsert) and a table without it; with no turn ended during the run, and with one ended
-every 5 commits (a reader polling: DETACH checkpoints). Baseline: the same rows as one Parquet
+batch at a time as a stream does. Variants: a table with a PRIMARY KEY on key (the sink's
+tables until issue 22) and one without an index (the sink's tables now: the writer keeps the
+keys' hashes in memory); with no turn ended during the run, and with one ended every 5
+commits (a reader polling: DETACH checkpoints). Baseline: the same rows as one Parquet
 file (pyarrow defaults, snappy).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -45,14 +47,19 @@ def batch(start: int, rows: int) -> pa.Table:
     )
 
 
-def streamed_size(path: Path, rows: int, batch_rows: int, *, key: bool, turn_every: int) -> int:
+def streamed_size(
+    path: Path, rows: int, batch_rows: int, *, key: bool, turn_every: int, hashed: bool = False
+) -> int:
     db = duckdb.connect()
     db.execute(f"ATTACH '{path}' AS w").fetchall()
-    db.execute(f"CREATE TABLE w.t ({COLUMNS.format(pk=' PRIMARY KEY' if key else '')})").fetchall()
+    columns = COLUMNS.format(pk=" PRIMARY KEY" if key else "")
+    if hashed:  # the key's 64-bit hash in a column of its own, with the index on it
+        columns += ", key_hash UBIGINT PRIMARY KEY"
+    db.execute(f"CREATE TABLE w.t ({columns})").fetchall()
     for number, start in enumerate(range(0, rows, batch_rows), start=1):
         db.register("b", batch(start, min(batch_rows, rows - start)))
         db.execute("BEGIN").fetchall()
-        db.execute("INSERT INTO w.t SELECT * FROM b").fetchall()
+        db.execute(f"INSERT INTO w.t SELECT *{', hash(key)' if hashed else ''} FROM b").fetchall()
         db.execute("COMMIT").fetchall()
         db.unregister("b")
         if turn_every and number % turn_every == 0:
@@ -60,6 +67,23 @@ def streamed_size(path: Path, rows: int, batch_rows: int, *, key: bool, turn_eve
             db.execute(f"ATTACH '{path}' AS w").fetchall()
     db.execute("DETACH w").fetchall()
     db.close()
+    wal = Path(str(path) + ".wal")
+    return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+
+def sink_size(path: Path, rows: int, batch_rows: int) -> int:
+    """The same batches through `DuckDBSink` itself, committed one by one (no reader)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from inferline.io.duckdb import DuckDBSink
+
+    sink = DuckDBSink(str(path), "t")
+    sink.open()
+    try:
+        for start in range(0, rows, batch_rows):
+            sink.write(batch(start, min(batch_rows, rows - start)).combine_chunks().to_batches()[0])
+            sink.commit()
+    finally:
+        sink.close()
     wal = Path(str(path) + ".wal")
     return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
@@ -87,14 +111,23 @@ def main() -> None:
             f"storage: {args.rows:,} rows in batches of {args.batch_rows:,}; "
             f"one Parquet file {baseline / 1e6:.1f} MB"
         )
-        print(f"{'table':<22} {'turns ended':<16} {'MB':>6} {'vs Parquet':>10}")
+        print(f"{'table':<30} {'turns ended':<16} {'MB':>6} {'vs Parquet':>10}")
         for key in (True, False):
             for every in (0, 5):
                 path = Path(tmp) / f"w-{key}-{every}.duckdb"
                 size = streamed_size(path, args.rows, args.batch_rows, key=key, turn_every=every)
-                name = "PRIMARY KEY on key" if key else "no key"
+                name = "PRIMARY KEY on key (before)" if key else "no index (the sink now)"
                 turns = f"every {every} commits" if every else "never"
-                print(f"{name:<22} {turns:<16} {size / 1e6:>6.1f} {size / baseline:>10.2f}")
+                print(f"{name:<30} {turns:<16} {size / 1e6:>6.1f} {size / baseline:>10.2f}")
+        size = streamed_size(
+            Path(tmp) / "hashed.duckdb", args.rows, args.batch_rows, key=False, turn_every=5, hashed=True
+        )
+        print(
+            f"{'PRIMARY KEY on hash(key)':<30} {'every 5 commits':<16} "
+            f"{size / 1e6:>6.1f} {size / baseline:>10.2f}"
+        )
+        size = sink_size(Path(tmp) / "sink.duckdb", args.rows, args.batch_rows)
+        print(f"{'DuckDBSink itself':<30} {'never':<16} {size / 1e6:>6.1f} {size / baseline:>10.2f}")
 
 
 if __name__ == "__main__":

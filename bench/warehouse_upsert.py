@@ -49,7 +49,7 @@ FILL = (
 
 def fill(path: Path, rows: int, *, key: bool) -> float:
     started = time.perf_counter()
-    with duckdb.connect(str(path)) as con:
+    with duckdb.connect(str(path), config={"enable_progress_bar": False}) as con:
         con.execute(f"CREATE TABLE t ({COLUMNS.format(pk=' PRIMARY KEY' if key else '')})")
         con.execute(f"INSERT INTO t {FILL.format(rows=rows)}")
     return time.perf_counter() - started
