@@ -97,7 +97,8 @@ import sys
 sys.path.insert(0, sys.argv[1])
 import duckdb
 path, rows = sys.argv[2], int(sys.argv[3])
-with duckdb.connect(path, config={"enable_progress_bar": False}) as con:
+with duckdb.connect(path) as con:
+    con.execute("SET enable_progress_bar = false")
     described = con.sql("DESCRIBE bench").fetchall()
     values = []
     for name, kind, *_ in described:

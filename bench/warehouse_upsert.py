@@ -49,7 +49,8 @@ FILL = (
 
 def fill(path: Path, rows: int, *, key: bool) -> float:
     started = time.perf_counter()
-    with duckdb.connect(str(path), config={"enable_progress_bar": False}) as con:
+    with duckdb.connect(str(path)) as con:
+        con.execute("SET enable_progress_bar = false")
         con.execute(f"CREATE TABLE t ({COLUMNS.format(pk=' PRIMARY KEY' if key else '')})")
         con.execute(f"INSERT INTO t {FILL.format(rows=rows)}")
     return time.perf_counter() - started
