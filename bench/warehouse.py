@@ -241,7 +241,7 @@ def main() -> None:
     )
     print(
         f"{'code':<22} {'alone/s':>9} {'w/ reader/s':>11} {'failed':>7} {'back':>5} "
-        f"{'query p50':>9} {'p99':>7} {'visible p50':>11} {'p99':>7}"
+        f"{'query p50':>9} {'p99':>7} {'visible p50':>11} {'p99':>7} {'query@1k/s p50':>14} {'p99':>7}"
     )
     for name, alone, read, steady in rows:
         failed = f"{read['failed'] + steady['failed']:.0f}/{read['polls'] + steady['polls']:.0f}"
@@ -249,7 +249,8 @@ def main() -> None:
             f"{name:<22} {alone['consume']:>9,.0f} {read['consume']:>11,.0f} {failed:>7} "
             f"{read['backwards'] + steady['backwards']:>5.0f} "
             f"{read['query_p50']:>9.1f} {read['query_p99']:>7.1f} "
-            f"{steady['visible_p50']:>11.1f} {steady['visible_p99']:>7.1f}"
+            f"{steady['visible_p50']:>11.1f} {steady['visible_p99']:>7.1f} "
+            f"{steady['query_p50']:>14.1f} {steady['query_p99']:>7.1f}"
         )
 
 
