@@ -81,21 +81,6 @@ class DuckDBSink:
             self.close()
             raise
         self._let_go()
-        if self._columns is not None and not self._unique_key:
-            self._keys = TableKeys(quote(self.table), quote(self.key))
-            self._read_keys(self._keys)
-
-    def _read_keys(self, keys: TableKeys) -> None:
-        # A big table's key hashes take seconds to read (10M rows): in a read turn, beside other
-        # readers, rather than in the first write's turn, which would hold every reader up.
-        session = Session(self.path, read_only=True, what="the writer")
-        try:
-            keys.sync(session.open())
-        except WarehouseError as exc:
-            self.close()
-            raise SinkError(str(exc)) from None
-        finally:
-            session.close()
 
     def _hold(self) -> None:
         if not self._holding and self._writer is not None:

@@ -39,6 +39,8 @@ class WarehouseWriter:
         self.users = 0
         self.turns = 0  # how many turns this writer took (tests and benchmarks read it)
         self._db = duckdb.connect()  # in memory, no I/O: the file is attached per turn
+        # A stream's output is its own: no progress bar from a long read (a big table's key hashes).
+        self._db.execute("SET enable_progress_bar = false")
         self._turn = Turn(path)
         self._mutex = threading.Lock()
         self._active = 0  # sinks inside a transaction
