@@ -51,7 +51,7 @@ while time.monotonic() < until:
         ms = (time.perf_counter() - started) * 1000
         print(json.dumps({"t": time.time(), "ms": ms, "n": n}), flush=True)
     except Exception as exc:
-        if "does not exist" not in str(exc):  # before the first commit there is no table
+        if "does not exist" not in str(exc) and "not found" not in str(exc):  # before the first commit
             print(json.dumps({"t": time.time(), "error": str(exc).splitlines()[0]}), flush=True)
     time.sleep(0.2)
 """
