@@ -46,8 +46,10 @@ def _json_rows(stdout: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
-def _query(cli: CliRunner, sql: str) -> list[dict[str, object]]:
-    return _json_rows(cli("sql", "--db", "w.duckdb", "--format", "json", sql).stdout)
+def _query(cli: CliRunner, *statements: str) -> list[dict[str, object]]:
+    """One `inferline sql` process runs the statements as a script and prints the last one's rows."""
+    script = ";\n".join(statement.rstrip().rstrip(";") for statement in statements)
+    return _json_rows(cli("sql", "--db", "w.duckdb", "--format", "json", script).stdout)
 
 
 def _export_like_the_tutorial(pipe: Pipeline, name: str, columns: list[str], path: Path) -> None:
@@ -123,16 +125,14 @@ def test_scikit_learn_onnx_tutorial(
             "INSERT INTO ml_datasets.iris VALUES (?, ?, ?, ?, ?)",
             [[*map(float, r), s] for r, s in zip(x, species, strict=True)],
         )
-    cli(
-        "sql",
-        "--db",
-        "w.duckdb",
+    setup = (
         " CREATE OR REPLACE MODEL `bqml_tutorial.imported_onnx_model`\n"
         "  OPTIONS (MODEL_TYPE='ONNX',\n"
         f"   MODEL_PATH='{model_path}')",
     )
     rows = _query(
         cli,
+        *setup,
         "SELECT *\n"
         "  FROM ML.PREDICT(MODEL `bqml_tutorial.imported_onnx_model`,\n"
         "    (\n"
@@ -199,10 +199,7 @@ def test_pytorch_onnx_image_tutorial(
     import torch
 
     final_model, model_path = resnet18
-    cli(
-        "sql",
-        "--db",
-        "w.duckdb",
+    setup = (
         "CREATE OR REPLACE MODEL `bqml_tutorial.imported_onnx_model`\n"
         " OPTIONS (MODEL_TYPE='ONNX',\n"
         f"  MODEL_PATH='{model_path}');\n"
@@ -217,6 +214,7 @@ def test_pytorch_onnx_image_tutorial(
     )
     rows = _query(
         cli,
+        *setup,
         "SELECT\n"
         "  class_label\n"
         "FROM\n"
@@ -254,11 +252,8 @@ def test_tensorflow_object_table_tutorial(
 ) -> None:
     from tests.tf_models import signature_outputs
 
-    # The tutorial's three statements as one script (one process, one TensorFlow start).
-    cli(
-        "sql",
-        "--db",
-        "w.duckdb",
+    # The tutorial's statements as one script (one process, one TensorFlow start).
+    setup = (
         "CREATE SCHEMA `myproject.resnet_inference_test`;\n"
         "CREATE EXTERNAL TABLE resnet_inference_test.vision_images\n"
         "WITH CONNECTION `us.lake-connection`\n"
@@ -273,6 +268,7 @@ def test_tensorflow_object_table_tutorial(
     )
     rows = _query(
         cli,
+        *setup,
         "SELECT *\n"
         "FROM ML.PREDICT(\n"
         "  MODEL `resnet_inference_test.resnet`,\n"
@@ -318,17 +314,16 @@ def test_evaluation_functions_on_a_model_imported_as_the_tutorial_imports_it(
             "INSERT INTO mydataset.flowers VALUES (?, ?, ?)",
             [[*map(float, r), int(t)] for r, t in zip(x, y, strict=True)],
         )
-    cli(
-        "sql",
-        "--db",
-        "w.duckdb",
+    setup = (
         "CREATE OR REPLACE MODEL `mydataset.virginica` "
         f"OPTIONS (MODEL_TYPE='ONNX', MODEL_PATH='{model_path}')",
     )
     predicted = pipe.predict(x.astype(np.float32))
     score = pipe.predict_proba(x.astype(np.float32))[:, 1]
     (evaluation,) = _query(
-        cli, "SELECT * FROM ML.EVALUATE(MODEL `mydataset.virginica`, TABLE `myproject.mydataset.flowers`)"
+        cli,
+        *setup,
+        "SELECT * FROM ML.EVALUATE(MODEL `mydataset.virginica`, TABLE `myproject.mydataset.flowers`)",
     )
     assert evaluation["precision"] == pytest.approx(metrics.precision_score(y, predicted))
     assert evaluation["recall"] == pytest.approx(metrics.recall_score(y, predicted))
