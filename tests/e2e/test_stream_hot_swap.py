@@ -18,6 +18,7 @@ from sklearn.dummy import DummyClassifier
 
 import inferline
 from inferline.examples import iris_stream
+from inferline.io.parts import part_files
 from tests.conftest import CliRunner, subprocess_env
 from tests.e2e.streaming import Probe, stop
 
@@ -26,7 +27,7 @@ name: iris-swap
 source: {kind: topic, url: queue.db, topic: iris}
 model: {name: iris, store: model_store, inputs: feature, watch: true, watch_interval: 0.5}
 output: {id: id, prediction: prediction, model_id: model_id}
-sink: {kind: jsonl, path: out.jsonl}
+sink: {kind: jsonl, path: out.jsonl, options: {roll_seconds: 0.2}}
 batch: {max_size: 20, max_wait_ms: 10}
 """
 
@@ -78,14 +79,18 @@ class Runner:
         stream = self.process.stderr
         self.reader = threading.Thread(target=lambda: self.stderr.extend(stream), daemon=True)
         self.reader.start()
-        self.partial = project / "out.jsonl.partial"
+        self.parts = project / "out.jsonl"
+        self._read: dict[str, list[dict[str, object]]] = {}
 
     def rows(self) -> list[dict[str, object]]:
-        """The rows committed so far (the JSONL sink flushes on every commit)."""
-        if not self.partial.exists():
+        """The rows committed so far (a stream's JSONL sink rolls a part every 0.2 s; a part
+        never changes once it is there, so each is read once)."""
+        if not self.parts.exists():
             return []
-        text = self.partial.read_text()
-        return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
+        for part in part_files(str(self.parts)):
+            if part not in self._read:
+                self._read[part] = [json.loads(line) for line in Path(part).read_text().splitlines()]
+        return [row for rows in self._read.values() for row in rows]
 
     def wait(self, condition: Callable[[], bool], timeout: float = 30.0) -> float:
         started = time.monotonic()
@@ -146,7 +151,7 @@ def test_a_running_stream_swaps_versions_survives_a_bad_one_and_rolls_back(
     assert runner.process.returncode == 0, "".join(runner.stderr)
     assert time.monotonic() - added < 60
 
-    rows = [json.loads(line) for line in (project / "out.jsonl").read_text().splitlines()]
+    rows = runner.rows()
     by_id = {r["id"]: r for r in rows}
     assert len(rows) == publisher.sent and sorted(by_id) == list(range(publisher.sent)), "lost or duplicated"
     assert f"{publisher.sent:,} rows read" in out

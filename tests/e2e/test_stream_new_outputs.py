@@ -1,5 +1,5 @@
 """A new model that writes more columns: the stream's DuckDB table grows a nullable column,
-a Parquet sink starts a new file with the wider schema, instead of the run dying
+a Parquet sink starts a new part with the wider schema, instead of the run dying
 (`existing table has no column 'scores'`)."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from sklearn.svm import SVC
 
 import inferline
 from inferline.examples import iris_stream
+from inferline.io.parts import part_files
 from tests.conftest import CliRunner, subprocess_env
 from tests.e2e.streaming import Probe, stop
 
@@ -33,7 +34,7 @@ sink: {sink}
 batch: {{max_size: 20, max_wait_ms: 10}}
 """
 DUCKDB_SINK = "{kind: duckdb, path: warehouse.duckdb, table: preds}"
-PARQUET_SINK = "{kind: parquet, path: out/preds.parquet}"
+PARQUET_SINK = "{kind: parquet, path: out/preds.parquet, options: {roll_seconds: 0.2}}"
 
 
 def _dump(model: object, path: Path) -> None:
@@ -93,30 +94,33 @@ def test_a_swap_to_a_model_with_scores_adds_the_column(project: Path) -> None:
     assert {model for _, model, _ in rows[100:]} == {"iris/2"}
 
 
-def test_a_swap_into_parquet_starts_a_wider_file_and_a_restart_skips_a_corrupt_newest_model(
+def test_a_swap_into_parquet_starts_a_wider_part_and_a_restart_adds_parts_and_skips_a_corrupt_newest_model(
     project: Path, cli: CliRunner
 ) -> None:
     out, err = _run_through_a_swap(project, PARQUET_SINK)
     assert "300 rows read, 300 predicted, 0 dead-lettered" in out
-    first, second = "out/preds.parquet", "out/preds.schema-2.parquet"
-    assert f"{first}: new column scores: rows from here on go to {second}" in err, err
-    assert "scores" not in pq.read_schema(project / first).names
-    # Readers see one table over both files: older rows NULL in `scores`.
+    folder = project / "out" / "preds.parquet"  # a stream's file sink is a directory of parts
+    parts = part_files(str(folder))
+    # The new model's rows start a part of their own, with the wider schema (a part has one).
+    assert "scores" not in pq.read_schema(parts[0]).names
+    assert "scores" in pq.read_schema(parts[-1]).names
+    # Readers see one table over every part: older rows NULL in `scores`.
+    query = (
+        "SELECT id, model_id, scores FROM read_parquet('out/preds.parquet/*.parquet', union_by_name = true) "
+        "ORDER BY id"
+    )
     with duckdb.connect() as con:
-        rows = con.sql(
-            "SELECT id, model_id, scores FROM read_parquet('out/preds*.parquet', union_by_name = true) "
-            "ORDER BY id"
-        ).fetchall()
+        rows = con.sql(query).fetchall()
     assert [r[0] for r in rows] == list(range(300))
     swapped = next(i for i, (_, model, _) in enumerate(rows) if model == "iris/2")
     assert swapped >= 100 and all(s is None for _, m, s in rows if m == "iris/1")
     assert all(m == "iris/2" and len(s) == 3 for _, m, s in rows[swapped:])
-    table = pa.concat_tables(
-        [pq.read_table(project / name) for name in (first, second)], promote_options="default"
-    )
+    table = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
     assert table.num_rows == 300 and table.column("scores").null_count == swapped
+    before = {p: Path(p).read_bytes() for p in parts}
 
-    # A restart whose newest model file is corrupt starts on the newest one that loads.
+    # A restart whose newest model file is corrupt starts on the newest one that loads; its
+    # rows go to new parts beside the first run's, which stay as they were.
     (project / "models" / "iris-3.joblib").write_bytes(b"\x80\x04 not really a pickle")
     inferline.publish("iris", iris_stream.messages(20, start=300), url="queue.db")
     rerun = cli("run", "grow.yaml", "--no-progress", "--until-idle", "1")
@@ -124,10 +128,13 @@ def test_a_swap_into_parquet_starts_a_wider_file_and_a_restart_skips_a_corrupt_n
     warning = next(line for line in rerun.stderr.splitlines() if "iris/3" in line)
     assert warning.startswith("warning: model iris/3: cannot load ")
     assert warning.endswith("starting on iris/2, the newest version that loads; retrying with backoff")
-    rows = pq.read_table(project / first).to_pylist()
+    assert {p: Path(p).read_bytes() for p in parts} == before
+    new = [p for p in part_files(str(folder)) if p not in before]
+    rows = pa.concat_tables([pq.read_table(p) for p in new]).to_pylist()
     assert [r["id"] for r in rows] == list(range(300, 320))
     assert {r["model_id"] for r in rows} == {"iris/2"} and all(len(r["scores"]) == 3 for r in rows)
-    assert not (project / second).exists()  # the older run's second file is not this run's output
+    with duckdb.connect() as con:
+        assert [r[0] for r in con.sql(query).fetchall()] == list(range(320))
 
 
 def test_a_column_that_changed_type_dead_letters_the_rows_and_the_run_goes_on(

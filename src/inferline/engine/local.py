@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from inferline.engine.acks import AckGate
 from inferline.engine.features import resolve_column
 from inferline.engine.keys import KeyTracker
 from inferline.engine.process import BatchProcessor
@@ -29,6 +30,7 @@ from inferline.errors import InferlineError, SinkSchemaError
 from inferline.io.base import DeadLetter, Sink, Source, SourceBatch, dead_letter_batch, row_as_json
 from inferline.io.factory import make_sink, make_source
 from inferline.io.loaders import ImageLoader, make_loader
+from inferline.io.parts import PartSink
 from inferline.io.targets import check_run_outputs
 from inferline.io.topic_source import TopicSource
 from inferline.models.base import LoadedModel
@@ -254,14 +256,14 @@ class LocalEngine:
     # --- run ------------------------------------------------------------------------
     def run(self) -> RunSummary:
         started = self.clock()
-        check_run_outputs(self.spec)
+        source = make_source(self.spec, string_columns=self._string_columns())
+        self._stream = not source.bounded
+        check_run_outputs(self.spec, stream=self._stream)
         refs = self._open_models()
         self._processor = BatchProcessor.from_spec(self.spec)
         self._loader = make_loader(self.spec.source, origin=self.spec.origin)
         if len(refs) > 1:
             self._processor.pool = ThreadPoolExecutor(len(refs), thread_name_prefix="inferline-model")
-        source = make_source(self.spec, string_columns=self._string_columns())
-        self._stream = not source.bounded
         if isinstance(source, TopicSource):
             source.bind(
                 stop=self.stop,
@@ -270,22 +272,31 @@ class LocalEngine:
                 clock=self.clock,
                 broker_timeout=self.broker_timeout,
             )
-        sink = make_sink(self.spec.sink, origin=self.spec.origin)
+        sink = make_sink(self.spec.sink, origin=self.spec.origin, stream=self._stream)
         dead_spec = self.spec.dead_letter_spec()
         dead_sink: Sink | None = None
+        # A stream's file dead-letter sink is a part directory, opened now: its parts commit
+        # with the sink's (one journal), and a killed run's are recovered before reading.
+        eager_dead = self._stream and dead_spec is not None and dead_spec.kind in FILE_SINK_KINDS
         # A key column the user named may repeat; generated keys (uri:row, message ids) do not.
         keys = KeyTracker() if self.spec.key and source.bounded else None
         source.open()
         self.stats.progress_total = source.progress_total()
         windows = WindowStage(self.spec, stream=not source.bounded) if self.spec.window else None
         sink.open()
-        if windows is not None:
-            try:
+        try:
+            if eager_dead:
+                dead_sink = self._dead_sink()
+            if windows is not None:
                 windows.open()
-            except BaseException:
-                _close(sink, False)
-                source.close()
-                raise
+            acks = AckGate(source, [s for s in (sink, dead_sink) if isinstance(s, PartSink)])
+            acks.recover()
+        except BaseException:
+            _close(sink, False)
+            if dead_sink is not None:
+                _close(dead_sink, False)
+            source.close()
+            raise
         read_q: queue.Queue[Any] = queue.Queue(self.queue_depth)
         write_q: queue.Queue[Any] = queue.Queue(self.queue_depth)
         workers = self.workers if self.workers is not None else _default_workers(refs)
@@ -312,6 +323,7 @@ class LocalEngine:
                     break
                 self._maybe_report(source)
                 if item is _TICK:
+                    acks.idle(urgent=_settling(source))
                     continue
                 if item.results is not None:
                     try:
@@ -324,10 +336,7 @@ class LocalEngine:
                     item.dead.extend(windows.add(item.results))
                 if item.dead:
                     if dead_sink is None and dead_spec is not None:
-                        dead_sink = make_sink(
-                            dead_spec, origin=self.spec.origin, setting="--set dead_letter={}"
-                        )
-                        dead_sink.open()
+                        dead_sink = self._dead_sink()
                     if dead_sink is not None:
                         dead_sink.write(dead_letter_batch(_unique_keys(item.dead)))
                 if item.results is not None:
@@ -338,10 +347,12 @@ class LocalEngine:
                     dead_sink.commit()
                 if windows is not None:
                     windows.commit()
-                source.ack(item.source.position)
+                acks.committed(item.source.position, urgent=_settling(source))
                 self._count(item)
             if self._failure is not None:
                 raise self._failure
+            if not self._interrupted:
+                acks.roll()  # the stream's last parts, then their acks
             ok = not self._interrupted
         finally:
             if not ok:
@@ -380,7 +391,11 @@ class LocalEngine:
             seconds=seconds,
             model_ids=sorted(self.stats.model_ids),
             output=sink.describe(),
-            dead_letter=dead_sink.describe() if dead_sink is not None else None,
+            dead_letter=(
+                dead_sink.describe()
+                if dead_sink is not None and (self.stats.rows_dead or not eager_dead)
+                else None
+            ),
             model_errors=list(self.stats.model_errors),
             latency_p50_ms=p50,
             latency_p99_ms=p99,
@@ -393,6 +408,15 @@ class LocalEngine:
             window_rows=windows.rows_written if windows is not None else 0,
             rows_late=windows.operator.late if windows is not None else 0,
         )
+
+    def _dead_sink(self) -> Sink:
+        dead_spec = self.spec.dead_letter_spec()
+        assert dead_spec is not None
+        sink = make_sink(
+            dead_spec, origin=self.spec.origin, setting="--set dead_letter={}", stream=self._stream
+        )
+        sink.open()
+        return sink
 
     def _interrupting(self, source: Source) -> bool:
         """Whether the run ends now: a second signal, or the first one on a bounded source."""
@@ -492,6 +516,10 @@ class LocalEngine:
             self._failure = exc
         self._abort.set()
         self.stop.set()
+
+
+def _settling(source: Source) -> bool:
+    return isinstance(source, TopicSource) and source.settling.is_set()
 
 
 def _unique_keys(dead: list[DeadLetter]) -> list[DeadLetter]:

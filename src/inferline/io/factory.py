@@ -66,9 +66,12 @@ def make_source(spec: PipelineSpec, *, string_columns: list[str] | None = None) 
     return source
 
 
-def make_sink(sink: SinkSpec, *, origin: str = "<spec>", setting: str = "--set sink.path={}") -> Sink:
+def make_sink(
+    sink: SinkSpec, *, origin: str = "<spec>", setting: str = "--set sink.path={}", stream: bool = False
+) -> Sink:
     """The sink for a sink spec (also used for the dead-letter sink). `setting` is how the
-    user sets its path, for the hint when a file sink refuses to replace another file."""
+    user sets its path, for the hint when a file sink refuses to replace another file.
+    On a `stream`, a file sink writes rolled part files (`io/parts.py`)."""
     if sink.split:
         from inferline.io.split import SplitSink
 
@@ -80,6 +83,11 @@ def make_sink(sink: SinkSpec, *, origin: str = "<spec>", setting: str = "--set s
         )
     if sink.kind not in SINKS:
         raise SpecError(f"{origin}: sink kind {sink.kind!r} is not available in this build")
+    if stream and sink.kind in ("parquet", "jsonl", "csv"):
+        from inferline.io.parts import PartSink
+
+        assert sink.path is not None
+        return PartSink(sink.path, sink.kind, options=sink.options, setting=setting, origin=origin)
     cls = _load(SINKS[sink.kind])
     if sink.kind == "duckdb":
         result: Sink = cls(sink.path, sink.table or "predictions", setting=setting)

@@ -63,13 +63,34 @@ def _later_files(path: str, fs: Any = None) -> list[tuple[int, str]]:
     return sorted(found)
 
 
+class FileLayout:
+    """Where a file sink's files go: `file(base, n)` is the n-th file (1: `base` itself, then
+    `schema_file`), `partial(target)` what it is written as until it is renamed, `pattern()`
+    the glob that reads them all. A stream's part files have their own (`io/parts.py`)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def file(self, base: str, number: int) -> str:
+        return schema_file(base, number)
+
+    def partial(self, target: str) -> str:
+        return target + ".partial"
+
+    def pattern(self) -> str:
+        return _glob(self.path)
+
+
 class _FileSink:
     kind = "file"
 
-    def __init__(self, path: str, *, setting: str = "--set sink.path={}") -> None:
+    def __init__(
+        self, path: str, *, setting: str = "--set sink.path={}", layout: FileLayout | None = None
+    ) -> None:
         self.path = path
         # How the user sets this path (`--set dead_letter={}`), for the refusal's hint.
         self.setting = setting
+        self.layout = layout or FileLayout(path)
         self._handle: IO[bytes] | None = None
         self._fs: Any = None
         self._partial = ""
@@ -81,17 +102,17 @@ class _FileSink:
         return self.path
 
     def open(self) -> None:
-        check_output(self.path, self.kind, setting=self.setting)
+        check_output(self.layout.file(self.path, 1), self.kind, setting=self.setting)
         self._fs, _, (target,) = fsspec.get_fs_token_paths(self.path)
         parent = os.path.dirname(target)
         if parent:
             self._fs.makedirs(parent, exist_ok=True)
         self._files = []
-        self._open_file(target)
         self._target = target
+        self._open_file(self.layout.file(target, 1))
 
     def _open_file(self, target: str) -> None:
-        partial = target + ".partial"
+        partial = self.layout.partial(target)
         try:
             self._handle = self._fs.open(partial, "wb")
         except OSError as exc:
@@ -102,13 +123,13 @@ class _FileSink:
     def _next_file(self) -> str:
         """Finish the open file and open the next one (`schema_file`); returns its path."""
         number = len(self._files) + 1
-        path = schema_file(self.path, number)
+        path = self.layout.file(self.path, number)
         check_output(path, self.kind, setting=self.setting)
         self._finish()
         assert self._handle is not None
         self._handle.close()
         self._handle = None
-        self._open_file(schema_file(self._target, number))
+        self._open_file(self.layout.file(self._target, number))
         return path
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -120,6 +141,15 @@ class _FileSink:
 
     def _finish(self) -> None:
         """Subclasses close their writer here."""
+
+    def seal(self) -> list[tuple[str, str]]:
+        """Finish the open file and rename nothing: (partial, target) of every file written.
+        A stream's `PartSink` renames them once they are committed."""
+        if self._handle is not None:
+            self._finish()
+            self._handle.close()
+            self._handle = None
+        return list(self._files)
 
     def close(self) -> None:
         if self._handle is None:
@@ -174,8 +204,10 @@ class ParquetSink(_FileSink):
     row_group_rows = 131_072
     row_group_bytes = 64 << 20
 
-    def __init__(self, path: str, *, setting: str = "--set sink.path={}") -> None:
-        super().__init__(path, setting=setting)
+    def __init__(
+        self, path: str, *, setting: str = "--set sink.path={}", layout: FileLayout | None = None
+    ) -> None:
+        super().__init__(path, setting=setting, layout=layout)
         self._writer: pq.ParquetWriter | None = None
         self._schema: pa.Schema | None = None
         self._pending: list[pa.RecordBatch] = []
@@ -221,7 +253,7 @@ class ParquetSink(_FileSink):
             self.path,
             ", ".join(added),
             path,
-            _glob(self.path),
+            self.layout.pattern(),
         )
         self._schema = wider
 
@@ -256,8 +288,10 @@ class JsonlSink(_FileSink):
 
     kind = "jsonl"
 
-    def __init__(self, path: str, *, setting: str = "--set sink.path={}") -> None:
-        super().__init__(path, setting=setting)
+    def __init__(
+        self, path: str, *, setting: str = "--set sink.path={}", layout: FileLayout | None = None
+    ) -> None:
+        super().__init__(path, setting=setting, layout=layout)
         self._con = duckdb.connect()
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -286,8 +320,10 @@ class CsvSink(_FileSink):
 
     kind = "csv"
 
-    def __init__(self, path: str, *, setting: str = "--set sink.path={}") -> None:
-        super().__init__(path, setting=setting)
+    def __init__(
+        self, path: str, *, setting: str = "--set sink.path={}", layout: FileLayout | None = None
+    ) -> None:
+        super().__init__(path, setting=setting, layout=layout)
         self._writer: pa_csv.CSVWriter | None = None
         self._header: list[str] | None = None
         self._con = duckdb.connect()
@@ -306,7 +342,7 @@ class CsvSink(_FileSink):
                     self.path,
                     ", ".join(added),
                     path,
-                    _glob(self.path),
+                    self.layout.pattern(),
                 )
                 self._header = [*self._header, *added]
             batch = pa.RecordBatch.from_arrays(

@@ -210,10 +210,12 @@ def check_not_input(path: str, inputs: Iterable[str], *, setting: str = "--set s
             continue
 
 
-def check_run_outputs(spec: PipelineSpec) -> None:
+def check_run_outputs(spec: PipelineSpec, *, stream: bool = False) -> None:
     """Before a run: its sink and dead-letter file may replace neither another kind of file
-    nor one of the run's inputs, nor each other."""
+    nor one of the run's inputs, nor each other. A stream's file sinks are part directories
+    (`io/parts.py`)."""
     from inferline.io.files import expand_paths
+    from inferline.io.parts import check_part_dir
 
     outputs: list[tuple[SinkSpec, str]] = [(spec.sink, "--set sink.path={}")]
     dead = spec.dead_letter_spec()
@@ -228,6 +230,9 @@ def check_run_outputs(spec: PipelineSpec) -> None:
             inputs = []  # the source reports it, with its own message
     for sink, setting in outputs:
         if sink.path is None or sink.split or sink.kind not in OWN_EXTENSIONS:
+            continue
+        if stream and sink.kind != "duckdb":
+            check_part_dir(sink.path, sink.kind, setting=setting)
             continue
         check_output(sink.path, sink.kind, setting=setting)
         check_not_input(sink.path, inputs, setting=setting)

@@ -80,6 +80,9 @@ class TopicSource:
         # Batches handed out and not acked yet (the engine acks each once it is committed).
         self._unacked = 0
         self._settled = threading.Condition()
+        # Set while the reader waits for every batch to be acked (a suspect message is next):
+        # an engine that holds acks back (part-file sinks) commits now.
+        self.settling = threading.Event()
         self.max_deliveries = _whole(src.options, "max_deliveries", DEFAULT_MAX_DELIVERIES, spec.origin)
         max_bytes = _whole(src.options, "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, spec.origin)
         self._messages = JsonMessages(key=spec.key, inputs=_message_inputs(spec), max_bytes=max_bytes)
@@ -161,8 +164,12 @@ class TopicSource:
 
     def _wait_settled(self) -> None:
         with self._settled:
-            while self._unacked > 0 and not self.stop.is_set():
-                self._settled.wait(_POLL_SECONDS)
+            self.settling.set()
+            try:
+                while self._unacked > 0 and not self.stop.is_set():
+                    self._settled.wait(_POLL_SECONDS)
+            finally:
+                self.settling.clear()
 
     def _batches_of(self, messages: list[Message]) -> Iterator[tuple[SourceBatch, bool]]:
         # A message the consumer has failed to commit twice is read alone (True: a suspect),

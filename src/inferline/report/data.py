@@ -24,6 +24,7 @@ from inferline.errors import InputError
 from inferline.io import warehouse
 from inferline.io.duckdb import quote
 from inferline.io.filesinks import output_files
+from inferline.io.parts import part_files
 from inferline.io.windowed import WindowedTable, is_windowed, read_windowed
 from inferline.report.metrics import Confusion, merge_counts
 from inferline.report.runs import RUNS_FILE, read_runs
@@ -96,6 +97,7 @@ def load_report(
 def _load_file(
     table: str, *, label: str | None, compare: str | None, prediction: str, runs: int
 ) -> ReportData:
+    table = table.rstrip("/") or table
     reader = FILE_READERS.get(os.path.splitext(table)[1].lower())
     if reader is None:
         raise InputError(
@@ -103,7 +105,12 @@ def _load_file(
         )
     if not os.path.exists(table):
         raise InputError(f"report: {table}: file not found")
-    files = output_files(table) if reader != "read_json_auto" else [table]
+    if os.path.isdir(table):  # a stream's file sink: its committed part files
+        files = part_files(table)
+        if not files:
+            raise InputError(f"report: {table}: no part files committed yet (a stream adds them as it goes)")
+    else:
+        files = output_files(table) if reader != "read_json_auto" else [table]
     with duckdb.connect() as con:
         # A Parquet/CSV sink starts a new file when a new model writes new columns: all of them.
         listing = ", ".join("'" + path.replace("'", "''") + "'" for path in files)

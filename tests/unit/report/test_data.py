@@ -38,6 +38,29 @@ def test_label_gives_the_hand_computed_confusion(db: str) -> None:
     assert data.unlabelled == 1
 
 
+def test_a_streams_part_directory_is_read_as_one_table(db: str, tmp_path: Path) -> None:
+    import duckdb
+
+    # A stream's Parquet sink: parts in a directory, the second with `scores` (a new model),
+    # beside a part never committed (a killed run's) that must not be read.
+    out = tmp_path / "animals.parquet"
+    out.mkdir()
+    with duckdb.connect(db, read_only=True) as con:
+        con.execute(f"COPY (SELECT * FROM animals ORDER BY key LIMIT 4) TO '{out}/part-000001.parquet'")
+        con.execute(
+            "COPY (SELECT *, [0.5, 0.5] AS scores FROM animals ORDER BY key OFFSET 4) "
+            f"TO '{out}/part-000002.parquet'"
+        )
+    (out / ".part-000003.parquet.partial").write_bytes(b"PAR1 cut short")
+    data = load_report(str(out) + "/", label="truth")
+    assert data.rows == 10 and data.class_counts == {"bird": 1, "cat": 5, "dog": 4}
+    assert data.evaluation is not None and data.evaluation.correct == 6
+    empty = tmp_path / "empty.jsonl"
+    empty.mkdir()
+    with pytest.raises(InputError, match=r"^report: .*empty.jsonl: no part files committed yet"):
+        load_report(str(empty))
+
+
 @pytest.mark.parametrize("compare", ["other", "animals_v2", "animals_v2.prediction"])
 def test_compare_with_a_column_or_a_table_joined_on_key(db: str, compare: str) -> None:
     data = load_report("animals", db=db, label="truth", compare=compare)
