@@ -144,12 +144,13 @@ def test_v2_bytes_tensors_from_tritonclient_and_json(server: str, sentiment: Pat
     assert [v.decode() for v in result.as_numpy("predictions")] == labels
     np.testing.assert_allclose(result.as_numpy("scores"), scores, rtol=1e-5)
 
-    body = {"inputs": [{"name": "text", "shape": [2, 1], "datatype": "BYTES", "data": REVIEWS[:2]}]}
-    answer = httpx.post(f"{server}/v2/models/sentiment/infer", json=body)
-    assert answer.status_code == 200, answer.text
-    outputs = {o["name"]: o for o in answer.json()["outputs"]}
-    assert outputs["predictions"]["data"] == labels[:2]
-    np.testing.assert_allclose(np.reshape(outputs["scores"]["data"], (2, 2)), scores[:2], rtol=1e-5)
+    for name in ("text", "input"):  # its input's name, or v2's usual one
+        body = {"inputs": [{"name": name, "shape": [2, 1], "datatype": "BYTES", "data": REVIEWS[:2]}]}
+        answer = httpx.post(f"{server}/v2/models/sentiment/infer", json=body)
+        assert answer.status_code == 200, answer.text
+        outputs = {o["name"]: o for o in answer.json()["outputs"]}
+        assert outputs["predictions"]["data"] == labels[:2]
+        np.testing.assert_allclose(np.reshape(outputs["scores"]["data"], (2, 2)), scores[:2], rtol=1e-5)
 
 
 def test_a_folder_registered_with_a_task(server: str, sentiment: Path) -> None:

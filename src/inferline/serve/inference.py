@@ -265,6 +265,8 @@ def rows_for(served: ServedVersion, tensors: list[Tensor], *, where: str) -> np.
 def _whole_rows(tensor: Tensor, served: ServedVersion) -> np.ndarray:
     array = tensor.array
     if tensor.datatype == "BYTES":
+        if served.spec.text_only:  # `input` of a text model: its one text input by another name
+            return _columns([Tensor(served.inputs[0], "BYTES", tensor.array)], served)
         return _images(tensor, served)
     if array.ndim == 1 and served.row_shape is not None and served.row_shape != (1,):
         row_size = int(np.prod(served.row_shape))
