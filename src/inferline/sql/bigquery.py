@@ -190,6 +190,11 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
             )
             _replace_call(node, placeholder)
             continue
+        if evaluating == "EVALUATE" and model_info.unsupervised(loaded):  # kmeans, pca: no label
+            query = f"{ctes_sql} SELECT * FROM ({inner_sql})"
+            replacements[placeholder] = model_info.evaluate_unsupervised(session, loaded, query, where)
+            _replace_call(node, placeholder)
+            continue
         if evaluating:
             # The true values travel under a private name: an ONNX classifier's own output
             # is called `label` too.

@@ -201,6 +201,38 @@ def per_row(
     return registered
 
 
+def unsupervised(loaded: Any) -> bool:
+    return getattr(loaded.model, "model_type_", None) in ("kmeans", "pca")
+
+
+def evaluate_unsupervised(session: Session, loaded: Any, query: str, where: str) -> str:
+    """ML.EVALUATE of kmeans (davies_bouldin_index, mean_squared_distance: squared distance to
+    the nearest centroid) or pca (total_explained_variance_ratio) on the input's rows."""
+    model = loaded.model
+    if model.model_type_ == "pca":
+        ratio = float(np.sum(model[-1].pca_.explained_variance_ratio_))
+        result = pa.table({"total_explained_variance_ratio": [ratio]})
+    else:
+        from sklearn.metrics import davies_bouldin_score
+
+        table = session.con.sql(query).to_arrow_table()
+        missing = [f for f in loaded.inputs if f not in table.column_names]
+        if missing:
+            raise SqlError(f"{where}: the input has no column(s) {', '.join(missing)} that the model takes")
+        matrix = data.feature_matrix(table, list(loaded.inputs), list(getattr(model, "text_inputs_", [])))
+        processed = model[:-1].transform(matrix)
+        distances = model[-1].transform(processed)
+        nearest = np.argmin(distances, axis=1)
+        index = davies_bouldin_score(processed, nearest) if len(set(nearest.tolist())) > 1 else None
+        squared = float(np.mean(np.min(distances, axis=1) ** 2))
+        result = pa.table(
+            {"davies_bouldin_index": pa.array([index], pa.float64()), "mean_squared_distance": [squared]}
+        )
+    registered = f"__inferline_info_{uuid.uuid4().hex[:12]}"
+    session.con.register(registered, result)
+    return registered
+
+
 def _predictions(model: Any, matrix: np.ndarray, outputs: list[str]) -> dict[str, pa.Array]:
     predicted = np.asarray(model.predict(matrix))
     columns = {outputs[0]: pa.array(predicted.tolist())}

@@ -63,11 +63,12 @@ def attributions(
     return parts, baseline, baseline + parts.sum(axis=1)
 
 
-def describe(model: Any, features: list[str], matrix: np.ndarray, *, global_explain: bool) -> None:
+def describe(model: Any, features: list[str], matrix: Any, *, global_explain: bool) -> None:
     """Record ML.DETECT_ANOMALIES' facts about the training rows, and ML.GLOBAL_EXPLAIN's when
     asked (`global_explain`)."""
     final = model[-1]
-    sample = matrix[np.random.default_rng(0).permutation(len(matrix))[:GLOBAL_ROWS]]
+    chosen = np.random.default_rng(0).permutation(len(matrix))[:GLOBAL_ROWS]
+    sample = matrix.iloc[chosen] if hasattr(matrix, "iloc") else matrix[chosen]  # a DataFrame in training
     if isinstance(final, Centroids):
         processed = model[:-1].transform(matrix)
         distances = final.transform(processed)

@@ -168,6 +168,20 @@ def test_detect_anomalies_flags_about_the_contamination(con: SqlConnection) -> N
     assert far == [(True,)]
 
 
+def test_evaluate_kmeans_without_a_label(con: SqlConnection) -> None:
+    from sklearn.metrics import davies_bouldin_score
+
+    data = _data(con)
+    points = np.column_stack([data["x"], data["y"]])
+    scaled = (points - points.mean(axis=0)) / points.std(axis=0)
+    ids = con.sql(
+        "SELECT CENTROID_ID FROM ML.PREDICT(MODEL ds.clusters, TABLE rows) ORDER BY id"
+    ).fetchnumpy()
+    [row] = _rows(con, "SELECT * FROM ML.EVALUATE(MODEL ds.clusters)")
+    assert row["davies_bouldin_index"] == pytest.approx(davies_bouldin_score(scaled, ids["CENTROID_ID"]))
+    assert row["mean_squared_distance"] > 0
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [
