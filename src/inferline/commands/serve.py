@@ -229,6 +229,13 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(help="DuckDB warehouse whose table row counts the dashboard shows."),
         ] = None,
+        processes: Annotated[
+            int,
+            typer.Option(
+                help="Server processes answering inference on --port (one per core uses every core; "
+                "more than 1 needs --management-port).",
+            ),
+        ] = 1,
     ) -> None:
         """Serve every model in the store over HTTP (TorchServe and KServe v2 APIs)."""
         from inferline.commands.ts_config import TsConfig, merged, model_settings, read_ts_config
@@ -271,6 +278,11 @@ def register(app: typer.Typer) -> None:
             token = token.strip()
         origins = checked_origins(allow_origin or [])
         split.check(token)
+        if processes > 1 and not split.management_port:
+            raise InferlineError(
+                f"serve: --processes {processes} needs --management-port PORT: management must "
+                "answer in one process (e.g. --management-port 8081, as TorchServe)"
+            )
         if not is_loopback(host) and not token and grpc_port is None:
             grpc_port = 0  # v2 gRPC's repository RPCs are management: not on the network without a token
         elif not is_loopback(host) and not token and grpc_port:
@@ -280,6 +292,7 @@ def register(app: typer.Typer) -> None:
         if grpc_port is not None and not 0 <= grpc_port <= 65535:
             raise InferlineError(f"serve: --grpc-port {grpc_port}; expected 1-65535, or 0 for no gRPC")
         for name, value in (
+            ("--processes", processes),
             ("--batch-size", batch_size),
             ("--max-body", max_body),
             ("--max-queue", max_queue),
@@ -332,6 +345,11 @@ def register(app: typer.Typer) -> None:
             ts_grpc_management_address=ts_grpc_management,
             warehouse=warehouse,
         )
+        helpers = []
+        if processes > 1:
+            from inferline.serve.processes import start_inference_processes
+
+            helpers = start_inference_processes(processes - 1, config, store_root, listening[0])
         state = ServerState(config, store=ModelStore(store_root))
         assert state.catalog is not None
         loaded = state.catalog.load_all()
@@ -342,6 +360,8 @@ def register(app: typer.Typer) -> None:
             grpc_note += f" and TorchServe gRPC ({', '.join(apis)})"
         if split.split:
             grpc_note += f" ({split.describe()})"
+        if helpers:
+            grpc_note += f" ({processes} processes)"
         print(
             f"serving {', '.join(loaded) or 'no models yet'} from {model_store or store_root} "
             f"on http://{host}:{port}" + grpc_note,
@@ -358,4 +378,10 @@ def register(app: typer.Typer) -> None:
                 loop="asyncio",  # grpc.aio shares this loop; it is not made for uvloop
             )
         )
-        server.run(sockets=listening)
+        try:
+            server.run(sockets=listening)
+        finally:
+            if helpers:
+                from inferline.serve.processes import stop_processes
+
+                stop_processes(helpers)

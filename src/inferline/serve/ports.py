@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from inferline.serve.http import ApiError, error_response
 
 METRICS = "/metrics"
+SEEN_PATHS = 4096  # paths whose API is remembered (bounded: clients choose paths)
 
 
 def is_management(endpoint: Any) -> bool:
@@ -38,8 +39,17 @@ class PortSplit:
         self.management: list[re.Pattern[str]] = [
             route.path_regex for route in routes if isinstance(route, Route) and is_management(route.endpoint)
         ]
+        self._seen: dict[str, str] = {}
 
     def api_of(self, path: str) -> str:
+        api = self._seen.get(path)
+        if api is None:
+            api = self._api_of(path)
+            if len(self._seen) < SEEN_PATHS:  # matching every management route per request costs
+                self._seen[path] = api  # more than a whole small model call
+        return api
+
+    def _api_of(self, path: str) -> str:
         if path == METRICS:
             return "metrics"
         if any(regex.match(path) for regex in self.management):

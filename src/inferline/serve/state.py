@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from inferline.models.base import Prediction
+from inferline.models.mar import FRAMEWORK as MAR
 from inferline.serve.answers import encode_answer, warning_header
 from inferline.serve.batching import QueueFullError
 from inferline.serve.http import JSON, ApiError, error_response, invalid_input, read_body
@@ -211,8 +212,12 @@ class ServerState:
                     f"model {served.model_id}: cannot read the request body ({reason})"
                 ) from exc
 
-        # Images (image/*, raw bytes, forms) and handler items decode on a worker thread.
+        # Images (image/*, raw bytes, forms) decode on a worker thread. A small body for a
+        # TorchServe handler is only wrapped here (its handler decodes it, on the batch's
+        # thread): a thread hop would cost more than the work.
         media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if served.framework == MAR and len(body) < THREAD_BODY_BYTES and not media.startswith("multipart/"):
+            return run()
         if len(body) >= THREAD_BODY_BYTES or media != "application/json":
             return await self.offload.thread(run)
         return run()

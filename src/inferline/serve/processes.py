@@ -1,0 +1,109 @@
+"""`inferline serve --processes N`: N server processes answering on one inference socket.
+
+One Python process runs HTTP parsing, request decoding and handler code under one GIL, so it
+uses about one core however many threads it has. With `--processes N` the main process
+serves as always (every socket, gRPC, management, metrics) and starts N-1 inference
+processes that accept connections on the same listening inference socket (inherited: the
+kernel hands each new connection to whichever process accepts it first). Each loads the
+models from the same store, batches its own requests and follows the store's changes
+(`--watch-interval`): registrations and `set-default` reach every process that way.
+
+Management answers only in the main process (it needs its own port, `--management-port`), so
+changes kept in memory (unregistering, scaling workers) apply to the main process; /metrics
+counts the main process's requests. An inference process stops when the main one exits.
+
+Example:
+    >>> helpers = start_inference_processes(1, config, "model_store", sockets[0])  # doctest: +SKIP
+    >>> stop_processes(helpers)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+from dataclasses import replace
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from inferline.serve.state import ServerConfig
+
+log = logging.getLogger("inferline.serve")
+
+PR_SET_PDEATHSIG = 1
+
+
+def inference_config(config: ServerConfig) -> ServerConfig:
+    """The main process's config for an inference process: no gRPC servers (their ports are
+    the main process's), the same ports table (management routes answer 404 naming their port)."""
+    return replace(config, grpc_address=None, ts_grpc_address=None, ts_grpc_management_address=None)
+
+
+def start_inference_processes(
+    count: int, config: ServerConfig, store_root: str, listening: socket.socket
+) -> list[BaseProcess]:
+    """Start `count` inference processes serving `listening` (a bound, listening socket).
+
+    spawn, not fork: the main process has imported torch and may run threads.
+    """
+    context = multiprocessing.get_context("spawn")
+    helpers: list[BaseProcess] = []
+    for index in range(count):
+        process = context.Process(
+            target=serve_inference,
+            args=(inference_config(config), store_root, listening, os.getpid()),
+            name=f"inferline-inference-{index + 1}",
+            daemon=True,
+        )
+        process.start()
+        helpers.append(process)
+    return helpers
+
+
+def stop_processes(helpers: list[BaseProcess], *, timeout_s: float = 15.0) -> None:
+    """SIGTERM each (uvicorn answers what it has, then exits), SIGKILL what is left."""
+    for process in helpers:
+        if process.is_alive():
+            process.terminate()
+    for process in helpers:
+        process.join(timeout_s)
+        if process.is_alive():
+            process.kill()
+            process.join(5)
+
+
+def serve_inference(config: ServerConfig, store_root: str, listening: socket.socket, parent: int) -> None:
+    """One inference process: the models of `store_root` served on `listening` until SIGTERM."""
+    _die_with(parent)
+    import warnings
+
+    import uvicorn
+
+    from inferline.models.store import ModelStore
+    from inferline.serve.app import create_app
+    from inferline.serve.state import ServerState
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    warnings.filterwarnings("ignore", message=r"Image size .* decompression bomb")
+    state = ServerState(config, store=ModelStore(store_root))
+    assert state.catalog is not None
+    state.catalog.load_all()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(state), log_level="warning", access_log=False, loop="asyncio")
+    )
+    server.run(sockets=[listening])
+
+
+def _die_with(parent: int) -> None:
+    """SIGTERM this process when its parent dies (even by SIGKILL): no orphan keeps the port."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc: Any = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
