@@ -31,6 +31,7 @@ from inferline.io.base import DeadLetter, Sink, Source, SourceBatch, dead_letter
 from inferline.io.factory import make_sink, make_source
 from inferline.io.loaders import ImageLoader, make_loader
 from inferline.io.parts import PartSink
+from inferline.io.split import SplitSink
 from inferline.io.targets import check_run_outputs
 from inferline.io.topic_source import TopicSource
 from inferline.models.base import LoadedModel
@@ -289,7 +290,7 @@ class LocalEngine:
                 dead_sink = self._dead_sink()
             if windows is not None:
                 windows.open()
-            acks = AckGate(source, [s for s in (sink, dead_sink) if isinstance(s, PartSink)])
+            acks = AckGate(source, [p for s in (sink, dead_sink) for p in _part_sinks(s)])
             acks.recover()
         except BaseException:
             _close(sink, False)
@@ -516,6 +517,12 @@ class LocalEngine:
             self._failure = exc
         self._abort.set()
         self.stop.set()
+
+
+def _part_sinks(sink: Sink | None) -> list[PartSink]:
+    if isinstance(sink, SplitSink):
+        return [p for side in sink.sides() for p in _part_sinks(side)]
+    return [sink] if isinstance(sink, PartSink) else []
 
 
 def _settling(source: Source) -> bool:

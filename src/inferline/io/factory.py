@@ -75,7 +75,7 @@ def make_sink(
     if sink.split:
         from inferline.io.split import SplitSink
 
-        return SplitSink(sink, origin=origin)
+        return SplitSink(sink, origin=origin, stream=stream)
     if sink.kind in BEAM_ONLY:
         raise SpecError(
             f"{origin}: sink kind {sink.kind!r} runs under --runner beam ({BEAM_ONLY[sink.kind]}); "

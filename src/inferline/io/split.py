@@ -50,7 +50,7 @@ def _side(sink: SinkSpec, name: str) -> SinkSpec:
         return SinkSpec(kind="duckdb", path=sink.path, table=f"{sink.table}_{name}")
     if sink.path is None:
         raise SpecError(f"sink kind {sink.kind!r} with split: needs path:")
-    return SinkSpec(kind=sink.kind, path=os.path.join(sink.path, f"{name}.{sink.kind}"))
+    return SinkSpec(kind=sink.kind, path=os.path.join(sink.path, f"{name}.{sink.kind}"), options=sink.options)
 
 
 def split_fractions(
@@ -75,9 +75,10 @@ def split_fractions(
 class SplitSink:
     """Routes each row to one of several sinks by a stable hash of a column."""
 
-    def __init__(self, sink: SinkSpec, *, origin: str = "<spec>") -> None:
+    def __init__(self, sink: SinkSpec, *, origin: str = "<spec>", stream: bool = False) -> None:
         self.spec = sink
         self.origin = origin
+        self.stream = stream  # file sides are part directories (`io/parts.py`)
         self._parts, self.by = split_parts(sink, origin=origin)
         self._sinks: list[Sink] = []
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -93,7 +94,7 @@ class SplitSink:
     def open(self) -> None:
         from inferline.io.factory import make_sink
 
-        self._sinks = [make_sink(side, origin=self.origin) for _, _, side in self._parts]
+        self._sinks = [make_sink(side, origin=self.origin, stream=self.stream) for _, _, side in self._parts]
         for sink in self._sinks:
             sink.open()
 
@@ -116,6 +117,10 @@ class SplitSink:
     def commit(self) -> None:
         for sink in self._sinks:
             sink.commit()
+
+    def sides(self) -> list[Sink]:
+        """The sink of each side, once open."""
+        return list(self._sinks)
 
     def close(self) -> None:
         for sink in self._sinks:
