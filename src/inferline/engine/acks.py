@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from inferline.errors import SpecError
 from inferline.io.base import Source
 from inferline.io.parts import CommitJournal, PartSink
 
@@ -31,6 +32,14 @@ class AckGate:
     def __init__(self, source: Source, parts: list[PartSink]) -> None:
         self.source = source
         self.parts = parts
+        lease = getattr(source, "lease_seconds", None)
+        for sink in parts:
+            if lease is not None and sink.roll_seconds >= lease / 2:
+                raise SpecError(
+                    f"{sink.path}: sink.options.roll_seconds ({sink.roll_seconds:g}) must be under half "
+                    f"the source's lease ({lease:g} s, source.options.lease_seconds): messages waiting "
+                    "that long for their part would be handed to another consumer"
+                )
         self.journal = CommitJournal(parts[0].directory) if parts else None
         self._waiting: list[Any] = []
 

@@ -3,7 +3,8 @@
 Stages are joined by bounded queues, so reading the next batch, predicting this one and
 writing the last overlap (pyarrow, numpy and onnxruntime release the GIL) and memory
 stays flat. The writer commits the sink and only then acks the source, so a restarted
-stream neither loses nor duplicates rows (at-least-once delivery + upsert on key).
+stream neither loses nor duplicates rows (at-least-once delivery + upsert on key); a
+stream's file sinks write part files, acked once their part is committed (`engine/acks.py`).
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pytest
 
 from inferline.engine.acks import AckGate
+from inferline.errors import SpecError
 from inferline.io.base import SourceBatch
 from inferline.io.parts import PartSink, part_files
 
@@ -71,6 +73,15 @@ def test_batches_wait_for_their_part_and_are_acked_after_its_rename(tmp_path: Pa
     assert AckGate(restarted, [sink]).recover() == 2
     assert restarted.acked == [["5", "6"]]
     sink.close()
+
+
+def test_a_roll_interval_near_the_sources_lease_is_refused(tmp_path: Path) -> None:
+    source = Source()
+    source.lease_seconds = 20.0  # type: ignore[attr-defined]
+    sink = PartSink(str(tmp_path / "out.parquet"), "parquet", options={"roll_seconds": 10})
+    with pytest.raises(SpecError, match=r"roll_seconds \(10\) must be under half the source's lease \(20 s"):
+        AckGate(source, [sink])
+    AckGate(source, [PartSink(str(tmp_path / "out.parquet"), "parquet", options={"roll_seconds": 9.5})])
 
 
 def test_a_batch_with_no_rows_in_a_part_is_acked_at_once(tmp_path: Path) -> None:
