@@ -141,3 +141,15 @@ def test_a_failed_runs_partial_parquet_file_holds_the_rows_not_yet_in_a_row_grou
     sink.abort()
     assert pq.read_table(path + ".partial").to_pylist() == V1.to_pylist()
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_parquet_dictionary_encodes_flat_columns_but_not_keys_or_lists(tmp_path: Path) -> None:
+    path = str(tmp_path / "out.parquet")
+    sink = ParquetSink(path)
+    sink.open()
+    sink.write(pa.record_batch({"key": ["a", "b"], "label": ["x", "x"], "scores": [[0.1, 0.9], [0.8, 0.2]]}))
+    sink.close()
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    columns = [group.column(i) for i in range(group.num_columns)]
+    dictionary = {c.path_in_schema: "RLE_DICTIONARY" in c.encodings for c in columns}
+    assert dictionary == {"key": False, "label": True, "scores.list.element": False}
