@@ -69,8 +69,8 @@ class DuckDBSink:
 
     def open(self) -> None:
         check_output(self.path, "duckdb", setting=self.setting)
-        self._writer = warehouse_writer.acquire(self.path)
-        self._con = self._writer.cursor()
+        writer = self._writer = warehouse_writer.acquire(self.path)
+        self._con = writer.cursor()
         try:
             self._hold()
             if "." in self.table:
@@ -81,6 +81,21 @@ class DuckDBSink:
             self.close()
             raise
         self._let_go()
+        if self._columns is not None and not self._unique_key:
+            # A big table's key hashes take seconds to read (10M rows): in a read turn, beside
+            # readers, not in the first write's turn, which would hold every reader up.
+            self._keys = TableKeys(quote(self.table), quote(self.key))
+            try:
+                writer.read(self._keys.sync)
+            except WarehouseError as exc:
+                self.close()
+                raise SinkError(str(exc)) from None
+            except duckdb.Error as exc:
+                self.close()
+                raise SinkError(f"{self.describe()}: cannot read its keys ({root_cause(exc)})") from None
+            except BaseException:
+                self.close()
+                raise
 
     def _hold(self) -> None:
         if not self._holding and self._writer is not None:

@@ -17,14 +17,19 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import duckdb
 
 from inferline.io.warehouse import FOREIGN_WAIT_S, Turn, WarehouseError, attach, cause, read_for_a_run
+
+T = TypeVar("T")
+log = logging.getLogger("inferline.warehouse")
 
 IDLE_S = 1.0  # a turn with no write for this long ends even if no one is waiting
 POLL_S = 0.01  # how often an idle turn looks at the gate
@@ -46,6 +51,7 @@ class WarehouseWriter:
         self._active = 0  # sinks inside a transaction
         self._name = ""  # the attached catalog, "" between turns
         self._last = 0.0
+        self._since = 0.0  # when the current turn started (after waiting for it)
         self._broken: str | None = None  # why the file was invalidated (a failed checkpoint)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -71,7 +77,9 @@ class WarehouseWriter:
                 parent = os.path.dirname(self.path)
                 if parent:
                     os.makedirs(parent, exist_ok=True)
+                waited = self.clock()
                 self._turn.take(write=True, what="the writer")
+                self._since = self.clock()
                 try:
                     # A file held by a process that does not take turns fails the run's first
                     # turn with one line; later turns of a running stream wait for it instead.
@@ -86,8 +94,50 @@ class WarehouseWriter:
                     self._turn.give_back()
                     raise
                 self.turns += 1
+                log.debug(
+                    "%s: write turn %d after waiting %.1f ms, attach %.1f ms",
+                    self.path,
+                    self.turns,
+                    1000 * (self._since - waited),
+                    1000 * (self.clock() - self._since),
+                )
             self._active += 1
         con.execute(f'USE "{self._name}"').fetchall()
+
+    def read(self, use: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """`use(con)` in a read turn of this writer's DuckDB: beside other readers, not in a write turn.
+
+        For long reads before a stream's first write (a big table's key hashes: seconds at 10M
+        rows), which in a write turn would hold up every reader. The same DuckDB instance
+        attaches the file read-only and detaches it after. Inside a write turn (another sink
+        of this process mid-transaction) `use` runs in that turn instead.
+        """
+        with self._mutex:
+            if self._name and self._active == 0:
+                self._end_turn()
+            if self._broken is not None:
+                raise WarehouseError(f"{self.path}: cannot checkpoint ({self._broken})")
+            if self._name:
+                return self._run(self._name, use)
+            self._turn.take(write=False, what="the writer")
+            started = self.clock()
+            try:
+                name = attach(self._db, self.path, read_only=True, what="the writer")
+                try:
+                    return self._run(name, use)
+                finally:
+                    self._db.execute(f'DETACH "{name}"').fetchall()
+            finally:
+                self._turn.give_back()
+                log.debug("%s: read turn held %.1f ms", self.path, 1000 * (self.clock() - started))
+
+    def _run(self, name: str, use: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        con = self._db.cursor()
+        try:
+            con.execute(f'USE "{name}"').fetchall()
+            return use(con)
+        finally:
+            con.close()
 
     def end(self) -> None:
         """A sink committed (or rolled back): hand the file over if someone waits for it."""
@@ -102,8 +152,17 @@ class WarehouseWriter:
         try:
             # CHECKPOINT first: its error names the cause ("Operation not permitted" on a file
             # made read-only); DETACH's own checkpoint error may say only that it failed.
+            ending = self.clock()
             self._db.execute(f'CHECKPOINT "{name}"').fetchall()
             self._db.execute(f'DETACH "{name}"').fetchall()
+            done = self.clock()
+            log.debug(
+                "%s: write turn %d held %.1f ms, of which checkpoint + detach %.1f ms",
+                self.path,
+                self.turns,
+                1000 * (done - self._since),
+                1000 * (done - ending),
+            )
         except duckdb.Error as exc:
             # The checkpoint failed (a full disk, a read-only file): what was committed is safe
             # in the WAL, which the next opener replays, but this DuckDB has invalidated the

@@ -229,6 +229,22 @@ def test_the_sinks_tables_have_no_index_and_new_keys_never_read_the_table(tmp_pa
     assert table_rows(db) == expected((range(0, 50), 1))
 
 
+def test_an_existing_tables_key_hashes_are_read_at_open_not_in_a_write_turn(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    write_run(db, [results(range(0, 30), 1)])
+    sink = DuckDBSink(str(db), "results")
+    sink.open()
+    try:
+        assert sink._keys is not None and (sink._keys.loads, sink._keys.rows) == (1, 30)
+        assert sink._writer is not None and sink._writer._name == ""  # read in a read turn, let go
+        sink.write(results(range(25, 40), 2))
+        sink.commit()
+        assert (sink._keys.loads, sink._keys.rows) == (1, 40)  # the first write read nothing more
+    finally:
+        sink.close()
+    assert table_rows(db) == expected((range(0, 25), 1), (range(25, 40), 2))
+
+
 def test_an_existing_table_without_an_index_is_upserted(tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
     with duckdb.connect(str(db)) as con:
