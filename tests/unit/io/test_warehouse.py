@@ -7,6 +7,7 @@ import re
 import threading
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 
@@ -159,3 +160,24 @@ def test_a_file_that_is_not_a_database_is_one_line(tmp_path: Path) -> None:
         Session(str(path)).open()
     with pytest.raises(WarehouseError, match=r"^.*missing.duckdb: DuckDB database not found$"):
         Session(str(tmp_path / "missing.duckdb")).open()
+
+
+def test_short_sessions_of_a_thread_reuse_one_duckdb_and_a_nested_one_gets_its_own(tmp_path: Path) -> None:
+    from inferline.io import warehouse
+
+    db = str(tmp_path / "w.duckdb")
+    with duckdb.connect(db) as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS x")
+    with connect(db) as outer:
+        with connect(db) as inner:  # the file is attached in outer's instance: a new one
+            assert inner.sql("SELECT count(*) FROM t").fetchall() == [(1,)]
+        assert outer.sql("SELECT count(*) FROM t").fetchall() == [(1,)]
+    idle = warehouse._idle.con
+    assert idle is not None
+    for _ in range(2):
+        with connect(db) as con:
+            assert warehouse._idle.con is None  # in use
+            assert con.sql("SELECT x FROM t").fetchall() == [(1,)]
+        assert warehouse._idle.con is idle
+    with pytest.raises(duckdb.Error):
+        con.sql("SELECT 1")  # the cursor handed out is closed with its turn
