@@ -44,12 +44,14 @@ while time.monotonic() < until:
     try:
         if connect is not None:
             with connect(path) as con:
+                opened = time.perf_counter()
                 n = con.sql("SELECT count(*) FROM bench").fetchall()[0][0]
         else:
             with duckdb.connect(path, read_only=True) as con:
+                opened = time.perf_counter()
                 n = con.sql("SELECT count(*) FROM bench").fetchall()[0][0]
         ms = (time.perf_counter() - started) * 1000
-        print(json.dumps({"t": time.time(), "ms": ms, "n": n}), flush=True)
+        print(json.dumps({"t": time.time(), "ms": ms, "open": (opened - started) * 1000, "n": n}), flush=True)
     except Exception as exc:
         if "does not exist" not in str(exc) and "not found" not in str(exc):  # before the first commit
             print(json.dumps({"t": time.time(), "error": str(exc).splitlines()[0]}), flush=True)
@@ -70,10 +72,28 @@ spec = parse_spec({
     "sink": {"kind": "duckdb", "path": root + "/warehouse.duckdb", "table": "bench"},
     "batch": {"max_size": 4096, "max_wait_ms": 50},
 })
+import logging, re
+turns = {"write": [], "checkpoint": [], "read": [], "wait": []}
+class Turns(logging.Handler):  # the writer's per-turn timings (DEBUG lines of inferline.warehouse)
+    def emit(self, record):
+        text = record.getMessage()
+        held = re.search(r"write turn \\d+ held ([\\d.]+) ms, of which checkpoint \\+ detach ([\\d.]+)", text)
+        if held:
+            turns["write"].append(float(held[1])); turns["checkpoint"].append(float(held[2]))
+        waited = re.search(r"after waiting ([\\d.]+) ms", text)
+        if waited:
+            turns["wait"].append(float(waited[1]))
+        read = re.search(r"read turn held ([\\d.]+) ms", text)
+        if read:
+            turns["read"].append(float(read[1]))
+warehouse_log = logging.getLogger("inferline.warehouse")
+warehouse_log.setLevel(logging.DEBUG)
+warehouse_log.addHandler(Turns())
 print("ready", flush=True)
 started = time.perf_counter()
 summary = LocalEngine(spec, limit=limit, until_idle=5.0).run()
-print(json.dumps({"rows": summary.rows_read, "seconds": time.perf_counter() - started}), flush=True)
+seconds = time.perf_counter() - started
+print(json.dumps({"rows": summary.rows_read, "seconds": seconds, "turns": turns}), flush=True)
 """
 
 
@@ -164,6 +184,13 @@ def run_variant(
     result = json.loads(consumer.stdout.readline())
     consumer.wait()
     figures = {"consume": result["rows"] / result["seconds"]}
+    turns = result.get("turns") or {}  # the code before turns logs none
+    figures["turns"] = len(turns.get("write", []))
+    for what in ("write", "checkpoint", "wait"):
+        figures[f"{what}_p50"] = _pct(turns.get(what, []), 0.5)
+        figures[f"{what}_p99"] = _pct(turns.get(what, []), 0.99)
+        figures[f"{what}_max"] = max(turns.get(what, []), default=float("nan"))
+    figures["read_turn"] = max(turns.get("read", []), default=float("nan"))
     if poller is not None:
         poller.terminate()
         out, _ = poller.communicate()
@@ -171,6 +198,8 @@ def run_variant(
         good = [p for p in polls if "ms" in p]
         figures["query_p50"] = _pct([p["ms"] for p in good], 0.5)
         figures["query_p99"] = _pct([p["ms"] for p in good], 0.99)
+        figures["open_p50"] = _pct([p["open"] for p in good], 0.5)
+        figures["open_p99"] = _pct([p["open"] for p in good], 0.99)
         figures["failed"] = len(polls) - len(good)
         errors = {p["error"][:70] for p in polls if "error" in p}
         if errors:
@@ -252,6 +281,26 @@ def main() -> None:
             f"{steady['visible_p50']:>11.1f} {steady['visible_p99']:>7.1f} "
             f"{steady['query_p50']:>14.1f} {steady['query_p99']:>7.1f}"
         )
+    print(
+        "\nwhere the time goes (ms; write turn: the writer holds the file, from its ATTACH to its "
+        "DETACH; wait: for its turn; open: the reader's wait + ATTACH; key hashes: the read turn "
+        "at the stream's open)"
+    )
+    print(
+        f"{'code':<22} {'run':<9} {'turns':>6} {'turn p50':>8} {'p99':>7} {'max':>8} {'ckpt p50':>8} "
+        f"{'p99':>6} {'wait p99':>8} {'open p50':>8} {'p99':>7} {'key hashes':>10}"
+    )
+    for name, *runs in rows:
+        for run, figures in zip(("alone", "w/ reader", "1k/s"), runs, strict=True):
+            nan = float("nan")
+            print(
+                f"{name:<22} {run:<9} {figures['turns']:>6.0f} {figures['write_p50']:>8.1f} "
+                f"{figures['write_p99']:>7.1f} {figures['write_max']:>8.1f} "
+                f"{figures['checkpoint_p50']:>8.1f} {figures['checkpoint_p99']:>6.1f} "
+                f"{figures['wait_p99']:>8.1f} "
+                f"{figures.get('open_p50', nan):>8.1f} {figures.get('open_p99', nan):>7.1f} "
+                f"{figures['read_turn']:>10.1f}"
+            )
 
 
 if __name__ == "__main__":
