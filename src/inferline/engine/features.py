@@ -226,6 +226,21 @@ def passthrough_columns(
     return names, arrays
 
 
+def result_columns(prediction: Prediction) -> dict[str, pa.Array]:
+    """A prediction's result columns: `prediction` (+ `scores`), or one column per named output
+    of a multi-output model (values as scalars, vectors as lists; `key`/`model_id` clashes get
+    an `output_` prefix)."""
+    if prediction.outputs is not None:
+        return {
+            f"output_{name}" if name in ("key", "model_id") else name: prediction_column(np.asarray(values))
+            for name, values in prediction.outputs.items()
+        }
+    columns = {"prediction": prediction_column(prediction.prediction)}
+    if prediction.scores is not None:
+        columns["scores"] = list_column(prediction.scores)
+    return columns
+
+
 def assemble(
     data: pa.RecordBatch,
     keys: pa.Array,
@@ -234,14 +249,14 @@ def assemble(
     *,
     keep: list[str] | None = None,
 ) -> pa.RecordBatch:
-    """Result rows: key, passed-through source columns, prediction, scores, model_id."""
+    """Result rows: key, passed-through source columns, prediction, scores (or the named
+    outputs), model_id. A source column named like a result column is kept as `<name>_input`."""
     n = data.num_rows
+    results = result_columns(prediction)
     names, arrays = passthrough_columns(data, keys, keep=keep)
-    names.append("prediction")
-    arrays.append(prediction_column(prediction.prediction))
-    if prediction.scores is not None:
-        names.append("scores")
-        arrays.append(list_column(prediction.scores))
+    names = [f"{name}_input" if i and name in results else name for i, name in enumerate(names)]
+    names.extend(results)
+    arrays.extend(results.values())
     names.append("model_id")
     arrays.append(pa.repeat(pa.scalar(model_id), n) if n else pa.array([], pa.string()))
     return pa.RecordBatch.from_arrays(arrays, names=names)

@@ -18,9 +18,8 @@ import pyarrow as pa
 from inferline.engine.features import (
     assemble,
     extract_features,
-    list_column,
     passthrough_columns,
-    prediction_column,
+    result_columns,
 )
 from inferline.errors import InferlineError, ModelError, RemoteUnavailable
 from inferline.io.base import DeadLetter, row_as_json
@@ -164,9 +163,7 @@ def _side_by_side(
         take = pa.array(index, mask=index < 0)
         columns: dict[str, pa.Array] = {}
         if out.prediction is not None and len(out.rows):
-            columns["prediction"] = prediction_column(out.prediction.prediction)
-            if out.prediction.scores is not None:
-                columns["scores"] = list_column(out.prediction.scores)
+            columns.update(result_columns(out.prediction))
             columns.update(out.extra)
             columns["model_id"] = pa.repeat(pa.scalar(out.model.model_id), len(out.rows))
         types = known.types.get(out.model.name)
@@ -192,9 +189,9 @@ def probe_types(model: LoadedModel, hooks: ModelHooks | None) -> dict[str, pa.Da
     if model.inputs:
         try:
             probe = model.predict(np.zeros((1, len(model.inputs))))
-            types["prediction"] = prediction_column(np.asarray(probe.prediction)).type
-            if probe.scores is not None:
-                types["scores"] = pa.list_(pa.float64())
+            if probe.outputs is not None:
+                del types["prediction"]
+            types.update({name: column.type for name, column in result_columns(probe).items()})
         except Exception as exc:  # noqa: BLE001 - a probe that fails leaves the defaults
             log.debug("model %s: type probe failed: %s", model.model_id, exc)
     if hooks is not None:
@@ -294,11 +291,7 @@ def predict_isolating(model: LoadedModel, matrix: np.ndarray) -> tuple[Predictio
     parts = [p for p in (left, right) if len(p.prediction)]
     if not parts:
         return _empty(), failed
-    prediction = np.concatenate([p.prediction for p in parts])
-    scores = None
-    if all(p.scores is not None for p in parts):
-        scores = np.concatenate([p.scores for p in parts if p.scores is not None])
-    return Prediction(prediction, scores), failed
+    return Prediction.concat(parts), failed
 
 
 def _check(model: LoadedModel, prediction: Prediction, n: int) -> Prediction:

@@ -71,6 +71,37 @@ class Prediction:
 
     prediction: np.ndarray
     scores: np.ndarray | None = None
+    # A model with several outputs that is not a classifier: each output by name, in the
+    # model's order (`prediction` is then the first of them). Written one column each.
+    outputs: dict[str, np.ndarray] | None = None
+
+    def rows(self, start: int, end: int) -> Prediction:
+        """Rows start..end of every array (a slice of a batched answer)."""
+        return Prediction(
+            prediction=self.prediction[start:end],
+            scores=None if self.scores is None else self.scores[start:end],
+            outputs=None if self.outputs is None else {k: v[start:end] for k, v in self.outputs.items()},
+        )
+
+    @staticmethod
+    def concat(parts: list[Prediction]) -> Prediction:
+        """Consecutive slices' answers as one (scores/outputs only when every part has them).
+
+        Example:
+            >>> a = Prediction(np.array([1]), outputs={"y": np.array([1]), "z": np.array([[2, 3]])})
+            >>> Prediction.concat([a, a]).outputs["z"].shape
+            (2, 2)
+        """
+        scores = [p.scores for p in parts if p.scores is not None]
+        named = [p.outputs for p in parts if p.outputs is not None]
+        outputs = None
+        if named and len(named) == len(parts):
+            outputs = {k: np.concatenate([o[k] for o in named]) for k in named[0]}
+        return Prediction(
+            prediction=np.concatenate([p.prediction for p in parts]),
+            scores=np.concatenate(scores) if scores and len(scores) == len(parts) else None,
+            outputs=outputs,
+        )
 
 
 @runtime_checkable

@@ -22,6 +22,7 @@ from inferline.errors import InputError, ModelError, require
 from inferline.models.base import Prediction
 from inferline.models.files import local_copy
 from inferline.models.layout import standard_layout
+from inferline.models.outputs import as_outputs
 
 # ONNX tensor types -> the numpy dtype fed to them (float types otherwise get float32).
 DTYPES: dict[str, Any] = {
@@ -38,7 +39,7 @@ DTYPES: dict[str, Any] = {
 
 
 class OnnxHandler:
-    """Runs an ONNX graph: first output is the prediction, a second one the scores.
+    """Runs an ONNX graph: a classifier's label and scores, else each output by name.
 
     Example:
         >>> handler = OnnxHandler()
@@ -91,11 +92,29 @@ class OnnxHandler:
                 for i in range(0, n, batch)
             ]
             outputs = [_joined([p[k] for p in parts], n) for k in range(len(parts[0]))] if parts else []
+        graph_outputs = model.get_outputs()
+        if len(outputs) > 1 and not is_classifier(graph_outputs):
+            return as_outputs({o.name: np.asarray(v) for o, v in zip(graph_outputs, outputs, strict=True)})
         prediction = np.asarray(outputs[0])
         scores = None
         if self.scores and len(outputs) > 1:
             scores = _as_matrix(outputs[1])
         return Prediction(prediction=prediction, scores=scores)
+
+
+def is_classifier(graph_outputs: list[Any]) -> bool:
+    """A label then its probabilities, as skl2onnx/onnxmltools export classifiers: two outputs,
+    the first integer or text labels (or named *label*), or the second a ZipMap or named *prob*.
+    Other graphs with several outputs give each output under its name."""
+    if len(graph_outputs) != 2:
+        return False
+    label, probabilities = graph_outputs
+    return (
+        label.type in ("tensor(int64)", "tensor(int32)", "tensor(string)")
+        or "label" in label.name.lower()
+        or str(probabilities.type).startswith("seq(")
+        or "prob" in probabilities.name.lower()
+    )
 
 
 def fixed_batch(graph_inputs: list[Any]) -> int | None:

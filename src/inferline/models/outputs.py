@@ -101,7 +101,7 @@ def from_named_outputs(outputs: dict[str, np.ndarray], *, output: str | None, sc
     The model is a classifier when it says so: `output: classes`, or an output that is a
     probability map (named `*prob*`/`*softmax*`, or the only 2-D output with rows that are
     distributions). Then prediction = the most likely class, scores = the probabilities.
-    Otherwise the first output comes back as it is (one column per row, or a list).
+    Otherwise the outputs come back as they are (`as_outputs`: several give a column each).
 
     Example:
         >>> from_named_outputs({"probabilities": np.array([[0.2, 0.8]])}, output=None, scores=True).prediction
@@ -116,8 +116,26 @@ def from_named_outputs(outputs: dict[str, np.ndarray], *, output: str | None, sc
             output in ("classes", "argmax") or named or _distributions(outputs[chosen])
         ):
             return from_probabilities(probabilities(outputs[chosen]), None, scores=scores)
-    first = np.asarray(outputs[names[0]])
-    return Prediction(prediction=first[:, 0] if first.ndim == 2 and first.shape[1] == 1 else first)
+    return as_outputs(outputs)
+
+
+def as_outputs(outputs: dict[str, np.ndarray]) -> Prediction:
+    """A model's outputs as it gives them: one output is `prediction`; several are each kept
+    under its name (a column each), `prediction` being the first. An (n, 1) output is one
+    value per row.
+
+    Example:
+        >>> answer = as_outputs({"value": np.array([[1.0], [2.0]]), "embedding": np.zeros((2, 3))})
+        >>> list(answer.outputs), answer.outputs["value"].tolist()
+        (['value', 'embedding'], [1.0, 2.0])
+    """
+    shaped = {name: _column(np.asarray(values)) for name, values in outputs.items()}
+    first = next(iter(shaped.values()))
+    return Prediction(prediction=first, outputs=shaped if len(shaped) > 1 else None)
+
+
+def _column(values: np.ndarray) -> np.ndarray:
+    return values[:, 0] if values.ndim == 2 and values.shape[1] == 1 else values
 
 
 def _distributions(values: np.ndarray) -> bool:

@@ -5,7 +5,8 @@ Python code from the folder. A signature is called: `serving_default` unless `si
 names another. A signature with one input takes the whole batch (images NHWC, features
 (n, k)); with several, each input takes the column of its name (`inputs:` may map names),
 string inputs the column's text. Outputs go through `outputs.from_named_outputs`: a
-probability map makes a classifier, anything else comes back raw.
+probability map makes a classifier, anything else comes back raw (several outputs: one column
+each, sorted by name).
 
 TensorFlow imports Keras; `KERAS_BACKEND` is set to `torch` first (unless the user chose),
 so `.keras` files keep running on torch in the same process.
@@ -121,8 +122,9 @@ class TensorFlowHandler:
         return [i.name for i in model.inputs if i.dtype is np.str_]
 
     def output_names(self, model: TensorFlowModel) -> list[str]:
-        """The signature's output names (its keys), in the order a call returns them."""
-        return [str(name) for name in model.function.structured_outputs]
+        """The signature's output names, sorted (a loaded signature's own order is a protobuf
+        map's, which varies)."""
+        return sorted(str(name) for name in model.function.structured_outputs)
 
     def predict(self, model: TensorFlowModel, inputs: np.ndarray) -> Prediction:
         tf = tensorflow_module()
@@ -131,7 +133,7 @@ class TensorFlowHandler:
         }
         with tf.device(model.device):
             result = model.function(**feeds)
-        outputs = {name: np.asarray(tensor) for name, tensor in result.items()}
+        outputs = {name: np.asarray(result[name]) for name in sorted(result)}
         return from_named_outputs(outputs, output=self.output, scores=self.scores)
 
 

@@ -262,11 +262,7 @@ class DynamicBatcher:
         if len(inputs) <= self.batch_size:
             return self._timed(inputs)
         parts = [self._timed(inputs[i : i + self.batch_size]) for i in range(0, len(inputs), self.batch_size)]
-        scores = [p.scores for p in parts]
-        return Prediction(
-            prediction=np.concatenate([p.prediction for p in parts]),
-            scores=None if any(s is None for s in scores) else np.concatenate(scores),  # type: ignore[arg-type]
-        )
+        return Prediction.concat(parts)
 
     def _timed(self, inputs: np.ndarray) -> Prediction:
         start = time.perf_counter()
@@ -292,7 +288,6 @@ def _split(whole: Prediction, sizes: list[int]) -> list[Prediction | BaseExcepti
     start = 0
     for size in sizes:
         end = start + size
-        scores = None if whole.scores is None else whole.scores[start:end]
-        out.append(Prediction(prediction=whole.prediction[start:end], scores=scores))
+        out.append(whole.rows(start, end))
         start = end
     return out

@@ -95,8 +95,4 @@ def predict_sliced(loaded: LoadedModel, tensor: np.ndarray) -> Prediction:
     if step >= len(tensor):
         return loaded.predict(tensor)
     parts = [loaded.predict(tensor[start : start + step]) for start in range(0, len(tensor), step)]
-    scores = [p.scores for p in parts if p.scores is not None]
-    return Prediction(
-        prediction=np.concatenate([p.prediction for p in parts]),
-        scores=np.concatenate(scores) if len(scores) == len(parts) else None,
-    )
+    return Prediction.concat(parts)

@@ -206,11 +206,7 @@ def decode_and_predict(
 
 def concatenate(parts: list[Prediction]) -> Prediction:
     """The predictions of consecutive slices as one."""
-    scores = [p.scores for p in parts if p.scores is not None]
-    return Prediction(
-        prediction=np.concatenate([p.prediction for p in parts]),
-        scores=np.concatenate(scores) if len(scores) == len(parts) else None,
-    )
+    return Prediction.concat(parts)
 
 
 def _decode(part: list[Job], first: np.ndarray | None, images: list[np.ndarray | None]) -> list[np.ndarray]:

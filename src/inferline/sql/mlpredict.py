@@ -4,6 +4,8 @@ The subquery's columns pass through; the model's outputs come first, named as Bi
 names them for imported models:
 
 - ONNX: the graph's output names (skl2onnx classifiers: `label`, `probabilities`);
+- a model with several outputs that is not a classifier: one column per output, under its
+  name (ONNX/SavedModel/TFLite signature names, Keras output layers, torch `output_0`...);
 - a `CREATE MODEL ... OUTPUT(a ..., b ...)` clause: those names, in order;
 - other frameworks: `predicted_label` (plus `probabilities` when the model returns class
   scores) for classifiers, `predicted_value` for the rest.
@@ -65,6 +67,7 @@ class Output:
 
     name: str
     type: pa.DataType
+    source: str | None = None  # the model output it holds, when the model has several
 
 
 def choose_inputs(columns: list[str], types: list[str], loaded: LoadedModel, where: str) -> list[str]:
@@ -129,6 +132,8 @@ def outputs_of(loaded: LoadedModel, prediction: Prediction | None) -> list[Outpu
     shaped = training_outputs.shaped_outputs(loaded.model)
     if shaped is not None:  # a trained kmeans/pca: BigQuery's own columns
         return [Output(name, t) for name, t in shaped]
+    if prediction is not None and prediction.outputs is not None:
+        return named_outputs(loaded, prediction.outputs)
     if prediction is None:
         has_scores = hasattr(loaded.model, "predict_proba") or _onnx_outputs(loaded) > 1
         types: list[pa.DataType] = [pa.float64(), pa.list_(pa.float64())]
@@ -144,6 +149,25 @@ def outputs_of(loaded: LoadedModel, prediction: Prediction | None) -> list[Outpu
         # BigQuery's trained classifiers: predicted_<label>_probs, a list of {label, prob}.
         types[1] = label_probs_type(classes)
     return [Output(name, t) for name, t in zip(names[:count], types[:count], strict=True)]
+
+
+def named_outputs(loaded: LoadedModel, values: dict[str, np.ndarray]) -> list[Output]:
+    """A multi-output model's columns: one per output, under its own name, or under the
+    `OUTPUT(...)` clause's names (by name when they all are the model's, else in order)."""
+    model_names = list(values)
+    declared = [str(n) for n in loaded.metadata.get("outputs") or []]
+    if not declared:
+        chosen = list(zip(model_names, model_names, strict=True))
+    elif all(n in values for n in declared):
+        chosen = [(n, n) for n in declared]
+    elif len(declared) == len(model_names):
+        chosen = list(zip(declared, model_names, strict=True))
+    else:
+        raise SqlError(
+            f"model {loaded.model_id}: OUTPUT({', '.join(declared)}) names {len(declared)} columns but "
+            f"the model gives {len(model_names)} outputs ({', '.join(model_names)}); name each of them"
+        )
+    return [Output(name, to_arrow(np.asarray(values[source])).type, source) for name, source in chosen]
 
 
 def label_probs_type(classes: Any) -> pa.DataType:
@@ -224,7 +248,10 @@ def output_arrays(
     def arrays(prediction: Prediction, valid: np.ndarray) -> list[pa.Array]:
         if threshold is not None:
             prediction = apply_threshold(prediction, loaded, threshold, where)
-        values = [prediction.prediction, prediction.scores]
+        values: list[np.ndarray | None] = [prediction.prediction, prediction.scores]
+        if outputs and outputs[0].source is not None:
+            named = prediction.outputs or {}
+            values = [named.get(o.source or "") for o in outputs]
         result = []
         for output, value in zip(outputs, values, strict=False):
             if value is None:

@@ -114,10 +114,13 @@ def load_catalog_model(entry: CatalogModel) -> LoadedModel:
     )
     newest = versions[-1]
     loaded = load_version(spec, newest.uri, newest.version)
+    names: list[str] = getattr(loaded.handler, "output_names", lambda model: [])(loaded.model)
     if entry.outputs:
         loaded.metadata["outputs"] = list(entry.outputs)
+        if len(names) > 1 and sorted(names) == sorted(entry.outputs) and hasattr(loaded.handler, "output"):
+            # OUTPUT(...) naming each of the model's outputs names them; it declares no classifier.
+            loaded.handler.output = None
     elif entry.framework in ("tensorflow", "tflite"):
-        names: list[str] = getattr(loaded.handler, "output_names", lambda model: [])(loaded.model)
         if len(names) == 1:
             # BigQuery answers an imported TensorFlow model's one output under its signature
             # name, as the model gives it (the ResNet tutorial's activation_49): no argmax.
