@@ -87,6 +87,7 @@ class ModelSpec(_Spec):
     labels: str | None = None
     top_k: int | None = None
     output: str | None = None
+    outputs: list[str] | None = None  # names of a torch/Keras model's several outputs, in order
     scores: bool = True
     version: str | int | None = None
     auth_env: str | None = None

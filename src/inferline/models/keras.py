@@ -22,7 +22,7 @@ from inferline.errors import ModelError, require
 from inferline.models.base import Prediction
 from inferline.models.files import local_copy
 from inferline.models.layout import standard_layout
-from inferline.models.outputs import check_output_mode, classify
+from inferline.models.outputs import check_output_mode, classify, several
 from inferline.models.torch import pick_device
 
 
@@ -49,11 +49,13 @@ class KerasHandler:
         device: str = "cpu",
         scores: bool = True,
         output: str | None = None,
+        named_outputs: list[str] | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.device = device
         self.scores = scores
         self.output = output
+        self.named_outputs = named_outputs
         self._device: str | None = None
 
     def load(self, uri: str) -> Any:
@@ -78,11 +80,22 @@ class KerasHandler:
         dtype = np.float32 if inputs.dtype == np.float64 else inputs.dtype
         with self._scope(keras):
             output = model.predict_on_batch(standard_layout(inputs, dtype))
+        # Asked per batch (microseconds next to the forward pass), so any handler can run any model.
+        classifier = ends_in_softmax(model)
+        declared = self.output in ("classes", "argmax") or (classifier and self.output != "raw")
+        if isinstance(output, dict):
+            names = [str(k) for k in output]
+            output = list(output.values())
+        else:
+            names = [str(n) for n in getattr(model, "output_names", None) or []]
         if isinstance(output, (list, tuple)):
+            if len(output) > 1 and not declared:
+                each = [np.asarray(keras.ops.convert_to_numpy(o)) for o in output]
+                own = names if len(names) == len(each) else None
+                return several(each, self.named_outputs or own, where=f"model {model.name}")
             output = output[0]
         values = np.asarray(keras.ops.convert_to_numpy(output))
-        # Asked per batch (microseconds next to the forward pass), so any handler can run any model.
-        return classify(values, output=self.output, scores=self.scores, classifier=ends_in_softmax(model))
+        return classify(values, output=self.output, scores=self.scores, classifier=classifier)
 
     def _scope(self, keras: Any) -> AbstractContextManager[Any]:
         return keras.device(self._device) if self._device is not None else nullcontext()

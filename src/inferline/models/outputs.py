@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from inferline.errors import SpecError
+from inferline.errors import ModelError, SpecError
 from inferline.models.base import Prediction
 
 OUTPUT_MODES = ("raw", "argmax", "classes")
@@ -141,3 +141,20 @@ def _column(values: np.ndarray) -> np.ndarray:
 def _distributions(values: np.ndarray) -> bool:
     values = np.asarray(values, dtype=np.float64)
     return bool(values.size and values.min() >= 0 and np.allclose(values.sum(axis=1), 1.0, atol=1e-4))
+
+
+def several(values: list[np.ndarray], names: list[str] | None, *, where: str) -> Prediction:
+    """A torch tuple / Keras list of outputs, each under its name: `names` (the spec's
+    `outputs:`, or the model's own), else output_0, output_1, ...
+
+    Example:
+        >>> list(several([np.zeros(2), np.ones((2, 3))], None, where="model m").outputs)
+        ['output_0', 'output_1']
+    """
+    if names is not None and len(names) != len(values):
+        raise ModelError(
+            f"{where}: outputs: names {len(names)} outputs ({', '.join(names)}) but the model "
+            f"returns {len(values)}; name each of them"
+        )
+    keys = names if names is not None else [f"output_{i}" for i in range(len(values))]
+    return as_outputs(dict(zip(keys, values, strict=True)))

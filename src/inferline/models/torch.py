@@ -31,7 +31,7 @@ from inferline.errors import ModelError, require
 from inferline.models.base import Prediction, ensure_trusted
 from inferline.models.files import local_copy
 from inferline.models.layout import standard_layout
-from inferline.models.outputs import check_output_mode, classify
+from inferline.models.outputs import check_output_mode, classify, several
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -106,6 +106,7 @@ class TorchHandler:
         model_class: str | None = None,
         model_params: Mapping[str, Any] | None = None,
         output: str | None = None,
+        named_outputs: list[str] | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.device = device
@@ -113,11 +114,14 @@ class TorchHandler:
         self.model_class = model_class
         self.model_params = dict(model_params or {})
         self.output = output
+        self.named_outputs = named_outputs
         self._device = "cpu"
+        self._where = "model"
 
     def load(self, uri: str) -> Any:
         torch = torch_module()
         check_output_mode(self.output, where=f"model {uri}")
+        self._where = f"model {uri}"
         self._device = pick_device(torch, self.device, uri)
         with local_copy(uri) as path:
             if is_torchscript(path):
@@ -191,11 +195,19 @@ class TorchHandler:
         tensor = torch.from_numpy(array).to(device=self._device, dtype=dtype)
         with torch.inference_mode():
             output = model(tensor)
-        if isinstance(output, (tuple, list)):
-            output = output[0]
-        values = output.detach().float().cpu().numpy()
         # Asked per batch (microseconds next to the forward pass), so any handler can run any model.
-        return classify(values, output=self.output, scores=self.scores, classifier=ends_in_softmax(model))
+        classifier = ends_in_softmax(model)
+        declared = self.output in ("classes", "argmax") or (classifier and self.output != "raw")
+        if isinstance(output, Mapping) and len(output) > 1 and not declared:
+            names = self.named_outputs or [str(k) for k in output]
+            return several([_numpy(v) for v in output.values()], names, where=self._where)
+        if isinstance(output, (tuple, list)):
+            if len(output) > 1 and not declared:
+                return several([_numpy(v) for v in output], self.named_outputs, where=self._where)
+            output = output[0]
+        elif isinstance(output, Mapping):
+            output = next(iter(output.values()))
+        return classify(_numpy(output), output=self.output, scores=self.scores, classifier=classifier)
 
 
 SOFTMAX_LAYERS = ("Softmax", "LogSoftmax")
@@ -207,6 +219,11 @@ def ends_in_softmax(model: Any) -> bool:
     leaves = [m for m in model.modules() if next(iter(m.children()), None) is None]
     last = leaves[-1] if leaves else model
     return str(getattr(last, "original_name", type(last).__name__)) in SOFTMAX_LAYERS
+
+
+def _numpy(tensor: Any) -> np.ndarray:
+    values: np.ndarray = tensor.detach().float().cpu().numpy()
+    return values
 
 
 def _input_dtype(torch: Any, model: Any) -> Any:

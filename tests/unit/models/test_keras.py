@@ -130,3 +130,20 @@ def test_keras_cuda_without_cuda_is_a_clear_error(trained: tuple[Any, Path]) -> 
     _, folder = trained
     with pytest.raises(ModelError, match=r"tiny-1\.keras: device cuda requested but CUDA is not available"):
         KerasHandler(device="cuda").load(str(folder / "tiny-1.keras"))
+
+
+def test_a_functional_model_with_two_outputs_gives_each_under_its_layer_name(tmp_path: Path) -> None:
+    keras = keras_module()
+    keras.utils.set_random_seed(0)
+    features = keras.Input((4,))
+    hidden = keras.layers.Dense(6, activation="relu")(features)
+    heads = [keras.layers.Dense(1, name="price")(hidden), keras.layers.Dense(3, name="embedding")(hidden)]
+    model = keras.Model(features, heads)
+    model.save(tmp_path / "heads.keras")
+    rows = np.random.default_rng(3).random((5, 4), dtype=np.float32)
+    price, embedding = model.predict_on_batch(rows)
+    handler = KerasHandler()
+    got = handler.predict(handler.load(str(tmp_path / "heads.keras")), rows)
+    assert got.outputs is not None and list(got.outputs) == ["price", "embedding"]
+    np.testing.assert_allclose(got.outputs["price"], np.asarray(price)[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(got.outputs["embedding"], np.asarray(embedding), rtol=1e-6)

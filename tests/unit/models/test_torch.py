@@ -181,3 +181,39 @@ def test_missing_torch_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
     with pytest.raises(MissingExtraError, match=r"torch is not installed: pip install 'inferline\[torch\]'"):
         TorchHandler().load(str(tmp_path / "model.pt"))
+
+
+class _TwoHeads(torch.nn.Module):
+    """(n, 4) -> a value per row and a 3-vector per row: not a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.value = torch.nn.Linear(4, 1)
+        self.vector = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.value(x), self.vector(x)
+
+
+def test_a_tuple_of_outputs_gives_each_output(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _TwoHeads().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(model).save(str(tmp_path / "heads.pts"))
+    rows = np.random.default_rng(2).random((5, 4), dtype=np.float32)
+    with torch.no_grad():
+        value, vector = (t.numpy() for t in model(torch.from_numpy(rows)))
+    plain = TorchHandler()
+    got = plain.predict(plain.load(str(tmp_path / "heads.pts")), rows)
+    assert got.outputs is not None and list(got.outputs) == ["output_0", "output_1"]
+    np.testing.assert_allclose(got.outputs["output_0"], value[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(got.outputs["output_1"], vector, rtol=1e-6)
+    spec = ModelSpec(name="heads", uri=str(tmp_path / "heads.pts"), outputs=["price", "embedding"])
+    named = load_model(spec)
+    got = named.predict(rows)
+    assert got.outputs is not None and list(got.outputs) == ["price", "embedding"]
+    wrong = TorchHandler(named_outputs=["price"])
+    expected = r"heads.pts: outputs: names 1 outputs \(price\) but the model returns 2"
+    with pytest.raises(ModelError, match=expected):
+        wrong.predict(wrong.load(str(tmp_path / "heads.pts")), rows)
