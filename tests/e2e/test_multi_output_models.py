@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import httpx
 import numpy as np
 import pytest
 
 import inferline.sql
+from inferline.models.store import ModelStore
 from tests.conftest import CliRunner
+from tests.e2e.server import running_server
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -97,6 +100,31 @@ def test_sql_predict_names_each_output(graph: tuple[Path, dict[str, np.ndarray]]
     np.testing.assert_allclose([r[0] for r in own_rows], want["total"][order], rtol=1e-6)
     np.testing.assert_allclose([r[1] for r in own_rows], want["doubled"][order], rtol=1e-6)
     assert named_rows == [(r[0], r[1]) for r in own_rows]  # OUTPUT(...) renames them in order
+
+
+def test_server_answers_each_output(graph: tuple[Path, dict[str, np.ndarray]], tmp_path: Path) -> None:
+    root, want = graph
+    store = tmp_path / "store"
+    ModelStore(str(store)).add("multi", str(root / "multi-1.onnx"))
+    with running_server(store) as base:
+        answer = httpx.post(f"{base}/predictions/multi", json={"instances": ROWS.tolist()}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        instances = answer.json()["predictions"]
+        v2 = {
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [4, 3], "data": ROWS.ravel().tolist()}]
+        }
+        tensors = httpx.post(f"{base}/v2/models/multi/infer", json=v2, timeout=60)
+        assert tensors.status_code == 200, tensors.text
+        metadata = httpx.get(f"{base}/v2/models/multi", timeout=60).json()
+    assert [sorted(i) for i in instances] == [["doubled", "total"]] * len(ROWS)  # a field per output
+    np.testing.assert_allclose([i["total"] for i in instances], want["total"], rtol=1e-6)
+    np.testing.assert_allclose([i["doubled"] for i in instances], want["doubled"], rtol=1e-6)
+    outputs = {o["name"]: o for o in tensors.json()["outputs"]}
+    assert sorted(outputs) == ["doubled", "total"]  # one v2 output tensor per output
+    assert outputs["doubled"]["shape"] == [4, 3]
+    np.testing.assert_allclose(outputs["total"]["data"], want["total"], rtol=1e-6)
+    np.testing.assert_allclose(outputs["doubled"]["data"], want["doubled"].ravel(), rtol=1e-6)
+    assert sorted(o["name"] for o in metadata["outputs"]) == ["doubled", "total"]
 
 
 def test_sql_predict_gives_each_saved_model_signature_output(tmp_path: Path) -> None:

@@ -83,6 +83,16 @@ class Prediction:
             outputs=None if self.outputs is None else {k: v[start:end] for k, v in self.outputs.items()},
         )
 
+    def instances(self) -> list[dict[str, Any]]:
+        """One object per row with a field per named output (a server's JSON answer).
+
+        Example:
+            >>> Prediction(np.array([1]), outputs={"y": np.array([1]), "z": np.array([[2, 3]])}).instances()
+            [{'y': 1, 'z': [2, 3]}]
+        """
+        columns = {name: np.asarray(values).tolist() for name, values in (self.outputs or {}).items()}
+        return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
     @staticmethod
     def concat(parts: list[Prediction]) -> Prediction:
         """Consecutive slices' answers as one (scores/outputs only when every part has them).

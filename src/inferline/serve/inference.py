@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from inferline.models.base import Prediction
 from inferline.models.hooks import HookError
+from inferline.models.onnx import is_classifier
 from inferline.serve.http import ApiError, bad_request, invalid_input
 from inferline.serve.images import decode_image_body, has_image_settings
 from inferline.serve.models import ServedModel, ServedVersion
@@ -109,10 +110,20 @@ def input_specs(served: ServedVersion) -> list[TensorSpec]:
 
 def specs_of(prediction: Prediction) -> list[TensorSpec]:
     specs = []
-    for name, array in zip(OUTPUTS, (prediction.prediction, prediction.scores), strict=True):
-        if array is not None:
-            specs.append({"name": name, "datatype": datatype_of(array), "shape": [-1, *array.shape[1:]]})
+    for name, array in tensors_of(prediction).items():
+        specs.append({"name": name, "datatype": datatype_of(array), "shape": [-1, *array.shape[1:]]})
     return specs
+
+
+def tensors_of(prediction: Prediction) -> dict[str, np.ndarray]:
+    """The answer's tensors: `predictions` (+ `scores`), or one per named output of a model with
+    several outputs."""
+    if prediction.outputs is not None:
+        return {name: np.asarray(values) for name, values in prediction.outputs.items()}
+    tensors = {"predictions": prediction.prediction}
+    if prediction.scores is not None:
+        tensors["scores"] = prediction.scores
+    return tensors
 
 
 async def output_specs(served: ServedVersion) -> list[TensorSpec]:
@@ -144,6 +155,15 @@ def static_specs(served: ServedVersion) -> list[TensorSpec]:
     get_outputs = getattr(model, "get_outputs", None)  # onnxruntime.InferenceSession
     if served.framework == "onnx" and callable(get_outputs):
         outputs = get_outputs()
+        if len(outputs) > 1 and not is_classifier(outputs):
+            return [
+                {
+                    "name": o.name,
+                    "datatype": ONNX_TYPES.get(o.type, "FP32"),
+                    "shape": [-1, *(d if isinstance(d, int) else -1 for d in (o.shape or [None])[1:])],
+                }
+                for o in outputs
+            ]
         dims = [d if isinstance(d, int) else -1 for d in (outputs[0].shape or [None])[1:]]
         datatype = ONNX_TYPES.get(outputs[0].type, "FP32")
         specs = [{"name": "predictions", "datatype": datatype, "shape": [-1, *dims]}]
@@ -190,9 +210,7 @@ def outputs_for(served: ServedVersion, prediction: Prediction, request: InferReq
     """The answer's tensors: every output (with the hooks' columns), or the wanted ones in order."""
     wanted = request.outputs
     remember_outputs(served, prediction)
-    available = {"predictions": prediction.prediction}
-    if prediction.scores is not None:
-        available["scores"] = prediction.scores
+    available = tensors_of(prediction)
     if request.batch is not None and served.hooks is not None:
         try:
             columns = served.hooks.postprocess(request.batch, prediction, parameters=request.parameters)

@@ -7,7 +7,8 @@ JSON string or `{"text": "..."}`, and a `text/plain` body is one; an `image/*` b
 is one image, decoded with the model's saved image settings. A `.mar` model gets TorchServe's
 request items instead (`serve/ts_bodies.py`) and answers what its handler returns.
 Other models answer `{"predictions": [...], "model_id": "iris/2"}`
-plus `"scores"` when the model gives probabilities.
+plus `"scores"` when the model gives probabilities; a model with several outputs answers one
+object per instance with a field per output (`[{"total": 6.0, "doubled": [2.0, 4.0, 6.0]}]`).
 """
 
 from __future__ import annotations
@@ -155,7 +156,9 @@ def render_predictions(served: ServedVersion, prediction: Prediction, context: A
     if served.framework == MAR:
         return handler_answer(list(prediction.prediction))
     # Arrays, not lists: the answer is encoded in slices (`inferline.serve.answers`).
-    out: dict[str, Any] = {"model_id": served.model_id, "predictions": prediction.prediction}
+    # A model with several outputs answers an object per instance, a field per output.
+    predictions = prediction.instances() if prediction.outputs is not None else prediction.prediction
+    out: dict[str, Any] = {"model_id": served.model_id, "predictions": predictions}
     if prediction.scores is not None:
         out["scores"] = prediction.scores
     if served.hooks is not None and served.hooks.active:

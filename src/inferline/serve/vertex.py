@@ -83,6 +83,8 @@ def _decoded(instance: Any, route: str) -> Any:
 
 
 def render_vertex(served: ServedVersion, prediction: Prediction, context: Any) -> dict[str, Any]:
+    if prediction.outputs is not None:
+        return {"predictions": prediction.instances()}
     return {"predictions": list(prediction.prediction) if served.framework == MAR else prediction.prediction}
 
 
