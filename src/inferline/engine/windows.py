@@ -268,9 +268,15 @@ class WindowOperator:
         return table if table.num_rows else None
 
     def _windows(self, after: int, until: int) -> pa.Table:
+        # Only the starts of the windows ending in (after, until] are expanded: a row counts in
+        # each aligned start from __first to __last, clipped to [lo, hi] (closing one window
+        # expands each row once, not once per window it is in).
+        lo = ((after - self.size) // self.every + 1) * self.every
+        hi = ((until - self.size) // self.every) * self.every
         inner = (
-            f"SELECT *, unnest(generate_series(__first, __last, {self.every}::BIGINT)) AS __ws FROM {_STATE} "
-            f"WHERE __first + {self.size} <= {until} AND __last + {self.size} > {after}"
+            f"SELECT *, unnest(generate_series(greatest(__first, {lo}::BIGINT), least(__last, {hi}::BIGINT), "
+            f"{self.every}::BIGINT)) AS __ws FROM {_STATE} "
+            f"WHERE __first <= {hi} AND __last >= {lo}"
         )
         where = f"__ws + {self.size} > {after} AND __ws + {self.size} <= {until}"
         return self._aggregate(f"({inner})", where, "__ws", f"__ws + {self.size}")
