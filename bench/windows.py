@@ -1,0 +1,91 @@
+"""The window operator alone: seconds spent adding, closing and committing per N rows.
+
+    python bench/windows.py                  # 200,000 rows, 3 runs, medians
+    python bench/windows.py --rows 20000     # smaller
+    python bench/windows.py --smoke          # tiny: checks the benchmark runs
+
+Rows like bench/stream.py's windowed stream (2,000 rows per second of event time, 3 classes, a
+score), in 4,096-row batches, through `WindowOperator` with the same 60 s sliding window every
+10 s on a state file: `add` places a batch, `close` emits the windows the watermark passed, and
+`commit` makes the state durable, per batch as the local engine's writer does. No model, no
+queue: what the window costs per batch, whatever else the machine does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from inferline.engine.windows import WindowOperator  # noqa: E402
+from inferline.pipeline import WindowSpec  # noqa: E402
+
+WINDOW = {
+    "kind": "sliding",
+    "size": "60s",
+    "every": "10s",
+    "time": "ts",
+    "group_by": ["predict"],
+    "aggregates": {"n": "count(*)", "mean_score": "avg(score)"},
+    "sink": {"kind": "jsonl", "path": "unused.jsonl"},
+}
+BATCH = 4096
+
+
+def one_run(rows: int) -> dict[str, float]:
+    spent = {"add": 0.0, "close": 0.0, "commit": 0.0}
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="inferline-bench-windows-") as tmp:
+        op = WindowOperator(WindowSpec.model_validate(WINDOW))
+        op.open(str(Path(tmp) / "state.duckdb"))
+        for start in range(0, rows, BATCH):
+            ids = np.arange(start, min(start + BATCH, rows))
+            batch = pa.record_batch(
+                {
+                    "key": pa.array([f"1780000000000-{i}" for i in ids]),
+                    "id": pa.array(ids),
+                    "predict": pa.array(ids % 3),
+                    "score": pa.array(rng.random(len(ids))),
+                    "ts": pa.array(1_780_000_000.0 + ids / 2_000),
+                }
+            )
+            began = time.perf_counter()
+            op.add(batch, ingest_time=0.0)
+            added = time.perf_counter()
+            op.close()
+            closed = time.perf_counter()
+            op.commit()
+            spent["add"] += added - began
+            spent["close"] += closed - added
+            spent["commit"] += time.perf_counter() - closed
+        op.close_state()
+    return spent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the benchmark runs")
+    args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.repeat = 10_000, 1
+    runs = [one_run(args.rows) for _ in range(args.repeat)]
+    medians = {step: statistics.median(r[step] for r in runs) for step in runs[0]}
+    total = sum(medians.values())
+    batches = -(-args.rows // BATCH)
+    print(f"windows: {args.rows:,} rows in {batches} batches of {BATCH:,}; medians of {args.repeat} runs (s)")
+    print("  ".join(f"{step} {seconds:.3f}" for step, seconds in medians.items()) + f"  total {total:.3f}")
+    print(f"per batch: {total / batches * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
