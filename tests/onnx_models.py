@@ -63,3 +63,29 @@ def fixed_batch_export(path: Path, batch: int = 1) -> object:
             output_names=["logits"],
         )
     return model
+
+
+def two_output_graph(path: Path) -> None:
+    """x (n, 3) -> total (n,) = sum of x, doubled (n, 3) = 2 x: a regression and a vector."""
+    import onnx
+
+    helper = onnx.helper
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceSum", ["x", "axes"], ["total"], keepdims=0),
+            helper.make_node("Mul", ["x", "two"], ["doubled"]),
+        ],
+        "two_outputs",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 3])],
+        [
+            helper.make_tensor_value_info("total", onnx.TensorProto.FLOAT, [None]),
+            helper.make_tensor_value_info("doubled", onnx.TensorProto.FLOAT, [None, 3]),
+        ],
+        [
+            helper.make_tensor("axes", onnx.TensorProto.INT64, [1], [1]),
+            helper.make_tensor("two", onnx.TensorProto.FLOAT, [], [2.0]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))

@@ -146,11 +146,16 @@ class ModelHandler(_beam_base.ModelHandler[Any, Any, LoadedModel]):
             raise InputError(
                 f"model {model.model_id}: returned {len(values)} predictions for {len(batch)} rows"
             )
+        model_id = model.model_id
+        if prediction.outputs is not None:  # several outputs: a field per output
+            return [
+                _beam_base.PredictionResult(example, inference, model_id)
+                for example, inference in zip(batch, prediction.instances(), strict=True)
+            ]
         labels = _as_python(values)
         scores = None
         if prediction.scores is not None:
             scores = np.asarray(prediction.scores, dtype=np.float64).reshape(len(batch), -1).tolist()
-        model_id = model.model_id
         out = []
         for i, example in enumerate(batch):
             inference: dict[str, Any] = {"prediction": labels[i]}

@@ -15,35 +15,12 @@ import inferline.sql
 from inferline.models.store import ModelStore
 from tests.conftest import CliRunner
 from tests.e2e.server import running_server
+from tests.onnx_models import two_output_graph
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 ROWS = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 4.0], [2.0, 0.0, -2.0], [3.5, 1.5, 0.25]])
-
-
-def two_output_graph(path: Path) -> None:
-    """x (n, 3) -> total (n,) = sum of x, doubled (n, 3) = 2 x: a regression and a vector."""
-    helper = onnx.helper
-    graph = helper.make_graph(
-        [
-            helper.make_node("ReduceSum", ["x", "axes"], ["total"], keepdims=0),
-            helper.make_node("Mul", ["x", "two"], ["doubled"]),
-        ],
-        "two_outputs",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 3])],
-        [
-            helper.make_tensor_value_info("total", onnx.TensorProto.FLOAT, [None]),
-            helper.make_tensor_value_info("doubled", onnx.TensorProto.FLOAT, [None, 3]),
-        ],
-        [
-            helper.make_tensor("axes", onnx.TensorProto.INT64, [1], [1]),
-            helper.make_tensor("two", onnx.TensorProto.FLOAT, [], [2.0]),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
 
 
 @pytest.fixture(scope="module")

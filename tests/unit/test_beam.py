@@ -22,6 +22,7 @@ from inferline.errors import InputError
 from inferline.examples.iris import FEATURES
 from inferline.pipeline import BatchSpec, ModelSpec
 from tests.conftest import subprocess_env
+from tests.onnx_models import two_output_graph
 
 
 @pytest.fixture
@@ -202,3 +203,14 @@ def test_dict_rows_reach_a_model_with_a_text_input_as_text(tmp_path: Path) -> No
     np.testing.assert_allclose(got, model.predict_proba(frame.drop(columns="species")), atol=1e-5)
     with pytest.raises(InputError, match="field 'garden' is empty, expected text"):
         handler.run_inference([{**rows[0], "garden": None}], loaded)
+
+
+def test_a_model_with_several_outputs_gives_a_field_per_output(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    two_output_graph(tmp_path / "multi-1.onnx")
+    handler = ModelHandler(str(tmp_path / "multi-*.onnx"))
+    results = list(handler.run_inference([[1.0, 2.0, 3.0], [0.5, -1.0, 4.0]], handler.load_model()))
+    assert [r.inference for r in results] == [
+        {"total": 6.0, "doubled": [2.0, 4.0, 6.0]},
+        {"total": 3.5, "doubled": [1.0, -2.0, 8.0]},
+    ]
