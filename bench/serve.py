@@ -236,11 +236,18 @@ def wrk(url: str, body: str, connections: int, seconds: float, workdir: Path) ->
         text=True,
         check=True,
     ).stdout
+    return wrk_figures(out)
+
+
+def wrk_figures(out: str) -> dict[str, float]:
+    """req/s, requests, p50/p99 ms, non-2xx answers and socket errors from `wrk --latency`'s output."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     failed = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {
         "rps": rps,
+        "requests": requests,
         "p50": _latency_ms(out, "50%"),
         "p99": _latency_ms(out, "99%"),
         "failed": float(failed.group(1)) if failed else 0.0,

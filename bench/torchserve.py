@@ -29,7 +29,6 @@ import importlib.util
 import io
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -44,6 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from serve import wrk_figures  # noqa: E402
+
 MODELS = ("cnn", "classifier")
 IMAGE_SIZE = (64, 64)
 
@@ -323,26 +326,7 @@ def wrk(url: str, image: Path, connections: int, seconds: float, workdir: Path) 
     duration = f"-d{max(1, round(seconds))}s"
     command = ["wrk", "-t2", f"-c{connections}", duration, "--latency", "-s", str(script), url]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    requests = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {
-        "rps": rps,
-        "requests": requests,
-        "p50": latency_ms(out, "50%"),
-        "p99": latency_ms(out, "99%"),
-        "failed": float(failed.group(1)) if failed else 0.0,
-        "errors": float(sum(int(g) for g in errors.groups())) if errors else 0.0,
-    }
-
-
-def latency_ms(out: str, percentile: str) -> float:
-    match = re.search(rf"^\s+{re.escape(percentile)}\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
-    if match is None:
-        return float("nan")
-    value, unit = float(match.group(1)), match.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    return wrk_figures(out)
 
 
 @dataclass(frozen=True)
@@ -395,7 +379,7 @@ def measure(all_setups: list[Setup], store: Path, workdir: Path, *, repeats: int
                         f"run {repeat + 1} {model:10s} {setup.label:34s} {stats['rps']:8.0f} req/s"
                         f"  p50 {stats['p50']:7.2f} ms  p99 {stats['p99']:7.2f} ms"
                         f"  cpu {stats['cpu_ms']:.2f} ms/req"
-                        f"  non-2xx {stats['failed']:.0f}  socket errors {stats['errors']:.0f}"
+                        f"  non-2xx {stats['failed']:.0f}  socket errors {stats['socket_errors']:.0f}"
                         f"  load {os.getloadavg()[0]:.1f}",
                         flush=True,
                     )
