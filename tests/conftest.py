@@ -118,6 +118,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_pair() -> int:
+    """A free port P whose neighbour P+1 is free too (TorchServe's 7070/7071 layout)."""
+    import socket
+
+    for _ in range(100):
+        port = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two neighbouring free ports")
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """A real `redis-server` on a free loopback port for the session; yields its URL."""

@@ -16,7 +16,6 @@ import importlib
 import importlib.util
 import json
 import queue
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import port_pair
 from tests.e2e.server import running_server
 
 torch = pytest.importorskip("torch")
@@ -155,19 +154,6 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "mixer.py").write_text(MIXING_HANDLER)
     archive(folder, "mixer", "--version", "1.0", "--handler", "mixer.py")
     return folder
-
-
-def port_pair() -> int:
-    """A free port P whose neighbour P+1 is free too (TorchServe's 7070/7071 layout)."""
-    for _ in range(100):
-        port = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no two neighbouring free ports")
 
 
 @pytest.fixture(scope="module")

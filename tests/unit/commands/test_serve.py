@@ -8,7 +8,7 @@ import pytest
 
 from inferline.commands.serve import torchserve_grpc
 from inferline.errors import InferlineError
-from tests.conftest import free_port
+from tests.conftest import free_port, port_pair
 
 
 def test_management_listens_on_loopback_and_the_next_port_by_default() -> None:
@@ -21,19 +21,6 @@ def test_management_listens_on_loopback_and_the_next_port_by_default() -> None:
     other = free_port()
     assert torchserve_grpc("::1", port, other, "127.0.0.1", None) == (f"[::1]:{port}", f"127.0.0.1:{other}")
     assert torchserve_grpc("127.0.0.1", port, 0, "127.0.0.1", None) == (f"127.0.0.1:{port}", None)
-
-
-def port_pair() -> int:
-    """A free port whose neighbour is free too."""
-    for _ in range(100):
-        port = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no two neighbouring free ports")
 
 
 @pytest.mark.parametrize(
