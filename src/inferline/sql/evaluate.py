@@ -43,6 +43,7 @@ from sqlglot.tokenizer_core import TokenType
 
 from inferline.errors import SqlError
 from inferline.report.metrics import Confusion, class_name
+from inferline.sql.names import ml_calls
 
 MARKER = "__inferline_evaluate"
 THRESHOLDS = "__inferline_thresholds"  # ML.ROC_CURVE's third argument, inside the marker
@@ -69,29 +70,8 @@ def mark(text: str) -> str:
     marker))`, and likewise ML.CONFUSION_MATRIX."""
     tokens = list(sqlglot.tokenize(text, read="bigquery"))
     edits: list[tuple[int, int, str]] = []
-    for i in range(len(tokens) - 3):
-        ml, dot, name, paren = tokens[i : i + 4]
-        if not (
-            ml.text.upper() == "ML"
-            and dot.token_type == TokenType.DOT
-            and name.text.upper() in FUNCTIONS
-            and paren.token_type == TokenType.L_PAREN
-        ):
-            continue
-        depth, commas, close = 0, 0, None
-        for token in tokens[i + 3 :]:
-            if token.token_type in (TokenType.L_PAREN, TokenType.L_BRACKET):
-                depth += 1
-            elif token.token_type in (TokenType.R_PAREN, TokenType.R_BRACKET):
-                depth -= 1
-                if depth == 0 and token.token_type == TokenType.R_PAREN:
-                    close = token
-                    break
-            elif token.token_type == TokenType.COMMA and depth == 1:
-                commas += 1
-        function = name.text.upper()
-        if close is None:
-            raise SqlError(f"ML.{function}: missing closing parenthesis")
+    for function, i, end, comma_indexes in ml_calls(tokens, FUNCTIONS):
+        name, close, commas = tokens[i + 2], tokens[end], len(comma_indexes)
         options = commas == 2 and function != "ROC_CURVE" and _ends_with_struct(tokens, i + 3, close)
         listed = commas == 2 and function == "ROC_CURVE" and _ends_with_thresholds(tokens, i + 3, close)
         default = commas == 0 and function == "EVALUATE" and tokens[i + 4].text.upper() == "MODEL"

@@ -21,10 +21,10 @@ import numpy as np
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
-from sqlglot.tokenizer_core import Token, TokenType
 
 from inferline.errors import SqlError
 from inferline.sql.ddl import Session
+from inferline.sql.names import ml_calls
 from inferline.sql.training import data, explain, info
 
 # function -> the STRUCT(...) options it takes
@@ -48,35 +48,6 @@ def model_name(text: str) -> str:
     if name.upper().startswith("MODEL"):
         name = name[5:]
     return ".".join(name.strip().replace("`", "").split(".")[-2:])
-
-
-def _calls(tokens: list[Token], names: tuple[str, ...]) -> list[tuple[str, int, int, list[int]]]:
-    """(function, index of `ML`, index of the closing paren, indexes of top-level commas)."""
-    found = []
-    for i in range(len(tokens) - 3):
-        ml, dot, name, paren = tokens[i : i + 4]
-        if not (
-            ml.text.upper() == "ML"
-            and dot.token_type == TokenType.DOT
-            and name.text.upper() in names
-            and paren.token_type == TokenType.L_PAREN
-        ):
-            continue
-        depth, commas = 0, list[int]()
-        for k in range(i + 3, len(tokens)):
-            kind = tokens[k].token_type
-            if kind in (TokenType.L_PAREN, TokenType.L_BRACKET):
-                depth += 1
-            elif kind in (TokenType.R_PAREN, TokenType.R_BRACKET):
-                depth -= 1
-                if depth == 0:
-                    found.append((name.text.upper(), i, k, commas))
-                    break
-            elif kind == TokenType.COMMA and depth == 1:
-                commas.append(k)
-        else:
-            raise SqlError(f"ML.{name.text.upper()}: missing closing parenthesis")
-    return found
 
 
 def options(node: exp.Expr | None, allowed: tuple[str, ...], where: str) -> dict[str, Any]:
@@ -113,7 +84,7 @@ def rewrite(text: str, session: Session) -> str:
     ML.DETECT_ANOMALIES's STRUCT after its input, where ML.EVALUATE's options go."""
     tokens = list(sqlglot.tokenize(text, read="bigquery"))
     edits: list[tuple[int, int, str]] = []
-    for function, start, close, commas in _calls(tokens, FUNCTIONS):
+    for function, start, close, commas in ml_calls(tokens, FUNCTIONS):
         inside = tokens[start + 3].end + 1
         if function == "DETECT_ANOMALIES":
             if len(commas) == 2 and tokens[commas[0] + 1].text.upper() == "STRUCT":

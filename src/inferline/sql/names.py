@@ -17,6 +17,7 @@ BigQuery-ML are translated too (see `uses_bigquery_names`).
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any
 
 import duckdb
@@ -97,3 +98,33 @@ def uses_bigquery_names(text: str, tokens: list[Token], con: duckdb.DuckDBPyConn
         for t in tree.find_all(exp.Table)
         if isinstance(t.this, exp.Identifier)
     )
+
+
+def ml_calls(tokens: list[Token], functions: Collection[str]) -> list[tuple[str, int, int, list[int]]]:
+    """Each `ML.<function>(...)` call among `tokens`: (function, index of `ML`, index of the
+    closing paren, indexes of its top-level commas)."""
+    found = []
+    for i in range(len(tokens) - 3):
+        ml, dot, name, paren = tokens[i : i + 4]
+        if not (
+            ml.text.upper() == "ML"
+            and dot.token_type == TokenType.DOT
+            and name.text.upper() in functions
+            and paren.token_type == TokenType.L_PAREN
+        ):
+            continue
+        depth, commas = 0, list[int]()
+        for k in range(i + 3, len(tokens)):
+            kind = tokens[k].token_type
+            if kind in (TokenType.L_PAREN, TokenType.L_BRACKET):
+                depth += 1
+            elif kind in (TokenType.R_PAREN, TokenType.R_BRACKET):
+                depth -= 1
+                if depth == 0:
+                    found.append((name.text.upper(), i, k, commas))
+                    break
+            elif kind == TokenType.COMMA and depth == 1:
+                commas.append(k)
+        else:
+            raise SqlError(f"ML.{name.text.upper()}: missing closing parenthesis")
+    return found
