@@ -77,3 +77,65 @@ def test_poison_in_a_known_stream_is_found_without_screening_the_good_messages(
     assert decoded.errors[998] == "field 'target' is text, where the stream has number"
     assert decoded.good == [i for i in range(1000) if i not in (10, 500, 998)]
     assert decoded.table.column("id").to_pylist() == decoded.good
+
+
+_NOT_JSON = "not a usable JSON message: Expecting value: line 1 column 1 (char 0)"
+_TEXT = "field 'feature' is text, expected numbers (a model input)"
+_NULL = "field 'feature' is empty, expected numbers (a model input)"
+
+
+def _poisoned(n: int, every: int) -> tuple[list[bytes], dict[int, str]]:
+    bodies = _bodies(n)
+    kinds = [
+        (b"not json", _NOT_JSON),
+        (b'{"id": -1, "feature": "5.1,3.5,1.4,0.2"}', _TEXT),
+        (b'{"id": -2, "feature": null}', _NULL),
+    ]
+    expected: dict[int, str] = {}
+    for k, i in enumerate(range(every // 2, n, every)):
+        bodies[i], expected[i] = kinds[k % len(kinds)]
+    return bodies, expected
+
+
+@pytest.mark.parametrize("every", [100, 3], ids=["sparse", "dense"])
+def test_each_kind_of_poison_is_dead_lettered_alone_with_its_reason(every: int) -> None:
+    # Sparse poison is found by pyarrow naming each row; dense poison by the per-message screen.
+    messages = JsonMessages(key="id", inputs=["feature"])
+    messages.decode(_bodies(10))
+    bodies, expected = _poisoned(1000, every)
+    decoded = messages.decode(bodies)
+    assert decoded.errors == expected
+    assert decoded.good == [i for i in range(1000) if i not in expected]
+    assert decoded.table.column("id").to_pylist() == decoded.good
+    assert decoded.table.schema.field("feature").type == pa.list_(pa.float64())
+
+
+def test_a_message_that_needs_a_wider_schema_after_poison_widens_it() -> None:
+    messages = JsonMessages(key="id", inputs=["feature"])
+    messages.decode(_bodies(10))  # target: int64
+    bodies = _bodies(300)
+    bodies[50] = b"not json"
+    bodies[200] = b'{"id": 200, "feature": [1.0], "target": 1.5}'
+    decoded = messages.decode(bodies)
+    assert decoded.errors == {50: _NOT_JSON}
+    assert decoded.good == [i for i in range(300) if i != 50]
+    assert decoded.table.column("target").to_pylist()[199] == 1.5
+    assert messages.schema["target"] == pa.float64()
+
+
+def test_a_new_field_of_two_types_on_both_sides_of_poison_keeps_the_usual_type() -> None:
+    messages = JsonMessages(key="id", inputs=["feature"])
+    messages.decode(_bodies(10))
+    bodies = [
+        *(json.dumps({"id": i, "feature": [1.0], "note": i}).encode() for i in range(3)),
+        b"not json",
+        *(json.dumps({"id": i, "feature": [1.0], "note": "a"}).encode() for i in range(4, 24)),
+    ]
+    decoded = messages.decode(bodies)
+    assert decoded.errors == {
+        0: "field 'note' is number, where the stream has text",
+        1: "field 'note' is number, where the stream has text",
+        2: "field 'note' is number, where the stream has text",
+        3: _NOT_JSON,
+    }
+    assert decoded.good == list(range(4, 24))
