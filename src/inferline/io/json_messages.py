@@ -98,16 +98,17 @@ class JsonMessages:
         after it in the same joined buffer (no copy, no re-parse of the rows before). A
         parse costs ~50 us however short, so the good rows are parsed once, together, at
         the end: poison costs one short parse each, not two parses of the rest. Only an
-        error that names no row (or a field the stream has not seen), a message that fits
-        only with a wider schema, or dense poison sends what is left to the per-message
-        screen.
+        error that names no row, a message that fits only with a wider schema, or dense
+        poison sends what is left to the per-message screen. In a field the stream has not
+        typed yet (its first batches) the named row is poison only if it is bad on its own
+        (text in a model input); otherwise the other messages may be the odd ones.
         """
         joined = _Joined([bodies[i] for i in rows])
         schema = self._explicit()
         poison: set[int] = set()
         at = 0
         while at < len(rows):
-            table, culprit = self._try(joined, at, schema)
+            table, culprit, sure = self._try(joined, at, schema)
             if table is not None:
                 if not poison:
                     return [(table, rows)]  # the usual batch: one parse
@@ -116,8 +117,9 @@ class JsonMessages:
             if culprit is None:
                 break
             if self._screen(bodies, [rows[culprit]], errors):
-                at = culprit
-                break  # it fits, only not as the schema stands (1.5 in an int field): widen below
+                if sure:
+                    at = culprit  # it fits, only not as the schema stands (1.5 in an int field)
+                break  # widen below, or (not sure) let the screen judge the rest by majority
             poison.add(culprit)
             at = culprit + 1
             if len(poison) >= _DENSE and len(poison) * _DENSE > at:
@@ -141,19 +143,23 @@ class JsonMessages:
                 parts.extend(self._one_by_one(bodies, rest, errors))
         return parts
 
-    def _try(self, joined: _Joined, at: int, schema: pa.Schema | None) -> tuple[pa.Table | None, int | None]:
-        """Parses the messages from `at` on: the table, or the poison row pyarrow names (or None)."""
+    def _try(
+        self, joined: _Joined, at: int, schema: pa.Schema | None
+    ) -> tuple[pa.Table | None, int | None, bool]:
+        """Parses the messages from `at` on: the table, or the row pyarrow names (None: no row).
+
+        The flag says whether that row is surely at fault: a type change in a field the stream
+        has not typed yet could be either message's fault.
+        """
         table, error = joined.parse(at, schema)
         if table is not None or error is None:
-            return table, None
+            return table, None, True
         found = _ROW.search(error)
         if found is None:
-            return None, None
+            return None, None, True
         column = _COLUMN.search(error)
-        # A type change in a field the stream has not typed yet could be either message's fault.
-        if column is not None and column.group(1) and column.group(1) not in self.schema:
-            return None, None
-        return None, at + int(found.group(1))
+        sure = column is None or not column.group(1) or column.group(1) in self.schema
+        return None, at + int(found.group(1)), sure
 
     def _explicit(self) -> pa.Schema | None:
         return pa.schema(list(self.schema.items())) if self.schema else None

@@ -139,3 +139,29 @@ def test_a_new_field_of_two_types_on_both_sides_of_poison_keeps_the_usual_type()
         3: _NOT_JSON,
     }
     assert decoded.good == list(range(4, 24))
+
+
+def test_in_a_new_stream_poison_in_a_model_input_is_found_without_screening_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    messages = JsonMessages(key="id", inputs=["feature"])
+    screened: list[int] = []
+    screen = messages._screen
+
+    def counting(bodies: list[bytes], rows: list[int], errors: dict[int, str]) -> Any:
+        screened.extend(rows)
+        return screen(bodies, rows, errors)
+
+    monkeypatch.setattr(messages, "_screen", counting)
+    bodies, expected = _poisoned(500, 100)
+    decoded = messages.decode(bodies)
+    assert decoded.errors == expected
+    assert screened == [50, 150, 350, 450]  # the null feature (250) parses; _fit finds it
+    assert messages.schema["feature"] == pa.list_(pa.float64())
+
+
+def test_in_a_new_stream_a_wrong_typed_first_message_is_judged_by_the_others() -> None:
+    messages = JsonMessages(key="id", inputs=["feature"])
+    decoded = messages.decode([b'{"id": 0, "feature": "5.1,3.5,1.4,0.2"}', *_bodies(6, 1)])
+    assert decoded.errors == {0: _TEXT}
+    assert decoded.good == [1, 2, 3, 4, 5]
