@@ -306,7 +306,7 @@ def register(app: typer.Typer) -> None:
         require("starlette", "serve")
         uvicorn = require("uvicorn", "serve")
         from inferline.models.store import ModelStore
-        from inferline.serve.app import create_app
+        from inferline.serve.app import create_app, event_loop, freeze_heap
         from inferline.serve.models import BatchSettings
         from inferline.serve.state import ServerConfig, ServerState
 
@@ -368,14 +368,16 @@ def register(app: typer.Typer) -> None:
             file=sys.stderr,
             flush=True,
         )
+        app = create_app(state)
+        freeze_heap()
         server = uvicorn.Server(  # type: ignore[attr-defined]
             uvicorn.Config(  # type: ignore[attr-defined]
-                create_app(state),
+                app,
                 host=host,
                 port=port,
                 log_level="warning",
                 access_log=False,
-                loop="asyncio",  # grpc.aio shares this loop; it is not made for uvloop
+                loop=event_loop(config),
             )
         )
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import logging
 from collections.abc import AsyncIterator
@@ -25,7 +26,9 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
+from inferline.serve.fast_path import PredictionsFastPath
 from inferline.serve.http import ApiError, error_response
 from inferline.serve.metrics import CONTENT_TYPE
 from inferline.serve.ports import PortSplit
@@ -42,7 +45,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "inferline.serve.openapi",
 )
 
-__all__ = ["ROUTE_MODULES", "ServerConfig", "ServerState", "create_app"]
+__all__ = ["ROUTE_MODULES", "ServerConfig", "ServerState", "create_app", "event_loop", "freeze_heap"]
 
 
 async def metrics(request: Request) -> Response:
@@ -75,6 +78,27 @@ def all_routes() -> list[BaseRoute]:
     return routes
 
 
+def event_loop(config: ServerConfig) -> str:
+    """uvicorn's `loop`: uvloop (when installed) unless a gRPC server shares the loop.
+
+    uvloop's transports and callbacks cost ~25% less CPU per request (a small .mar model); grpc.aio is
+    made for asyncio's own loop."""
+    grpc = config.grpc_address or config.ts_grpc_address or config.ts_grpc_management_address
+    return "asyncio" if grpc else "auto"
+
+
+def freeze_heap() -> None:
+    """Put every object alive now (libraries, loaded models) out of the cyclic collector's sight.
+
+    Called once the models are loaded, before serving: a full collection then scans only what
+    serving created instead of millions of long-lived objects, so it no longer stalls every
+    request for ~0.3 s (it set the p99 under load). Objects frozen are never collected as
+    cycles, which is why only a server process calls this, not `create_app`.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def start_rpc(state: ServerState) -> list[Any]:
     """The gRPC servers: v2 on `config.grpc_address` (skipped when busy and not required),
     TorchServe's inference and management APIs on theirs."""
@@ -104,6 +128,22 @@ async def start_rpc(state: ServerState) -> list[Any]:
     return servers
 
 
+class InferlineApp(Starlette):
+    """Starlette with TorchServe's predictions answered before its middleware and router
+    (`inferline.serve.fast_path`); every other request is routed as usual."""
+
+    fast_path: PredictionsFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast_path
+        found = fast.match(scope) if fast is not None else None
+        if fast is None or found is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        await fast.answer(scope, receive, send, *found)
+
+
 def create_app(state: ServerState) -> Starlette:
     """The server's app; the store watcher runs while the app is up."""
 
@@ -131,11 +171,12 @@ def create_app(state: ServerState) -> Starlette:
     middleware = []
     if state.config.ports is not None:
         middleware.append(Middleware(PortSplit, routes=routes, ports=state.config.ports))
-    app = Starlette(
+    app = InferlineApp(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: unexpected_error},
     )
     app.state.server = state
+    app.fast_path = PredictionsFastPath(routes, ports=state.config.ports)
     return app

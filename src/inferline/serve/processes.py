@@ -85,7 +85,7 @@ def serve_inference(config: ServerConfig, store_root: str, listening: socket.soc
     import uvicorn
 
     from inferline.models.store import ModelStore
-    from inferline.serve.app import create_app
+    from inferline.serve.app import create_app, event_loop, freeze_heap
     from inferline.serve.state import ServerState
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -93,8 +93,10 @@ def serve_inference(config: ServerConfig, store_root: str, listening: socket.soc
     state = ServerState(config, store=ModelStore(store_root))
     assert state.catalog is not None
     state.catalog.load_all()
+    app = create_app(state)
+    freeze_heap()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(state), log_level="warning", access_log=False, loop="asyncio")
+        uvicorn.Config(app, log_level="warning", access_log=False, loop=event_loop(config))
     )
     server.run(sockets=[listening])
 

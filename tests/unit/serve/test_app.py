@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 
 from inferline.models.base import LoadedModel, Prediction
-from inferline.serve.app import create_app
+from inferline.serve.app import create_app, event_loop
 from inferline.serve.models import BatchSettings
 from inferline.serve.state import ServerConfig, ServerState
 
@@ -66,3 +66,9 @@ def test_full_queue_answers_503_with_retry_after() -> None:
     assert [r.json()["predictions"] for r in (first, second, after)] == [[3.0], [7.0], [15.0]]
     assert 'inferline_requests_total{model="sum",status="503"} 1.0' in metrics.text
     assert handler.calls == 3
+
+
+def test_uvloop_unless_a_grpc_server_shares_the_loop() -> None:
+    assert event_loop(ServerConfig()) == "auto"  # uvicorn's choice: uvloop when installed
+    assert event_loop(ServerConfig(grpc_address="127.0.0.1:8081")) == "asyncio"
+    assert event_loop(ServerConfig(ts_grpc_address="127.0.0.1:7070")) == "asyncio"
