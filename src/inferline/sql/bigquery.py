@@ -119,6 +119,7 @@ def translate(text: str, session: Session) -> list[str]:
             name = table_name(table)
             drop_model(session.con, name, if_exists=bool(tree.args.get("exists")))
             session.con.execute(f"DROP TABLE IF EXISTS {evaluate.evaluation_table(name)}")
+            session.con.execute(f"DROP TABLE IF EXISTS {evaluate.metrics_table(name)}")
             session.resolver.forget(name)
         return []
     if isinstance(tree, exp.Create) and ddl.is_external(tree):
@@ -157,6 +158,11 @@ def translate_query(tree: exp.Expr, session: Session) -> str:
         threshold = None if per_row else _threshold(node.args.get("params_struct"), where)
         source = node.expression
         if isinstance(source, exp.Table) and source.name.startswith(evaluate.EVALUATION_PREFIX):
+            stored = _stored_metrics(session, source.name) if evaluating == "EVALUATE" else None
+            if stored is not None:  # worked out at training (sql/training/evaluation.py)
+                replacements[f"__inferline_ml_predict_slot_{i}"] = f"(SELECT * FROM {stored})"
+                _replace_call(node, f"__inferline_ml_predict_slot_{i}")
+                continue
             _require_evaluation_rows(session, source.name, where)
         if isinstance(source, exp.Subquery):
             inner = source.this
@@ -276,11 +282,21 @@ def _threshold(params: exp.Expr | None, where: str) -> float | None:
     return threshold
 
 
-def _require_evaluation_rows(session: Session, table: str, where: str) -> None:
+def _stored_metrics(session: Session, rows_table: str) -> str | None:
+    """The table of ML.EVALUATE's stored row beside a model's evaluation-rows table, if any."""
+    table = evaluate.METRICS_PREFIX + rows_table.removeprefix(evaluate.EVALUATION_PREFIX)
+    return table if _table_exists(session, table) else None
+
+
+def _table_exists(session: Session, table: str) -> bool:
     rows = session.con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
     ).fetchall()
-    if not rows[0][0]:
+    return bool(rows[0][0])
+
+
+def _require_evaluation_rows(session: Session, table: str, where: str) -> None:
+    if not _table_exists(session, table):
         raise SqlError(
             f"{where}: without input data, ML.EVALUATE needs a model trained here by CREATE MODEL "
             "... AS SELECT in this database; give the rows: ML.EVALUATE(MODEL m, (SELECT ...))"

@@ -191,23 +191,29 @@ def _create_trained(
     if transform:  # the TRANSFORM's outputs are the features (sql/training/transform.py)
         keep = [c for c in (checked.label, checked.split_column) if c is not None]
         table, fitted = training_transform.apply(session.con, raw, transform, keep, where)
-    entry, held_out, _ = training.train(
+    entry, held_out, summary = training.train(
         table, name, checked, session.resolver.store or default_store(), where
     )
     if transform:
         # ML.PREDICT's input has no label: the saved TRANSFORM gives the features only.
         saved = [[n, sql] for n, sql in fitted if n != checked.label]
         entry = dataclasses.replace(entry, transform=saved)
-        held_out = training_transform.original_rows(raw, held_out)
     put_model(session.con, entry, replace=True)
-    # ML.EVALUATE(MODEL m) without input evaluates these rows, as BigQuery does.
-    session.con.register("__inferline_held_out", held_out)
-    try:
-        session.con.execute(
-            f"CREATE OR REPLACE TABLE {evaluate.evaluation_table(name)} AS SELECT * FROM __inferline_held_out"
-        )
-    finally:
-        session.con.unregister("__inferline_held_out")
+    metrics, rows = evaluate.metrics_table(name), evaluate.evaluation_table(name)
+    if summary.get("evaluation") is not None:
+        # ML.EVALUATE(MODEL m) without input gives the row worked out at training, as BigQuery.
+        row = evaluate.result_row(summary["evaluation"])
+        session.con.execute(f"CREATE OR REPLACE TABLE {metrics} AS SELECT * FROM {row}")
+        session.con.execute(f"DROP TABLE IF EXISTS {rows}")
+    else:  # kmeans, pca: ML.EVALUATE(MODEL m) evaluates these rows
+        if transform:
+            held_out = training_transform.original_rows(raw, held_out)
+        session.con.register("__inferline_held_out", held_out)
+        try:
+            session.con.execute(f"CREATE OR REPLACE TABLE {rows} AS SELECT * FROM __inferline_held_out")
+        finally:
+            session.con.unregister("__inferline_held_out")
+        session.con.execute(f"DROP TABLE IF EXISTS {metrics}")
     session.resolver.forget(name)
 
 

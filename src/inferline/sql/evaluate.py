@@ -60,6 +60,7 @@ ROC_COLUMNS = (
 )
 DEFAULT_LABEL = "label"
 EVALUATION_PREFIX = "inferline_evaluation__"
+METRICS_PREFIX = "inferline_metrics__"
 PROBABILITY_TOLERANCE = 1e-3  # float32 softmax rows sum to 1 within ~1e-6; decision scores miss by far
 log = logging.getLogger("inferline.sql")
 TRUTH = "__inferline_label"  # the label column's name inside the translation
@@ -109,6 +110,12 @@ def mark(text: str) -> str:
 def evaluation_table(model: str) -> str:
     """The DuckDB table holding a trained model's evaluation rows (ML.EVALUATE without input)."""
     return EVALUATION_PREFIX + re.sub(r"[^a-z0-9_]", "_", model.lower().replace(".", "__"))
+
+
+def metrics_table(model: str) -> str:
+    """The DuckDB table holding ML.EVALUATE's row of a trained model with a label, worked out
+    at training (ML.EVALUATE without input reads it instead of the evaluation rows)."""
+    return METRICS_PREFIX + evaluation_table(model).removeprefix(EVALUATION_PREFIX)
 
 
 def _ends_with_struct(tokens: list[Any], start: int, close: Any) -> bool:
@@ -342,6 +349,24 @@ def classification_metrics(
     counts: dict[tuple[object, object], int] = {}
     for pair in zip(truth, predicted, strict=True):
         counts[pair] = counts.get(pair, 0) + 1
+    columns = None
+    if scores is not None and scores.ndim == 2:
+        order = classes if classes is not None else list(range(scores.shape[1]))
+        index = {class_name(c): i for i, c in enumerate(order)}
+        found = [index.get(class_name(t)) for t in truth]
+        if all(c is not None for c in found):
+            columns = np.asarray(found, dtype=np.int64)
+    return counted_metrics(counts, columns, scores, classes)
+
+
+def counted_metrics(
+    counts: dict[tuple[object, object], int],
+    columns: np.ndarray | None,
+    scores: np.ndarray | None,
+    classes: list[Any] | None,
+) -> dict[str, float | None]:
+    """ML.EVALUATE's classifier metrics from the {(truth, predicted): rows} counts and, for
+    log_loss and roc_auc, each row's true class as a column of `scores` (None: unmatched)."""
     confusion = Confusion.from_pairs(counts)
     precision, recall, f1 = confusion.macro()
     positive = positive_class(confusion.labels, classes, scores)
@@ -359,14 +384,11 @@ def classification_metrics(
     if scores is None or scores.ndim != 2:
         return metrics
     order = classes if classes is not None else list(range(scores.shape[1]))
-    index = {class_name(c): i for i, c in enumerate(order)}
-    columns = [index.get(class_name(t)) for t in truth]
-    if len(order) != scores.shape[1] or any(c is None for c in columns):
+    if len(order) != scores.shape[1] or columns is None:
         return metrics  # the scores' columns cannot be matched to the labels
-    rows = np.arange(len(truth))
-    chosen = scores[rows, np.asarray(columns, dtype=np.int64)]
+    chosen = scores[np.arange(len(columns)), columns]
     metrics["log_loss"] = float(-np.mean(np.log(np.clip(chosen, 1e-15, 1.0))))
-    aucs = [_auc(np.asarray(columns) == k, scores[:, k]) for k in range(scores.shape[1])]
+    aucs = [_auc(columns == k, scores[:, k]) for k in range(scores.shape[1])]
     present = [a for a in aucs if a is not None]
     metrics["roc_auc"] = float(np.mean(present)) if present else None
     return metrics
@@ -413,7 +435,7 @@ def _auc(positive: np.ndarray, score: np.ndarray) -> float | None:
     n_neg = len(positive) - n_pos
     if n_pos == 0 or n_neg == 0:
         return None
-    order = np.argsort(score, kind="mergesort")
+    order = np.argsort(score)  # tied scores share their average rank: any sort order will do
     ordered = score[order]
     starts = np.concatenate(([True], ordered[1:] != ordered[:-1]))
     first = np.flatnonzero(starts)

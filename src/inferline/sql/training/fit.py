@@ -9,6 +9,7 @@ It records what the SQL side needs on itself: `text_inputs_` (the string columns
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import time
@@ -23,7 +24,8 @@ import pyarrow.compute as pc
 
 from inferline.errors import SqlError
 from inferline.sql.catalog import CatalogModel
-from inferline.sql.training import clustering, data, dnn, explain, info, linear, trees
+from inferline.sql.training import clustering, data, dnn, explain, info, linear, matrix, trees
+from inferline.sql.training.evaluation import metrics as evaluation_metrics
 from inferline.sql.training.options import TrainOptions
 from inferline.sql.training.progress import TrainingReport
 
@@ -68,9 +70,8 @@ def fit(table: pa.Table, options: TrainOptions, where: str, progress: TrainingRe
     if progress is not None:
         progress.start(options.model_type, train.num_rows, int(evaluation.sum()))
     preprocess = data.preprocessor(options, features, text)
-    raw = data.feature_matrix(train, features, text)
-    x = preprocess.fit_transform(raw)
-    x_eval = preprocess.transform(data.feature_matrix(held, features, text)) if held is not None else None
+    x = matrix.fit_transform(preprocess, train, features, text)
+    x_eval = matrix.transform(preprocess, held, features, text) if held is not None else None
     started = time.monotonic()
     if options.label is None:
         model = _fit_unsupervised(options, x)
@@ -94,14 +95,21 @@ def fit(table: pa.Table, options: TrainOptions, where: str, progress: TrainingRe
     info.describe(pipeline, train, x, features, text)  # ML.FEATURE_INFO, ML.WEIGHTS, ...
     # ML.DETECT_ANOMALIES; ML.GLOBAL_EXPLAIN with enable_global_explain=TRUE, as BigQuery (SHAP
     # values of trees cost about as much as the training).
-    explain.describe(pipeline, features, raw, global_explain=bool(options.get("enable_global_explain")))
-    summary = {
+    global_explain = bool(options.get("enable_global_explain"))
+    if global_explain or options.model_type == "kmeans":
+        raw = data.feature_matrix(train, features, text)  # the rows as ML.PREDICT feeds them
+        explain.describe(pipeline, features, raw, global_explain=global_explain)
+    summary: dict[str, Any] = {
         "training_rows": int(train.num_rows),
         "evaluation_rows": int(evaluation.sum()),
         "iterations": len(pipeline.training_info_),
         "converged": getattr(model, "converged_", True),
         "seconds": round(seconds, 3),
     }
+    if y is not None:  # ML.EVALUATE's row, kept with the model as BigQuery does
+        rows, truth = (x_eval, y_eval) if x_eval is not None and y_eval is not None else (x, y)
+        found = evaluation_metrics(model, rows, truth, classifier=options.classifier)
+        summary["evaluation"] = {k: v if v is None or math.isfinite(v) else None for k, v in found.items()}
     return Fitted(pipeline, features, summary, held if held is not None else train)
 
 
@@ -151,8 +159,24 @@ def _loss(model: Any, options: TrainOptions, x: np.ndarray, y: np.ndarray | None
     if y is None or options.model_type == "pca":
         return None
     if options.classifier:
-        return float(metrics.log_loss(y, model.predict_proba(x), labels=model.classes_))
+        return log_loss(y, model.predict_proba(x), model.classes_)
     return float(metrics.mean_squared_error(y, model.predict(x)))
+
+
+def log_loss(y: np.ndarray, probabilities: np.ndarray, classes: np.ndarray) -> float:
+    """scikit-learn's log_loss (probabilities clipped to [eps, 1 - eps]) with each label's class
+    found by Arrow's hash lookup: log_loss one-hot encodes string labels in Python (~8 s at 1M)."""
+    from sklearn import metrics
+
+    found = pc.index_in(
+        pa.array(y, from_pandas=True), value_set=pa.array(np.asarray(classes), from_pandas=True)
+    )
+    if found.null_count:  # a label the model has no class for: scikit-learn's error
+        return float(metrics.log_loss(y, probabilities, labels=classes))
+    codes = np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int64)
+    eps = np.finfo(probabilities.dtype).eps
+    chosen = np.clip(probabilities[np.arange(len(codes)), codes], eps, 1 - eps)
+    return float(-np.mean(np.log(chosen)))
 
 
 def _iterations(

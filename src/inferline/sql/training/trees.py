@@ -75,7 +75,14 @@ def fit(
     evaluation: tuple[np.ndarray, np.ndarray] | None,
     progress: Any,
 ) -> BoostedTrees:
-    # A set, not np.unique: sorting 1M label strings cost ~1.3 s.
-    if model.classifier and len(set(y.tolist())) > 2 and model.params is not None:
+    # Hashed in Arrow, not np.unique (sorting 1M label strings cost ~1.3 s) nor a set (~0.3 s).
+    if model.classifier and model.params is not None and _distinct(y) > 2:
         model.params["eval_metric"] = "mlogloss"
     return model.fit(x, y, sample_weight=weights, evaluation=evaluation, progress=progress)
+
+
+def _distinct(values: np.ndarray) -> int:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return int(pc.count_distinct(pa.array(values, from_pandas=True)).as_py())

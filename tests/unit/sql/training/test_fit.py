@@ -8,6 +8,7 @@ import pytest
 
 from inferline.errors import SqlError
 from inferline.sql.training import fit, parse_options
+from inferline.sql.training.fit import log_loss
 
 WHERE = "CREATE MODEL ds.m"
 
@@ -105,3 +106,20 @@ def test_kmeans_and_pca_take_every_column() -> None:
     assert pca.predict(np.array([[0.0, "red"]], dtype=object)).shape == (1, 2)
     with pytest.raises(SqlError, match=r"num_clusters=200 is more than the 80 training rows"):
         fit(table, parse_options({"model_type": "kmeans", "num_clusters": 200.0}, WHERE), WHERE)
+
+
+@pytest.mark.parametrize(
+    ("labels", "classes"),
+    [(["no", "yes", "yes", "no"], ["no", "yes"]), ([2, 0, 1, 2], [0, 1, 2])],
+)
+def test_log_loss_equals_scikit_learns(labels: list[object], classes: list[object]) -> None:
+    from sklearn import metrics
+
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(len(classes)), size=len(labels))
+    probabilities[0] = np.eye(len(classes))[len(classes) - 1]  # a zero for the true class: clipped
+    y = np.asarray(labels, dtype=object if isinstance(labels[0], str) else np.int64)
+    expected = metrics.log_loss(y, probabilities, labels=classes)
+    assert log_loss(y, probabilities, np.asarray(classes)) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="y_true contains values .* not belonging to the passed labels"):
+        log_loss(y, probabilities[:, :-1], np.asarray(classes[:-1]))
