@@ -338,7 +338,7 @@ class LocalEngine:
                     item.dead.extend(windows.add(item.results))
                 if item.dead:
                     if dead_sink is None and dead_spec is not None:
-                        dead_sink = self._dead_sink()
+                        dead_sink = self._dead_sink(sink)
                     if dead_sink is not None:
                         dead_sink.write(dead_letter_batch(_unique_keys(item.dead)))
                 if item.results is not None:
@@ -411,13 +411,18 @@ class LocalEngine:
             rows_late=windows.operator.late if windows is not None else 0,
         )
 
-    def _dead_sink(self) -> Sink:
+    def _dead_sink(self, results: Sink | None = None) -> Sink:
         dead_spec = self.spec.dead_letter_spec()
         assert dead_spec is not None
         sink = make_sink(
             dead_spec, origin=self.spec.origin, setting="--set dead_letter={}", stream=self._stream
         )
         sink.open()
+        if dead_spec.kind == "duckdb" and results is not None:
+            from inferline.io.duckdb import DuckDBSink
+
+            if isinstance(sink, DuckDBSink) and isinstance(results, DuckDBSink):
+                sink.join(results)  # same file: a batch's results and dead letters, one commit
         return sink
 
     def _interrupting(self, source: Source) -> bool:

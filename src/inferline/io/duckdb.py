@@ -53,7 +53,8 @@ class DuckDBSink:
         self._writer: warehouse_writer.WarehouseWriter | None = None
         self._holding = False  # inside a turn of the writer (from a write to its commit)
         self._columns: dict[str, str] | None = None
-        self._in_transaction = False
+        self._transaction = _Transaction()
+        self._owner: DuckDBSink | None = None  # the sink whose cursor and transactions this one shares
         self._checked: pa.Schema | None = None  # the last batch schema found compatible
         self._names = ""
         self._name_list: list[str] = []
@@ -66,6 +67,35 @@ class DuckDBSink:
 
     def describe(self) -> str:
         return f"{self.path} table {self.table}"
+
+    @property
+    def _in_transaction(self) -> bool:
+        return self._transaction.open
+
+    @_in_transaction.setter
+    def _in_transaction(self, value: bool) -> None:
+        self._transaction.open = value
+
+    def join(self, owner: DuckDBSink) -> bool:
+        """Write in `owner`'s transactions from now on, if both write the same file: one commit.
+
+        A stream's dead letters beside its results cost one COMMIT (a WAL sync) a batch, not
+        two, and a batch's results and dead letters land together or not at all. Both sinks
+        still `commit()`: whichever comes first commits what both wrote. Returns whether it
+        joined (not for another file, nor inside a transaction of its own).
+        """
+        if (
+            self._writer is None
+            or self._writer is not owner._writer
+            or owner._con is None
+            or self._in_transaction
+            or self._owner is not None
+        ):
+            return False
+        if self._con is not None:
+            self._con.close()
+        self._con, self._transaction, self._owner = owner._con, owner._transaction, owner
+        return True
 
     def open(self) -> None:
         check_output(self.path, "duckdb", setting=self.setting)
@@ -293,8 +323,10 @@ class DuckDBSink:
     def close(self) -> None:
         try:
             if self._con is not None:
-                self.rollback()
-                self._con.close()
+                if self._owner is None or self._owner._con is not None:
+                    self.rollback()
+                if self._owner is None:
+                    self._con.close()  # a joined sink's cursor is its owner's to close
                 self._con = None
         finally:
             self._let_go()
@@ -406,3 +438,12 @@ class TableSource:
             self._session.close()
             self._session = None
             self._con = None
+
+
+class _Transaction:
+    """Whether a cursor is inside a transaction, shared by the sinks that write through it."""
+
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open = False

@@ -274,6 +274,33 @@ def test_writes_of_another_sink_between_batches_are_noticed(tmp_path: Path) -> N
     assert table_rows(db) == expected(([1, 2, 3], 1), ([3, 4, 5], 2), ([5, 6], 3), ([7, 8], 5))
 
 
+
+def test_a_joined_sink_commits_and_rolls_back_with_its_owner(tmp_path: Path) -> None:
+    """Dead letters beside results in one file: one transaction a batch, both land or neither."""
+    db = tmp_path / "w.duckdb"
+    owner, joined = DuckDBSink(str(db), "results"), DuckDBSink(str(db), "errors")
+    elsewhere = DuckDBSink(str(tmp_path / "other.duckdb"), "errors")
+    for sink in (owner, joined, elsewhere):
+        sink.open()
+    try:
+        assert not elsewhere.join(owner)  # another file keeps its own transactions
+        assert joined.join(owner)
+        owner.write(results([1, 2], 1))
+        joined.write(results([10], 1))
+        owner.commit()  # commits the joined sink's rows too
+        owner.write(results([3], 2))
+        joined.write(results([11], 2))
+        owner.rollback()  # and rolls them back
+        joined.commit()
+        joined.write(results([12], 3))  # a batch with dead letters only
+        joined.commit()
+    finally:
+        for sink in (owner, joined, elsewhere):
+            sink.close()
+    assert table_rows(db) == expected(([1, 2], 1))
+    assert table_rows(db, "errors") == expected(([10], 1), ([12], 3))
+
+
 batch_keys = st.lists(st.integers(0, 12), min_size=1, max_size=10)
 
 
