@@ -274,7 +274,6 @@ def test_writes_of_another_sink_between_batches_are_noticed(tmp_path: Path) -> N
     assert table_rows(db) == expected(([1, 2, 3], 1), ([3, 4, 5], 2), ([5, 6], 3), ([7, 8], 5))
 
 
-
 def test_a_joined_sink_commits_and_rolls_back_with_its_owner(tmp_path: Path) -> None:
     """Dead letters beside results in one file: one transaction a batch, both land or neither."""
     db = tmp_path / "w.duckdb"
