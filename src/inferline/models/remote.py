@@ -29,10 +29,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
+from inferline.backoff import Backoff
 from inferline.errors import ModelError, RemoteUnavailable, require
 from inferline.models.base import Prediction
 
 PROTOCOLS = ("v2", "torchserve")
+RETRY_CAP_S = 5.0  # the longest wait between two tries of one request
 # Answers that say "this server cannot serve you now", whatever the rows.
 _UNAVAILABLE = (401, 403, 404, 429, 502, 503, 504)
 _RETRY = (429, 500, 502, 503, 504)
@@ -122,7 +124,8 @@ class RemoteHandler:
         self.batch_size = batch_size
         self.timeout = timeout if timeout is not None else 30.0
         self.retries = max(0, retries)
-        self.backoff = backoff
+        # Waits between tries: `backoff` s, doubling, capped (0: retry at once).
+        self.backoff = Backoff(backoff, max(backoff, RETRY_CAP_S)) if backoff > 0 else None
         self.concurrency = max(1, concurrency)
         self.auth_env = auth_env
         self.protocol = protocol
@@ -244,8 +247,8 @@ class RemoteHandler:
         tried = 0
         for attempt in range(attempts):
             tried += 1
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+            if attempt and self.backoff is not None:
+                time.sleep(self.backoff.delay(attempt))
             try:
                 with self._slots:
                     response = self._client.request(method, url, json=body)
