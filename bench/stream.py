@@ -99,7 +99,11 @@ def windowed(root: Path, url: str, count: int) -> tuple[float, float, int]:
             import duckdb
 
             with duckdb.connect(str(root / f"{topic}.state.duckdb"), read_only=True) as con:
-                (row,) = con.sql("SELECT count(*) FROM window_rows").fetchall()
+                # Partial rows per pane and group (window_panes), or the rows (window_rows).
+                names = con.sql("SELECT table_name FROM information_schema.tables").fetchall()
+                tables = {name for (name,) in names}
+                state = "window_panes" if "window_panes" in tables else "window_rows"
+                (row,) = con.sql(f"SELECT count(*) FROM {state}").fetchall()
             held = int(row[0])
     return rates[0], rates[1], held
 

@@ -67,3 +67,7 @@ class RemoteUnavailable(ModelError):
     The engine dead-letters the batch for that model with this message instead of bisecting
     it row by row, which would only repeat the same failing request.
     """
+
+
+class WindowError(InferlineError, ValueError):
+    """A window could not be computed (a bad aggregate, a missing column, a state file)."""

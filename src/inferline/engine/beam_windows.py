@@ -34,7 +34,8 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from inferline.engine.beam_io import NAMESPACE, Row
 from inferline.engine.window_sql import aggregate_query, cast_aggregates, failing_aggregate
-from inferline.engine.windows import WindowError, event_times
+from inferline.engine.window_times import event_times
+from inferline.errors import WindowError
 from inferline.pipeline import PipelineSpec, WindowSpec
 
 _TABLE = "window_rows"

@@ -7,10 +7,12 @@ watermark of the rows before it (per row, vectorised), so a file and a stream of
 rows in the same order give the same windows whatever the batch sizes. A row whose windows
 have all closed is late: it is dead-lettered (stage `late`) and counted.
 
-Open windows are held as rows in a DuckDB table (each row once, with the first and last
-window start it still counts in); closing runs one GROUP BY over the closing windows. A
-stream keeps this table in a state file committed after the sink and before the ack, so a
-SIGKILL replays only unacked messages, and a replayed row already in the state is skipped.
+Open windows are held in a DuckDB table: as partial aggregates per pane and group when every
+aggregate is decomposable (`engine/window_panes.py`; not for sessions), else as the rows
+themselves (each row once, with the first and last window start it still counts in);
+closing runs one GROUP BY over the closing windows. A stream keeps this table in a state
+file committed after the sink and before the ack, so a SIGKILL replays only unacked
+messages, and a replayed row whose key the state holds is skipped.
 
 Example:
     >>> windows = WindowOperator(spec.window, origin="spec.yaml")  # doctest: +SKIP
@@ -21,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,8 +33,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from inferline.engine.window_panes import PANES, PaneState, pack_keys
 from inferline.engine.window_sql import aggregate_query, cast_aggregates, failing_aggregate
-from inferline.errors import InferlineError
+from inferline.engine.window_times import event_times
+from inferline.errors import WindowError
 from inferline.io.base import DeadLetter, row_as_json
 from inferline.io.duckdb import quote
 from inferline.pipeline import WindowSpec
@@ -39,10 +44,6 @@ from inferline.pipeline import WindowSpec
 _NEVER = -(2**62)  # a watermark before any event
 _ALWAYS = 2**62  # the watermark at the end of a bounded input: every window closes
 _STATE = "window_rows"
-
-
-class WindowError(InferlineError, ValueError):
-    """A window could not be computed (a bad aggregate, a missing column, a state file)."""
 
 
 class WindowOperator:
@@ -62,11 +63,19 @@ class WindowOperator:
         self._created = False
         self._restored: pa.Array | None = None  # keys already counted before a restart
         self._cast: dict[str, str] | None = None
+        self._panes: PaneState | None = None  # the open windows as partials (else as rows)
+        self._durable = False
+        self._seq = 0  # the last batch the panes saved
+        self._pending: tuple[int, bytes] | None = None  # this batch's (last window, keys), saved by commit
 
     # --- state ---------------------------------------------------------------------------
     def open(self, state_path: str | None) -> None:
         """Open in memory (bounded input) or on a state file, loading what it holds."""
-        config: dict[str, str | bool | int | float | list[str]] = {"enable_external_access": False}
+        # One thread: the state's statements are small, and threads only wait on one another.
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "enable_external_access": False,
+            "threads": 1,
+        }
         try:
             self._con = duckdb.connect(state_path or ":memory:", config=config)
         except duckdb.Error as exc:
@@ -91,13 +100,22 @@ class WindowOperator:
                 )
         else:
             _run(con, "INSERT INTO window_meta VALUES (?, ?, ?)", [self._fingerprint(), _NEVER, _NEVER])
-        self._created = bool(
-            con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [_STATE]
-            ).fetchall()
-            == [(1,)]
-        )
-        if self._created:
+        self._durable = state_path is not None
+        restored = PaneState.restore(con, group_by=self.spec.group_by, origin=self.origin)
+        if restored is not None:
+            self._panes, saved = restored
+            self._seq, self._restored, self._created = saved.seq, saved.keys, True
+            # window_meta holds the watermark only when no batch was saved since it was written.
+            self.max_seen = max(self.max_seen, saved.max_seen)
+            self.closed_until = max(self.closed_until, saved.closed_until)
+        else:
+            self._created = bool(
+                con.execute(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [_STATE]
+                ).fetchall()
+                == [(1,)]
+            )
+        if self._created and self._panes is None:
             keys = con.sql(
                 f"SELECT key FROM {_STATE} UNION SELECT key FROM window_last_keys"
             ).to_arrow_table()
@@ -128,7 +146,14 @@ class WindowOperator:
     def commit(self) -> None:
         """Make the open windows and the watermark durable (after the window sink committed)."""
         con = self.con
-        _run(con, "UPDATE window_meta SET max_seen = ?, closed_until = ?", [self.max_seen, self.closed_until])
+        if self._panes is not None and self._pending is not None:
+            # The batch's keys and the watermark in one row, no second statement.
+            (last, keys), self._pending = self._pending, None
+            self._seq += 1
+            self._panes.save(self._seq, last, self.max_seen, self.closed_until, keys)
+        else:
+            watermark: list[object] = [self.max_seen, self.closed_until]
+            _run(con, "UPDATE window_meta SET max_seen = ?, closed_until = ?", watermark)
         _run(con, "COMMIT")
         _run(con, "BEGIN TRANSACTION")
 
@@ -138,11 +163,15 @@ class WindowOperator:
             self._con = None
 
     def open_rows(self) -> int:
-        """Rows held for open windows (memory is bounded by these)."""
+        """Rows (or partial rows, with panes) held for open windows: memory is bounded by these."""
         if not self._created:
             return 0
-        (row,) = self.con.execute(f"SELECT count(*) FROM {_STATE}").fetchall()
+        (row,) = self.con.execute(f"SELECT count(*) FROM {self._table}").fetchall()
         return int(row[0])
+
+    @property
+    def _table(self) -> str:
+        return PANES if self._panes is not None else _STATE
 
     # --- adding rows ---------------------------------------------------------------------
     def add(self, results: pa.RecordBatch, *, ingest_time: float) -> list[DeadLetter]:
@@ -188,7 +217,18 @@ class WindowOperator:
                 **{name: rows.column(name) for name in rows.schema.names if not name.startswith("__")},
             }
         )
-        self._insert(table, keys)
+        if not self._created and self._panes is None and self.spec.kind != "session":
+            group_by = self.spec.group_by
+            self._panes = PaneState.choose(
+                self.con, table, self.spec.aggregates, group_by=group_by, origin=self.origin
+            )
+        if self._panes is not None:
+            self._panes.add(table)
+            self._created = True
+            if self._durable:  # a replay after a SIGKILL skips the rows these panes count
+                self._pending = (int(last[on_time].max(initial=_NEVER)), pack_keys(keys))
+        else:
+            self._insert(table, keys)
         return late
 
     def _event_times(self, results: pa.RecordBatch, ingest_time: float) -> np.ndarray:
@@ -222,7 +262,8 @@ class WindowOperator:
         except duckdb.Error as exc:
             raise WindowError(f"{self.origin}: window: could not keep the rows: {_first_line(exc)}") from None
         finally:
-            con.unregister("_inferline_window_batch")
+            with contextlib.suppress(duckdb.Error):  # a failed statement aborted the transaction
+                con.unregister("_inferline_window_batch")
         _run(con, "DELETE FROM window_last_keys")
         con.register("_inferline_keys", pa.table({"key": keys}))
         _run(con, "INSERT INTO window_last_keys SELECT key FROM _inferline_keys")
@@ -248,7 +289,10 @@ class WindowOperator:
             _run(self.con, "DROP TABLE _keep")
         else:
             closed = self._windows(self.closed_until, until)
-            _run(self.con, f"DELETE FROM {_STATE} WHERE __last + {self.size} <= {until}")
+            if self._panes is not None:
+                self._panes.drop_closed(until, self.size)
+            else:
+                _run(self.con, f"DELETE FROM {_STATE} WHERE __last + {self.size} <= {until}")
         self.closed_until = until
         return closed if closed.num_rows else None
 
@@ -275,7 +319,7 @@ class WindowOperator:
         hi = ((until - self.size) // self.every) * self.every
         inner = (
             f"SELECT *, unnest(generate_series(greatest(__first, {lo}::BIGINT), least(__last, {hi}::BIGINT), "
-            f"{self.every}::BIGINT)) AS __ws FROM {_STATE} "
+            f"{self.every}::BIGINT)) AS __ws FROM {self._table} "
             f"WHERE __first <= {hi} AND __last >= {lo}"
         )
         where = f"__ws + {self.size} > {after} AND __ws + {self.size} <= {until}"
@@ -316,7 +360,10 @@ class WindowOperator:
             raise WindowError(self._explain(exc)) from None
 
     def _aggregates(self) -> dict[str, str]:
-        """The aggregates as run: conditions given to numeric aggregates cast to INTEGER."""
+        """The aggregates as run: conditions given to numeric aggregates cast to INTEGER;
+        with panes, over the partial rows."""
+        if self._panes is not None:
+            return self._panes.plan.finals
         if self._cast is None:
             booleans = self.con.execute(
                 "SELECT column_name FROM information_schema.columns "
@@ -327,53 +374,9 @@ class WindowOperator:
         return self._cast
 
     def _explain(self, exc: duckdb.Error) -> str:
-        return failing_aggregate(self.con, _STATE, self.spec.aggregates, self._aggregates(), self.origin, exc)
-
-
-def event_times(
-    results: pa.RecordBatch,
-    column_name: str | None,
-    *,
-    ingest_time: float,
-    con: duckdb.DuckDBPyConnection,
-    origin: str,
-) -> np.ndarray:
-    """Each row's event time in µs since the epoch: `column_name` (a timestamp, ISO 8601 text
-    or epoch seconds; text is parsed by DuckDB on `con`), else `ingest_time` for every row."""
-    if column_name is None:
-        return np.full(results.num_rows, round(ingest_time * 1_000_000), dtype=np.int64)
-    if column_name not in results.schema.names:
-        raise WindowError(
-            f"{origin}: window.time: column {column_name!r} not found in the result rows "
-            f"(columns: {', '.join(results.schema.names)}); keep it with keep: or output:"
+        return failing_aggregate(
+            self.con, self._table, self.spec.aggregates, self._aggregates(), self.origin, exc
         )
-    column = results.column(column_name)
-    if pa.types.is_timestamp(column.type):
-        micros = column.cast(pa.timestamp("us", tz=column.type.tz)).cast(pa.int64())
-    elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-        micros = pc.round(pc.multiply(column.cast(pa.float64()), 1_000_000)).cast(pa.int64())
-    else:
-        micros = _parse_times(con, column)
-    if micros.null_count:
-        index = int(pc.index(pc.is_null(micros), True).as_py())
-        raise WindowError(
-            f"{origin}: window.time: row {results.column('key')[index].as_py()}: "
-            f"{column[index].as_py()!r} is not a time; expected a timestamp, ISO 8601 text "
-            "or seconds since the epoch"
-        )
-    return np.asarray(micros.to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
-def _parse_times(con: duckdb.DuckDBPyConnection, column: pa.Array) -> pa.Array:
-    con.register("_inferline_times", pa.table({"t": column.cast(pa.string())}))
-    try:
-        parsed = con.sql(
-            "SELECT coalesce(epoch_us(try_cast(t AS TIMESTAMPTZ)), "
-            "epoch_us(try_cast(t AS TIMESTAMP))) AS t FROM _inferline_times"
-        ).to_arrow_table()
-    finally:
-        con.unregister("_inferline_times")
-    return parsed.column("t").combine_chunks().cast(pa.int64())
 
 
 def default_state_path(spec_name: str) -> str:
