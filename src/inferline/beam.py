@@ -139,7 +139,8 @@ class ModelHandler(_beam_base.ModelHandler[Any, Any, LoadedModel]):
         model: LoadedModel,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
-        matrix = self._matrix(batch, model.inputs or self.spec.input_columns, model.text_inputs)
+        inputs = model.inputs or self.spec.input_columns
+        matrix = self._matrix(batch, inputs, model.text_inputs, model.allow_missing)
         prediction = model.predict(matrix)
         values = prediction.prediction
         if len(values) != len(batch):
@@ -178,13 +179,15 @@ class ModelHandler(_beam_base.ModelHandler[Any, Any, LoadedModel]):
         return f"inferline.beam.ModelHandler({self.spec.uri!r}, name={self.spec.name!r})"
 
     # --- helpers ---------------------------------------------------------------------------
-    def _matrix(self, batch: Sequence[Any], inputs: list[str], text: list[str]) -> np.ndarray:
+    def _matrix(
+        self, batch: Sequence[Any], inputs: list[str], text: list[str], missing: bool = False
+    ) -> np.ndarray:
         if not batch:
             return np.empty((0, 0))
         if isinstance(batch[0], Mapping) and text:
-            return _text_matrix(batch, inputs, set(text))
+            return _text_matrix(batch, inputs, set(text), missing)
         if isinstance(batch[0], Mapping):
-            vectors = [row_features(row, inputs) for row in batch]
+            vectors = [row_features(row, inputs, missing=missing) for row in batch]
         else:
             vectors = [_as_example(e) for e in batch]
         shapes = {v.shape for v in vectors}
@@ -225,8 +228,9 @@ class RunSpec(_beam_ptransform[Any, Any]):
         return {"results": outputs.results, "dead": outputs.dead, **outputs.sides}
 
 
-def row_features(row: Mapping[str, Any], inputs: Sequence[str]) -> np.ndarray:
-    """One dict row -> a float64 feature vector, with the local engine's error messages.
+def row_features(row: Mapping[str, Any], inputs: Sequence[str], *, missing: bool = False) -> np.ndarray:
+    """One dict row -> a float64 feature vector, with the local engine's error messages; with
+    `missing` (a model that imputes) an empty field is NaN.
 
     Example:
         >>> row_features({"a": "1.5", "b": 2}, ["a", "b"]).tolist()
@@ -247,6 +251,9 @@ def row_features(row: Mapping[str, Any], inputs: Sequence[str]) -> np.ndarray:
             except (TypeError, ValueError):
                 raise InputError(f"field {name!r} holds a value that is not a number") from None
         if value is None or value == "":
+            if missing:
+                values.append(np.nan)
+                continue
             raise InputError(f"field {name!r} is empty, expected a number")
         try:
             values.append(float(value))
@@ -255,7 +262,9 @@ def row_features(row: Mapping[str, Any], inputs: Sequence[str]) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
-def _text_matrix(rows: Sequence[Mapping[str, Any]], inputs: list[str], text: set[str]) -> np.ndarray:
+def _text_matrix(
+    rows: Sequence[Mapping[str, Any]], inputs: list[str], text: set[str], missing: bool = False
+) -> np.ndarray:
     # A model with text inputs (a Hugging Face text model, an ONNX string input) gets an object
     # matrix as from the local engine: strings for its text columns, numbers for the others.
     matrix = np.empty((len(rows), len(inputs)), dtype=object)
@@ -263,11 +272,11 @@ def _text_matrix(rows: Sequence[Mapping[str, Any]], inputs: list[str], text: set
         for j, name in enumerate(inputs):
             value = _field(row, name)
             if name not in text:
-                matrix[i, j] = row_features({name: value}, [name])[0]
-            elif value is None:
+                matrix[i, j] = row_features({name: value}, [name], missing=missing)[0]
+            elif value is None and not missing:
                 raise InputError(f"field {name!r} is empty, expected text")
             else:
-                matrix[i, j] = value if isinstance(value, str) else str(value)
+                matrix[i, j] = value if isinstance(value, str) or value is None else str(value)
     return matrix
 
 

@@ -110,6 +110,11 @@ def test_row_features_errors_name_the_field(row: dict[str, object], message: str
         row_features(row, ["a", "b"])
 
 
+def test_row_features_of_a_model_that_imputes_keep_empty_fields_as_nan() -> None:
+    values = row_features({"a": None, "b": 1}, ["a", "b"], missing=True)
+    assert np.isnan(values[0]) and values[1] == 1.0
+
+
 def test_row_features_reads_a_list_field_and_nested_fields() -> None:
     assert row_features({"feature": [1, 2, 3]}, ["feature"]).tolist() == [1.0, 2.0, 3.0]
     assert row_features({"m": {"x": "2"}, "y": 3}, ["m.x", "y"]).tolist() == [2.0, 3.0]

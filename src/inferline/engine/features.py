@@ -44,13 +44,19 @@ def resolve_column(data: pa.RecordBatch, name: str) -> pa.Array:
 
 
 def extract_features(
-    data: pa.RecordBatch, inputs: list[str], *, where: str = "input", text: list[str] | None = None
+    data: pa.RecordBatch,
+    inputs: list[str],
+    *,
+    where: str = "input",
+    text: list[str] | None = None,
+    missing: bool = False,
 ) -> Features:
     """Stack `inputs` into an (n, k) float64 matrix; rows with unusable values are marked bad.
 
     `inputs` names scalar columns, or one list-valued column. With no inputs, every
     numeric column is used. Columns named in `text` (a model's string inputs) are kept as
-    strings, and the matrix is then an object array.
+    strings, and the matrix is then an object array. With `missing` (a model that imputes),
+    an empty scalar field is NaN (numbers) or None (text) instead of a bad row.
     """
     n = data.num_rows
     good = np.ones(n, dtype=bool)
@@ -73,7 +79,9 @@ def extract_features(
     else:
         as_text = set(text or ())
         parts = [
-            _as_text(name, col, good, errors) if name in as_text else _as_float(name, col, good, errors)
+            _as_text(name, col, good, errors, missing)
+            if name in as_text
+            else _as_float(name, col, good, errors, missing)
             for name, col in columns
         ]
         if as_text and parts:
@@ -124,9 +132,13 @@ def _mark(good: np.ndarray, errors: dict[int, str], rows: np.ndarray, message: s
             errors[row] = message
 
 
-def _as_float(name: str, column: pa.Array, good: np.ndarray, errors: dict[int, str]) -> np.ndarray:
+def _as_float(
+    name: str, column: pa.Array, good: np.ndarray, errors: dict[int, str], missing: bool = False
+) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
+    if missing and column.null_count and (_is_numeric(column.type) or pa.types.is_null(column.type)):
+        return np.asarray(pc.cast(column, pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False))
     if column.null_count:
         nulls = np.asarray(column.is_null().to_numpy(zero_copy_only=False))
         _mark(good, errors, np.flatnonzero(nulls), f"field {name!r} is empty, expected a number")
@@ -141,10 +153,12 @@ def _as_float(name: str, column: pa.Array, good: np.ndarray, errors: dict[int, s
     raise InputError(f"input column {name!r} has type {column.type}, expected numbers")
 
 
-def _as_text(name: str, column: pa.Array, good: np.ndarray, errors: dict[int, str]) -> np.ndarray:
+def _as_text(
+    name: str, column: pa.Array, good: np.ndarray, errors: dict[int, str], missing: bool = False
+) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    if column.null_count:
+    if column.null_count and not missing:
         nulls = np.asarray(column.is_null().to_numpy(zero_copy_only=False))
         _mark(good, errors, np.flatnonzero(nulls), f"field {name!r} is empty, expected text")
         column = column.fill_null("") if pa.types.is_string(column.type) else column

@@ -71,7 +71,11 @@ def run_model(
     typed = None
     if inputs is None:
         features = extract_features(
-            data, model.inputs, where=f"model {model.name} inputs", text=model.text_inputs
+            data,
+            model.inputs,
+            where=f"model {model.name} inputs",
+            text=model.text_inputs,
+            missing=model.allow_missing,
         )
         rows = np.flatnonzero(features.good)
         for row, error in features.errors.items():

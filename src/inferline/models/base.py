@@ -168,6 +168,16 @@ class LoadedModel:
             return named or (list(self.inputs) if text else [])
         return [column for column, name in zip(self.inputs, graph, strict=False) if name in text]
 
+    @property
+    def allow_missing(self) -> bool:
+        """Whether missing features (NULL/NaN) reach the model instead of failing the row: store
+        metadata `allow_missing: true`, or a model that imputes them itself (one trained by
+        CREATE MODEL ... AS SELECT: BigQuery's NULL imputation is its first step)."""
+        if str(self.metadata.get("allow_missing", "")).lower() in ("true", "1", "yes"):
+            return True
+        imputes = getattr(self.handler, "imputes_missing", None)
+        return bool(imputes(self.model)) if imputes is not None else False
+
     def predict(self, inputs: np.ndarray) -> Prediction:
         return self.handler.predict(self.model, inputs)
 

@@ -64,6 +64,11 @@ class SklearnHandler:
         """String input columns of a model trained by `CREATE MODEL ... AS SELECT` (sql/training/)."""
         return [str(name) for name in getattr(model, "text_inputs_", [])]
 
+    def imputes_missing(self, model: Any) -> bool:
+        """A Pipeline trained by CREATE MODEL imputes NULL features as at training (numbers: the
+        training mean; strings: the NULL category), as BigQuery ML does at prediction."""
+        return getattr(model, "model_type_", None) is not None
+
     def predict(self, model: Any, inputs: np.ndarray) -> Prediction:
         prediction = np.asarray(model.predict(inputs))
         scores = None

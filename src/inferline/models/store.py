@@ -411,6 +411,15 @@ def load_store_version(
     options = {**stored_options(found, framework)}
     options.update({k: v for k, v in (handler_options or {}).items() if v is not None})
     handler = handler_for(found.uri, framework=framework, options=options)
+    stored_inputs = list(found.inputs)
+    transform = found.metadata.get("transform")
+    if transform is not None:
+        # CREATE MODEL ... TRANSFORM: the batch's raw columns go through it (models/transformed.py).
+        from inferline.models.transformed import with_transform
+
+        where = f"model {found.name}/{found.version}"
+        transformed = with_transform(handler, transform, features=stored_inputs, where=where)
+        handler, stored_inputs = transformed, transformed.transform.columns
     model = handler.load(found.uri)
     return LoadedModel(
         name=found.name,
@@ -418,7 +427,7 @@ def load_store_version(
         uri=found.uri,
         handler=handler,
         model=model,
-        inputs=list(inputs) if inputs else list(found.inputs),
+        inputs=list(inputs) if inputs else stored_inputs,
         metadata=dict(found.metadata),
     )
 

@@ -193,7 +193,8 @@ def text_rows(instances: list[Any], spec: RowSpec) -> np.ndarray:
         for j, (name, value) in enumerate(zip(spec.inputs, values, strict=True)):
             where = f"model {spec.model_id}: instance {i}, field {name}"
             if name in spec.text:
-                if not isinstance(value, str):
+                # null reaches a model that imputes it (a trained model's NULL category)
+                if not isinstance(value, str) and not (value is None and spec.allow_missing):
                     raise invalid_input(f"{where} is {describe(value)}; expected a string")
                 rows[i, j] = value
             else:

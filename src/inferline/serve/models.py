@@ -72,12 +72,13 @@ class ServedVersion:
         self._probed = False
         # The v2 outputs this version answers (`serve/inference.py`), learnt on first use.
         self.output_specs: list[dict[str, Any]] | None = None
-        # Store metadata `allow_missing: true`: the model takes NaN (null in JSON) for missing values.
+        # Store metadata `allow_missing: true` (or a model that imputes, e.g. one trained in SQL):
+        # the model takes NaN (null in JSON) for missing values.
         self.spec = RowSpec(
             loaded.model_id,
             tuple(loaded.inputs),
             self.row_shape,
-            allow_missing=str(loaded.metadata.get("allow_missing", "")).lower() in ("true", "1", "yes"),
+            allow_missing=loaded.allow_missing,
             text=tuple(loaded.text_inputs),
         )
 

@@ -183,21 +183,25 @@ def _create_trained(
             return  # IF NOT EXISTS: keep the model as it is, train nothing
         raise SqlError(f"{where}: the model already exists; use CREATE OR REPLACE MODEL to retrain it")
     try:
-        table = session.con.sql(query).to_arrow_table()
+        relation = session.con.sql(query)
+        types = {c: str(t) for c, t in zip(relation.columns, relation.types, strict=True)}
+        table = relation.to_arrow_table()
     except duckdb.Error as exc:
         raise SqlError(f"{where}: the training query fails: {str(exc).splitlines()[0]}") from None
     raw = table
     fitted: list[tuple[str, str]] = []
+    portable = None
+    keep = [c for c in (checked.label, checked.split_column) if c is not None]
     if transform:  # the TRANSFORM's outputs are the features (sql/training/transform.py)
-        keep = [c for c in (checked.label, checked.split_column) if c is not None]
         table, fitted = training_transform.apply(session.con, raw, transform, keep, where)
+        # ML.PREDICT's input has no label: the saved TRANSFORM gives the features only.
+        fitted = [(n, sql) for n, sql in fitted if n != checked.label]
+        portable = training_transform.portable(fitted, types, keep)
     entry, held_out, summary = training.train(
-        table, name, checked, session.resolver.store or default_store(), where
+        table, name, checked, session.resolver.store or default_store(), where, transform=portable
     )
     if transform:
-        # ML.PREDICT's input has no label: the saved TRANSFORM gives the features only.
-        saved = [[n, sql] for n, sql in fitted if n != checked.label]
-        entry = dataclasses.replace(entry, transform=saved)
+        entry = dataclasses.replace(entry, transform=[[n, sql] for n, sql in fitted])
     put_model(session.con, entry, replace=True)
     metrics, rows = evaluate.metrics_table(name), evaluate.evaluation_table(name)
     if summary.get("evaluation") is not None:

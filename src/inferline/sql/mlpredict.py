@@ -197,6 +197,14 @@ def features(fields: list[pa.Array], names: list[str], loaded: LoadedModel, wher
     return model_layout(scalar_matrix(fields, names, where=where, text=loaded.text_inputs), loaded)
 
 
+def usable_rows(fields: list[pa.Array], packed: pa.Array, imputes: bool) -> np.ndarray:
+    """The rows to predict: every present row for a model that imputes NULL features, else the
+    rows whose every input is present (the others get a NULL prediction)."""
+    if not imputes:
+        return valid_rows(fields)
+    return valid_rows([packed]) if packed.null_count else np.ones(len(packed), dtype=bool)
+
+
 def apply_threshold(prediction: Prediction, loaded: LoadedModel, threshold: float, where: str) -> Prediction:
     """A binary classifier's labels at `threshold` on its second class's probability."""
     scores = None if prediction.scores is None else np.asarray(prediction.scores)
@@ -223,9 +231,11 @@ def predict_struct(
     arrays_of = output_arrays(loaded, outputs, where, threshold)
     shaped = training_outputs.shaped_outputs(loaded.model) is not None
 
+    imputes = loaded.allow_missing  # a trained model imputes NULL features (BigQuery ML)
+
     def run(packed: pa.Array) -> pa.Array:
         fields = [packed.field(i) for i in range(len(inputs))]
-        valid = valid_rows(fields)
+        valid = usable_rows(fields, packed, imputes)
         present = [f.filter(pa.array(valid)) for f in fields] if not valid.all() else fields
         if not present or len(present[0]) == 0:
             return pa.nulls(len(packed), struct_type)
@@ -412,7 +422,7 @@ def _probe_prediction(
     sample: pa.Table, inputs: list[str], loaded: LoadedModel, where: str
 ) -> Prediction | None:
     fields = [combine(sample.column(c)) for c in inputs]
-    valid = valid_rows(fields)
+    valid = valid_rows(fields) if not loaded.allow_missing else np.ones(sample.num_rows, dtype=bool)
     if not valid.any():
         return None
     present = [f.filter(pa.array(valid)) for f in fields]

@@ -84,8 +84,8 @@ def list_tensor(column: pa.Array, *, where: str) -> np.ndarray:
 def scalar_matrix(
     columns: list[pa.Array], names: list[str], *, where: str, text: list[str] | None = None
 ) -> np.ndarray:
-    """Numeric columns (no NULL rows) stacked into an (n, k) float64 matrix; with `text` (a
-    model's string inputs) those columns stay strings and the matrix is an object array."""
+    """Numeric columns stacked into an (n, k) float64 matrix, NULL as NaN; with `text` (a model's
+    string inputs) those columns stay strings (NULL as None) and the matrix is an object array."""
     as_text = set(text or ())
     parts = []
     for name, column in zip(names, columns, strict=True):
@@ -100,8 +100,12 @@ def scalar_matrix(
             continue
         if pa.types.is_decimal(t):
             column = pc.cast(column, pa.float64())
-        elif not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+        elif not (
+            pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_null(t)
+        ):
             raise SqlError(f"{where}: input column {name!r} is {t}, expected numbers")
+        if column.null_count:  # only reached for a model that imputes NULL (NaN) features
+            column = pc.cast(column, pa.float64()).fill_null(np.nan)
         parts.append(np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64))
     if not as_text:
         return np.column_stack(parts)

@@ -142,10 +142,10 @@ def _fit_supervised(
 
 def _fit_unsupervised(options: TrainOptions, x: np.ndarray) -> Any:
     if options.model_type == "kmeans":
-        count = int(options.get("num_clusters", clustering.DEFAULT_CLUSTERS))
+        count = clustering.clusters(options, len(x))
         if count > len(x):
             raise SqlError(f"CREATE MODEL: num_clusters={count} is more than the {len(x)} training rows")
-        return clustering.kmeans(options).fit(x)
+        return clustering.kmeans(options, len(x)).fit(x)
     return clustering.pca(options).fit(x)
 
 
@@ -253,9 +253,13 @@ def train(
     options: TrainOptions,
     store_root: str,
     where: str,
+    *,
+    transform: dict[str, Any] | None = None,
 ) -> tuple[CatalogModel, pa.Table, dict[str, Any]]:
     """Fit and store; the catalog entry naming the stored version, the evaluation rows and the
-    training summary (progress and the summary are logged, see progress.py)."""
+    training summary (progress and the summary are logged, see progress.py). `transform` (a
+    TRANSFORM clause's, see transform.py's `portable`) goes into the store metadata, so the
+    stored model runs it outside SQL too (models/transformed.py)."""
     rounds = (
         options.get("max_iterations", trees.DEFAULT_ROUNDS)
         if options.model_type.startswith("boosted")
@@ -271,6 +275,8 @@ def train(
         "input_label_cols": [options.label] if options.label else [],
         "training": fitted.summary,
     }
+    if transform is not None:
+        metadata["transform"] = transform
     uri = store_model(fitted.pipeline, name, store_root, fitted.features, metadata)
     progress.finish(fitted.summary, fitted.pipeline.training_info_, uri)
     entry = CatalogModel(

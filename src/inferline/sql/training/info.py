@@ -48,6 +48,8 @@ CATEGORY_WEIGHTS = pa.list_(pa.struct([("category", pa.string()), ("weight", pa.
 WEIGHTS = pa.schema(
     [("processed_input", pa.string()), ("weight", pa.float64()), ("category_weights", CATEGORY_WEIGHTS)]
 )
+# A multiclass logistic_reg: one row per (class_label, processed_input), as BigQuery.
+CLASS_WEIGHTS = pa.schema([*WEIGHTS, ("class_label", pa.string())])
 CATEGORICAL_VALUE = pa.list_(pa.struct([("category", pa.string()), ("value", pa.float64())]))
 CENTROIDS = pa.schema(
     [
@@ -110,22 +112,32 @@ def feature_info(loaded: Any, where: str) -> pa.Table:
 def weights(loaded: Any, where: str, *, standardize: bool = False) -> pa.Table:
     """Linear models' weights: one row per input (numbers: `weight` on the input's own scale,
     or on the standardised one with STRUCT(TRUE AS standardize); strings: `category_weights`)
-    and `__INTERCEPT__`."""
+    and `__INTERCEPT__`; a multiclass logistic_reg repeats them per class, naming it in
+    `class_label` (BigQuery's one row per <class_label, processed_input>)."""
     model = _model(loaded, where)
     if model.model_type_ not in ("linear_reg", "logistic_reg"):
         raise SqlError(
             f"{where}: ML.WEIGHTS takes linear_reg and logistic_reg models, not {model.model_type_}"
         )
-    coef = np.asarray(model[-1].coef_, dtype=np.float64)
+    estimator = model[-1]
+    coef = np.asarray(estimator.coef_, dtype=np.float64)
+    intercepts = np.asarray(estimator.intercept_, dtype=np.float64).reshape(-1)
     if coef.ndim == 2 and coef.shape[0] > 1:
-        raise SqlError(
-            f"{where}: ML.WEIGHTS of a multiclass logistic_reg is not supported (one weight per input)"
-        )
-    coef = coef.reshape(-1)
-    intercept = float(np.asarray(model[-1].intercept_, dtype=np.float64).reshape(-1)[0])
+        rows = []
+        for k, label in enumerate(estimator.classes_):
+            part = _weight_rows(model, list(loaded.inputs), coef[k], float(intercepts[k]), standardize)
+            rows += [{**row, "class_label": str(label)} for row in part]
+        return pa.Table.from_pylist(rows, schema=CLASS_WEIGHTS)
+    rows = _weight_rows(model, list(loaded.inputs), coef.reshape(-1), float(intercepts[0]), standardize)
+    return pa.Table.from_pylist(rows, schema=WEIGHTS)
+
+
+def _weight_rows(
+    model: Any, inputs: list[str], coef: np.ndarray, intercept: float, standardize: bool
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     categories: dict[str, list[dict[str, Any]]] = {}
-    for column in layout.columns(model, list(loaded.inputs)):
+    for column in layout.columns(model, inputs):
         weight = float(coef[column.index])
         if column.category is not None:
             categories.setdefault(column.feature, []).append({"category": column.category, "weight": weight})
@@ -136,9 +148,9 @@ def weights(loaded: Any, where: str, *, standardize: bool = False) -> pa.Table:
         rows.append({"processed_input": column.feature, "weight": weight, "category_weights": []})
     rows += [{"processed_input": f, "weight": None, "category_weights": c} for f, c in categories.items()]
     rows.append({"processed_input": INTERCEPT, "weight": intercept, "category_weights": []})
-    order = {name: k for k, name in enumerate([*loaded.inputs, INTERCEPT])}
+    order = {name: k for k, name in enumerate([*inputs, INTERCEPT])}
     rows.sort(key=lambda r: order[r["processed_input"]])
-    return pa.Table.from_pylist(rows, schema=WEIGHTS)
+    return rows
 
 
 def centroids(loaded: Any, where: str, *, standardize: bool = False) -> pa.Table:

@@ -34,7 +34,16 @@ TREES = (
     "min_split_loss",
     "min_tree_child_weight",
 )
-BOOSTED = (*TREES, "learn_rate", "max_iterations", "early_stop", "min_rel_progress", "booster_type")
+BOOSTED = (
+    *TREES,
+    "learn_rate",
+    "max_iterations",
+    "early_stop",
+    "min_rel_progress",
+    "booster_type",
+    "dart_normalize_type",
+    "dropout",
+)
 DNN = (
     "hidden_units",
     "activation_fn",
@@ -82,9 +91,9 @@ def _number(low: float, *, above: bool = False, high: float | None = None) -> Ca
     return check
 
 
-def _whole(low: int) -> Callable[[Any], Any]:
+def _whole(low: int, high: int | None = None) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
-        if isinstance(value, float) and value == int(value) and value >= low:
+        if isinstance(value, float) and value == int(value) and low <= value <= (high or value):
             return int(value)
         return None
 
@@ -121,6 +130,12 @@ def _weights(value: Any) -> Any:
     return pairs
 
 
+# Options whose meaning depends on the model type: boosted trees' dropout is DART's rate of
+# dropped trees (XGBoost's rate_drop), a DNN's is a layer dropout the MLP does not have.
+BOOSTED_CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "dropout": (_number(0.0, high=1.0), "a number between 0 and 1 (booster_type='DART')"),
+}
+
 # option -> (check returning the value or None, what it takes)
 CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "l1_reg": (_number(0.0), "a number >= 0"),
@@ -139,7 +154,8 @@ CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "min_tree_child_weight": (_number(0.0), "a number >= 0"),
     "early_stop": (_boolean, "TRUE or FALSE"),
     "enable_global_explain": (_boolean, "TRUE or FALSE"),
-    "booster_type": (_choice("GBTREE"), "'GBTREE' (DART is not supported)"),
+    "booster_type": (_choice("GBTREE", "DART"), "'GBTREE' or 'DART'"),
+    "dart_normalize_type": (_choice("TREE", "FOREST"), "'TREE' or 'FOREST'"),
     "tree_method": (_choice("AUTO", "EXACT", "APPROX", "HIST"), "'AUTO', 'EXACT', 'APPROX' or 'HIST'"),
     "min_rel_progress": (_number(0.0), "a number >= 0"),
     "hidden_units": (_units, "a list of whole numbers >= 1, e.g. [32, 16]"),
@@ -147,7 +163,7 @@ CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "batch_size": (_whole(1), "a whole number >= 1"),
     "dropout": (_number(0.0, high=0.0), "0 (scikit-learn's MLP has no dropout)"),
     "optimizer": (_choice("ADAM", "SGD"), "'ADAM' or 'SGD'"),
-    "num_clusters": (_whole(2), "a whole number >= 2"),
+    "num_clusters": (_whole(2, 100), "a whole number between 2 and 100"),
     "distance_type": (_choice("EUCLIDEAN", "COSINE"), "'EUCLIDEAN' or 'COSINE'"),
     "kmeans_init_method": (_choice("RANDOM", "KMEANS++"), "'RANDOM' or 'KMEANS++'"),
     "standardize_features": (_boolean, "TRUE or FALSE"),
@@ -195,9 +211,10 @@ def parse_options(options: dict[str, Any], where: str) -> TrainOptions:
             f"(supported: {', '.join(allowed)})"
         )
     values: dict[str, Any] = {}
+    checks = {**CHECKS, **BOOSTED_CHECKS} if model_type.startswith("boosted") else CHECKS
     for name, value in options.items():
-        if name in CHECKS:
-            check, takes = CHECKS[name]
+        if name in checks:
+            check, takes = checks[name]
             checked = check(value)
             if checked is None:
                 raise SqlError(f"{where}: {name} must be {takes}, got {value!r}")
@@ -220,6 +237,9 @@ def parse_options(options: dict[str, Any], where: str) -> TrainOptions:
         raise SqlError(f"{where}: data_split_method='{split}' needs data_split_col='column'")
     if column is not None and split not in ("CUSTOM", "SEQ"):
         raise SqlError(f"{where}: data_split_col applies to data_split_method='CUSTOM' or 'SEQ'")
+    dart = [name for name in ("dart_normalize_type", "dropout") if name in values]
+    if dart and values.get("booster_type") != "DART":
+        raise SqlError(f"{where}: {', '.join(dart)} applies to booster_type='DART'")
     if values.get("auto_class_weights") and "class_weights" in values:
         raise SqlError(f"{where}: give auto_class_weights or class_weights, not both")
     return TrainOptions(

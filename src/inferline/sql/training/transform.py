@@ -14,13 +14,17 @@ Example:
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import duckdb
 import numpy as np
 import pyarrow as pa
+import sqlglot
 from sqlglot import exp
 
 from inferline.errors import SqlError
-from inferline.sql import preprocessing
+from inferline.sql import dialect, preprocessing
 from inferline.sql.training.data import ROW
 
 RAW = "__inferline_raw"
@@ -136,3 +140,42 @@ def apply_sql(outputs: list[tuple[str, str]], inner_sql: str, columns: list[str]
     given = {n for n, _ in outputs}
     kept = [_quote(c) for c in columns if c not in given]
     return f"SELECT {', '.join([columns_sql(outputs), *kept])} FROM ({inner_sql}) AS {RAW}"
+
+
+def portable(outputs: list[tuple[str, str]], types: dict[str, str], skip: list[str]) -> dict[str, Any]:
+    """The fitted TRANSFORM as the store metadata keeps it for use outside SQL
+    (models/transformed.py): the query's columns it reads with their DuckDB types (`types`,
+    less `skip`: the label and data_split_col), its outputs, and the macros they call."""
+    read = _columns_read(outputs)
+    inputs = [[c, t] for c, t in types.items() if c not in skip and (read is None or c in read)]
+    return {"inputs": inputs, "outputs": [[n, sql] for n, sql in outputs], "macros": _macros(outputs)}
+
+
+def _columns_read(outputs: list[tuple[str, str]]) -> set[str] | None:
+    """The column names the outputs read (None when the SQL does not parse: keep them all)."""
+    try:
+        tree = sqlglot.parse_one(f"SELECT {columns_sql(outputs)}", read="duckdb")
+    except sqlglot.errors.ParseError:
+        return None
+    return {c.name for c in tree.find_all(exp.Column)}
+
+
+def _macros(outputs: list[tuple[str, str]]) -> list[str]:
+    """The CREATE MACRO statements (preprocessing's and the dialect's) the outputs call, with
+    the ones those call, in definition order."""
+    statements = [s.strip() for s in f"{preprocessing.MACROS}\n{dialect.MACROS}".split(";") if s.strip()]
+    named = {_macro_name(s): " ".join(s.split()) for s in statements}
+    text = " ".join(sql for _, sql in outputs)
+    needed: set[str] = set()
+    while True:
+        found = {name for name in named if name not in needed and re.search(rf"\b{name}\(", text)}
+        if not found:
+            break
+        needed |= found
+        text = " ".join(named[name] for name in found)
+    return [body for name, body in named.items() if name in needed]
+
+
+def _macro_name(statement: str) -> str:
+    match = re.search(r"MACRO\s+(\w+)\s*\(", statement)
+    return match.group(1) if match else ""

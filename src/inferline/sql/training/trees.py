@@ -2,7 +2,9 @@
 
 Option -> XGBoost parameter: max_tree_depth -> max_depth, num_parallel_tree, learn_rate -> eta,
 subsample, l1_reg -> alpha, l2_reg -> lambda, colsample_*, min_split_loss -> gamma,
-min_tree_child_weight -> min_child_weight; max_iterations -> boosting rounds; early_stop (default
+min_tree_child_weight -> min_child_weight; booster_type='DART' -> XGBoost's dart booster with
+dart_normalize_type -> normalize_type (default TREE) and dropout -> rate_drop (default 0, as
+BigQuery); max_iterations -> boosting rounds; early_stop (default
 TRUE) stops once the loss improves by less than min_rel_progress (default 0.01). BigQuery's
 defaults: boosted trees 20 rounds, eta 0.3, depth 6, lambda 1; a random forest is one round of
 num_parallel_tree (default 100) trees with eta 1, subsample 0.8 and colsample_bynode 0.8.
@@ -49,6 +51,10 @@ def xgboost_params(options: TrainOptions) -> dict[str, Any]:
     for option, parameter in PARAMETERS.items():
         if option in options.values:
             params[parameter] = options.values[option]
+    if options.get("booster_type") == "DART":
+        params["booster"] = "dart"
+        params["normalize_type"] = str(options.get("dart_normalize_type", "TREE")).lower()
+        params["rate_drop"] = float(options.get("dropout", 0.0))
     # BigQuery's AUTO: XGBoost's hist, as its own default.
     method = str(options.get("tree_method", "AUTO")).lower()
     params["tree_method"] = "hist" if method == "auto" else method

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
+import inferline.sql
 from inferline.errors import SqlError
 from inferline.sql.training import fit, parse_options
 from inferline.sql.training.fit import log_loss
@@ -104,8 +107,64 @@ def test_kmeans_and_pca_take_every_column() -> None:
         table, parse_options({"model_type": "pca", "num_principal_components": 2.0}, WHERE), WHERE
     ).pipeline
     assert pca.predict(np.array([[0.0, "red"]], dtype=object)).shape == (1, 2)
-    with pytest.raises(SqlError, match=r"num_clusters=200 is more than the 80 training rows"):
-        fit(table, parse_options({"model_type": "kmeans", "num_clusters": 200.0}, WHERE), WHERE)
+    with pytest.raises(SqlError, match=r"num_clusters=90 is more than the 80 training rows"):
+        fit(table, parse_options({"model_type": "kmeans", "num_clusters": 90.0}, WHERE), WHERE)
+    with pytest.raises(SqlError, match=r"num_clusters must be a whole number between 2 and 100, got 101"):
+        parse_options({"model_type": "kmeans", "num_clusters": 101.0}, WHERE)
+
+
+@pytest.mark.parametrize(("rows", "clusters"), [(40, 2), (1_500, 3)])
+def test_kmeans_without_num_clusters_takes_bigquerys_default(
+    tmp_path: Path, rows: int, clusters: int
+) -> None:
+    """BigQuery picks num_clusters from the training row count when it is left out: log10(n),
+    at least 2 (1,500 rows: 1,200 train after AUTO_SPLIT, 3 centroids)."""
+    con = inferline.sql.connect(store=str(tmp_path))
+    try:
+        con.sql(
+            f"CREATE MODEL ds.k OPTIONS(model_type='kmeans') AS "
+            f"SELECT (i % 7)::DOUBLE AS a, (i % 11)::DOUBLE AS b FROM range({rows}) t(i)"
+        )
+        ids = con.sql("SELECT DISTINCT centroid_id FROM ML.CENTROIDS(MODEL ds.k)").fetchall()
+    finally:
+        con.close()
+    assert sorted(i for (i,) in ids) == list(range(1, clusters + 1))
+
+
+def test_dart_booster_equals_xgboost_dart_directly(tmp_path: Path) -> None:
+    """booster_type='DART' trains XGBoost's dart booster with BigQuery's DART options:
+    dart_normalize_type -> normalize_type, dropout -> rate_drop."""
+    import xgboost as xgb
+
+    table = _table().drop_columns(["big"]).filter(pa.array([True] + [False] + [True] * 78))
+    con = inferline.sql.connect(store=str(tmp_path))
+    try:
+        con.raw.register("generated", table)
+        con.sql(
+            "CREATE MODEL ds.dart OPTIONS(model_type='boosted_tree_regressor', input_label_cols=['y'], "
+            "booster_type='DART', dart_normalize_type='FOREST', dropout=0.3, max_iterations=6, "
+            "early_stop=FALSE, max_tree_depth=3) AS SELECT x, colour, y FROM generated"
+        )
+        got = con.sql("SELECT predicted_y FROM ML.PREDICT(MODEL ds.dart, TABLE generated)").fetchall()
+        with pytest.raises(SqlError, match=r"dropout applies to booster_type='DART'"):
+            con.sql(
+                "CREATE MODEL ds.gb OPTIONS(model_type='boosted_tree_regressor', input_label_cols=['y'], "
+                "dropout=0.3) AS SELECT x, colour, y FROM generated"
+            )
+    finally:
+        con.close()
+    x = np.asarray(table.column("x").to_numpy(zero_copy_only=False), dtype=np.float64)
+    x[0] = np.nanmean(x)
+    red = np.asarray(table.column("colour").to_pylist()) == "red"
+    matrix = np.column_stack([x, red.astype(np.float64)])  # label encoding: blue 0, red 1
+    params = {"booster": "dart", "normalize_type": "forest", "rate_drop": 0.3, "eta": 0.3, "max_depth": 3,
+              "lambda": 1.0, "tree_method": "hist", "seed": 0, "objective": "reg:squarederror"}  # fmt: skip
+    direct = xgb.train(params, xgb.DMatrix(matrix, label=table.column("y").to_numpy()), num_boost_round=6)
+    plain = {k: v for k, v in params.items() if k not in ("booster", "normalize_type", "rate_drop")}
+    gbtree = xgb.train(plain, xgb.DMatrix(matrix, label=table.column("y").to_numpy()), num_boost_round=6)
+    want = direct.predict(xgb.DMatrix(matrix))
+    assert not np.allclose(want, gbtree.predict(xgb.DMatrix(matrix)))  # the dropout changed the trees
+    np.testing.assert_allclose([v for (v,) in got], want, rtol=1e-5)
 
 
 @pytest.mark.parametrize(

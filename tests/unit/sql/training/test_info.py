@@ -36,7 +36,9 @@ def con(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqlConnection]:
         "AS SELECT x, colour, y FROM rows;"
         "CREATE MODEL ds.trees OPTIONS(model_type='boosted_tree_regressor', input_label_cols=['y'], "
         "max_iterations=3, early_stop=FALSE, enable_global_explain=TRUE) AS SELECT x, colour, y FROM rows;"
-        "CREATE MODEL ds.clusters OPTIONS(model_type='kmeans', num_clusters=2) AS SELECT x, y FROM rows"
+        "CREATE MODEL ds.clusters OPTIONS(model_type='kmeans', num_clusters=2) AS SELECT x, y FROM rows;"
+        "CREATE MODEL ds.colours OPTIONS(model_type='logistic_reg', input_label_cols=['colour']) "
+        "AS SELECT x, y, big, colour FROM rows"
     )
     try:
         yield connection
@@ -94,6 +96,35 @@ def test_weights_reproduce_the_predictions(con: SqlConnection) -> None:
     np.testing.assert_allclose(by_hand, predicted["predicted_y"], rtol=1e-9)
     standard = _rows(con, "SELECT weight FROM ML.WEIGHTS(MODEL ds.linear, STRUCT(TRUE AS standardize))")
     assert standard[0]["weight"] == pytest.approx(rows["x"]["weight"] * data["x"].std())
+
+
+def test_multiclass_weights_per_class_label_reproduce_the_probabilities(con: SqlConnection) -> None:
+    result = con.sql("SELECT * FROM ML.WEIGHTS(MODEL ds.colours)")
+    assert result.columns == ["processed_input", "weight", "category_weights", "class_label"]
+    rows = [dict(zip(result.columns, row, strict=True)) for row in result.fetchall()]
+    # BigQuery: one row per <class_label, processed_input>
+    assert [(r["class_label"], r["processed_input"]) for r in rows] == [
+        (label, name) for label in ("blue", "green", "red") for name in ("x", "y", "big", "__INTERCEPT__")
+    ]
+    data = _data(con)
+    scores = []
+    for label in ("blue", "green", "red"):
+        mine = {r["processed_input"]: r for r in rows if r["class_label"] == label}
+        big = {c["category"]: c["weight"] for c in mine["big"]["category_weights"]}
+        assert mine["big"]["weight"] is None and set(big) == {"no", "yes"}
+        score = (
+            mine["__INTERCEPT__"]["weight"]
+            + mine["x"]["weight"] * data["x"]
+            + mine["y"]["weight"] * data["y"]
+        )
+        scores.append(score + np.array([big[b] for b in data["big"]]))
+    logits = np.column_stack(scores)
+    by_hand = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    predicted = _rows(
+        con, "SELECT predicted_colour_probs FROM ML.PREDICT(MODEL ds.colours, TABLE rows) ORDER BY id"
+    )
+    probs = np.array([[p["prob"] for p in r["predicted_colour_probs"]] for r in predicted])
+    np.testing.assert_allclose(by_hand, probs, rtol=1e-7)
 
 
 def test_centroids_equal_kmeans_on_the_original_scale(con: SqlConnection) -> None:
