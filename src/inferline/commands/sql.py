@@ -57,8 +57,9 @@ def sql(
     Training: CREATE [OR REPLACE] MODEL ... [TRANSFORM(...)] OPTIONS(model_type='linear_reg' |
     'logistic_reg' | 'boosted_tree_classifier' | 'boosted_tree_regressor' |
     'random_forest_classifier' | 'random_forest_regressor' | 'dnn_classifier' | 'dnn_regressor' |
-    'kmeans' | 'pca', ...) AS SELECT ...; then ML.TRAINING_INFO, ML.FEATURE_INFO, ML.WEIGHTS,
-    ML.CENTROIDS, ML.EXPLAIN_PREDICT, ML.GLOBAL_EXPLAIN, ML.DETECT_ANOMALIES.
+    'kmeans' | 'pca' | 'matrix_factorization', ...) AS SELECT ...; then ML.TRAINING_INFO,
+    ML.FEATURE_INFO, ML.WEIGHTS, ML.CENTROIDS, ML.EXPLAIN_PREDICT, ML.GLOBAL_EXPLAIN,
+    ML.DETECT_ANOMALIES, ML.RECOMMEND.
 
     BigQuery-ML functions: ML.PREDICT, ML.EVALUATE, ML.CONFUSION_MATRIX, ML.ROC_CURVE and
     EXTERNAL_OBJECT_TRANSFORM(TABLE t, ['SIGNED_URL']); images: ML.DECODE_IMAGE, ML.RESIZE_IMAGE,

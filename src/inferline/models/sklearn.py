@@ -20,6 +20,7 @@ TRUSTED_TYPES = (
     "inferline.models.trained.BoostedTreeRegressor",
     "inferline.models.trained.Centroids",
     "inferline.models.trained.Components",
+    "inferline.models.trained.Factorization",
 )
 
 

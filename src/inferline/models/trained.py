@@ -11,6 +11,7 @@ loading one runs no code of the file's choosing.
 - `Centroids`: k-means; `predict` gives BigQuery's 1-based CENTROID_ID, `transform` the
   distance to every centroid (euclidean, or cosine: 1 - cos).
 - `Components`: PCA; `predict` gives the principal components.
+- `Factorization`: explicit matrix factorization (ALS); `predict` rates (user, item) rows.
 
 Example:
     >>> import numpy as np
@@ -265,3 +266,92 @@ class Components(BaseEstimator):  # type: ignore[misc]
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         return self.predict(x)
+
+
+class Factorization(BaseEstimator):  # type: ignore[misc]
+    """Explicit-feedback matrix factorization (BigQuery's matrix_factorization), fitted by
+    alternating least squares: rating ~ mean + user intercept + item intercept + user factors .
+    item factors, every part L2-regularised by `l2_reg`. `predict` takes (user, item) rows; an
+    unknown user or item gives NaN."""
+
+    def __init__(self, num_factors: int = 10, l2_reg: float = 1.0, max_iter: int = 20) -> None:
+        self.num_factors = num_factors
+        self.l2_reg = l2_reg
+        self.max_iter = max_iter
+
+    def fit(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> Factorization:
+        user_codes, self.users_ = _factorize(users)
+        item_codes, self.items_ = _factorize(items)
+        ratings = np.asarray(ratings, dtype=np.float64)
+        rng = np.random.default_rng(SEED)
+        self.mean_ = float(ratings.mean())
+        item_factors = rng.normal(0.0, 0.1, (len(self.items_), self.num_factors))
+        item_bias = np.zeros(len(self.items_))
+        user_bias = np.zeros(len(self.users_))
+        self.loss_curve_: list[float] = []
+        for _ in range(self.max_iter):
+            target = ratings - self.mean_ - item_bias[item_codes]
+            user_factors, user_bias = _least_squares(
+                user_codes, item_codes, target, item_factors, self.l2_reg
+            )
+            target = ratings - self.mean_ - user_bias[user_codes]
+            item_factors, item_bias = _least_squares(
+                item_codes, user_codes, target, user_factors, self.l2_reg
+            )
+            predicted = (
+                self.mean_
+                + user_bias[user_codes]
+                + item_bias[item_codes]
+                + np.sum(user_factors[user_codes] * item_factors[item_codes], axis=1)
+            )
+            self.loss_curve_.append(float(np.mean((ratings - predicted) ** 2)))
+        self.user_factors_, self.user_bias_ = user_factors, user_bias
+        self.item_factors_, self.item_bias_ = item_factors, item_bias
+        self.n_features_in_ = 2
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted ratings of (user, item) rows; NaN for a user or item not seen in training."""
+        rows = np.asarray(x, dtype=object)
+        user = _codes_of(rows[:, 0], self.users_)
+        item = _codes_of(rows[:, 1], self.items_)
+        known = (user >= 0) & (item >= 0)
+        out = np.full(len(rows), np.nan)
+        u, i = user[known], item[known]
+        out[known] = (
+            self.mean_
+            + self.user_bias_[u]
+            + self.item_bias_[i]
+            + np.sum(self.user_factors_[u] * self.item_factors_[i], axis=1)
+        )
+        return out
+
+
+def _factorize(values: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    """(each value's code, the distinct values as Python values, sorted)."""
+    distinct = sorted(set(np.asarray(values, dtype=object).tolist()))
+    return _codes_of(values, distinct), distinct
+
+
+def _codes_of(values: np.ndarray, known: list[Any]) -> np.ndarray:
+    where = {value: k for k, value in enumerate(known)}
+    return np.asarray([where.get(v, -1) for v in np.asarray(values, dtype=object).tolist()], dtype=np.int64)
+
+
+def _least_squares(
+    codes: np.ndarray, others: np.ndarray, target: np.ndarray, other_factors: np.ndarray, l2: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """One ALS half-step: each entity's factors and intercept by ridge regression on the other
+    side's factors (and a constant), over that entity's ratings."""
+    count = int(codes.max()) + 1
+    width = other_factors.shape[1] + 1
+    solution = np.zeros((count, width))
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(count + 1))
+    design = np.column_stack([other_factors[others], np.ones(len(others))])
+    ridge = l2 * np.eye(width)
+    for entity in range(count):
+        rows = order[bounds[entity] : bounds[entity + 1]]
+        x = design[rows]
+        solution[entity] = np.linalg.solve(x.T @ x + ridge, x.T @ target[rows])
+    return solution[:, :-1], solution[:, -1]

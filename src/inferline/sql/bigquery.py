@@ -11,6 +11,7 @@ DuckDB functions (sql/image_functions.py, sql/preprocessing.py).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import duckdb
 import sqlglot
@@ -104,7 +105,8 @@ def translate(text: str, session: Session) -> list[str]:
         text = ddl.strip_connection(text, tokens)
     if head[:2] == ["DROP", "MODEL"]:
         text = names.strip_colon_project(text)
-    text = evaluate.mark(model_info.rewrite(objects.rewrite_object_transforms(text), session))
+    columns_of = functools.partial(_query_columns, session=session)
+    text = evaluate.mark(model_info.rewrite(objects.rewrite_object_transforms(text), session, columns_of))
     try:
         tree = sqlglot.parse_one(text, read="bigquery")
     except sqlglot.errors.ParseError as exc:
@@ -125,6 +127,15 @@ def translate(text: str, session: Session) -> list[str]:
     if isinstance(tree, exp.Create) and ddl.is_external(tree):
         return ddl.create_external_table(tree)
     return [translate_query(tree, session)]
+
+
+def _query_columns(text: str, session: Session) -> list[str]:
+    """The columns of a BigQuery query (ML.RECOMMEND's input), translated and bound, not run."""
+    try:
+        translated = translate_query(sqlglot.parse_one(text, read="bigquery"), session)
+        return list(session.con.sql(f"SELECT * FROM ({translated}) LIMIT 0").columns)
+    except (sqlglot.errors.ParseError, duckdb.Error) as exc:
+        raise SqlError(f"ML.RECOMMEND: the input query fails: {str(exc).splitlines()[0]}") from None
 
 
 def translate_query(tree: exp.Expr, session: Session) -> str:

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ import sqlglot
 from sqlglot import exp
 
 from inferline.errors import SqlError
+from inferline.sql import recommend
 from inferline.sql.ddl import Session
 from inferline.sql.names import ml_calls
 from inferline.sql.training import data, explain, info
@@ -39,7 +41,7 @@ INPUT_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "EXPLAIN_PREDICT": ("top_k_features",),
     "DETECT_ANOMALIES": ("contamination",),
 }
-FUNCTIONS = (*MODEL_FUNCTIONS, *INPUT_FUNCTIONS)
+FUNCTIONS = (*MODEL_FUNCTIONS, *INPUT_FUNCTIONS, "RECOMMEND")
 TOP_K_FEATURES = 5  # BigQuery's default
 
 
@@ -79,9 +81,10 @@ def options(node: exp.Expr | None, allowed: tuple[str, ...], where: str) -> dict
     return result
 
 
-def rewrite(text: str, session: Session) -> str:
+def rewrite(text: str, session: Session, columns_of: Callable[[str], list[str]] | None = None) -> str:
     """Compute each model-only call and put a registered table's name in its place; move
-    ML.DETECT_ANOMALIES's STRUCT after its input, where ML.EVALUATE's options go."""
+    ML.DETECT_ANOMALIES's STRUCT after its input, where ML.EVALUATE's options go; replace
+    ML.RECOMMEND by its subquery (sql/recommend.py; `columns_of` names a query's columns)."""
     tokens = list(sqlglot.tokenize(text, read="bigquery"))
     edits: list[tuple[int, int, str]] = []
     for function, start, close, commas in ml_calls(tokens, FUNCTIONS):
@@ -97,6 +100,14 @@ def rewrite(text: str, session: Session) -> str:
         ends = [*(tokens[c].start for c in commas), tokens[close].start]
         name = model_name(text[inside : ends[0]])
         where = f"ML.{function}(MODEL {name})"
+        if function == "RECOMMEND":
+            if len(commas) > 1:
+                raise SqlError(f"{where}: takes MODEL name and optionally TABLE t or (SELECT ...)")
+            source = text[tokens[commas[0]].end + 1 : ends[1]] if commas else None
+            model = session.resolver.get(name).model
+            subquery = recommend.replacement(session.con, model, source, columns_of or (lambda q: []), where)
+            edits.append((tokens[start].start, tokens[close].end + 1, subquery))
+            continue
         given = None
         if len(commas) == 1:
             given = sqlglot.parse_one(text[tokens[commas[0]].end + 1 : ends[1]], read="bigquery")

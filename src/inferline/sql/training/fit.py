@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from inferline.errors import SqlError
 from inferline.sql.catalog import CatalogModel
-from inferline.sql.training import clustering, data, dnn, explain, info, linear, matrix, trees
+from inferline.sql.training import clustering, data, dnn, explain, factorization, info, linear, matrix, trees
 from inferline.sql.training.evaluation import metrics as evaluation_metrics
 from inferline.sql.training.options import TrainOptions
 from inferline.sql.training.progress import TrainingReport
@@ -50,6 +50,8 @@ def output_names(options: TrainOptions, components: int = 0) -> list[str]:
         return ["CENTROID_ID", "NEAREST_CENTROIDS_DISTANCE"]
     if options.model_type == "pca":
         return [f"principal_component_{k}" for k in range(1, components + 1)]
+    if options.model_type == "matrix_factorization":
+        return [f"predicted_{options.label}"]
     predicted = f"predicted_{options.label}"
     return [predicted, f"{predicted}_probs"] if options.classifier else [predicted]
 
@@ -57,6 +59,8 @@ def output_names(options: TrainOptions, components: int = 0) -> list[str]:
 def fit(table: pa.Table, options: TrainOptions, where: str, progress: TrainingReport | None = None) -> Fitted:
     """Fit on the query's rows; the evaluation rows are the split's held-out rows (the training
     rows themselves when nothing is held out, as BigQuery)."""
+    if options.model_type == "matrix_factorization":
+        return Fitted(*factorization.fit(table, options, where))
     features, text = data.feature_kinds(table, options, where)
     if options.label is not None:
         table = table.filter(pc.is_valid(table.column(options.label)))

@@ -72,10 +72,20 @@ MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
         "standardize_features",
     ),
     "pca": ("num_principal_components", "scale_features"),
+    "matrix_factorization": (
+        "feedback_type",
+        "user_col",
+        "item_col",
+        "rating_col",
+        "num_factors",
+        "l2_reg",
+        "max_iterations",
+    ),
 }
 MODEL_TYPES = tuple(MODEL_OPTIONS)
 CLASSIFIERS = ("logistic_reg", "boosted_tree_classifier", "random_forest_classifier", "dnn_classifier")
 UNSUPERVISED = ("kmeans", "pca")
+FACTORIZATION = "matrix_factorization"  # its label is rating_col (default 'rating')
 SPLITS = ("AUTO_SPLIT", "RANDOM", "CUSTOM", "SEQ", "NO_SPLIT")
 ACTIVATIONS = {"RELU": "relu", "SIGMOID": "logistic", "TANH": "tanh", "LINEAR": "identity"}
 
@@ -171,6 +181,11 @@ CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "scale_features": (_boolean, "TRUE or FALSE"),
     "data_split_eval_fraction": (_number(0.0, above=True, high=0.99), "a number between 0 and 1"),
     "data_split_col": (lambda v: v if isinstance(v, str) else None, "a column name"),
+    "feedback_type": (_choice("EXPLICIT"), "'EXPLICIT' (IMPLICIT is not supported)"),
+    "user_col": (lambda v: v if isinstance(v, str) else None, "a column name"),
+    "item_col": (lambda v: v if isinstance(v, str) else None, "a column name"),
+    "rating_col": (lambda v: v if isinstance(v, str) else None, "a column name"),
+    "num_factors": (_whole(1), "a whole number >= 1"),
 }
 
 
@@ -220,7 +235,9 @@ def parse_options(options: dict[str, Any], where: str) -> TrainOptions:
                 raise SqlError(f"{where}: {name} must be {takes}, got {value!r}")
             values[name] = checked
     label = None
-    if model_type not in UNSUPERVISED:
+    if model_type == FACTORIZATION:
+        label = str(values.get("rating_col", "rating"))
+    elif model_type not in UNSUPERVISED:
         labels = options.get("input_label_cols", ["label"])
         if isinstance(labels, str):
             labels = [labels]
