@@ -100,8 +100,8 @@ def test_create_model_replace_and_drop(con: SqlConnection, iris_example: Path) -
             r"ML.TRAINING_INFO\(MODEL ds.iris\): model ds.iris/\S+ was not trained by CREATE MODEL",
         ),
         (
-            "CREATE MODEL ds.lr OPTIONS(model_type='matrix_factorization') AS SELECT 1 AS y",
-            r"CREATE MODEL ds.lr: training \(model_type='matrix_factorization'\) is not supported; "
+            "CREATE MODEL ds.lr OPTIONS(model_type='arima_plus') AS SELECT 1 AS y",
+            r"CREATE MODEL ds.lr: training \(model_type='arima_plus'\) is not supported; "
             r"trained here: model_type='linear_reg'\|'logistic_reg'\|'boosted_tree_regressor'",
         ),
         (
