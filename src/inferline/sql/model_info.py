@@ -124,6 +124,7 @@ def rewrite(text: str, session: Session, columns_of: Callable[[str], list[str]] 
 
 def model_table(session: Session, function: str, name: str, given: dict[str, Any], where: str) -> pa.Table:
     loaded = session.resolver.get(name)
+    _refuse_factorization(loaded, function, where)
     if function == "TRAINING_INFO":
         return info.training_info(loaded, where)
     if function == "FEATURE_INFO":
@@ -148,6 +149,7 @@ def per_row(
     """ML.EXPLAIN_PREDICT / ML.DETECT_ANOMALIES over the rows of `query`: the name of the
     registered result table."""
     info.training_info(loaded, where)  # refuses models not trained here
+    _refuse_factorization(loaded, function, where)
     try:
         table = session.con.sql(query).to_arrow_table()
     except Exception as exc:  # duckdb.Error: the input subquery
@@ -181,6 +183,17 @@ def per_row(
     registered = f"__inferline_info_{uuid.uuid4().hex[:12]}"
     session.con.register(registered, result)
     return registered
+
+
+def _refuse_factorization(loaded: Any, function: str, where: str) -> None:
+    """A matrix_factorization model has ML.TRAINING_INFO, ML.FEATURE_INFO (and ML.RECOMMEND,
+    ML.EVALUATE) only here."""
+    kind = getattr(loaded.model, "model_type_", None)
+    if kind == "matrix_factorization" and function not in ("TRAINING_INFO", "FEATURE_INFO"):
+        raise SqlError(
+            f"{where}: ML.{function} does not take matrix_factorization models here "
+            "(they have ML.RECOMMEND, ML.EVALUATE, ML.TRAINING_INFO and ML.FEATURE_INFO)"
+        )
 
 
 def unsupervised(loaded: Any) -> bool:

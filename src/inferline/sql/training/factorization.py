@@ -55,6 +55,15 @@ def fit(
         raise SqlError(
             f"{where}: rating_col {rating!r} must be numbers, got {table.schema.field(rating).type}"
         )
+    # ML.FEATURE_INFO: users and items are categories (counted on the query's rows)
+    feature_info = [
+        {
+            "input": name,
+            "category_count": int(pc.count_distinct(table.column(name).drop_null()).as_py()),
+            "null_count": int(table.column(name).null_count),
+        }
+        for name in (user, item)
+    ]
     for name in (user, item, rating):
         table = table.filter(pc.is_valid(table.column(name)))
     if table.num_rows == 0:
@@ -73,6 +82,7 @@ def fit(
     model.model_type_ = options.model_type
     model.label_ = rating
     model.user_col_, model.item_col_ = user, item
+    model.feature_info_ = feature_info
     model.text_inputs_ = [c for c in (user, item) if pa.types.is_string(table.schema.field(c).type)]
     truth = _values(held, rating).astype(np.float64)
     guess = model.predict(np.column_stack([_values(held, user), _values(held, item)]))

@@ -80,6 +80,8 @@ def test_recommend_for_given_users_items_and_pairs(
         assert movie.startswith("m")
     [metrics] = connection.sql("SELECT r2_score FROM ML.EVALUATE(MODEL ds.movies)").fetchall()
     assert metrics[0] > 0.95
+    info = connection.sql("SELECT input, category_count FROM ML.FEATURE_INFO(MODEL ds.movies)").fetchall()
+    assert info == [("user_id", USERS), ("movie", ITEMS)]
 
 
 @pytest.mark.parametrize(
@@ -93,6 +95,10 @@ def test_recommend_for_given_users_items_and_pairs(
         (
             "CREATE MODEL ds.x OPTIONS(model_type='matrix_factorization') AS SELECT * FROM ratings",
             r"the query has no column\(s\) user, item, rating \(columns: user_id, movie, stars\); name them",
+        ),
+        (
+            "SELECT * FROM ML.WEIGHTS(MODEL ds.movies)",
+            r"ML.WEIGHTS\(MODEL ds.movies\): ML.WEIGHTS does not take matrix_factorization models here",
         ),
         (
             "SELECT * FROM ML.RECOMMEND(MODEL ds.movies, (SELECT 1 AS a, 2 AS b))",
