@@ -129,8 +129,10 @@ class DuckDBSink:
 
     def _hold(self) -> None:
         if not self._holding and self._writer is not None:
+            # A joined sink's owner in this turn already pointed the shared cursor at the file.
+            use = self._owner is None or not self._owner._holding
             try:
-                self._writer.begin(self.con)
+                self._writer.begin(self.con, use=use)
             except WarehouseError as exc:
                 raise SinkError(str(exc)) from None
             self._holding = True

@@ -63,8 +63,11 @@ class WarehouseWriter:
             self._watcher.start()
         return self._db.cursor()
 
-    def begin(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Start (or join) this process's turn; `con`'s unqualified names are the warehouse's."""
+    def begin(self, con: duckdb.DuckDBPyConnection, *, use: bool = True) -> None:
+        """Start (or join) this process's turn; `con`'s unqualified names are the warehouse's.
+
+        `use=False`: `con` already points at the file in this turn (a sink sharing its cursor).
+        """
         with self._mutex:
             if self._broken is not None:
                 raise WarehouseError(f"{self.path}: cannot checkpoint ({self._broken})")
@@ -102,7 +105,8 @@ class WarehouseWriter:
                     1000 * (self.clock() - self._since),
                 )
             self._active += 1
-        con.execute(f'USE "{self._name}"').fetchall()
+        if use:
+            con.execute(f'USE "{self._name}"').fetchall()
 
     def read(self, use: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """`use(con)` in a read turn of this writer's DuckDB: beside other readers, not in a write turn.
