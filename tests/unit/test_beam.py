@@ -219,3 +219,34 @@ def test_a_model_with_several_outputs_gives_a_field_per_output(tmp_path: Path) -
         {"total": 6.0, "doubled": [2.0, 4.0, 6.0]},
         {"total": 3.5, "doubled": [1.0, -2.0, 8.0]},
     ]
+
+
+def test_a_sql_trained_transform_model_takes_raw_dict_rows_with_nulls(tmp_path: Path) -> None:
+    """CREATE MODEL ... TRANSFORM in SQL, then Beam: the stored TRANSFORM runs on the raw
+    columns and NULL features are imputed, as ML.PREDICT answers (issue 24)."""
+    import pyarrow as pa
+
+    import inferline.sql
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(5.0, 2.0, 60)
+    colour = rng.choice(np.array(["red", "blue"]), 60)
+    table = pa.table({"x": x, "colour": colour, "y": 2 * x + np.where(colour == "red", 3.0, 0.0)})
+    con = inferline.sql.connect(store=str(tmp_path / "store"))
+    try:
+        con.raw.register("generated", table)
+        con.sql(
+            "CREATE MODEL ds.m TRANSFORM(ML.MIN_MAX_SCALER(x) OVER () AS x_scaled, colour, y) "
+            "OPTIONS(model_type='linear_reg', input_label_cols=['y']) AS SELECT * FROM generated"
+        )
+        expected = con.sql(
+            "SELECT predicted_y FROM ML.PREDICT(MODEL ds.m, (SELECT * FROM (VALUES (1.5, 'red', 1), "
+            "(NULL, 'blue', 2), (6.0, NULL, 3)) AS t(x, colour, id))) ORDER BY id"
+        ).fetchall()
+    finally:
+        con.close()
+    handler = ModelHandler(store=str(tmp_path / "store"), name="ds.m")
+    model = handler.load_model()
+    rows = [{"x": 1.5, "colour": "red"}, {"x": None, "colour": "blue"}, {"x": 6.0, "colour": None}]
+    got = [r.inference["prediction"] for r in handler.run_inference(rows, model)]
+    assert got == pytest.approx([v for (v,) in expected], rel=1e-9)
