@@ -346,10 +346,13 @@ def register(app: typer.Typer) -> None:
             warehouse=warehouse,
         )
         helpers = []
+        counts = None
         if processes > 1:
             from inferline.serve.processes import start_inference_processes
+            from inferline.serve.shared_accept import open_counts
 
-            helpers = start_inference_processes(processes - 1, config, store_root, listening[0])
+            counts = open_counts(processes)
+            helpers = start_inference_processes(processes - 1, config, store_root, listening[0], counts)
         state = ServerState(config, store=ModelStore(store_root))
         assert state.catalog is not None
         loaded = state.catalog.load_all()
@@ -370,18 +373,24 @@ def register(app: typer.Typer) -> None:
         )
         app = create_app(state)
         freeze_heap()
-        server = uvicorn.Server(  # type: ignore[attr-defined]
-            uvicorn.Config(  # type: ignore[attr-defined]
-                app,
-                host=host,
-                port=port,
-                log_level="warning",
-                access_log=False,
-                loop=event_loop(config),
-            )
+        server_config = uvicorn.Config(  # type: ignore[attr-defined]
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            loop=event_loop(config),
         )
+        sockets = listening
+        if counts is not None:  # the inference socket is accepted in turn with the inference processes
+            from inferline.serve.shared_accept import SharedSocketServer
+
+            server = SharedSocketServer(server_config, shared=listening[0], counts=counts, index=0)
+            sockets = listening[1:]
+        else:
+            server = uvicorn.Server(server_config)  # type: ignore[attr-defined]
         try:
-            server.run(sockets=listening)
+            server.run(sockets=sockets)
         finally:
             if helpers:
                 from inferline.serve.processes import stop_processes

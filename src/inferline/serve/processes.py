@@ -3,17 +3,20 @@
 One Python process runs HTTP parsing, request decoding and handler code under one GIL, so it
 uses about one core however many threads it has. With `--processes N` the main process
 serves as always (every socket, gRPC, management, metrics) and starts N-1 inference
-processes that accept connections on the same listening inference socket (inherited: the
-kernel hands each new connection to whichever process accepts it first). Each loads the
-models from the same store, batches its own requests and follows the store's changes
-(`--watch-interval`): registrations and `set-default` reach every process that way.
+processes that accept connections on the same listening inference socket (inherited). Each
+loads the models from the same store, batches its own requests and follows the store's
+changes (`--watch-interval`): registrations and `set-default` reach every process that way.
+
+Every process accepts on that socket in turn (`inferline.serve.shared_accept`), so each gets
+its share of the connections.
 
 Management answers only in the main process (it needs its own port, `--management-port`), so
 changes kept in memory (unregistering, scaling workers) apply to the main process; /metrics
 counts the main process's requests. An inference process stops when the main one exits.
 
 Example:
-    >>> helpers = start_inference_processes(1, config, "model_store", sockets[0])  # doctest: +SKIP
+    >>> counts = open_counts(2)  # doctest: +SKIP
+    >>> helpers = start_inference_processes(1, config, "model_store", sockets[0], counts)  # doctest: +SKIP
     >>> stop_processes(helpers)  # doctest: +SKIP
 """
 
@@ -27,15 +30,19 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import MutableSequence
 from dataclasses import replace
 from multiprocessing.process import BaseProcess
 from typing import Any
+
+import uvicorn
 
 from inferline.serve.state import ServerConfig
 
 log = logging.getLogger("inferline.serve")
 
 PR_SET_PDEATHSIG = 1
+BACKLOG = 2048  # uvicorn's default
 
 
 def inference_config(config: ServerConfig) -> ServerConfig:
@@ -45,18 +52,24 @@ def inference_config(config: ServerConfig) -> ServerConfig:
 
 
 def start_inference_processes(
-    count: int, config: ServerConfig, store_root: str, listening: socket.socket
+    count: int,
+    config: ServerConfig,
+    store_root: str,
+    listening: socket.socket,
+    counts: MutableSequence[int],
 ) -> list[BaseProcess]:
-    """Start `count` inference processes serving `listening` (a bound, listening socket).
+    """Start `count` inference processes serving `listening` (a bound socket), the main one
+    being process 0 of `counts` (`shared_accept.open_counts(count + 1)`).
 
     spawn, not fork: the main process has imported torch and may run threads.
     """
+    listening.listen(BACKLOG)  # now: every process accepts from this one queue
     context = multiprocessing.get_context("spawn")
     helpers: list[BaseProcess] = []
     for index in range(count):
         process = context.Process(
             target=serve_inference,
-            args=(inference_config(config), store_root, listening, os.getpid()),
+            args=(inference_config(config), store_root, listening, os.getpid(), counts, index + 1),
             name=f"inferline-inference-{index + 1}",
             daemon=True,
         )
@@ -77,15 +90,21 @@ def stop_processes(helpers: list[BaseProcess], *, timeout_s: float = 15.0) -> No
             process.join(5)
 
 
-def serve_inference(config: ServerConfig, store_root: str, listening: socket.socket, parent: int) -> None:
+def serve_inference(
+    config: ServerConfig,
+    store_root: str,
+    listening: socket.socket,
+    parent: int,
+    counts: MutableSequence[int],
+    index: int,
+) -> None:
     """One inference process: the models of `store_root` served on `listening` until SIGTERM."""
     _die_with(parent)
     import warnings
 
-    import uvicorn
-
     from inferline.models.store import ModelStore
     from inferline.serve.app import create_app, event_loop, freeze_heap
+    from inferline.serve.shared_accept import SharedSocketServer
     from inferline.serve.state import ServerState
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -95,10 +114,8 @@ def serve_inference(config: ServerConfig, store_root: str, listening: socket.soc
     state.catalog.load_all()
     app = create_app(state)
     freeze_heap()
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, loop=event_loop(config))
-    )
-    server.run(sockets=[listening])
+    uvicorn_config = uvicorn.Config(app, log_level="warning", access_log=False, loop=event_loop(config))
+    SharedSocketServer(uvicorn_config, shared=listening, counts=counts, index=index).run(sockets=[])
 
 
 def _die_with(parent: int) -> None:
