@@ -216,7 +216,9 @@ def is_training(model_type: str) -> bool:
 def parse_options(options: dict[str, Any], where: str) -> TrainOptions:
     """Check OPTIONS(...) for the model type; one error line names every unsupported option."""
     model_type = str(options["model_type"]).lower()
-    allowed = (*COMMON, *MODEL_OPTIONS[model_type])
+    # BigQuery's kmeans and pca take no data_split_* options: they train on every row.
+    common = ("model_type",) if model_type in UNSUPERVISED else COMMON
+    allowed = (*common, *MODEL_OPTIONS[model_type])
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         shown = ", ".join(repr(u) for u in unknown)
@@ -244,7 +246,9 @@ def parse_options(options: dict[str, Any], where: str) -> TrainOptions:
         if not isinstance(labels, list) or len(labels) != 1 or not isinstance(labels[0], str):
             raise SqlError(f"{where}: input_label_cols must name one column, e.g. ['body_mass_g']")
         label = labels[0]
-    split = str(options.get("data_split_method", "AUTO_SPLIT")).upper()
+    split = str(
+        options.get("data_split_method", "NO_SPLIT" if model_type in UNSUPERVISED else "AUTO_SPLIT")
+    ).upper()
     if split not in SPLITS:
         raise SqlError(
             f"{where}: data_split_method={split!r} is not supported (supported: {', '.join(SPLITS)})"

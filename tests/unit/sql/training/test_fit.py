@@ -113,12 +113,12 @@ def test_kmeans_and_pca_take_every_column() -> None:
         parse_options({"model_type": "kmeans", "num_clusters": 101.0}, WHERE)
 
 
-@pytest.mark.parametrize(("rows", "clusters"), [(40, 2), (1_500, 3)])
+@pytest.mark.parametrize(("rows", "clusters"), [(40, 2), (1_000, 3)])
 def test_kmeans_without_num_clusters_takes_bigquerys_default(
     tmp_path: Path, rows: int, clusters: int
 ) -> None:
     """BigQuery picks num_clusters from the training row count when it is left out: log10(n),
-    at least 2 (1,500 rows: 1,200 train after AUTO_SPLIT, 3 centroids)."""
+    at least 2 (kmeans trains on every row: 1,000 rows give 3 centroids)."""
     con = inferline.sql.connect(store=str(tmp_path))
     try:
         con.sql(

@@ -53,6 +53,11 @@ def test_parse_options_errors(options: dict[str, Any], message: str) -> None:
             r"option 'input_label_cols' is not supported for model_type='kmeans'",
         ),
         ("kmeans", {"distance_type": "manhattan"}, r"distance_type must be 'EUCLIDEAN' or 'COSINE'"),
+        (  # BigQuery's kmeans and pca train on every row
+            "pca",
+            {"data_split_method": "RANDOM"},
+            r"option 'data_split_method' is not supported for model_type='pca' \(supported: model_type, num_",
+        ),
         ("dnn_classifier", {"dropout": 0.2}, r"dropout must be 0 \(scikit-learn's MLP has no dropout\)"),
         ("dnn_classifier", {"activation_fn": "crelu"}, r"activation_fn must be one of RELU, SIGMOID, TANH"),
         ("boosted_tree_regressor", {"subsample": 1.5}, r"subsample must be a number in \(0, 1\]"),
@@ -82,3 +87,4 @@ def test_values_are_converted() -> None:
     assert options.get("class_weights") == {"yes": 2.0, "no": 0.5}
     assert (options.split, options.split_column) == ("CUSTOM", "is_eval")
     assert parse_options({"model_type": "pca"}, WHERE).label is None
+    assert parse_options({"model_type": "kmeans"}, WHERE).split == "NO_SPLIT"
