@@ -6,19 +6,18 @@ NULL features at prediction as at training; the store carries both, so no SQL is
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import inferline.sql
 from tests.conftest import subprocess_env
 from tests.e2e.server import running_server
 
@@ -53,7 +52,8 @@ def _inferline(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[int, float]]]:
-    """A project folder with the trained model in its store, and ML.PREDICT's answer per row id."""
+    """A project folder with the trained model in its store, and ML.PREDICT's answer per row id
+    (trained through the Python SQL entry point: the processes under test are run and serve)."""
     folder = tmp_path_factory.mktemp("trained")
     rng = np.random.default_rng(5)
     n = 90
@@ -61,14 +61,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, di
     colour = rng.choice(np.array(["red", "blue", "green"]), n)
     y = 2.0 * x + np.where(colour == "red", 3.0, 0.0) + rng.normal(0, 0.2, n)
     table = pa.table({"x": x, "colour": colour, "y": y, "note": [f"n{i}" for i in range(n)]})
-    with duckdb.connect(str(folder / "w.duckdb")) as con:
-        con.register("generated", table)
-        con.execute("CREATE TABLE measurements AS SELECT * FROM generated")
     pq.write_table(pa.table(ROWS), folder / "rows.parquet")
-    out = _inferline(folder, "sql", "--db", "w.duckdb", "--store", "model_store", "--format", "json",
-                     f"{TRAIN};\n{PREDICT}")  # fmt: skip
-    answers = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-    by_id = {int(r["id"]): float(r["predicted_y"]) for r in answers}
+    con = inferline.sql.connect(store=str(folder / "model_store"))
+    try:
+        con.raw.register("generated", table)
+        con.raw.execute("CREATE TABLE measurements AS SELECT * FROM generated")
+        con.sql(TRAIN)
+        answers = con.sql(PREDICT.replace("'rows.parquet'", f"'{folder / 'rows.parquet'}'")).fetchall()
+    finally:
+        con.close()
+    by_id = {int(i): float(value) for i, value in answers}
     assert sorted(by_id) == [1, 2, 3, 4]  # the NULL rows are predicted too
     yield folder, by_id
 
