@@ -186,13 +186,13 @@ def per_row(
 
 
 def _refuse_factorization(loaded: Any, function: str, where: str) -> None:
-    """A matrix_factorization model has ML.TRAINING_INFO, ML.FEATURE_INFO (and ML.RECOMMEND,
-    ML.EVALUATE) only here."""
+    """A matrix_factorization model has ML.TRAINING_INFO, ML.FEATURE_INFO, ML.WEIGHTS (and
+    ML.RECOMMEND, ML.EVALUATE) only here."""
     kind = getattr(loaded.model, "model_type_", None)
-    if kind == "matrix_factorization" and function not in ("TRAINING_INFO", "FEATURE_INFO"):
+    if kind == "matrix_factorization" and function not in ("TRAINING_INFO", "FEATURE_INFO", "WEIGHTS"):
         raise SqlError(
-            f"{where}: ML.{function} does not take matrix_factorization models here "
-            "(they have ML.RECOMMEND, ML.EVALUATE, ML.TRAINING_INFO and ML.FEATURE_INFO)"
+            f"{where}: ML.{function} does not take matrix_factorization models here (they have "
+            "ML.RECOMMEND, ML.EVALUATE, ML.WEIGHTS, ML.TRAINING_INFO and ML.FEATURE_INFO)"
         )
 
 

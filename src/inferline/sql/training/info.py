@@ -50,6 +50,15 @@ WEIGHTS = pa.schema(
 )
 # A multiclass logistic_reg: one row per (class_label, processed_input), as BigQuery.
 CLASS_WEIGHTS = pa.schema([*WEIGHTS, ("class_label", pa.string())])
+# matrix_factorization: one row per user and per item, as BigQuery.
+FACTOR_WEIGHTS = pa.schema(
+    [
+        ("processed_input", pa.string()),
+        ("feature", pa.string()),
+        ("factor_weights", pa.list_(pa.struct([("factor", pa.int64()), ("weight", pa.float64())]))),
+        ("intercept", pa.float64()),
+    ]
+)
 CATEGORICAL_VALUE = pa.list_(pa.struct([("category", pa.string()), ("value", pa.float64())]))
 CENTROIDS = pa.schema(
     [
@@ -115,6 +124,8 @@ def weights(loaded: Any, where: str, *, standardize: bool = False) -> pa.Table:
     and `__INTERCEPT__`; a multiclass logistic_reg repeats them per class, naming it in
     `class_label` (BigQuery's one row per <class_label, processed_input>)."""
     model = _model(loaded, where)
+    if model.model_type_ == "matrix_factorization":
+        return factor_weights(model)
     if model.model_type_ not in ("linear_reg", "logistic_reg"):
         raise SqlError(
             f"{where}: ML.WEIGHTS takes linear_reg and logistic_reg models, not {model.model_type_}"
@@ -130,6 +141,26 @@ def weights(loaded: Any, where: str, *, standardize: bool = False) -> pa.Table:
         return pa.Table.from_pylist(rows, schema=CLASS_WEIGHTS)
     rows = _weight_rows(model, list(loaded.inputs), coef.reshape(-1), float(intercepts[0]), standardize)
     return pa.Table.from_pylist(rows, schema=WEIGHTS)
+
+
+def factor_weights(model: Any) -> pa.Table:
+    """A matrix_factorization model's users and items: processed_input (the user or item column),
+    feature (the id), factor_weights ({factor, weight}, factors from 1) and intercept; the
+    global mean rating is folded into the items' intercepts, so a rating is
+    user . item factors + user intercept + item intercept."""
+    rows = []
+    sides = (
+        (model.user_col_, model.users_, model.user_factors_, model.user_bias_, 0.0),
+        (model.item_col_, model.items_, model.item_factors_, model.item_bias_, float(model.mean_)),
+    )
+    for column, ids, factors, bias, shift in sides:
+        for key, vector, intercept in zip(ids, factors, bias, strict=True):
+            weights = [{"factor": k, "weight": float(w)} for k, w in enumerate(vector, start=1)]
+            rows.append(
+                {"processed_input": column, "feature": str(key), "factor_weights": weights,
+                 "intercept": float(intercept) + shift}
+            )  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=FACTOR_WEIGHTS)
 
 
 def _weight_rows(

@@ -84,6 +84,22 @@ def test_recommend_for_given_users_items_and_pairs(
     assert info == [("user_id", USERS), ("movie", ITEMS)]
 
 
+def test_weights_are_factors_and_intercepts_that_give_the_ratings(
+    con: tuple[SqlConnection, dict[tuple[int, str], float]],
+) -> None:
+    connection, _ = con
+    result = connection.sql("SELECT * FROM ML.WEIGHTS(MODEL ds.movies)")
+    assert result.columns == ["processed_input", "feature", "factor_weights", "intercept"]
+    rows = result.fetchall()
+    assert [r[0] for r in rows] == ["user_id"] * USERS + ["movie"] * ITEMS
+    vectors = {(kind, key): (np.array([f["weight"] for f in weights]), b) for kind, key, weights, b in rows}
+    assert [f["factor"] for f in rows[0][2]] == [1, 2]
+    recommended = connection.sql("SELECT * FROM ML.RECOMMEND(MODEL ds.movies) WHERE user_id = 7").fetchall()
+    for user, movie, predicted in recommended:
+        (u, bu), (i, bi) = vectors[("user_id", str(user))], vectors[("movie", movie)]
+        assert float(u @ i) + bu + bi == pytest.approx(predicted, rel=1e-9)
+
+
 @pytest.mark.parametrize(
     ("statement", "message"),
     [
@@ -97,8 +113,8 @@ def test_recommend_for_given_users_items_and_pairs(
             r"the query has no column\(s\) user, item, rating \(columns: user_id, movie, stars\); name them",
         ),
         (
-            "SELECT * FROM ML.WEIGHTS(MODEL ds.movies)",
-            r"ML.WEIGHTS\(MODEL ds.movies\): ML.WEIGHTS does not take matrix_factorization models here",
+            "SELECT * FROM ML.CENTROIDS(MODEL ds.movies)",
+            r"ML.CENTROIDS\(MODEL ds.movies\): ML.CENTROIDS does not take matrix_factorization models",
         ),
         (
             "SELECT * FROM ML.RECOMMEND(MODEL ds.movies, (SELECT 1 AS a, 2 AS b))",
