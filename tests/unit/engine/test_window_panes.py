@@ -10,6 +10,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from inferline.engine import window_panes
 from inferline.engine.window_panes import PaneState, pane_plan
 from inferline.engine.windows import WindowOperator
 from inferline.pipeline import WindowSpec
@@ -58,6 +59,14 @@ SCHEMA = pa.schema(
     {"key": pa.string(), "id": pa.int64(), "t": pa.float64(), "cls": pa.int64()}
     | {"score": pa.float64(), "v": pa.int32(), "flag": pa.bool_()}
 )
+
+
+def test_plain_calls_skip_the_parser_with_the_same_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    aggregates = {"n": "count(*)", "c": "COUNT(score)", "m": "avg(score)", "s": "sum(v)", "hi": "max( v )"}
+    aggregates |= {"lo": "min(v)", "f": "count_if(flag)"}
+    fast = pane_plan(aggregates, group_by=["cls"])
+    monkeypatch.setattr(window_panes, "simple_call", lambda expression: None)
+    assert pane_plan(aggregates, group_by=["cls"]) == fast is not None
 
 
 def events(seed: int, count: int) -> list[dict[str, Any]]:

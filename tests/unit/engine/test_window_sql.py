@@ -46,3 +46,9 @@ def test_the_rewritten_expressions_run_in_duckdb() -> None:
         for e in ("avg(prediction = 1)", "sum(prediction = 1 AND score > 0.5)", "avg(flag)")
     )
     assert con.sql(f"SELECT {query} FROM t").fetchall() == [(0.5, 1, 0.5)]
+
+
+def test_a_plain_call_skips_the_parser_unless_its_column_is_a_condition() -> None:
+    assert numeric_conditions("avg(score)", boolean_columns={"flag"}) == "avg(score)"
+    assert numeric_conditions("AVG( flag )", boolean_columns={"flag"}) == "AVG(CAST(flag AS INT))"
+    assert numeric_conditions("sum(true)") == "SUM(CAST(TRUE AS INT))"
