@@ -11,13 +11,14 @@ Example:
     >>> import numpy as np
     >>> from sklearn.linear_model import LinearRegression
     >>> x = np.array([[0.0], [1.0], [2.0]])
-    >>> metrics(LinearRegression().fit(x, [1.0, 3.0, 5.0]), x, np.array([1.0, 3.0, 5.0]), classifier=False)[
-    ...     "r2_score"]
+    >>> fitted = Predictions(LinearRegression().fit(x, [1.0, 3.0, 5.0]))
+    >>> metrics(fitted, x, np.array([1.0, 3.0, 5.0]), classifier=False)["r2_score"]
     1.0
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,15 +28,55 @@ import pyarrow.compute as pc
 from inferline.sql import evaluate
 
 
-def metrics(model: Any, x: np.ndarray, y: np.ndarray, *, classifier: bool) -> dict[str, float | None]:
-    """ML.EVALUATE's metrics of the fitted estimator `model` on the preprocessed rows `x`."""
-    if not classifier:
-        return evaluate.regression_metrics(
-            np.asarray(y, dtype=np.float64), np.asarray(model.predict(x), dtype=np.float64)
+class Predictions:
+    """A fitted estimator's predictions, each matrix's worked out once: ML.TRAINING_INFO's loss
+    and ML.EVALUATE's metrics read the same rows when nothing is held out.
+
+    Example:
+        >>> import numpy as np
+        >>> from sklearn.linear_model import LinearRegression
+        >>> x = np.array([[0.0], [1.0]])
+        >>> predictions = Predictions(LinearRegression().fit(x, [1.0, 3.0]))
+        >>> predictions.values(x) is predictions.values(x)
+        True
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self._seen: list[tuple[np.ndarray, str, np.ndarray]] = []
+
+    def values(self, x: np.ndarray) -> np.ndarray:
+        """`predict` (regressors)."""
+        return self._once(x, "values", lambda: np.asarray(self.model.predict(x)))
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """`predict_proba` (classifiers), float64."""
+        return self._once(
+            x, "probabilities", lambda: np.asarray(self.model.predict_proba(x), dtype=np.float64)
         )
+
+    def _once(self, x: np.ndarray, kind: str, work: Callable[[], np.ndarray]) -> np.ndarray:
+        for rows, seen, result in self._seen:
+            if rows is x and seen == kind:
+                return result
+        result = work()
+        self._seen.append((x, kind, result))
+        return result
+
+
+def metrics(
+    predictions: Predictions, x: np.ndarray, y: np.ndarray, *, classifier: bool
+) -> dict[str, float | None]:
+    """ML.EVALUATE's metrics of the fitted estimator on the preprocessed rows `x`."""
+    if not classifier:
+        values = np.asarray(predictions.values(x), dtype=np.float64)
+        return evaluate.regression_metrics(np.asarray(y, dtype=np.float64), values)
+    model = predictions.model
     classes = list(model.classes_)
-    scores: np.ndarray | None = np.asarray(model.predict_proba(x), dtype=np.float64)
-    predicted = np.asarray(model.predict(x))
+    probabilities = predictions.probabilities(x)
+    # The most probable class: what `predict` gives for these estimators (LogisticRegression,
+    # SGD's log loss, the MLP and XGBoost's argmax), without scoring the rows twice.
+    predicted = np.asarray(model.classes_)[np.argmax(probabilities, axis=1)]
     truth = pa.array(y, from_pandas=True)
     pairs = pa.table({"truth": truth, "predicted": pa.array(predicted, from_pandas=True)})
     grouped = pairs.group_by(["truth", "predicted"]).aggregate([([], "count_all")])
@@ -50,6 +91,5 @@ def metrics(model: Any, x: np.ndarray, y: np.ndarray, *, classifier: bool) -> di
     }
     found = pc.index_in(truth, value_set=pa.array(np.asarray(model.classes_), from_pandas=True))
     columns = None if found.null_count else np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int64)
-    if scores is not None and not evaluate.are_probabilities(scores):
-        scores = None
+    scores = probabilities if evaluate.are_probabilities(probabilities) else None
     return evaluate.counted_metrics(counts, columns, scores, classes)

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from inferline.errors import SqlError
 from inferline.sql.catalog import CatalogModel
 from inferline.sql.training import clustering, data, dnn, explain, factorization, info, linear, matrix, trees
+from inferline.sql.training.evaluation import Predictions
 from inferline.sql.training.evaluation import metrics as evaluation_metrics
 from inferline.sql.training.options import TrainOptions
 from inferline.sql.training.progress import TrainingReport
@@ -95,7 +96,8 @@ def fit(table: pa.Table, options: TrainOptions, where: str, progress: TrainingRe
     pipeline.text_inputs_ = list(text)
     pipeline.model_type_ = options.model_type
     pipeline.label_ = options.label
-    pipeline.training_info_ = _iterations(model, options, x, y, x_eval, y_eval, seconds)
+    predictions = Predictions(model)
+    pipeline.training_info_ = _iterations(model, options, x, y, x_eval, y_eval, seconds, predictions)
     info.describe(pipeline, train, x, features, text)  # ML.FEATURE_INFO, ML.WEIGHTS, ...
     # ML.DETECT_ANOMALIES; ML.GLOBAL_EXPLAIN with enable_global_explain=TRUE, as BigQuery (SHAP
     # values of trees cost about as much as the training).
@@ -112,7 +114,7 @@ def fit(table: pa.Table, options: TrainOptions, where: str, progress: TrainingRe
     }
     if y is not None:  # ML.EVALUATE's row, kept with the model as BigQuery does
         rows, truth = (x_eval, y_eval) if x_eval is not None and y_eval is not None else (x, y)
-        found = evaluation_metrics(model, rows, truth, classifier=options.classifier)
+        found = evaluation_metrics(predictions, rows, truth, classifier=options.classifier)
         summary["evaluation"] = {k: v if v is None or math.isfinite(v) else None for k, v in found.items()}
     return Fitted(pipeline, features, summary, held if held is not None else train)
 
@@ -153,7 +155,9 @@ def _fit_unsupervised(options: TrainOptions, x: np.ndarray) -> Any:
     return clustering.pca(options).fit(x)
 
 
-def _loss(model: Any, options: TrainOptions, x: np.ndarray, y: np.ndarray | None) -> float | None:
+def _loss(
+    model: Any, options: TrainOptions, x: np.ndarray, y: np.ndarray | None, predictions: Predictions
+) -> float | None:
     """BigQuery's loss on some rows: mean squared error (regressors), log loss (classifiers),
     mean squared distance to the nearest centroid (kmeans)."""
     from sklearn import metrics
@@ -163,8 +167,8 @@ def _loss(model: Any, options: TrainOptions, x: np.ndarray, y: np.ndarray | None
     if y is None or options.model_type == "pca":
         return None
     if options.classifier:
-        return log_loss(y, model.predict_proba(x), model.classes_)
-    return float(metrics.mean_squared_error(y, model.predict(x)))
+        return log_loss(y, predictions.probabilities(x), model.classes_)
+    return float(metrics.mean_squared_error(y, predictions.values(x)))
 
 
 def log_loss(y: np.ndarray, probabilities: np.ndarray, classes: np.ndarray) -> float:
@@ -191,6 +195,7 @@ def _iterations(
     x_eval: np.ndarray | None,
     y_eval: np.ndarray | None,
     seconds: float,
+    predictions: Predictions,
 ) -> list[dict[str, Any]]:
     """ML.TRAINING_INFO's rows: iteration, loss, eval_loss, learning_rate, duration_ms."""
     history = getattr(model, "history_", None)
@@ -210,7 +215,7 @@ def _iterations(
             for i, (loss, ev) in enumerate(zip(train, held, strict=True))
         ]
     curve = getattr(model, "loss_curve_", None)
-    final_eval = _loss(model, options, x_eval, y_eval) if x_eval is not None else None
+    final_eval = _loss(model, options, x_eval, y_eval, predictions) if x_eval is not None else None
     if curve:  # the MLP: one row per epoch, eval loss known at the end
         rate = float(model.learning_rate_init)
         return [
@@ -226,7 +231,7 @@ def _iterations(
     return [
         {
             "iteration": 0,
-            "loss": _loss(model, options, x, y),
+            "loss": _loss(model, options, x, y, predictions),
             "eval_loss": final_eval,
             "learning_rate": linear.learning_rate(options) if options.label is not None else 0.0,
             "duration_ms": int(seconds * 1000),
