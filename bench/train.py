@@ -11,12 +11,15 @@ preprocessing, the fit, the ML.* facts, skops, the model store). The direct side
 the same table already in memory as Arrow and fits the same scikit-learn Pipeline
 (`to_pandas()`, ColumnTransformer, LinearRegression / LogisticRegression) or XGBoost
 (`xgb.train` on the same label-encoded matrix, 20 rounds, depth 6). The ratio is direct time /
-SQL time (>= 0.9: SQL, conversion and storage cost at most ~10%).
+SQL time (>= 0.9: SQL, conversion and storage cost at most ~10%): the runs alternate (which
+side goes first too) and the median of the per-pair ratios is reported with the load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -98,7 +101,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="20k rows, one repeat")
     parser.add_argument("--types", default=",".join(STATEMENTS), help="model types, comma-separated")
     args = parser.parse_args()
@@ -122,16 +125,26 @@ def main() -> None:
             direct_fit(make_table(2_000), model_type)
         for model_type in types:
             sql_times, direct_times = [], []
-            for _ in range(repeats):  # alternating, so a load change hits both sides
-                with inferline.sql.connect(db, store=str(Path(folder) / "store")) as con:
-                    start = time.perf_counter()
-                    con.sql(STATEMENTS[model_type])
-                    sql_times.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                direct_fit(table, model_type)
-                direct_times.append(time.perf_counter() - start)
-            sql, direct = min(sql_times), min(direct_times)
-            print(f"{model_type:>24}: SQL {sql:7.2f} s, direct {direct:7.2f} s -> {direct / sql:.2f}x")
+            loads = [os.getloadavg()[0]]
+            for i in range(repeats):  # interleaved, each side first in turn: a load change hits both
+                for side in ("sql", "direct") if i % 2 == 0 else ("direct", "sql"):
+                    if side == "sql":
+                        with inferline.sql.connect(db, store=str(Path(folder) / "store")) as con:
+                            start = time.perf_counter()
+                            con.sql(STATEMENTS[model_type])
+                            sql_times.append(time.perf_counter() - start)
+                    else:
+                        start = time.perf_counter()
+                        direct_fit(table, model_type)
+                        direct_times.append(time.perf_counter() - start)
+                loads.append(os.getloadavg()[0])
+            ratios = [d / s for s, d in zip(sql_times, direct_times, strict=True)]
+            print(
+                f"{model_type:>24}: SQL {statistics.median(sql_times):7.2f} s, direct "
+                f"{statistics.median(direct_times):7.2f} s (medians of {repeats}) -> median ratio "
+                f"{statistics.median(ratios):.2f}x [{', '.join(f'{r:.2f}' for r in ratios)}], "
+                f"load {min(loads):.1f}-{max(loads):.1f}"
+            )
 
 
 if __name__ == "__main__":
