@@ -3,6 +3,7 @@
     python bench/stream.py             # 200,000 messages; latency at 1,000 msg/s for 20 s
     python bench/stream.py --smoke     # tiny sizes: checks the benchmark runs
     python bench/stream.py --soak 600  # only the window soak: 2,000 msg/s for 10 min, RSS sampled
+    python bench/stream.py --messages 50000 --backend embedded --poison-pairs 5  # + 5 clean/poison pairs
 
 For each backend (the embedded SQLite queue and Redis Streams on a private redis-server):
   - publish msg/s: `inferline.publish()` of all messages, as fast as it goes;
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -240,19 +242,34 @@ def throughput(root: Path, url: str, count: int) -> dict[str, float]:
 _POISON = [b"not json", b'{"id": -1, "feature": "5.1,3.5,1.4,0.2"}', b'{"id": -2, "feature": null}']
 
 
-def poisoned(root: Path, url: str, count: int) -> float:
+def poisoned(root: Path, url: str, count: int, run: int = 0) -> float:
     """Consume msg/s when 1 message in 100 is poison (each dead-lettered on its own)."""
-    topic = f"poison-{count}"
+    topic = f"poison-{count}" + (f"-{run}" if run else "")
     bodies = [json.dumps(m).encode() for m in iris_stream.messages(count)]
     for n, i in enumerate(range(0, count, 100)):
         bodies[i] = _POISON[n % len(_POISON)]
     inferline.publish(topic, bodies, url=url, chunk_size=5000)
-    spec = parse_spec(_spec(root, url, topic, "poison"))
+    spec = parse_spec(_spec(root, url, topic, f"poison_{run}" if run else "poison"))
     started = time.perf_counter()
     summary = LocalEngine(spec, limit=count, until_idle=10.0).run()
     if summary.rows_dead != len(range(0, count, 100)):
         raise SystemExit(f"bench: {summary.rows_dead:,} dead letters, expected {len(range(0, count, 100)):,}")
     return summary.rows_read / (time.perf_counter() - started)
+
+
+def clean(root: Path, url: str, count: int, run: int) -> float:
+    """Consume msg/s of clean messages (the poison run's partner in `poison_pairs`)."""
+    topic = f"clean-{count}-{run}"
+    inferline.publish(topic, iris_stream.messages(count), url=url, chunk_size=5000)
+    spec = parse_spec(_spec(root, url, topic, f"clean_{run}"))
+    started = time.perf_counter()
+    summary = LocalEngine(spec, limit=count, until_idle=10.0).run()
+    return summary.rows_read / (time.perf_counter() - started)
+
+
+def poison_pairs(root: Path, url: str, count: int, pairs: int) -> list[float]:
+    """Slowdowns of `pairs` clean runs each followed at once by a 1% poison run (A B A B ...)."""
+    return [clean(root, url, count, run) / poisoned(root, url, count, run) for run in range(1, pairs + 1)]
 
 
 def latency(root: Path, url: str, rate: int, seconds: float) -> tuple[float | None, float | None]:
@@ -355,6 +372,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the steady-rate run")
     parser.add_argument("--backend", choices=["embedded", "redis", "both"], default="both")
     parser.add_argument("--soak", type=float, metavar="SECONDS", help="only the window soak, this long")
+    parser.add_argument(
+        "--poison-pairs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then N more clean / 1%% poison pairs, each pair run back to back; their median slowdown",
+    )
     args = parser.parse_args()
     if args.soak:
         run_soak(args.soak, "redis" if args.backend == "redis" else "embedded")
@@ -375,18 +399,19 @@ def main() -> None:
             try:
                 figures = throughput(root, url, args.messages)
                 p50, p99 = latency(root, url, args.rate, args.seconds)
+                pairs = poison_pairs(root, url, args.messages, args.poison_pairs)
             finally:
                 if redis_process is not None:
                     redis_process.kill()
                     redis_process.wait()
-            rows.append((backend, figures, p50, p99))
+            rows.append((backend, figures, p50, p99, pairs))
     print(f"stream: {args.messages:,} iris messages; latency at {args.rate:,} msg/s for {args.seconds:g} s")
     print(
         f"{'backend':<10} {'publish/s':>10} {'raw/s':>10} {'consume/s':>10} {'vs raw':>7} "
         f"{'p50 ms':>7} {'p99 ms':>7} {'1% poison/s':>12} {'slowdown':>9} "
         f"{'timed/s':>9} {'windowed/s':>10} {'ratio':>6} {'open rows':>9}"
     )
-    for backend, f, p50, p99 in rows:
+    for backend, f, p50, p99, _ in rows:
         print(
             f"{backend:<10} {f['publish']:>10,.0f} {f['raw']:>10,.0f} {f['consume']:>10,.0f} "
             f"{f['consume'] / f['raw']:>7.2f} {p50 or 0:>7.1f} {p99 or 0:>7.1f} "
@@ -394,6 +419,14 @@ def main() -> None:
             f"{f['timed']:>9,.0f} {f['windowed']:>10,.0f} "
             f"{f['windowed'] / f['timed']:>5.2f}x {f['held']:>9,.0f}"
         )
+
+    for backend, *_, pairs in rows:
+        if pairs:
+            shown = " ".join(f"{x:.2f}x" for x in pairs)
+            print(
+                f"{backend}: 1% poison slowdown over {len(pairs)} back-to-back pairs: median "
+                f"{statistics.median(pairs):.2f}x ({shown})"
+            )
 
 
 if __name__ == "__main__":
