@@ -4,8 +4,10 @@
     python bench/torchserve.py --smoke         # 1 s each: checks the benchmark runs
 
 Skips with one line when `java`, `wrk`, the `torchserve` package or torch-model-archiver is
-missing. Two archives are built here with torch-model-archiver from one TorchScript CNN:
-- `cnn`: a custom `BaseHandler` (Pillow decode, 64x64 resize, softmax, `{class, probability}`);
+missing. Three archives are built here with torch-model-archiver from one TorchScript CNN:
+- `scripted`: the CNN with a module-level `handle(data, context)` (TorchServe's other custom
+  handler form, no `ts` import): Pillow decode, 64x64 resize, softmax, `{class, probability}`;
+- `cnn`: the same work as a custom `BaseHandler` subclass (preprocess/postprocess);
 - `classifier`: TorchServe's built-in `image_classifier` with `index_to_name.json` (resize 256,
   crop 224, normalise, top-5 `{label: probability}`).
 TorchServe's worker has no torchvision here (PyPI only has a CUDA build), so its
@@ -47,7 +49,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from serve import wrk_figures  # noqa: E402
 
-MODELS = ("cnn", "classifier")
+MODELS = ("scripted", "cnn", "classifier")
 IMAGE_SIZE = (64, 64)
 
 HANDLER = '''
@@ -75,6 +77,38 @@ class CnnHandler(BaseHandler):
         probabilities = torch.softmax(data, dim=1)
         best, classes = probabilities.max(dim=1)
         return [{"class": int(c), "probability": float(p)} for p, c in zip(best, classes)]
+'''
+
+MODULE_HANDLER = '''
+import io
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+model = None
+
+
+def handle(data, context):
+    """Loads the TorchScript CNN once; answers each PNG's top class."""
+    global model
+    if model is None:
+        properties = context.system_properties
+        path = os.path.join(properties["model_dir"], context.manifest["model"]["serializedFile"])
+        model = torch.jit.load(path).eval()
+    if data is None:
+        return None
+    images = []
+    for row in data:
+        raw = row.get("data") or row.get("body")
+        with Image.open(io.BytesIO(raw)) as image:
+            pixels = np.asarray(image.convert("RGB").resize((64, 64)), dtype=np.float32)
+        images.append(torch.from_numpy(pixels.transpose(2, 0, 1) / 255.0))
+    with torch.no_grad():
+        probabilities = torch.softmax(model(torch.stack(images)), dim=1)
+    best, classes = probabilities.max(dim=1)
+    return [{"class": int(c), "probability": float(p)} for p, c in zip(best, classes)]
 '''
 
 # Lets TorchServe's own image_classifier import without torchvision (see the module docstring).
@@ -108,7 +142,7 @@ def missing_tools() -> list[str]:
 
 # --- the archives -------------------------------------------------------------------------
 def build_archives(folder: Path) -> Path:
-    """`folder/store/{cnn,classifier}.mar` and `folder/image.png`; returns the store."""
+    """`folder/store/{scripted,cnn,classifier}.mar` and `folder/image.png`; returns the store."""
     import warnings
 
     import numpy as np
@@ -129,9 +163,11 @@ def build_archives(folder: Path) -> Path:
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.script(cnn).save(str(folder / "cnn.pt"))
     (folder / "cnn_handler.py").write_text(HANDLER)
+    (folder / "scripted_handler.py").write_text(MODULE_HANDLER)
     (folder / "index_to_name.json").write_text(json.dumps({str(i): f"class-{i}" for i in range(10)}))
     store = folder / "store"
     store.mkdir()
+    archive(folder, store, "scripted", "--serialized-file", "cnn.pt", "--handler", "scripted_handler.py")
     archive(folder, store, "cnn", "--serialized-file", "cnn.pt", "--handler", "cnn_handler.py")
     archive(folder, store, "classifier", "--serialized-file", "cnn.pt", "--handler", "image_classifier",
             "--extra-files", "index_to_name.json")  # fmt: skip
