@@ -348,9 +348,10 @@ def register(app: typer.Typer) -> None:
         helpers = []
         counts = None
         if processes > 1:
-            from inferline.serve.processes import start_inference_processes
+            from inferline.serve.processes import share_cores, start_inference_processes
             from inferline.serve.shared_accept import open_counts
 
+            share_cores(processes)
             counts = open_counts(processes)
             helpers = start_inference_processes(processes - 1, config, store_root, listening[0], counts)
         state = ServerState(config, store=ModelStore(store_root))

@@ -21,11 +21,21 @@ from typing import Any
 import numpy as np
 
 SLICE = 4096  # elements per json.dumps call
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def encode_answer(body: Any) -> tuple[bytes, int]:
     """`body` (dicts, lists, numpy arrays, JSON scalars) as JSON; and how many NaN/Inf became null."""
+    if (
+        isinstance(body, dict)
+        and len(body) <= SLICE
+        and all(type(k) is str and type(v) in _SCALARS for k, v in body.items())
+    ):
+        try:  # one small flat object (a handler's answer): one call, not one per value
+            return _dumps(body).encode(), 0
+        except (TypeError, ValueError):  # NaN or Infinity, or a key JSON cannot take
+            pass
     parts: list[str] = []
     replaced = _encode(body, parts)
     return "".join(parts).encode(), replaced

@@ -7,6 +7,7 @@ Label children are cached per model, so the request path does dictionary lookups
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -95,27 +96,26 @@ class ServerMetrics:
         }
         # The last minutes, per second, for the dashboard (`GET /`).
         self.recent = RecentStats()
-        self._counters: dict[tuple[str, int], Counter] = {}
-        self._latencies: dict[str, Histogram] = {}
+        self._children: dict[tuple[str, int], _RequestChildren] = {}
 
     def request(self, model: str, status: int, seconds: float | None) -> None:
-        key = (model, status)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = self.requests.labels(model, str(status))
-        counter.inc()
-        self.ts_requests.labels(model).inc()
-        klass = self.ts_status.get(status // 100)
-        if klass is not None:
-            klass.inc()
+        children = self._children.get((model, status))
+        if children is None:  # label look-ups once per (model, status): this runs per request
+            children = self._children[(model, status)] = _RequestChildren(
+                self.requests.labels(model, str(status)),
+                self.ts_requests.labels(model),
+                self.ts_status.get(status // 100),
+                self.ts_latency.labels(model),
+                self.latency.labels(model),
+            )
+        children.requests.inc()
+        children.ts_requests.inc()
+        if children.ts_status is not None:
+            children.ts_status.inc()
         if seconds is not None:
-            self.ts_latency.labels(model).inc(seconds * 1e6)
+            children.ts_latency.inc(seconds * 1e6)
+            children.latency.observe(seconds)
         self.recent.request(model, status, seconds)
-        if seconds is not None:
-            histogram = self._latencies.get(model)
-            if histogram is None:
-                histogram = self._latencies[model] = self.latency.labels(model)
-            histogram.observe(seconds)
 
     def batch_observer(self, model: str) -> Callable[[int, float], None]:
         """A callback for `DynamicBatcher(on_batch=...)` recording size and duration."""
@@ -152,6 +152,17 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+@dataclass(frozen=True)
+class _RequestChildren:
+    """The metric children one (model, status) pair's requests update."""
+
+    requests: Counter
+    ts_requests: Counter
+    ts_status: Gauge | None
+    ts_latency: Gauge
+    latency: Histogram
 
 
 class _QueueDepth(Collector):

@@ -45,6 +45,19 @@ PR_SET_PDEATHSIG = 1
 BACKLOG = 2048  # uvicorn's default
 
 
+def share_cores(processes: int) -> None:
+    """Give each of `processes` server processes its share of the cores for torch/OpenMP
+    threads (unless `OMP_NUM_THREADS` says otherwise): N processes each using every core would
+    oversubscribe them. Set in the environment, so spawned processes inherit it."""
+    if processes <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:  # already imported: its pool may have read the variable
+        torch.set_num_threads(threads)
+
+
 def inference_config(config: ServerConfig) -> ServerConfig:
     """The main process's config for an inference process: no gRPC servers (their ports are
     the main process's), the same ports table (management routes answer 404 naming their port)."""

@@ -92,6 +92,15 @@ def test_answers_write_non_finite_outputs_as_null() -> None:
     assert json.loads(big)["scores"][-1] == [19998.0, 19999.0]
 
 
+def test_a_flat_handler_answer_encodes_as_the_general_path_does() -> None:
+    assert encode_answer({"class": 3, "probability": 0.25, "label": "cat", "ok": True, "why": None}) == (
+        b'{"class":3,"probability":0.25,"label":"cat","ok":true,"why":null}',
+        0,
+    )
+    assert encode_answer({"cat": float("nan"), "dog": 0.5}) == (b'{"cat":null,"dog":0.5}', 1)
+    assert encode_answer({"p": np.float32(0.5), 1: "one"}) == (b'{"p":0.5,"1":"one"}', 0)
+
+
 def test_worker_parsed_bodies_carry_arrays_and_keep_every_check() -> None:
     from inferline.serve.bodies import parse_json_arrays
 
