@@ -17,8 +17,9 @@ For each backend (the embedded SQLite queue and Redis Streams on a private redis
     the clean run's (goal <= 1.3x);
   - windowed msg/s: the same stream (messages carry an event time, 2,000 msg/s of it) with a
     `window:` of 60 s sliding every 10 s grouped by class, count and mean score, vs the run
-    without (goal >= 0.8x), and the rows the open windows held at the end (bounded: about
-    70 s of events, whatever the stream's length).
+    without (goal >= 0.8x), and the rows the window state held at the end: partial rows per
+    pane and class (count and mean are decomposable), or, for other aggregates, the rows of
+    about 70 s of events; bounded by the open windows whatever the stream's length.
 With `--soak SECONDS` only the window soak runs: a publisher thread sends 2,000 msg/s (event
 time = publish time) for SECONDS to an `inferline run` process with the sliding window above,
 whose resident memory (VmRSS) is sampled every 5 s; memory must stay flat once the first 60 s
