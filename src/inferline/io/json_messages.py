@@ -6,9 +6,9 @@ the `key:` field must be there and not null; other fields keep the type they fir
 with a value (numbers widen, int -> float). A message that does not fit is reported alone.
 
 The usual batch is parsed in one vectorised `pyarrow.json` call and checked column by
-column. Only a batch that pyarrow cannot parse as a whole (invalid JSON, one field with two
-types) is screened message by message with `json.loads`; the good ones are then parsed
-together again, so they stay on the vectorised path.
+column. When pyarrow cannot parse a batch as a whole, the poison is found without leaving the
+vectorised path (`_parse_around_poison`): only the poison messages are looked at with
+`json.loads`, and the good ones are parsed together in one call again.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pa_json
+
+from inferline.io.json_batch import JoinedMessages, misfit_pattern, read, suspects
 
 DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
-_BLOCK = 1 << 20  # pyarrow's default block; a block must hold the longest message
 
 
 @dataclass
@@ -90,9 +90,12 @@ class JsonMessages:
     def _parse_around_poison(
         self, bodies: list[bytes], rows: list[int], errors: dict[int, str]
     ) -> list[tuple[pa.Table, list[int]]]:
-        """Finds the poison with pyarrow, then parses every good message in one call.
+        """Finds the poison, then parses every good message in one call.
 
-        Once the stream's schema is known it is explicit, so pyarrow names the exact row that
+        First one vectorised look (`json_batch.suspects`: not an object, or a typed field or
+        model input whose value starts as the wrong kind) sets aside the obvious poison, each
+        suspect screened alone. What it misses, pyarrow finds:
+        once the stream's schema is known it is explicit, so pyarrow names the exact row that
         does not fit ("... changed from array to string in row 7", "Invalid value. in row
         3") and stops there: that message is poison, and the search goes on from the row
         after it in the same joined buffer (no copy, no re-parse of the rows before). A
@@ -103,10 +106,11 @@ class JsonMessages:
         typed yet (its first batches) the named row is poison only if it is bad on its own
         (text in a model input); otherwise the other messages may be the odd ones.
         """
-        joined = _Joined([bodies[i] for i in rows])
+        joined = JoinedMessages([bodies[i] for i in rows])
         schema = self._explicit()
         poison: set[int] = set()
         at = 0
+        looked = False
         while at < len(rows):
             table, culprit, sure = self._try(joined, at, schema)
             if table is not None:
@@ -114,6 +118,12 @@ class JsonMessages:
                     return [(table, rows)]  # the usual batch: one parse
                 at = len(rows)
                 break
+            if not looked:  # the batch has poison: set aside the obvious ones in one pass
+                looked = True
+                kept = self._without_suspects(bodies, rows, joined, errors)
+                if len(kept) < len(rows):
+                    rows, joined = kept, JoinedMessages([bodies[i] for i in kept])
+                    continue
             if culprit is None:
                 break
             if self._screen(bodies, [rows[culprit]], errors):
@@ -143,8 +153,20 @@ class JsonMessages:
                 parts.extend(self._one_by_one(bodies, rest, errors))
         return parts
 
+    def _without_suspects(
+        self, bodies: list[bytes], rows: list[int], joined: JoinedMessages, errors: dict[int, str]
+    ) -> list[int]:
+        """`rows` less the messages that a vectorised look finds suspect and the screen refuses.
+
+        Each suspect is screened alone, as a row pyarrow names would be: same verdict, same
+        reason, without a parse up to it.
+        """
+        pattern = misfit_pattern(self.schema, self.inputs)
+        refused = {p for p in suspects(joined, pattern) if not self._screen(bodies, [rows[p]], errors)}
+        return [r for p, r in enumerate(rows) if p not in refused] if refused else rows
+
     def _try(
-        self, joined: _Joined, at: int, schema: pa.Schema | None
+        self, joined: JoinedMessages, at: int, schema: pa.Schema | None
     ) -> tuple[pa.Table | None, int | None, bool]:
         """Parses the messages from `at` on: the table, or the row pyarrow names (None: no row).
 
@@ -327,42 +349,7 @@ def _parse(bodies: list[bytes], schema: pa.Schema | None = None) -> tuple[pa.Tab
     """One vectorised parse (one block, so an error's row counts from the first body)."""
     if not bodies:
         return _empty(), None
-    return _read(pa.py_buffer(b"\n".join(bodies)), schema)
-
-
-class _Joined:
-    """Messages joined by newlines once; parses start at any message without a copy."""
-
-    def __init__(self, bodies: list[bytes]) -> None:
-        self.count = len(bodies)
-        self.data = pa.py_buffer(b"\n".join(bodies))
-        self._starts: np.ndarray | None = None
-
-    def parse(self, at: int, schema: pa.Schema | None) -> tuple[pa.Table | None, str | None]:
-        """The messages from the `at`-th on; an error's row counts from that message."""
-        if at >= self.count:
-            return _empty(), None
-        if at == 0:
-            return _read(self.data, schema)
-        if self._starts is None:  # bodies hold no newline (one message, one line)
-            ends = np.flatnonzero(np.frombuffer(self.data, dtype=np.uint8) == ord("\n"))
-            self._starts = np.concatenate(([0], ends + 1))
-        return _read(self.data.slice(int(self._starts[at])), schema)
-
-
-def _read(data: pa.Buffer, schema: pa.Schema | None) -> tuple[pa.Table | None, str | None]:
-    try:
-        table = pa_json.read_json(
-            pa.BufferReader(data),
-            # One block (it must hold the longest message anyway); no threads for one block.
-            read_options=pa_json.ReadOptions(use_threads=False, block_size=max(_BLOCK, data.size + 1)),
-            parse_options=pa_json.ParseOptions(
-                explicit_schema=schema, unexpected_field_behavior="infer", newlines_in_values=False
-            ),
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-        return None, str(exc)
-    return table, None
+    return read(pa.py_buffer(b"\n".join(bodies)), schema)
 
 
 def _empty() -> pa.Table:

@@ -165,3 +165,22 @@ def test_in_a_new_stream_a_wrong_typed_first_message_is_judged_by_the_others() -
     decoded = messages.decode([b'{"id": 0, "feature": "5.1,3.5,1.4,0.2"}', *_bodies(6, 1)])
     assert decoded.errors == {0: _TEXT}
     assert decoded.good == [1, 2, 3, 4, 5]
+
+
+def test_poison_the_vectorised_look_misses_is_found_by_pyarrow() -> None:
+    messages = JsonMessages(key="id", inputs=["feature"])
+    messages.decode(_bodies(10))
+    bodies = _bodies(300)
+    bodies[20] = b'{"id": 20, "feature": [1.0,'  # an object cut short
+    bodies[120] = b'{"id": 120, "feature": ["a"]}'  # a list, but not of numbers
+    bodies[220] = b' {"id": 220, "feature": [1.0]}'  # looks odd, fits
+    try:
+        json.loads(bodies[20])
+    except ValueError as exc:
+        cut_short = f"not a usable JSON message: {exc}"
+    decoded = messages.decode(bodies)
+    assert decoded.errors == {
+        20: cut_short,
+        120: "field 'feature' is a list but not of numbers, expected numbers (a model input)",
+    }
+    assert decoded.good == [i for i in range(300) if i not in (20, 120)]
