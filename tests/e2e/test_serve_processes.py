@@ -1,8 +1,9 @@
 """`inferline serve --processes 2`: a second process answers inference on the same port.
 
 One server with two processes is started for the module. The main process is stopped
-(SIGSTOP) to show that the inference process alone accepts and answers on `--port`, and
-killed (SIGKILL) at the end to show the inference process does not outlive it.
+(SIGSTOP) to show that the inference process alone accepts and answers on `--port` (and
+that /metrics, in the main process, counts those answers too), and killed (SIGKILL) at the
+end to show the inference process does not outlive it.
 """
 
 from __future__ import annotations
@@ -105,6 +106,17 @@ def test_the_inference_process_answers_while_the_main_one_is_stopped(
         os.kill(proc.pid, signal.SIGCONT)
     listed = httpx.get(f"http://127.0.0.1:{management}/models", timeout=30).json()
     assert [model["modelName"] for model in listed["models"]] == ["iris"]
+    # /metrics answers in the main process and adds up every process's: the three answers
+    # above came from the inference process while the main one was stopped.
+    metrics = httpx.get(f"http://127.0.0.1:{management}/metrics", timeout=60).text
+    served = [
+        line for line in metrics.splitlines() if line.startswith('inferline_requests_total{model="iris"')
+    ]
+    assert served and float(served[0].rsplit(" ", 1)[1]) >= 3, served
+    assert "inferline_metrics_processes_missing 0.0" in metrics
+    elsewhere = httpx.get(f"{base}/metrics", timeout=60)
+    assert elsewhere.status_code == 404
+    assert f"the metrics API answers on port {management}" in elsewhere.json()["message"]
 
 
 def test_the_inference_process_dies_with_the_main_one(server: tuple[subprocess.Popen[str], str, int]) -> None:

@@ -8,6 +8,8 @@ import os
 import socket
 import sys
 import warnings
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Annotated
 
 import typer
@@ -37,6 +39,15 @@ def checked_origins(origins: list[str]) -> tuple[str, ...]:
 def address(host: str, port: int) -> str:
     """`host:port` as gRPC takes it (IPv6 literals in brackets)."""
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def api_ports(split: ApiPorts, processes: int) -> dict[str, int] | None:
+    """The port split; with several processes /metrics answers in the main one (on the
+    management port unless `--metrics-port` is given), adding up every process's metrics."""
+    ports = split.ports()
+    if processes > 1 and ports is not None and not split.metrics_port:
+        ports["metrics"] = ports["management"]
+    return ports
 
 
 def bind(host: str, port: int, flag: str = "--port") -> socket.socket:
@@ -334,7 +345,7 @@ def register(app: typer.Typer) -> None:
             max_body=max_body,
             settings=settings,
             model_settings=model_settings(ts, settings),
-            ports=split.ports(),
+            ports=api_ports(split, processes),
             watch_interval=watch_interval,
             allow_origins=origins,
             max_image_pixels=max_image_pixels,
@@ -345,7 +356,8 @@ def register(app: typer.Typer) -> None:
             ts_grpc_management_address=ts_grpc_management,
             warehouse=warehouse,
         )
-        helpers = []
+        helpers: list[BaseProcess] = []
+        pipes: list[Connection] = []
         counts = None
         if processes > 1:
             from inferline.serve.processes import share_cores, start_inference_processes
@@ -353,8 +365,14 @@ def register(app: typer.Typer) -> None:
 
             share_cores(processes)
             counts = open_counts(processes)
-            helpers = start_inference_processes(processes - 1, config, store_root, listening[0], counts)
+            helpers, pipes = start_inference_processes(
+                processes - 1, config, store_root, listening[0], counts
+            )
         state = ServerState(config, store=ModelStore(store_root))
+        if helpers:
+            from inferline.serve.peer_metrics import PeerMetrics
+
+            state.peers = PeerMetrics(pipes)
         assert state.catalog is not None
         loaded = state.catalog.load_all()
         grpc_note = f" and gRPC {config.grpc_address}" if config.grpc_address else ""

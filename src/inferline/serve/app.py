@@ -31,6 +31,7 @@ from starlette.types import Receive, Scope, Send
 from inferline.serve.fast_path import PredictionsFastPath
 from inferline.serve.http import ApiError, error_response
 from inferline.serve.metrics import CONTENT_TYPE
+from inferline.serve.peer_metrics import merge
 from inferline.serve.ports import PortSplit
 from inferline.serve.state import ServerConfig, ServerState, api_error, server_of, unexpected_error
 
@@ -49,7 +50,11 @@ __all__ = ["ROUTE_MODULES", "ServerConfig", "ServerState", "create_app", "event_
 
 
 async def metrics(request: Request) -> Response:
-    return Response(server_of(request).metrics.render(), media_type=CONTENT_TYPE)
+    state = server_of(request)
+    if state.peers is None:
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+    texts, missing = await state.offload.thread(state.peers.ask)
+    return Response(merge([state.metrics.render(), *texts], missing=missing), media_type=CONTENT_TYPE)
 
 
 # TorchServe's exception names for the errors routing itself answers (its clients read `type`).

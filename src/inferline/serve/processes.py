@@ -10,9 +10,10 @@ changes (`--watch-interval`): registrations and `set-default` reach every proces
 Every process accepts on that socket in turn (`inferline.serve.shared_accept`), so each gets
 its share of the connections.
 
-Management answers only in the main process (it needs its own port, `--management-port`), so
-changes kept in memory (unregistering, scaling workers) apply to the main process; /metrics
-counts the main process's requests. An inference process stops when the main one exits.
+Management and /metrics answer only in the main process (on `--management-port`, which N > 1
+needs, unless `--metrics-port` is given), so changes kept in memory (unregistering, scaling
+workers) apply to the main process; /metrics adds up every process's metrics
+(`inferline.serve.peer_metrics`). An inference process stops when the main one exits.
 
 Example:
     >>> counts = open_counts(2)  # doctest: +SKIP
@@ -32,6 +33,7 @@ import socket
 import sys
 from collections.abc import MutableSequence
 from dataclasses import replace
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -70,25 +72,29 @@ def start_inference_processes(
     store_root: str,
     listening: socket.socket,
     counts: MutableSequence[int],
-) -> list[BaseProcess]:
+) -> tuple[list[BaseProcess], list[Connection]]:
     """Start `count` inference processes serving `listening` (a bound socket), the main one
-    being process 0 of `counts` (`shared_accept.open_counts(count + 1)`).
+    being process 0 of `counts` (`shared_accept.open_counts(count + 1)`); returns them and a
+    pipe to each that answers its metrics (`serve.peer_metrics`).
 
     spawn, not fork: the main process has imported torch and may run threads.
     """
     listening.listen(BACKLOG)  # now: every process accepts from this one queue
     context = multiprocessing.get_context("spawn")
     helpers: list[BaseProcess] = []
+    pipes: list[Connection] = []
     for index in range(count):
+        ours, theirs = context.Pipe()
         process = context.Process(
             target=serve_inference,
-            args=(inference_config(config), store_root, listening, os.getpid(), counts, index + 1),
+            args=(inference_config(config), store_root, listening, os.getpid(), counts, index + 1, theirs),
             name=f"inferline-inference-{index + 1}",
             daemon=True,
         )
         process.start()
         helpers.append(process)
-    return helpers
+        pipes.append(ours)
+    return helpers, pipes
 
 
 def stop_processes(helpers: list[BaseProcess], *, timeout_s: float = 15.0) -> None:
@@ -110,6 +116,7 @@ def serve_inference(
     parent: int,
     counts: MutableSequence[int],
     index: int,
+    metrics: Connection,
 ) -> None:
     """One inference process: the models of `store_root` served on `listening` until SIGTERM."""
     _die_with(parent)
@@ -117,6 +124,7 @@ def serve_inference(
 
     from inferline.models.store import ModelStore
     from inferline.serve.app import create_app, event_loop, freeze_heap
+    from inferline.serve.peer_metrics import answer_metrics
     from inferline.serve.shared_accept import SharedSocketServer
     from inferline.serve.state import ServerState
 
@@ -125,6 +133,7 @@ def serve_inference(
     state = ServerState(config, store=ModelStore(store_root))
     assert state.catalog is not None
     state.catalog.load_all()
+    answer_metrics(metrics, state.metrics.render)
     app = create_app(state)
     freeze_heap()
     uvicorn_config = uvicorn.Config(app, log_level="warning", access_log=False, loop=event_loop(config))

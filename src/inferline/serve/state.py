@@ -29,6 +29,7 @@ from inferline.serve.http import JSON, ApiError, error_response, invalid_input, 
 from inferline.serve.metrics import ServerMetrics
 from inferline.serve.models import DEFAULT_MAX_IMAGE_PIXELS, BatchSettings, ServedModels, ServedVersion
 from inferline.serve.offload import THREAD_BODY_BYTES, Offload
+from inferline.serve.peer_metrics import PeerMetrics
 
 log = logging.getLogger("inferline.serve")
 
@@ -89,6 +90,7 @@ class ServerState:
         self.offload = Offload()
         self.warehouse = WarehouseCounts(config.warehouse) if config.warehouse else None
         self.ready = False
+        self.peers: PeerMetrics | None = None  # the other processes' metrics (serve --processes N)
         self._background: set[asyncio.Task[Any]] = set()
 
     def background(self, work: Awaitable[Any]) -> None:
