@@ -2,13 +2,13 @@
 
 A 60 s window sliding every 10 s counts each row in 6 windows. When every aggregate is
 decomposable — `count`, `count_if`, `sum`, `min`, `max`, and `avg` as a sum over a count,
-inside any scalar expression — a batch of rows is reduced by one GROUP BY to a few partial
-rows, one per (first window, last window, group): the rows of a pane (an aligned stretch
-of `gcd(size, every)`) count in the same windows, and so do a late row's, whose first
-window is later. A closing window combines the partials that count in it. The open state
-is then panes x groups rows, whatever the rate. Anything else (`list`, `quantile`,
-`count(DISTINCT ...)`, FILTER, an unknown function that may be an aggregate) keeps the
-rows (`engine/windows.py`).
+inside any scalar expression — a batch of rows is reduced (by Arrow's group_by for plain
+columns, else one GROUP BY) to a few partial rows, one per (first window, last window,
+group): the rows of a pane (an aligned stretch of `gcd(size, every)`) count in the same
+windows, and so do a late row's, whose first window is later. A closing window combines
+the partials that count in it. The open state is then panes x groups rows, whatever the
+rate. Anything else (`list`, `quantile`, `count(DISTINCT ...)`, FILTER, an unknown
+function that may be an aggregate) keeps the rows (`engine/windows.py`).
 
 Example:
     >>> plan = pane_plan({"n": "count(*)", "mean": "avg(score)"}, group_by=["cls"])
@@ -306,12 +306,18 @@ class PaneState:
         tables = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         if PANES not in tables:
             return None
-        ((text,),) = con.execute(f"SELECT aggregates FROM {PLAN}").fetchall()
+        try:
+            ((text,),) = con.execute(f"SELECT aggregates FROM {PLAN}").fetchall()
+            rows = con.execute(f"SELECT seq, max_seen, closed_until, keys FROM {KEYS}").fetchall()
+        except duckdb.Error as exc:
+            raise WindowError(
+                f"{origin}: window.state: its panes cannot be read ({_first_line(exc)}); "
+                "delete it to start the windows over"
+            ) from None
         run = json.loads(text)
         plan = pane_plan(run, group_by=group_by)
         if plan is None:
             raise WindowError(f"{origin}: window.state: its panes cannot be read; delete it to start over")
-        rows = con.execute(f"SELECT seq, max_seen, closed_until, keys FROM {KEYS}").fetchall()
         # The watermark only grows: the newest batch's is the largest.
         saved = Saved(
             max((int(r[0]) for r in rows), default=0),

@@ -13,6 +13,7 @@ import pytest
 from inferline.engine import window_panes
 from inferline.engine.window_panes import PaneState, pane_plan
 from inferline.engine.windows import WindowOperator
+from inferline.errors import WindowError
 from inferline.pipeline import WindowSpec
 
 AGGREGATES = {
@@ -196,3 +197,19 @@ def test_panes_survive_a_restart_without_double_counting(tmp_path: Path, aggrega
     assert [r["n"] for r in rows] == [r["n"] for r in reference]
     assert [r["mean"] for r in rows] == pytest.approx([r["mean"] for r in reference], rel=1e-12)
     assert sorted(set(seen)) == sorted(late)
+
+
+def test_a_state_file_whose_panes_cannot_be_read_is_named(tmp_path: Path) -> None:
+    state = str(tmp_path / "state.duckdb")
+    spec = window("fixed", PLAIN, size="10s")
+    op = WindowOperator(spec)
+    op.open(state)
+    op.add(batches(events(5, 20), 5)[0], ingest_time=0)
+    op.commit()
+    op.close_state()
+    with duckdb.connect(state) as con:
+        con.execute("DROP TABLE window_pane_keys")
+    with pytest.raises(
+        WindowError, match=r"^s\.yaml: window\.state: its panes cannot be read \(.*\); delete"
+    ):
+        WindowOperator(spec, origin="s.yaml").open(state)
