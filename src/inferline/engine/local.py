@@ -261,9 +261,19 @@ class LocalEngine:
         source = make_source(self.spec, string_columns=self._string_columns())
         self._stream = not source.bounded
         check_run_outputs(self.spec, stream=self._stream)
-        refs = self._open_models()
-        self._processor = BatchProcessor.from_spec(self.spec)
         self._loader = make_loader(self.spec.source, origin=self.spec.origin)
+        read_q: queue.Queue[Any] = queue.Queue(self.queue_depth)
+        # A bounded source is read while the models load (a SavedModel takes ~0.1 s, a torch
+        # file more): the first batches are waiting when the model is ready. A stream starts
+        # reading only once its sinks have recovered their parts (below).
+        reader = self._start_reader(source, read_q) if source.bounded else None
+        try:
+            refs = self._open_models()
+            self._processor = BatchProcessor.from_spec(self.spec)
+        except BaseException:
+            if reader is not None:
+                self._stop_reader(reader, read_q, source, [])
+            raise
         if len(refs) > 1:
             self._processor.pool = ThreadPoolExecutor(len(refs), thread_name_prefix="inferline-model")
         if isinstance(source, TopicSource):
@@ -282,10 +292,15 @@ class LocalEngine:
         eager_dead = self._stream and dead_spec is not None and dead_spec.kind in FILE_SINK_KINDS
         # A key column the user named may repeat; generated keys (uri:row, message ids) do not.
         keys = KeyTracker() if self.spec.key and source.bounded else None
-        source.open()
-        self.stats.progress_total = source.progress_total()
+        if reader is None:
+            source.open()
+            self.stats.progress_total = source.progress_total()
         windows = WindowStage(self.spec, stream=not source.bounded) if self.spec.window else None
-        sink.open()
+        try:
+            sink.open()
+        except BaseException:
+            self._stop_reader(reader, read_q, source, refs)
+            raise
         try:
             if eager_dead:
                 dead_sink = self._dead_sink()
@@ -297,13 +312,13 @@ class LocalEngine:
             _close(sink, False)
             if dead_sink is not None:
                 _close(dead_sink, False)
-            source.close()
+            self._stop_reader(reader, read_q, source, refs)
             raise
-        read_q: queue.Queue[Any] = queue.Queue(self.queue_depth)
         write_q: queue.Queue[Any] = queue.Queue(self.queue_depth)
         workers = self.workers if self.workers is not None else _default_workers(refs)
         threads = [
-            threading.Thread(target=self._read, args=(source, read_q), name="inferline-read", daemon=True)
+            reader
+            or threading.Thread(target=self._read, args=(source, read_q), name="inferline-read", daemon=True)
         ]
         threads += [
             threading.Thread(
@@ -315,7 +330,8 @@ class LocalEngine:
             for i in range(workers)
         ]
         for thread in threads:
-            thread.start()
+            if thread is not reader:  # already reading
+                thread.start()
         ok = False
         self._last_stats = started
         self._next_stats = started + self.stats_every if self.stats_every else None
@@ -410,6 +426,29 @@ class LocalEngine:
             window_rows=windows.rows_written if windows is not None else 0,
             rows_late=windows.operator.late if windows is not None else 0,
         )
+
+    def _start_reader(self, source: Source, out: queue.Queue[Any]) -> threading.Thread:
+        """Open a bounded `source` and start reading it into `out` on the reader thread."""
+        source.open()
+        self.stats.progress_total = source.progress_total()
+        thread = threading.Thread(target=self._read, args=(source, out), name="inferline-read", daemon=True)
+        thread.start()
+        return thread
+
+    def _stop_reader(
+        self, reader: threading.Thread | None, read_q: queue.Queue[Any], source: Source, refs: list[ModelRef]
+    ) -> None:
+        """Setting up the run failed once the source was open: stop reading, close what opened."""
+        self._abort.set()
+        self.stop.set()
+        if reader is not None:
+            _drain(read_q)
+            reader.join(timeout=10)
+        source.close()
+        for ref in refs:
+            ref.close()
+        if self._loader is not None:
+            self._loader.close()
 
     def _dead_sink(self, results: Sink | None = None) -> Sink:
         dead_spec = self.spec.dead_letter_spec()
