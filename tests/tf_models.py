@@ -91,6 +91,32 @@ class DenseClassifier(tf.Module):  # type: ignore[misc]
         return {"probabilities": tf.nn.softmax(tf.matmul(tf.nn.relu(tf.matmul(features, self.w1)), self.w2))}
 
 
+class ClassesAndEmbedding(tf.Module):  # type: ignore[misc]
+    """Four features -> 3 class probabilities and a 2-number embedding: a classifier with two
+    outputs (a tf.Module: Keras in the test process runs on torch, which TFLite cannot convert)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        rng = np.random.default_rng(5)
+        self.w1 = tf.Variable(rng.normal(size=(4, 8)).astype(np.float32))
+        self.w2 = tf.Variable(rng.normal(size=(8, 3)).astype(np.float32))
+        self.w3 = tf.Variable(rng.normal(size=(8, 2)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="features")])
+    def serve(self, features: Any) -> dict[str, Any]:
+        hidden = tf.nn.relu(tf.matmul(features, self.w1))
+        return {
+            "probabilities": tf.nn.softmax(tf.matmul(hidden, self.w2)),
+            "embedding": tf.matmul(hidden, self.w3),
+        }
+
+
+def save_classes_and_embedding(path: Path) -> Any:
+    module = ClassesAndEmbedding()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return module
+
+
 def save_dense_classifier(path: Path) -> Any:
     module = DenseClassifier()
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
@@ -123,3 +149,12 @@ def signature_outputs(
     loaded = tf.saved_model.load(str(saved_model))
     result = loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
     return {k: v.numpy() for k, v in result.items()}
+
+
+def interpreter_outputs(tflite: Path, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+    """What LiteRT's own interpreter answers, through the model's signature runner."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tflite))
+    runner = interpreter.get_signature_runner("serving_default")
+    return {k: np.array(v) for k, v in runner(**inputs).items()}

@@ -75,13 +75,16 @@ def test_sql_ml_predict_over_an_object_table(walkthrough: Path, model_type: str,
             f"CREATE MODEL ds.resnet OPTIONS(model_type='{model_type}', model_path='{walkthrough}/{path}');"
         )
         rows = con.sql(
-            "SELECT uri, predicted_label, probabilities FROM ML.PREDICT(MODEL ds.resnet, "
+            "SELECT uri, predicted_label, probabilities, feature_vector FROM ML.PREDICT(MODEL ds.resnet, "
             "(SELECT uri, decode_image(data, 224, 224) AS image FROM ds.images)) ORDER BY uri"
         ).fetchall()
-    pixels = np.stack([decode(Path(uri).read_bytes(), height=224, width=224) for uri, _, _ in rows])
-    want = signature_outputs(walkthrough / "resnet", image=pixels)["probabilities"]
+    pixels = np.stack([decode(Path(uri).read_bytes(), height=224, width=224) for uri, *_ in rows])
+    both = signature_outputs(walkthrough / "resnet", image=pixels)
+    want = both["probabilities"]
     np.testing.assert_allclose([r[2] for r in rows], want, rtol=1e-5, atol=1e-6)
     assert [r[1] for r in rows] == want.argmax(axis=1).tolist()
+    # The classifier's other output is a column of its own (issue 18).
+    np.testing.assert_allclose([r[3] for r in rows], both["feature_vector"], rtol=1e-5, atol=1e-5)
 
 
 def test_server_answers_tflite_and_a_savedmodel_registered_with_its_signature(
@@ -90,7 +93,8 @@ def test_server_answers_tflite_and_a_savedmodel_registered_with_its_signature(
     store = tmp_path / "store"
     ModelStore(str(store)).add("shapes", str(walkthrough / "classifier.tflite"))
     images = np.random.default_rng(0).random((3, 8, 8, 3), dtype=np.float32)
-    want = signature_outputs(walkthrough / "resnet", image=images)["probabilities"]
+    both = signature_outputs(walkthrough / "resnet", image=images)
+    want = both["probabilities"]
     embedded = signature_outputs(walkthrough / "resnet", "embed", image=images)["feature_vector"]
     # A SavedModel's graph may read files: registering one over HTTP needs its folder listed.
     trusted = {"INFERLINE_TRUSTED_PATHS": f"{walkthrough}:{store}"}
@@ -106,6 +110,8 @@ def test_server_answers_tflite_and_a_savedmodel_registered_with_its_signature(
     assert answer.status_code == 200, answer.text
     assert answer.json()["predictions"] == want.argmax(axis=1).tolist()
     np.testing.assert_allclose(answer.json()["scores"], want, rtol=1e-5, atol=1e-6)
+    # The classifier's other output comes too, under its name (issue 18).
+    np.testing.assert_allclose(answer.json()["feature_vector"], both["feature_vector"], rtol=1e-5, atol=1e-5)
     assert embedding.status_code == 200, embedding.text
     assert "scores" not in embedding.json()  # the embed signature's one output, as it is
     np.testing.assert_allclose(embedding.json()["predictions"], embedded, rtol=1e-5, atol=1e-6)

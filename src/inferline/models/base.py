@@ -75,6 +75,20 @@ class Prediction:
     # model's order (`prediction` is then the first of them). Written one column each.
     outputs: dict[str, np.ndarray] | None = None
 
+    def others(self) -> dict[str, np.ndarray] | None:
+        """A classifier's other outputs by name (its `outputs` beside `prediction`/`scores`, see
+        `outputs.with_other_outputs`), or None when this is not a classifier with others.
+
+        Example:
+            >>> p = Prediction(np.array([1]), np.array([[0.2, 0.8]]), {"prediction": np.array([1]),
+            ...     "scores": np.array([[0.2, 0.8]]), "embedding": np.zeros((1, 2))})
+            >>> list(p.others())
+            ['embedding']
+        """
+        if self.outputs is None or self.scores is None or "scores" not in self.outputs:
+            return None
+        return {k: v for k, v in self.outputs.items() if k not in ("prediction", "scores")}
+
     def rows(self, start: int, end: int) -> Prediction:
         """Rows start..end of every array (a slice of a batched answer)."""
         return Prediction(

@@ -89,10 +89,16 @@ class KerasHandler:
         else:
             names = [str(n) for n in getattr(model, "output_names", None) or []]
         if isinstance(output, (list, tuple)):
-            if len(output) > 1 and not declared:
+            if len(output) > 1:
                 each = [np.asarray(keras.ops.convert_to_numpy(o)) for o in output]
                 own = names if len(names) == len(each) else None
-                return several(each, self.named_outputs or own, where=f"model {model.name}")
+                # A classifier classifies its first output; the others come back under their names.
+                first = (
+                    classify(each[0], output=self.output, scores=self.scores, classifier=classifier)
+                    if declared
+                    else None
+                )
+                return several(each, self.named_outputs or own, where=f"model {model.name}", classified=first)
             output = output[0]
         values = np.asarray(keras.ops.convert_to_numpy(output))
         return classify(values, output=self.output, scores=self.scores, classifier=classifier)

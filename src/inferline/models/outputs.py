@@ -3,10 +3,11 @@
 Shared by the torch and Keras handlers. A model is a classifier only when it says so: its
 last layer is a softmax (the handler tells, `classifier=True`) or the spec says `output:
 classes`. Then an (n, k>1) output gives prediction = argmax, scores = the probabilities
-(the output itself when rows already sum to 1, else its softmax). Otherwise the output comes
-back as the model gives it: (n,)/(n, 1) one value per row, (n, k) a list per row (an
-embedding, a regression with several outputs, plain logits). `output: raw` keeps even a
-classifier's tensor.
+(the output itself when rows already sum to 1, else its softmax); a classifier with several
+outputs classifies its first (TF: its probability map) and gives each other one a column.
+Otherwise the output comes back as the model gives it: (n,)/(n, 1) one value per row,
+(n, k) a list per row (an embedding, a regression with several outputs, plain logits).
+`output: raw` keeps even a classifier's tensor.
 
 Example:
     >>> import numpy as np
@@ -68,7 +69,7 @@ def classify(values: np.ndarray, *, output: str | None, scores: bool, classifier
 def probabilities(values: np.ndarray) -> np.ndarray:
     """Softmax over the last axis, unless each row already is a probability distribution."""
     values = np.asarray(values, dtype=np.float64)
-    if values.size and values.min() >= 0 and np.allclose(values.sum(axis=1), 1.0, atol=1e-4):
+    if _distributions(values):
         return values
     shifted = values - values.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
@@ -95,18 +96,29 @@ def from_probabilities(probabilities: np.ndarray, classes: np.ndarray | None, *,
     return Prediction(prediction=labels, scores=p if scores else None)
 
 
-def from_named_outputs(outputs: dict[str, np.ndarray], *, output: str | None, scores: bool) -> Prediction:
+def from_named_outputs(
+    outputs: dict[str, np.ndarray],
+    *,
+    output: str | None,
+    scores: bool,
+    selected: list[str] | None = None,
+    where: str = "model",
+) -> Prediction:
     """A model's named output tensors (TensorFlow signatures, TFLite) -> prediction and scores.
 
     The model is a classifier when it says so: `output: classes`, or an output that is a
     probability map (named `*prob*`/`*softmax*`, or the only 2-D output with rows that are
-    distributions). Then prediction = the most likely class, scores = the probabilities.
-    Otherwise the outputs come back as they are (`as_outputs`: several give a column each).
+    distributions). Then prediction = the most likely class, scores = the probabilities, and
+    any other output comes back under its name (`with_other_outputs`). Otherwise the outputs
+    come back as they are (`as_outputs`: several give a column each). `selected` (the spec's
+    `outputs:`) keeps only the outputs it names, in its order.
 
     Example:
         >>> from_named_outputs({"probabilities": np.array([[0.2, 0.8]])}, output=None, scores=True).prediction
         array([1])
     """
+    if selected:
+        outputs = select_outputs(outputs, selected, where=where)
     names = list(outputs)
     if output != "raw":
         wide = [n for n in names if outputs[n].ndim == 2 and outputs[n].shape[1] > 1]
@@ -115,8 +127,47 @@ def from_named_outputs(outputs: dict[str, np.ndarray], *, output: str | None, sc
         if chosen is not None and (
             output in ("classes", "argmax") or named or _distributions(outputs[chosen])
         ):
-            return from_probabilities(probabilities(outputs[chosen]), None, scores=scores)
+            classified = from_probabilities(probabilities(outputs[chosen]), None, scores=scores)
+            return with_other_outputs(classified, {n: v for n, v in outputs.items() if n != chosen})
     return as_outputs(outputs)
+
+
+def select_outputs(
+    outputs: dict[str, np.ndarray], selected: list[str], *, where: str
+) -> dict[str, np.ndarray]:
+    """The outputs `selected` names (the spec's `outputs:`), in its order.
+
+    Example:
+        >>> list(select_outputs({"a": np.zeros(1), "b": np.ones(1)}, ["b"], where="model m"))
+        ['b']
+    """
+    unknown = [name for name in selected if name not in outputs]
+    if unknown:
+        raise ModelError(
+            f"{where}: outputs: names {', '.join(unknown)}, which the model does not give "
+            f"(its outputs: {', '.join(outputs)})"
+        )
+    return {name: outputs[name] for name in selected}
+
+
+def with_other_outputs(classified: Prediction, others: dict[str, np.ndarray]) -> Prediction:
+    """A classifier's answer plus its model's other outputs: `prediction` and `scores` (the
+    classified output) then a column per other output under its name (`output_<name>` when the
+    name is taken). With no other output, the classifier's answer as it is.
+
+    Example:
+        >>> labels = Prediction(np.array([1]), scores=np.array([[0.2, 0.8]]))
+        >>> list(with_other_outputs(labels, {"embedding": np.zeros((1, 3))}).outputs)
+        ['prediction', 'scores', 'embedding']
+    """
+    if not others:
+        return classified
+    named: dict[str, np.ndarray] = {"prediction": classified.prediction}
+    if classified.scores is not None:
+        named["scores"] = classified.scores
+    for name, values in others.items():
+        named[f"output_{name}" if name in ("prediction", "scores") else name] = _column(np.asarray(values))
+    return Prediction(prediction=classified.prediction, scores=classified.scores, outputs=named)
 
 
 def as_outputs(outputs: dict[str, np.ndarray]) -> Prediction:
@@ -139,13 +190,25 @@ def _column(values: np.ndarray) -> np.ndarray:
 
 
 def _distributions(values: np.ndarray) -> bool:
-    values = np.asarray(values, dtype=np.float64)
-    return bool(values.size and values.min() >= 0 and np.allclose(values.sum(axis=1), 1.0, atol=1e-4))
+    """Whether each row sums to 1 (within 1e-4) over values >= 0 (NaN: no)."""
+    values = np.asarray(values)
+    if not values.size:
+        return False
+    # One reduction each, not np.allclose's temporaries: this runs on every batch.
+    sums = values.sum(axis=1, dtype=np.float64)
+    return bool(values.min() >= 0 and np.abs(sums - 1.0).max() <= 1.1e-4)
 
 
-def several(values: list[np.ndarray], names: list[str] | None, *, where: str) -> Prediction:
+def several(
+    values: list[np.ndarray],
+    names: list[str] | None,
+    *,
+    where: str,
+    classified: Prediction | None = None,
+) -> Prediction:
     """A torch tuple / Keras list of outputs, each under its name: `names` (the spec's
-    `outputs:`, or the model's own), else output_0, output_1, ...
+    `outputs:`, or the model's own), else output_0, output_1, ... A classifier's first output
+    is `classified` (its labels and scores), the others come after it under their names.
 
     Example:
         >>> list(several([np.zeros(2), np.ones((2, 3))], None, where="model m").outputs)
@@ -157,4 +220,6 @@ def several(values: list[np.ndarray], names: list[str] | None, *, where: str) ->
             f"returns {len(values)}; name each of them"
         )
     keys = names if names is not None else [f"output_{i}" for i in range(len(values))]
+    if classified is not None:
+        return with_other_outputs(classified, dict(zip(keys[1:], values[1:], strict=True)))
     return as_outputs(dict(zip(keys, values, strict=True)))

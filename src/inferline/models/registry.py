@@ -92,7 +92,7 @@ def handler_options(spec: ModelSpec, framework: str) -> dict[str, Any]:
         options["output"] = spec.output
     if framework == "tensorflow":
         options["signature"] = spec.signature
-    if framework in ("torch", "keras") and spec.outputs:
+    if framework in ("torch", "keras", "tensorflow", "tflite") and spec.outputs:
         options["named_outputs"] = list(spec.outputs)
     if framework == "torch":
         options["model_class"] = spec.model_class

@@ -28,7 +28,7 @@ from inferline.errors import InputError, ModelError, require
 from inferline.models.base import Prediction
 from inferline.models.files import local_folder
 from inferline.models.layout import standard_layout
-from inferline.models.outputs import check_output_mode, from_named_outputs
+from inferline.models.outputs import check_output_mode, from_named_outputs, select_outputs
 
 
 def tensorflow_module() -> Any:
@@ -72,12 +72,15 @@ class TensorFlowHandler:
         scores: bool = True,
         output: str | None = None,
         signature: str | None = None,
+        named_outputs: list[str] | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.device = device
         self.scores = scores
         self.output = output
         self.signature = signature or "serving_default"
+        # The spec's `outputs:`: only these signature outputs, in this order.
+        self.named_outputs = named_outputs
         # TensorFlow runs one call on all cores.
         self.parallel_batches = 1
 
@@ -112,6 +115,9 @@ class TensorFlowHandler:
             )
             for name, spec in sorted(kwargs.items())
         ]
+        if self.named_outputs:  # a name the signature does not give fails here, not per batch
+            outputs = {str(name): np.empty(0) for name in function.structured_outputs}
+            select_outputs(outputs, self.named_outputs, where=f"model {uri}")
         return TensorFlowModel(saved, function, inputs, device)
 
     def input_names(self, model: TensorFlowModel) -> list[str]:
@@ -124,7 +130,7 @@ class TensorFlowHandler:
     def output_names(self, model: TensorFlowModel) -> list[str]:
         """The signature's output names, sorted (a loaded signature's own order is a protobuf
         map's, which varies)."""
-        return sorted(str(name) for name in model.function.structured_outputs)
+        return self.named_outputs or sorted(str(name) for name in model.function.structured_outputs)
 
     def predict(self, model: TensorFlowModel, inputs: np.ndarray) -> Prediction:
         tf = tensorflow_module()
@@ -134,7 +140,9 @@ class TensorFlowHandler:
         with tf.device(model.device):
             result = model.function(**feeds)
         outputs = {name: np.asarray(result[name]) for name in sorted(result)}
-        return from_named_outputs(outputs, output=self.output, scores=self.scores)
+        return from_named_outputs(
+            outputs, output=self.output, scores=self.scores, selected=self.named_outputs, where="model"
+        )
 
 
 def _split(inputs: list[SignatureInput], batch: np.ndarray) -> list[np.ndarray]:

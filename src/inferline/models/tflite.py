@@ -23,7 +23,7 @@ from inferline.errors import InputError, ModelError, require
 from inferline.models.base import Prediction
 from inferline.models.files import local_copy
 from inferline.models.layout import standard_layout
-from inferline.models.outputs import check_output_mode, from_named_outputs
+from inferline.models.outputs import check_output_mode, from_named_outputs, select_outputs
 
 
 @dataclass
@@ -53,11 +53,14 @@ class TFLiteHandler:
         scores: bool = True,
         output: str | None = None,
         threads: int | None = None,
+        named_outputs: list[str] | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.scores = scores
         self.output = output
         self.threads = threads
+        # The spec's `outputs:`: only these signature outputs, in this order.
+        self.named_outputs = named_outputs
         self.parallel_batches = 1
 
     def load(self, uri: str) -> TFLiteModel:
@@ -74,6 +77,8 @@ class TFLiteHandler:
             reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
             raise ModelError(f"model {uri}: cannot load TFLite model ({reason})") from exc
         inputs, outputs = _signature_details(interpreter)
+        if self.named_outputs:  # a name the model does not give fails here, not per batch
+            select_outputs({_name(d): np.empty(0) for d in outputs}, self.named_outputs, where=f"model {uri}")
         signature = inputs[0].get("shape_signature", inputs[0]["shape"]) if inputs else []
         fixed = int(signature[0]) if len(signature) and int(signature[0]) > 0 else None
         return TFLiteModel(
@@ -85,7 +90,7 @@ class TFLiteHandler:
 
     def output_names(self, model: TFLiteModel) -> list[str]:
         """The signature's output names, in the interpreter's order."""
-        return [_name(d) for d in model.outputs]
+        return self.named_outputs or [_name(d) for d in model.outputs]
 
     def predict(self, model: TFLiteModel, inputs: np.ndarray) -> Prediction:
         n = len(inputs)
@@ -96,13 +101,16 @@ class TFLiteHandler:
                 if n
                 else []
             )
-        names = [_name(d) for d in model.outputs]
-        outputs = (
-            {name: np.concatenate([p[k] for p in parts])[:n] for k, name in enumerate(names)} if parts else {}
-        )
-        if not outputs:
+        if not parts:
             return Prediction(prediction=np.empty((0,)))
-        return from_named_outputs(outputs, output=self.output, scores=self.scores)
+        names = [_name(d) for d in model.outputs]
+        outputs = {
+            name: parts[0][k] if len(parts) == 1 else np.concatenate([p[k] for p in parts])[:n]
+            for k, name in enumerate(names)
+        }
+        return from_named_outputs(
+            outputs, output=self.output, scores=self.scores, selected=self.named_outputs, where="model"
+        )
 
     def _run(self, model: TFLiteModel, batch: np.ndarray) -> list[np.ndarray]:
         interpreter = model.interpreter
@@ -115,7 +123,8 @@ class TFLiteHandler:
         for detail, value in zip(model.inputs, feeds, strict=True):
             interpreter.set_tensor(detail["index"], value)
         interpreter.invoke()
-        return [np.array(interpreter.get_tensor(d["index"])) for d in model.outputs]
+        # get_tensor returns a copy: the next invoke does not overwrite it.
+        return [interpreter.get_tensor(d["index"]) for d in model.outputs]
 
 
 def _signature_details(interpreter: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

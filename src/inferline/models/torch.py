@@ -198,12 +198,17 @@ class TorchHandler:
         # Asked per batch (microseconds next to the forward pass), so any handler can run any model.
         classifier = ends_in_softmax(model)
         declared = self.output in ("classes", "argmax") or (classifier and self.output != "raw")
-        if isinstance(output, Mapping) and len(output) > 1 and not declared:
-            names = self.named_outputs or [str(k) for k in output]
-            return several([_numpy(v) for v in output.values()], names, where=self._where)
+        if isinstance(output, (Mapping, tuple, list)) and len(output) > 1:
+            values = [_numpy(v) for v in (output.values() if isinstance(output, Mapping) else output)]
+            names = self.named_outputs or ([str(k) for k in output] if isinstance(output, Mapping) else None)
+            # A classifier classifies its first output; the others come back under their names.
+            first = (
+                classify(values[0], output=self.output, scores=self.scores, classifier=classifier)
+                if declared
+                else None
+            )
+            return several(values, names, where=self._where, classified=first)
         if isinstance(output, (tuple, list)):
-            if len(output) > 1 and not declared:
-                return several([_numpy(v) for v in output], self.named_outputs, where=self._where)
             output = output[0]
         elif isinstance(output, Mapping):
             output = next(iter(output.values()))

@@ -118,11 +118,14 @@ def specs_of(prediction: Prediction) -> list[TensorSpec]:
 def tensors_of(prediction: Prediction) -> dict[str, np.ndarray]:
     """The answer's tensors: `predictions` (+ `scores`), or one per named output of a model with
     several outputs."""
-    if prediction.outputs is not None:
+    others = prediction.others()
+    if prediction.outputs is not None and others is None:
         return {name: np.asarray(values) for name, values in prediction.outputs.items()}
     tensors = {"predictions": prediction.prediction}
     if prediction.scores is not None:
         tensors["scores"] = prediction.scores
+    for name, values in (others or {}).items():  # a classifier's other outputs
+        tensors.setdefault(name, np.asarray(values))
     return tensors
 
 

@@ -157,10 +157,15 @@ def render_predictions(served: ServedVersion, prediction: Prediction, context: A
         return handler_answer(list(prediction.prediction))
     # Arrays, not lists: the answer is encoded in slices (`inferline.serve.answers`).
     # A model with several outputs answers an object per instance, a field per output.
-    predictions = prediction.instances() if prediction.outputs is not None else prediction.prediction
+    # A classifier with other outputs answers its labels and scores, then a field per other output.
+    others = prediction.others()
+    several = prediction.outputs is not None and others is None
+    predictions = prediction.instances() if several else prediction.prediction
     out: dict[str, Any] = {"model_id": served.model_id, "predictions": predictions}
     if prediction.scores is not None:
         out["scores"] = prediction.scores
+    for name, values in (others or {}).items():
+        out.setdefault(name, values)
     if served.hooks is not None and served.hooks.active:
         batch = (
             context

@@ -133,6 +133,8 @@ def outputs_of(loaded: LoadedModel, prediction: Prediction | None) -> list[Outpu
     if shaped is not None:  # a trained kmeans/pca: BigQuery's own columns
         return [Output(name, t) for name, t in shaped]
     if prediction is not None and prediction.outputs is not None:
+        if prediction.scores is not None and "scores" in prediction.outputs:
+            return classifier_outputs(loaded, prediction.outputs)
         return named_outputs(loaded, prediction.outputs)
     if prediction is None:
         has_scores = hasattr(loaded.model, "predict_proba") or _onnx_outputs(loaded) > 1
@@ -166,6 +168,24 @@ def named_outputs(loaded: LoadedModel, values: dict[str, np.ndarray]) -> list[Ou
         raise SqlError(
             f"model {loaded.model_id}: OUTPUT({', '.join(declared)}) names {len(declared)} columns but "
             f"the model gives {len(model_names)} outputs ({', '.join(model_names)}); name each of them"
+        )
+    return [Output(name, to_arrow(np.asarray(values[source])).type, source) for name, source in chosen]
+
+
+def classifier_outputs(loaded: LoadedModel, values: dict[str, np.ndarray]) -> list[Output]:
+    """A classifier's columns (predicted_label, probabilities) then a column per other output
+    of its model; `OUTPUT(...)` names them in that order, or picks outputs by their names."""
+    keys = list(values)  # prediction, scores, then the model's other outputs
+    declared = [str(n) for n in loaded.metadata.get("outputs") or []]
+    if declared and all(n in values for n in declared):
+        chosen = [(n, n) for n in declared]
+    elif len(declared) <= len(keys):
+        names = declared or ["predicted_label", "probabilities", *keys[2:]]
+        chosen = list(zip(names, keys, strict=False))
+    else:
+        raise SqlError(
+            f"model {loaded.model_id}: OUTPUT({', '.join(declared)}) names {len(declared)} columns but "
+            f"the model gives {len(keys)} (a label, probabilities, {', '.join(keys[2:])}); name each of them"
         )
     return [Output(name, to_arrow(np.asarray(values[source])).type, source) for name, source in chosen]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from inferline.engine.predict import run_model
+from inferline.engine.predict import results_for, run_model
 from inferline.errors import ModelError
 from inferline.models.base import detect_framework, handler_for
 from inferline.models.registry import load_version
@@ -17,6 +17,8 @@ from inferline.pipeline import ModelSpec
 
 pytest.importorskip("tensorflow")
 from tests.tf_models import (  # noqa: E402
+    interpreter_outputs,
+    save_classes_and_embedding,
     save_image_classifier,
     save_price_model,
     save_tflite,
@@ -98,3 +100,65 @@ def test_a_saved_model_folder_goes_into_the_store_whole(classifier: Path, tmp_pa
     loaded = store.load("resnet")  # what the server and SQL's store lookup call
     want = signature_outputs(classifier, image=IMAGES)["probabilities"]
     np.testing.assert_allclose(loaded.predict(IMAGES).scores, want, rtol=1e-6)
+
+
+FEATURES = (np.random.default_rng(4).random((7, 4), dtype=np.float32) * 4 - 2).astype(np.float32)
+COLUMNS = ["a", "b", "c", "d"]
+
+
+@pytest.fixture(scope="module")
+def two_outputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A SavedModel classifier with a second output (embedding), and its TFLite conversion."""
+    pytest.importorskip("ai_edge_litert")
+    root = tmp_path_factory.mktemp("tf-two")
+    save_classes_and_embedding(root / "saved")
+    save_tflite(root / "saved", root / "two.tflite")
+    return root / "saved", root / "two.tflite"
+
+
+def _rows(path: Path, **options: object) -> pa.RecordBatch:
+    """The result rows a pipeline writes for FEATURES with this model spec."""
+    spec = ModelSpec(name="two", uri=str(path), inputs=COLUMNS, **options)  # type: ignore[arg-type]
+    loaded = load_version(spec, str(path), "1")
+    data = pa.RecordBatch.from_pydict({name: FEATURES[:, j] for j, name in enumerate(COLUMNS)})
+    keys = pa.array([str(i) for i in range(len(FEATURES))])
+    results, dead = results_for([loaded], [None], data, keys, keep=[])
+    assert results is not None and not dead
+    return results
+
+
+def test_a_classifier_with_two_outputs_gives_the_other_one_a_column(two_outputs: tuple[Path, Path]) -> None:
+    saved, lite = two_outputs
+    wants = {
+        saved: signature_outputs(saved, features=FEATURES),
+        lite: interpreter_outputs(lite, features=FEATURES),
+    }
+    for path, want in wants.items():
+        rows = _rows(path)
+        assert rows.schema.names == ["key", "prediction", "scores", "embedding", "model_id"], path
+        assert rows.column("prediction").to_pylist() == want["probabilities"].argmax(axis=1).tolist()
+        np.testing.assert_allclose(rows.column("scores").to_pylist(), want["probabilities"], rtol=1e-6)
+        np.testing.assert_allclose(rows.column("embedding").to_pylist(), want["embedding"], rtol=1e-6)
+    # TFLite equals TensorFlow's own answers too (the same weights, converted).
+    np.testing.assert_allclose(wants[lite]["embedding"], wants[saved]["embedding"], rtol=1e-4, atol=1e-5)
+
+
+def test_tflite_with_two_outputs_gives_each_raw_or_those_outputs_selects(
+    two_outputs: tuple[Path, Path],
+) -> None:
+    saved, lite = two_outputs
+    want = interpreter_outputs(lite, features=FEATURES)
+    raw = _rows(lite, output="raw")
+    assert raw.schema.names == ["key", "probabilities", "embedding", "model_id"]
+    np.testing.assert_allclose(raw.column("probabilities").to_pylist(), want["probabilities"], rtol=1e-6)
+    np.testing.assert_allclose(raw.column("embedding").to_pylist(), want["embedding"], rtol=1e-6)
+    for path in (saved, lite):
+        assert _rows(path, outputs=["probabilities"]).schema.names == [
+            "key",
+            "prediction",
+            "scores",
+            "model_id",
+        ]
+        assert _rows(path, outputs=["embedding"]).schema.names == ["key", "prediction", "model_id"]
+        with pytest.raises(ModelError, match=r"outputs: names logits, which the model does not give \(its "):
+            _rows(path, outputs=["logits"])
