@@ -16,7 +16,7 @@ def test_add_list_versions_pin_unpin_remove(project: Path, cli: CliRunner) -> No
         "models", "add", "iris", JOBLIB, "--inputs", "sepal_length,sepal_width", "--meta", "batch_size=32"
     )
     assert "added iris/1 (sklearn, sha256 " in added.stdout
-    cli("models", "add", "iris", ONNX)
+    cli("models", "add", "iris", ONNX, "--outputs", "label,probabilities")
     assert (project / "model_store/iris/2/iris-1.onnx").exists()
 
     listed = cli("models", "list").stdout
@@ -29,6 +29,7 @@ def test_add_list_versions_pin_unpin_remove(project: Path, cli: CliRunner) -> No
     versions = json.loads(cli("models", "versions", "iris", "--json").stdout)
     assert [v["version"] for v in versions] == [1, 2]
     assert versions[0]["metadata"] == {"batch_size": 32}
+    assert versions[1]["metadata"] == {"outputs": ["label", "probabilities"]}
 
     assert "pinned iris/1" in cli("models", "pin", "iris", "1").stdout
     assert "(pinned to 1)" in cli("models", "versions", "iris").stdout

@@ -42,6 +42,13 @@ def register(app: typer.Typer) -> None:
         inputs: Annotated[
             str | None, typer.Option(help="Input column names, comma-separated: a,b,c.")
         ] = None,
+        outputs: Annotated[
+            str | None,
+            typer.Option(
+                help="Output names, comma-separated: a torch/Keras model's outputs in order, or "
+                "the TensorFlow/TFLite outputs to give (stored as metadata outputs)."
+            ),
+        ] = None,
         meta: Annotated[
             list[str] | None, typer.Option("--meta", help="Metadata key=value (repeatable).")
         ] = None,
@@ -51,6 +58,8 @@ def register(app: typer.Typer) -> None:
             name, file = archive_name(name), name
         names = [c.strip() for c in inputs.split(",") if c.strip()] if inputs else None
         metadata = parse_meta(meta or [])
+        if outputs is not None:
+            metadata["outputs"] = outputs
         check_hooks(name, metadata)
         added = _store(store).add(name, file, framework=framework, inputs=names, metadata=metadata)
         out.print(f"added {added.model_id} ({added.framework}, sha256 {added.sha256[:12]}) at {added.uri}")

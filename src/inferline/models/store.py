@@ -209,6 +209,8 @@ class ModelStore:
                     probe.read(0)
             except (FileNotFoundError, IsADirectoryError):
                 raise ModelError(f"model file {file}: not found (expected a model file to add)") from None
+        if metadata and "outputs" in metadata:
+            metadata = {**metadata, "outputs": output_names(metadata["outputs"], where=f"model file {file}")}
         if framework == "torchserve":  # a .mar: its manifest's version string and handler
             from inferline.models.mar import archive_metadata
 
@@ -433,9 +435,29 @@ def load_store_version(
 
 
 def stored_options(found: StoreVersion, framework: str) -> dict[str, Any]:
-    """The handler options a version's metadata holds that `framework`'s handler takes."""
+    """The handler options a version's metadata holds that `framework`'s handler takes
+    (`outputs` names a torch/Keras model's outputs, selects a TensorFlow/TFLite model's)."""
     accepted = handler_parameters(framework)
-    return {key: found.metadata[key] for key in HANDLER_OPTIONS if key in found.metadata and key in accepted}
+    metadata = found.metadata
+    options = {key: metadata[key] for key in HANDLER_OPTIONS if key in metadata and key in accepted}
+    if found.metadata.get("outputs") and "named_outputs" in accepted:
+        options["named_outputs"] = [str(name) for name in found.metadata["outputs"]]
+    return options
+
+
+def output_names(value: Any, *, where: str) -> list[str]:
+    """The `outputs` metadata as a list of names: given as a list, or as text `a,b`.
+
+    Example:
+        >>> output_names("price, embedding", where="model m")
+        ['price', 'embedding']
+    """
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ModelError(
+            f"{where}: metadata outputs={value!r}; expected output names, e.g. outputs=price,embedding"
+        )
+    return [n.strip() for n in names]
 
 
 def as_record(version: StoreVersion) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from inferline.serve.state import ServerState, server_of
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 # POST /models parameters stored as the version's handler options (models.store.HANDLER_OPTIONS).
-REGISTER_OPTIONS = ("signature", "task", "output")
+REGISTER_OPTIONS = ("signature", "task", "output", "outputs")
 
 
 def guarded(endpoint: Endpoint) -> Endpoint:

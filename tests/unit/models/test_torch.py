@@ -13,6 +13,7 @@ import torch
 from inferline.errors import MissingExtraError, ModelError
 from inferline.examples.digits import DigitsCNN
 from inferline.models.registry import load_model
+from inferline.models.store import ModelStore
 from inferline.models.torch import TorchHandler
 from inferline.pipeline import ModelSpec
 
@@ -217,3 +218,61 @@ def test_a_tuple_of_outputs_gives_each_output(tmp_path: Path) -> None:
     expected = r"heads.pts: outputs: names 1 outputs \(price\) but the model returns 2"
     with pytest.raises(ModelError, match=expected):
         wrong.predict(wrong.load(str(tmp_path / "heads.pts")), rows)
+
+
+def test_outputs_added_with_a_model_are_stored_and_name_its_outputs(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(_TwoHeads().eval()).save(str(tmp_path / "heads.pts"))
+    store = ModelStore(str(tmp_path / "store"))
+    added = store.add("heads", str(tmp_path / "heads.pts"), metadata={"outputs": "price, embedding"})
+    assert added.metadata == {"outputs": ["price", "embedding"]}
+    assert store.get("heads", 1).metadata == {"outputs": ["price", "embedding"]}  # read back from disk
+    got = store.load("heads").predict(np.ones((3, 4), dtype=np.float32))
+    assert got.outputs is not None and list(got.outputs) == ["price", "embedding"]
+    # A pipeline spec's own outputs: win over the stored ones.
+    spec = ModelSpec(name="heads", store=str(tmp_path / "store"), outputs=["value", "vector"])
+    got = load_model(spec).predict(np.ones((3, 4), dtype=np.float32))
+    assert got.outputs is not None and list(got.outputs) == ["value", "vector"]
+    with pytest.raises(ModelError, match=r"metadata outputs=7; expected output names, e\.g\. outputs=price"):
+        store.add("heads", str(tmp_path / "heads.pts"), metadata={"outputs": 7})
+
+
+class _ClassesAndEmbedding(torch.nn.Module):
+    """(n, 4) -> 3 class probabilities (a softmax registered last: a classifier) and a 2-vector."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Linear(4, 2)
+        self.logits = torch.nn.Linear(4, 3)
+        self.softmax = torch.nn.Softmax(dim=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.softmax(self.logits(x)), self.embed(x)
+
+
+def test_a_classifier_with_another_output_gives_that_output_a_column(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _ClassesAndEmbedding().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(model).save(str(tmp_path / "classes.pts"))
+    rows = np.random.default_rng(3).random((6, 4), dtype=np.float32) * 4 - 2
+    with torch.no_grad():
+        probabilities, embedding = (t.numpy() for t in model(torch.from_numpy(rows)))
+    handler = TorchHandler()
+    got = handler.predict(handler.load(str(tmp_path / "classes.pts")), rows)
+    assert got.outputs is not None and list(got.outputs) == ["prediction", "scores", "output_1"]
+    assert got.prediction.tolist() == probabilities.argmax(axis=1).tolist()
+    assert got.scores is not None
+    np.testing.assert_allclose(got.scores, probabilities, rtol=1e-6)
+    np.testing.assert_allclose(got.outputs["output_1"], embedding, rtol=1e-6)
+    named = load_model(
+        ModelSpec(name="classes", uri=str(tmp_path / "classes.pts"), outputs=["probabilities", "embedding"])
+    ).predict(rows)
+    assert named.outputs is not None and list(named.outputs) == ["prediction", "scores", "embedding"]
+    np.testing.assert_allclose(named.outputs["embedding"], embedding, rtol=1e-6)
+    raw = TorchHandler(output="raw")
+    got = raw.predict(raw.load(str(tmp_path / "classes.pts")), rows)
+    assert got.outputs is not None and list(got.outputs) == ["output_0", "output_1"]
