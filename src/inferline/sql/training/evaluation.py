@@ -74,22 +74,17 @@ def metrics(
     model = predictions.model
     classes = list(model.classes_)
     probabilities = predictions.probabilities(x)
+    scores = probabilities if evaluate.are_probabilities(probabilities) else None
     # The most probable class: what `predict` gives for these estimators (LogisticRegression,
     # SGD's log loss, the MLP and XGBoost's argmax), without scoring the rows twice.
-    predicted = np.asarray(model.classes_)[np.argmax(probabilities, axis=1)]
-    truth = pa.array(y, from_pandas=True)
-    pairs = pa.table({"truth": truth, "predicted": pa.array(predicted, from_pandas=True)})
-    grouped = pairs.group_by(["truth", "predicted"]).aggregate([([], "count_all")])
-    counts = {
-        (t, p): int(n)
-        for t, p, n in zip(
-            grouped.column("truth").to_pylist(),
-            grouped.column("predicted").to_pylist(),
-            grouped.column("count_all").to_pylist(),
-            strict=True,
-        )
-    }
-    found = pc.index_in(truth, value_set=pa.array(np.asarray(model.classes_), from_pandas=True))
-    columns = None if found.null_count else np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int64)
-    scores = probabilities if evaluate.are_probabilities(probabilities) else None
-    return evaluate.counted_metrics(counts, columns, scores, classes)
+    predicted = np.argmax(probabilities, axis=1)
+    values = np.asarray(model.classes_).tolist()
+    found = pc.index_in(pa.array(y, from_pandas=True), value_set=pa.array(values))
+    if found.null_count:  # held-out labels the model has no class for: counted one by one
+        named = [values[k] for k in predicted.tolist()]
+        return evaluate.classification_metrics(np.asarray(y).tolist(), named, scores, classes)
+    truth = np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int64)
+    width = len(values)
+    table = np.bincount(truth * width + predicted, minlength=width * width).reshape(width, width)
+    counts = {(values[t], values[p]): int(table[t, p]) for t, p in zip(*np.nonzero(table), strict=True)}
+    return evaluate.counted_metrics(counts, truth, scores, classes)

@@ -75,7 +75,7 @@ def fit(table: pa.Table, options: TrainOptions, where: str, progress: TrainingRe
     if progress is not None:
         progress.start(options.model_type, train.num_rows, int(evaluation.sum()))
     preprocess = data.preprocessor(options, features, text)
-    x = matrix.fit_transform(preprocess, train, features, text)
+    x, processed_mean = matrix.fit_transform(preprocess, train, features, text)
     x_eval = matrix.transform(preprocess, held, features, text) if held is not None else None
     started = time.monotonic()
     if options.label is None:
@@ -98,7 +98,7 @@ def fit(table: pa.Table, options: TrainOptions, where: str, progress: TrainingRe
     pipeline.label_ = options.label
     predictions = Predictions(model)
     pipeline.training_info_ = _iterations(model, options, x, y, x_eval, y_eval, seconds, predictions)
-    info.describe(pipeline, train, x, features, text)  # ML.FEATURE_INFO, ML.WEIGHTS, ...
+    info.describe(pipeline, train, processed_mean, features, text)  # ML.FEATURE_INFO, ML.WEIGHTS, ...
     # ML.DETECT_ANOMALIES; ML.GLOBAL_EXPLAIN with enable_global_explain=TRUE, as BigQuery (SHAP
     # values of trees cost about as much as the training).
     global_explain = bool(options.get("enable_global_explain"))

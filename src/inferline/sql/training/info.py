@@ -71,9 +71,11 @@ CENTROIDS = pa.schema(
 INTERCEPT = "__INTERCEPT__"
 
 
-def describe(pipeline: Any, table: pa.Table, x: np.ndarray, features: list[str], text: list[str]) -> None:
-    """Record on `pipeline` what the info functions need from the training rows `table` (`x`:
-    the same rows preprocessed)."""
+def describe(
+    pipeline: Any, table: pa.Table, processed_mean: np.ndarray, features: list[str], text: list[str]
+) -> None:
+    """Record on `pipeline` what the info functions need from the training rows `table`
+    (`processed_mean`: the mean of each of their processed columns)."""
     rows = []
     for name in features:
         column = table.column(name)
@@ -100,7 +102,7 @@ def describe(pipeline: Any, table: pa.Table, x: np.ndarray, features: list[str],
             }
         rows.append({"input": name, **stats, "null_count": nulls})
     pipeline.feature_info_ = rows
-    pipeline.processed_mean_ = np.asarray(x, dtype=np.float64).mean(axis=0)
+    pipeline.processed_mean_ = np.asarray(processed_mean, dtype=np.float64)
 
 
 def _model(loaded: Any, where: str) -> Any:

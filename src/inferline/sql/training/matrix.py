@@ -15,8 +15,9 @@ Example:
     >>> from inferline.sql.training.options import TrainOptions
     >>> table = pa.table({"x": [1.0, 3.0], "c": ["b", "a"]})
     >>> preprocess = data.preprocessor(TrainOptions("linear_reg", "y"), ["x", "c"], ["c"])
-    >>> fit_transform(preprocess, table, ["x", "c"], ["c"]).tolist()
-    [[-1.0, 0.0, 1.0], [1.0, 1.0, 0.0]]
+    >>> x, means = fit_transform(preprocess, table, ["x", "c"], ["c"])
+    >>> x.tolist(), means.tolist()
+    ([[-1.0, 0.0, 1.0], [1.0, 1.0, 0.0]], [0.0, 0.5, 0.5])
 """
 
 from __future__ import annotations
@@ -31,39 +32,41 @@ import pyarrow.compute as pc
 from inferline.sql.training import data
 
 
-def fit_transform(preprocess: Any, table: pa.Table, features: list[str], text: list[str]) -> np.ndarray:
-    """Fit `preprocess` on the rows; their processed matrix."""
+def fit_transform(
+    preprocess: Any, table: pa.Table, features: list[str], text: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit `preprocess` on the rows; their processed matrix and its column means (from the
+    parts: the numbers' block and the categories' counts, not another pass over the matrix)."""
     numeric = [name for name in features if name not in text]
     numbers = _numbers(table, numeric)
-    if numbers is None or np.isnan(numbers).all(axis=0).any():
-        # Infinities (scikit-learn refuses them) or a column without a value (the imputer
-        # drops it): scikit-learn's own path, with its own outcome.
-        return np.asarray(preprocess.fit_transform(data.feature_matrix(table, features, text)))
     categories = [_sorted_values(table.column(name)) for name in text]
     preprocess.fit(_few_rows(features, text, categories))
     scaling = preprocess.named_transformers_.get("numeric")
+    # An infinity fails here with scikit-learn's own error.
     block = scaling.fit_transform(numbers) if scaling is not None else None
+    if block is not None and block.shape[1] < len(numeric):
+        # A column without a value, which the imputer drops (and warns about): scikit-learn's
+        # own path, with its own outcome.
+        matrix = np.asarray(preprocess.fit_transform(data.feature_matrix(table, features, text)))
+        return matrix, matrix.mean(axis=0)
     return _assemble(preprocess, table, text, block)
 
 
 def transform(preprocess: Any, table: pa.Table, features: list[str], text: list[str]) -> np.ndarray:
     """The rows through a fitted `preprocess`, as `preprocess.transform(feature_matrix(...))`."""
     numeric = [name for name in features if name not in text]
-    numbers = _numbers(table, numeric)
-    if numbers is None:
-        return np.asarray(preprocess.transform(data.feature_matrix(table, features, text)))
     scaling = preprocess.named_transformers_.get("numeric")
-    block = scaling.transform(numbers) if scaling is not None else None
-    return _assemble(preprocess, table, text, block)
+    block = scaling.transform(_numbers(table, numeric)) if scaling is not None else None
+    return _assemble(preprocess, table, text, block)[0]
 
 
-def _numbers(table: pa.Table, names: list[str]) -> np.ndarray | None:
-    """The numeric columns as one float64 matrix, NULL as NaN; None when one holds an infinity."""
+def _numbers(table: pa.Table, names: list[str]) -> np.ndarray:
+    """The numeric columns as one float64 matrix, NULL as NaN."""
     matrix = np.empty((table.num_rows, len(names)), dtype=np.float64)
     for j, name in enumerate(names):
         floats = pc.cast(table.column(name), pa.float64()).fill_null(math.nan)
         matrix[:, j] = floats.to_numpy(zero_copy_only=False)
-    return None if np.isinf(matrix).any() else matrix
+    return matrix
 
 
 def _text(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -85,14 +88,20 @@ def _few_rows(features: list[str], text: list[str], categories: list[list[str]])
     return rows
 
 
-def _assemble(preprocess: Any, table: pa.Table, text: list[str], block: np.ndarray | None) -> np.ndarray:
-    """The ColumnTransformer's output: the numeric block, then each string column encoded."""
+def _assemble(
+    preprocess: Any, table: pa.Table, text: list[str], block: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ColumnTransformer's output (the numeric block, then each string column encoded) and
+    its column means."""
     spans = preprocess.output_indices_
-    matrix = np.zeros((table.num_rows, max(s.stop for s in spans.values())), dtype=np.float64)
+    width = max(s.stop for s in spans.values())
+    matrix = np.zeros((table.num_rows, width), dtype=np.float64)
+    means = np.zeros(width, dtype=np.float64)
     if block is not None:
         matrix[:, spans["numeric"]] = block
+        means[spans["numeric"]] = block.mean(axis=0)
     if not text:
-        return matrix
+        return matrix, means
     encoder = preprocess.named_transformers_["categorical"].named_steps["encode"]
     one_hot = type(encoder).__name__ == "OneHotEncoder"
     rows = np.arange(table.num_rows)
@@ -103,9 +112,12 @@ def _assemble(preprocess: Any, table: pa.Table, text: list[str], block: np.ndarr
         codes = np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.float64)  # unseen: NaN
         if not one_hot:  # label encoding; an unseen value is missing (NaN), as the encoder's
             matrix[:, start] = codes
+            means[start] = codes.mean()
             start += 1
             continue
         seen = ~np.isnan(codes)  # one-hot: an unseen value encodes as all zeros
-        matrix[rows[seen], start + codes[seen].astype(np.int64)] = 1.0
+        known = codes[seen].astype(np.int64)
+        matrix[rows[seen], start + known] = 1.0
+        means[start : start + len(values)] = np.bincount(known, minlength=len(values)) / table.num_rows
         start += len(values)
-    return matrix
+    return matrix, means

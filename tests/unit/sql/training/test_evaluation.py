@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 import inferline.sql
 from inferline.sql import SqlConnection
-from inferline.sql.evaluate import evaluation_table, metrics_table
+from inferline.sql.evaluate import classification_metrics, evaluation_table, metrics_table
 from inferline.sql.training.data import split_rows
+from inferline.sql.training.evaluation import Predictions, metrics
 from inferline.sql.training.options import TrainOptions
 
 ROWS = 300
@@ -91,3 +93,17 @@ def test_a_supervised_model_keeps_one_row_not_its_evaluation_rows(con: SqlConnec
     assert metrics_table("ds.swap") in tables() and evaluation_table("ds.swap") not in tables()
     con.sql("DROP MODEL ds.swap")
     assert metrics_table("ds.swap") not in tables()
+
+
+@pytest.mark.parametrize("labels", [["a", "b", "b", "a", "b"], ["a", "b", "c", "a", "b"], [0, 1, 1, 0, 2]])
+def test_metrics_equal_counting_row_by_row(labels: list[object]) -> None:
+    # The last two: held-out labels the model never saw (class "c", 2).
+    x = np.array([[0.0], [1.0], [2.0], [3.0], [4.0]])
+    trained = [labels[0], labels[1], labels[1], labels[0], labels[1]]
+    model = LogisticRegression().fit(x, trained)
+    y = np.asarray(labels, dtype=object if isinstance(labels[0], str) else np.int64)
+    got = metrics(Predictions(model), x, y, classifier=True)
+    expected = classification_metrics(
+        y.tolist(), model.predict(x).tolist(), model.predict_proba(x), list(model.classes_)
+    )
+    assert got == pytest.approx(expected)

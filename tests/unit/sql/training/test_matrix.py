@@ -37,9 +37,10 @@ def _both(model_type: str, table: pa.Table, features: list[str], text: list[str]
 def test_fit_transform_equals_scikit_learn_on_the_object_matrix(model_type: str) -> None:
     table = _table()
     ours, theirs = _both(model_type, table, FEATURES, TEXT)
-    x = matrix.fit_transform(ours, table, FEATURES, TEXT)
+    x, means = matrix.fit_transform(ours, table, FEATURES, TEXT)
     expected = theirs.fit_transform(data.feature_matrix(table, FEATURES, TEXT))
     np.testing.assert_allclose(x, expected, rtol=1e-12)
+    np.testing.assert_allclose(means, expected.mean(axis=0), rtol=1e-12, atol=1e-15)
     np.testing.assert_equal(
         ours.named_transformers_["numeric"][0].statistics_,
         theirs.named_transformers_["numeric"][0].statistics_,
@@ -68,7 +69,8 @@ def test_fit_transform_equals_scikit_learn_on_the_object_matrix(model_type: str)
 def test_numbers_only_and_strings_only(features: list[str], text: list[str]) -> None:
     table = _table()
     ours, theirs = _both("logistic_reg", table, features, text)
-    x = matrix.fit_transform(ours, table, features, text)
+    x, means = matrix.fit_transform(ours, table, features, text)
+    np.testing.assert_allclose(means, x.mean(axis=0), atol=1e-15)
     np.testing.assert_allclose(
         x, theirs.fit_transform(data.feature_matrix(table, features, text)), rtol=1e-12
     )
@@ -84,4 +86,4 @@ def test_an_infinity_or_an_empty_column_takes_scikit_learns_path() -> None:
     with pytest.warns(UserWarning, match="Skipping features without any observed values"):
         expected = clone(theirs).fit_transform(data.feature_matrix(empty, FEATURES, TEXT))
     with pytest.warns(UserWarning, match="Skipping features without any observed values"):
-        np.testing.assert_allclose(matrix.fit_transform(ours, empty, FEATURES, TEXT), expected)
+        np.testing.assert_allclose(matrix.fit_transform(ours, empty, FEATURES, TEXT)[0], expected)
