@@ -63,7 +63,7 @@ def fit(table: pa.Table, options: TrainOptions, where: str, progress: TrainingRe
     if options.model_type == "matrix_factorization":
         return Fitted(*factorization.fit(table, options, where))
     features, text = data.feature_kinds(table, options, where)
-    if options.label is not None:
+    if options.label is not None and table.column(options.label).null_count:  # else no copy
         table = table.filter(pc.is_valid(table.column(options.label)))
     if table.num_rows == 0:
         raise SqlError(f"{where}: the query gives no rows to train on")
