@@ -61,14 +61,15 @@ class BoostedTrees(BaseEstimator):  # type: ignore[misc]
         import xgboost as xgb
 
         params = dict(self.params or {})
-        targets = np.asarray(y)
-        if self.classifier:
-            self.classes_, targets = _encode(targets)
+        targets: Any = y
+        if self.classifier:  # `y` may be an Arrow array: labels are encoded in Arrow
+            self.classes_, targets = _encode(y)
             if len(self.classes_) > 2:
                 params.update(objective="multi:softprob", num_class=len(self.classes_))
             else:
                 params["objective"] = "binary:logistic"
         else:
+            targets = np.asarray(y)
             params.setdefault("objective", "reg:squarederror")
         params.setdefault("seed", SEED)
         train = xgb.DMatrix(x, label=targets, weight=sample_weight)
@@ -152,23 +153,31 @@ def _callbacks(min_rel_progress: float | None, progress: Any) -> list[Any]:
     return callbacks
 
 
-def _encode(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _encode(labels: Any) -> tuple[np.ndarray, np.ndarray]:
     """(sorted classes, each label's class number): hashed in Arrow; np.unique sorts every row,
     which for 1M strings took as long as a quarter of the training."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
-    values = pa.array(labels, from_pandas=True)
+    values = _arrow(labels)
     classes = np.sort(np.asarray(pc.unique(values).to_numpy(zero_copy_only=False)))
-    return classes, _codes(labels, classes)
+    return classes, _codes(values, classes)
 
 
-def _codes(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+def _codes(labels: Any, classes: np.ndarray) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    found = pc.index_in(pa.array(labels, from_pandas=True), value_set=pa.array(classes))
+    found = pc.index_in(_arrow(labels), value_set=pa.array(classes))
     return np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _arrow(labels: Any) -> Any:
+    """Labels as an Arrow array (numpy's converted once; Arrow's as they are)."""
+    import pyarrow as pa
+
+    if isinstance(labels, pa.Array | pa.ChunkedArray):
+        return labels
+    return pa.array(labels, from_pandas=True)
 
 
 def _as_probabilities(values: np.ndarray) -> np.ndarray:

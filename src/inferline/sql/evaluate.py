@@ -388,7 +388,9 @@ def counted_metrics(
         return metrics  # the scores' columns cannot be matched to the labels
     chosen = scores[np.arange(len(columns)), columns]
     metrics["log_loss"] = float(-np.mean(np.log(np.clip(chosen, 1e-15, 1.0))))
-    aucs = [_auc(columns == k, scores[:, k]) for k in range(scores.shape[1])]
+    classes_scored = range(1, 2) if scores.shape[1] == 2 else range(scores.shape[1])
+    # Binary: the second class's AUC (the first's ranks the same rows the other way round).
+    aucs = [_auc(columns == k, scores[:, k]) for k in classes_scored]
     present = [a for a in aucs if a is not None]
     metrics["roc_auc"] = float(np.mean(present)) if present else None
     return metrics

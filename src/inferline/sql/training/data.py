@@ -159,18 +159,22 @@ def preprocessor(options: TrainOptions, features: list[str], text: list[str]) ->
     return ColumnTransformer(steps)
 
 
-def labels(table: pa.Table, options: TrainOptions, where: str) -> np.ndarray:
-    """The label column as the estimator takes it (numbers for regressors, checked)."""
+def labels(table: pa.Table, options: TrainOptions, where: str) -> Any:
+    """The label column as the estimator takes it (numbers for regressors, checked): numpy, or
+    for tree classifiers (models/trained.py encodes the classes in Arrow) the Arrow column, as
+    1M label strings cost ~0.1 s to turn into Python objects and as much to turn back."""
     if options.label is None:
         raise SqlError(f"{where}: model_type='{options.model_type}' takes no label")
     column = table.column(options.label)
-    values = np.asarray(column.to_numpy(zero_copy_only=False))
     if options.classifier:
         if pc.count_distinct(column).as_py() < 2:  # hashed in Arrow: a set of 1M labels cost ~0.5 s
             raise SqlError(
                 f"{where}: the label {options.label!r} has one value; a classifier needs two or more"
             )
-        return values
+        if options.model_type in TREE_TYPES:
+            return column
+        return np.asarray(column.to_numpy(zero_copy_only=False))
+    values = np.asarray(column.to_numpy(zero_copy_only=False))
     try:
         return values.astype(np.float64)
     except (TypeError, ValueError):
@@ -179,9 +183,13 @@ def labels(table: pa.Table, options: TrainOptions, where: str) -> np.ndarray:
         ) from None
 
 
-def class_weights(y: np.ndarray, options: TrainOptions, where: str) -> np.ndarray | None:
+def class_weights(y: Any, options: TrainOptions, where: str) -> np.ndarray | None:
     """Per-row weights from auto_class_weights (balanced: n / (classes * count)) or class_weights."""
     given = options.get("class_weights")
+    if isinstance(y, pa.ChunkedArray | pa.Array):
+        if given is None and not options.get("auto_class_weights"):
+            return None
+        y = np.asarray(y.to_numpy(zero_copy_only=False))
     if options.get("auto_class_weights"):
         classes, counts = np.unique(y, return_counts=True)
         weight = {

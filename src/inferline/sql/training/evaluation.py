@@ -64,10 +64,9 @@ class Predictions:
         return result
 
 
-def metrics(
-    predictions: Predictions, x: np.ndarray, y: np.ndarray, *, classifier: bool
-) -> dict[str, float | None]:
-    """ML.EVALUATE's metrics of the fitted estimator on the preprocessed rows `x`."""
+def metrics(predictions: Predictions, x: np.ndarray, y: Any, *, classifier: bool) -> dict[str, float | None]:
+    """ML.EVALUATE's metrics of the fitted estimator on the preprocessed rows `x` (their labels
+    `y` in numpy or Arrow)."""
     if not classifier:
         values = np.asarray(predictions.values(x), dtype=np.float64)
         return evaluate.regression_metrics(np.asarray(y, dtype=np.float64), values)
@@ -79,10 +78,11 @@ def metrics(
     # SGD's log loss, the MLP and XGBoost's argmax), without scoring the rows twice.
     predicted = np.argmax(probabilities, axis=1)
     values = np.asarray(model.classes_).tolist()
-    found = pc.index_in(pa.array(y, from_pandas=True), value_set=pa.array(values))
+    truths = y if isinstance(y, pa.Array | pa.ChunkedArray) else pa.array(y, from_pandas=True)
+    found = pc.index_in(truths, value_set=pa.array(values))
     if found.null_count:  # held-out labels the model has no class for: counted one by one
         named = [values[k] for k in predicted.tolist()]
-        return evaluate.classification_metrics(np.asarray(y).tolist(), named, scores, classes)
+        return evaluate.classification_metrics(truths.to_pylist(), named, scores, classes)
     truth = np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int64)
     width = len(values)
     table = np.bincount(truth * width + predicted, minlength=width * width).reshape(width, width)

@@ -87,8 +87,10 @@ def fit(
     return model.fit(x, y, sample_weight=weights, evaluation=evaluation, progress=progress)
 
 
-def _distinct(values: np.ndarray) -> int:
+def _distinct(values: Any) -> int:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    return int(pc.count_distinct(pa.array(values, from_pandas=True)).as_py())
+    if not isinstance(values, pa.Array | pa.ChunkedArray):
+        values = pa.array(values, from_pandas=True)
+    return int(pc.count_distinct(values).as_py())
