@@ -21,9 +21,19 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from inferline.io.json_batch import JoinedMessages, misfit_pattern, read, suspects
+from inferline.io.json_kinds import (
+    PY_KINDS,
+    all_numbers,
+    as_floats,
+    common_type,
+    is_nested,
+    is_numbers,
+    kind_of,
+    null_mask,
+    top_field,
+)
 
 DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 
@@ -209,32 +219,32 @@ class JsonMessages:
             bad[:] |= mask
 
         if self.key is not None:
-            column = _top(table, self.key)
+            column = top_field(table, self.key)
             if column is None:
                 mark(np.ones(n, dtype=bool), f"no {self.key!r} (the pipeline's key:), or it is null")
-            elif _nested(column.type):
+            elif is_nested(column.type):
                 mark(np.ones(n, dtype=bool), f"{self.key!r} (the key) is {column.type}, expected a value")
             else:
-                mark(_nulls(column), f"no {self.key!r} (the pipeline's key:), or it is null")
+                mark(null_mask(column), f"no {self.key!r} (the pipeline's key:), or it is null")
         columns: dict[str, pa.ChunkedArray] = {}
         for name in table.column_names:
             column = table.column(name)
             if name in self.inputs:
-                if not _numbers(column.type):
+                if not is_numbers(column.type):
                     mark(
-                        ~_nulls(column),
-                        f"field {name!r} is {_kind(column.type)}, expected numbers (a model input)",
+                        ~null_mask(column),
+                        f"field {name!r} is {kind_of(column.type)}, expected numbers (a model input)",
                     )
                     column = pa.nulls(n, pa.float64())
-                mark(_nulls(column), f"field {name!r} is empty, expected numbers (a model input)")
-                column = _widen(column)
+                mark(null_mask(column), f"field {name!r} is empty, expected numbers (a model input)")
+                column = as_floats(column)
             known = self.schema.get(name)
             if known is not None and column.type != known:
-                wider = _wider(known, column.type)
+                wider = common_type(known, column.type)
                 if wider is None:
                     mark(
-                        ~_nulls(column),
-                        f"field {name!r} is {_kind(column.type)}, where the stream has {_kind(known)}",
+                        ~null_mask(column),
+                        f"field {name!r} is {kind_of(column.type)}, where the stream has {kind_of(known)}",
                     )
                     column = pa.nulls(n, known)
                 else:
@@ -274,7 +284,7 @@ class JsonMessages:
                 errors[i] = f"not a usable JSON message: expected a JSON object, got {type(value).__name__}"
                 continue
             values[i] = value
-        expected = {name: _kind(t) for name, t in self.schema.items()}
+        expected = {name: kind_of(t) for name, t in self.schema.items()}
         new = set().union(*(v.keys() for v in values.values())) - set(expected)
         if new:  # fields the stream has not seen yet take the kind most messages give them
             counts: dict[str, Counter[str]] = {name: Counter() for name in new}
@@ -282,8 +292,8 @@ class JsonMessages:
                 for name in new.intersection(value):
                     item = value[name]
                     if item is not None:
-                        kind = _KINDS.get(type(item), "other")
-                        counts[name]["list of numbers" if kind == "list" and _py_numbers(item) else kind] += 1
+                        kind = PY_KINDS.get(type(item), "other")
+                        counts[name]["list of numbers" if kind == "list" and all_numbers(item) else kind] += 1
             expected.update({n: c.most_common(1)[0][0] for n, c in counts.items() if c})
         verdicts: dict[tuple[tuple[str, type], ...], str | None] = {}
         for i, value in values.items():
@@ -294,7 +304,7 @@ class JsonMessages:
             if problem is None:
                 for name in self.inputs:
                     item = value.get(name)
-                    if type(item) is list and not _py_numbers(item):
+                    if type(item) is list and not all_numbers(item):
                         problem = (
                             f"field {name!r} is a list but not of numbers, expected numbers (a model input)"
                         )
@@ -307,10 +317,10 @@ class JsonMessages:
         present = dict(types)
         if self.key is not None and "." not in self.key and present.get(self.key, type(None)) is type(None):
             return f"no {self.key!r} (the pipeline's key:), or it is null"
-        for name, kind_of in types:
-            if kind_of is type(None):
+        for name, python_type in types:
+            if python_type is type(None):
                 continue
-            kind = _KINDS.get(kind_of, kind_of.__name__)
+            kind = PY_KINDS.get(python_type, python_type.__name__)
             if name in self.inputs and kind not in ("number", "list"):
                 return f"field {name!r} is {kind}, expected numbers (a model input)"
             want = expected.get(name, kind)
@@ -354,91 +364,3 @@ def _parse(bodies: list[bytes], schema: pa.Schema | None = None) -> tuple[pa.Tab
 
 def _empty() -> pa.Table:
     return pa.table({})
-
-
-def _top(table: pa.Table, name: str) -> pa.ChunkedArray | None:
-    head, _, rest = name.partition(".")
-    if name in table.column_names:
-        return table.column(name)
-    if not rest or head not in table.column_names:
-        return None
-    column: Any = table.column(head)
-    for part in rest.split("."):
-        if not pa.types.is_struct(column.type) or column.type.get_field_index(part) < 0:
-            return None
-        column = pc.struct_field(column, part)
-    return column
-
-
-def _nulls(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _nested(t: pa.DataType) -> bool:
-    return bool(pa.types.is_struct(t) or pa.types.is_list(t) or pa.types.is_large_list(t))
-
-
-def _numbers(t: pa.DataType) -> bool:
-    if pa.types.is_null(t) or pa.types.is_integer(t) or pa.types.is_floating(t):
-        return True
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return _numbers(t.value_type)
-    return False
-
-
-def _widen(column: pa.ChunkedArray | pa.Array) -> Any:
-    # Model inputs are float64 however they were written: 5 and 5.0 are the same feature.
-    return column.cast(_float_type(column.type))
-
-
-def _float_type(t: pa.DataType) -> pa.DataType:
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return pa.list_(_float_type(t.value_type))
-    return pa.float64()
-
-
-def _wider(known: pa.DataType, new: pa.DataType) -> pa.DataType | None:
-    """The type both fit in (int -> float, null -> anything), or None if they conflict."""
-    if pa.types.is_null(new):
-        return known
-    if pa.types.is_null(known):
-        return new
-    numeric = (pa.types.is_integer, pa.types.is_floating)
-    if any(f(known) for f in numeric) and any(f(new) for f in numeric):
-        return pa.float64() if pa.types.is_floating(known) or pa.types.is_floating(new) else pa.int64()
-    if pa.types.is_list(known) and pa.types.is_list(new):
-        inner = _wider(known.value_type, new.value_type)
-        return pa.list_(inner) if inner is not None else None
-    return None
-
-
-def _kind(t: pa.DataType) -> str:
-    if pa.types.is_integer(t) or pa.types.is_floating(t):
-        return "number"
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return "text"
-    if pa.types.is_boolean(t):
-        return "true/false"
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return "list of numbers" if _numbers(t) else "list"
-    if pa.types.is_struct(t):
-        return "an object"
-    return str(t)
-
-
-_KINDS: dict[type, str] = {
-    bool: "true/false",
-    int: "number",
-    float: "number",
-    str: "text",
-    list: "list",
-    dict: "an object",
-}
-
-
-def _py_numbers(value: list[Any]) -> bool:
-    for v in value:
-        kind = type(v)
-        if kind is not float and kind is not int and not (kind is list and _py_numbers(v)):
-            return False
-    return True
