@@ -16,7 +16,7 @@ import functools
 import duckdb
 import sqlglot
 from sqlglot import exp
-from sqlglot.tokenizer_core import Token, TokenType
+from sqlglot.tokenizer_core import Token
 
 from inferline.errors import SqlError
 from inferline.models.base import LoadedModel
@@ -71,18 +71,7 @@ def is_bigquery_ml(text: str, con: duckdb.DuckDBPyConnection | None = None) -> b
         return True
     if len(head) >= 3 and head[0] == "CREATE" and head[1] == "EXTERNAL":
         return True
-    return any(_ml_call(tokens, i) for i in range(len(tokens)))
-
-
-def _ml_call(tokens: list[Token], i: int) -> str | None:
-    if (
-        i + 2 < len(tokens)
-        and tokens[i].text.upper() == "ML"
-        and tokens[i + 1].token_type == TokenType.DOT
-        and (i == 0 or tokens[i - 1].token_type != TokenType.DOT)
-    ):
-        return tokens[i + 2].text.upper()
-    return None
+    return any(names.ml_function(tokens, i) for i in range(len(tokens)))
 
 
 def translate(text: str, session: Session) -> list[str]:
@@ -91,7 +80,7 @@ def translate(text: str, session: Session) -> list[str]:
     words = _words(tokens)
     head = _statement_head(words)
     for i in range(len(tokens)):
-        name = _ml_call(tokens, i)
+        name = names.ml_function(tokens, i)
         if name is not None and name not in SUPPORTED_ML:
             raise SqlError(
                 f"ML.{name} is not supported; inferline runs ML.PREDICT, ML.EVALUATE, "

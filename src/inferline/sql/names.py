@@ -100,18 +100,26 @@ def uses_bigquery_names(text: str, tokens: list[Token], con: duckdb.DuckDBPyConn
     )
 
 
+def ml_function(tokens: list[Token], i: int) -> str | None:
+    """The upper-cased <function> when `tokens[i:]` start `ML.<function>` (not `x.ML.<name>`, a
+    qualified column), else None."""
+    if (
+        i + 2 < len(tokens)
+        and tokens[i].text.upper() == "ML"
+        and tokens[i + 1].token_type == TokenType.DOT
+        and (i == 0 or tokens[i - 1].token_type != TokenType.DOT)
+    ):
+        return tokens[i + 2].text.upper()
+    return None
+
+
 def ml_calls(tokens: list[Token], functions: Collection[str]) -> list[tuple[str, int, int, list[int]]]:
     """Each `ML.<function>(...)` call among `tokens`: (function, index of `ML`, index of the
     closing paren, indexes of its top-level commas)."""
     found = []
     for i in range(len(tokens) - 3):
-        ml, dot, name, paren = tokens[i : i + 4]
-        if not (
-            ml.text.upper() == "ML"
-            and dot.token_type == TokenType.DOT
-            and name.text.upper() in functions
-            and paren.token_type == TokenType.L_PAREN
-        ):
+        name = ml_function(tokens, i)
+        if name is None or name not in functions or tokens[i + 3].token_type != TokenType.L_PAREN:
             continue
         depth, commas = 0, list[int]()
         for k in range(i + 3, len(tokens)):
@@ -121,10 +129,10 @@ def ml_calls(tokens: list[Token], functions: Collection[str]) -> list[tuple[str,
             elif kind in (TokenType.R_PAREN, TokenType.R_BRACKET):
                 depth -= 1
                 if depth == 0:
-                    found.append((name.text.upper(), i, k, commas))
+                    found.append((name, i, k, commas))
                     break
             elif kind == TokenType.COMMA and depth == 1:
                 commas.append(k)
         else:
-            raise SqlError(f"ML.{name.text.upper()}: missing closing parenthesis")
+            raise SqlError(f"ML.{name}: missing closing parenthesis")
     return found
