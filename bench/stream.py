@@ -48,6 +48,7 @@ import inferline  # noqa: E402
 from inferline.engine.local import LocalEngine  # noqa: E402
 from inferline.examples import iris, iris_stream  # noqa: E402
 from inferline.io.topics import open_topic  # noqa: E402
+from inferline.io.topics.publish import chunks  # noqa: E402
 from inferline.pipeline import parse_spec  # noqa: E402
 
 
@@ -130,7 +131,7 @@ def soak(root: Path, url: str, seconds: float, rate: int) -> list[tuple[float, f
             yield {**message, "ts": time.time()}
 
     def feed() -> None:
-        for chunk in _chunked(timed(), rate // 10):
+        for chunk in chunks(timed(), rate // 10):
             published[0] += inferline.publish(topic, chunk, url=url, rate=None)
             wait = (published[0] / rate) - (time.monotonic() - started)
             if wait > 0:
@@ -174,17 +175,6 @@ def soak(root: Path, url: str, seconds: float, rate: int) -> list[tuple[float, f
             consumer.kill()
             consumer.wait()
     return samples
-
-
-def _chunked(items: Iterator[dict[str, object]], size: int) -> Iterator[list[dict[str, object]]]:
-    chunk: list[dict[str, object]] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def _rss_mb(pid: int) -> float:

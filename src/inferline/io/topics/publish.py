@@ -6,13 +6,14 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from inferline.errors import InferlineError
 from inferline.io.topics.base import open_topic
 from inferline.io.topics.reconnect import BrokerUnavailable
 
 DEFAULT_URL = "queue.db"
+T = TypeVar("T")
 
 
 def default_url() -> str:
@@ -28,8 +29,9 @@ def _encode(message: Any) -> bytes:
     return json.dumps(message).encode("utf-8")
 
 
-def _chunks(items: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
-    chunk: list[bytes] = []
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (the last one shorter): `chunks(range(5), 2)` -> [0, 1], [2, 3], [4]."""
+    chunk: list[T] = []
     for item in items:
         chunk.append(item)
         if len(chunk) >= size:
@@ -71,7 +73,7 @@ def publish(
     count = 0
     started = clock()
     try:
-        for chunk in _chunks((_encode(m) for m in messages), size):
+        for chunk in chunks((_encode(m) for m in messages), size):
             if rate is not None:
                 wait = started + count / rate - clock()
                 if wait > 0:
