@@ -94,29 +94,6 @@ def test_ml_predict_over_an_object_table_calls_the_model_once_per_chunk(con: Sql
     assert sorted(batches) == _chunks(IMAGES)
 
 
-def test_batched_results_equal_the_per_image_path_and_the_model(con: SqlConnection, folder: Path) -> None:
-    batched, _ = _run(con, PREDICT)
-    # predict() on the object table as it is (the bare DuckDB connection): DuckDB gives one file
-    # per chunk, so one image per call (each of the two functions runs predict and predict_proba).
-    per_image, batches = _run_raw(
-        con,
-        "SELECT uri, predict('ds.digits', decode_image(data)) AS predicted_label, "
-        f"predict_scores('ds.digits', decode_image(data)) AS probabilities {PNGS}",
-    )
-    assert batches == [1] * (4 * IMAGES)
-    assert [r["uri"] for r in batched] == [r["uri"] for r in per_image]
-    assert [r["predicted_label"] for r in batched] == [r["predicted_label"] for r in per_image]
-    np.testing.assert_allclose(
-        [r["probabilities"] for r in batched], [r["probabilities"] for r in per_image], rtol=1e-12
-    )
-    model = joblib.load(folder / "digits-1.joblib")
-    pixels = np.stack([np.asarray(Image.open(str(r["uri"])), dtype=np.float64).reshape(-1) for r in batched])
-    assert [r["predicted_label"] for r in batched] == model.predict(pixels / 255.0).tolist()
-    truth = [int(Path(str(r["uri"])).name.split("_")[0]) for r in batched]
-    accuracy = np.mean([r["predicted_label"] == t for r, t in zip(batched, truth, strict=True)])
-    assert accuracy > 0.85
-
-
 def test_an_object_table_read_in_a_cte_or_under_an_alias_is_batched_too(con: SqlConnection) -> None:
     rows, batches = _run(
         con,
@@ -188,6 +165,20 @@ def per_image(folder: Path) -> list[dict[str, object]]:
     connection.close()
     assert batches == [1] * (4 * IMAGES)
     return rows
+
+
+def test_batched_results_equal_the_per_image_path_and_the_model(
+    con: SqlConnection, folder: Path, per_image: list[dict[str, object]]
+) -> None:
+    batched, _ = _run(con, PREDICT)
+    # `per_image`: predict() on the object table as it is, one image per model call.
+    _same(batched, per_image)
+    model = joblib.load(folder / "digits-1.joblib")
+    pixels = np.stack([np.asarray(Image.open(str(r["uri"])), dtype=np.float64).reshape(-1) for r in batched])
+    assert [r["predicted_label"] for r in batched] == model.predict(pixels / 255.0).tolist()
+    truth = [int(Path(str(r["uri"])).name.split("_")[0]) for r in batched]
+    accuracy = np.mean([r["predicted_label"] == t for r, t in zip(batched, truth, strict=True)])
+    assert accuracy > 0.85
 
 
 def test_predict_over_an_object_table_in_native_sql_calls_the_model_once_per_chunk(
