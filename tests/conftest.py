@@ -55,10 +55,13 @@ def fake_clock() -> FakeClock:
 
 @pytest.fixture(scope="session")
 def iris_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """examples/iris built once per test session (data, .joblib and .onnx models)."""
-    root = tmp_path_factory.mktemp("iris-example") / "examples" / "iris"
-    iris.build(str(root))
-    return root
+    """examples/iris built once per test run (data, .joblib and .onnx models); read-only: the
+    `project` fixture copies it."""
+
+    def build(folder: Path) -> None:
+        iris.build(str(folder / "examples" / "iris"))
+
+    return built_once(tmp_path_factory, "iris-example", build) / "examples" / "iris"
 
 
 @pytest.fixture
@@ -99,14 +102,38 @@ def cli(project: Path) -> CliRunner:
     return run
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder `build` fills once per test run, for read-only use: under pytest-xdist the
+    first worker to ask builds it in the run's shared temp folder while the others wait on a
+    lock, instead of every worker building its own (training a model costs each of them)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        root = tmp_path_factory.mktemp(name)
+        build(root)
+        return root
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp().parent / name
+    with open(root.with_name(f"{name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        done = root.with_name(f"{name}.built")
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a worker that failed half-way
+            root.mkdir()
+            build(root)
+            done.touch()
+    return root
+
+
 @pytest.fixture(scope="session")
 def digits_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """examples/digits built once per test session (held-out PNGs, trained CNN, pipeline)."""
+    """examples/digits built once per test run (held-out PNGs, trained CNN, pipeline); read-only:
+    tests that change it copy it first."""
     from inferline.examples import digits
 
-    root = tmp_path_factory.mktemp("digits-example") / "examples" / "digits"
-    digits.build(str(root))
-    return root
+    def build(folder: Path) -> None:
+        digits.build(str(folder / "examples" / "digits"))
+
+    return built_once(tmp_path_factory, "digits-example", build) / "examples" / "digits"
 
 
 def free_port() -> int:
