@@ -8,7 +8,7 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from inferline.engine.local import RunStats, RunSummary
+from inferline.engine.run_summary import RunStats, RunSummary
 
 
 class ProgressDisplay:

@@ -52,8 +52,8 @@ from inferline.engine.beam_io import (  # noqa: E402
     write_sink,
 )
 from inferline.engine.beam_windows import window_rows  # noqa: E402
-from inferline.engine.local import RunSummary  # noqa: E402
 from inferline.engine.process import BatchProcessor  # noqa: E402
+from inferline.engine.run_summary import RunSummary  # noqa: E402
 from inferline.engine.tensors import tensor_column  # noqa: E402
 from inferline.io.base import DeadLetter, SourceBatch  # noqa: E402
 from inferline.io.loaders import ImageLoader, make_loader  # noqa: E402

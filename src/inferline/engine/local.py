@@ -9,30 +9,36 @@ stream's file sinks write part files, acked once their part is committed (`engin
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from inferline.engine.acks import AckGate
-from inferline.engine.features import resolve_column
 from inferline.engine.keys import KeyTracker
 from inferline.engine.process import BatchProcessor
+from inferline.engine.run_outputs import (
+    batch_keys,
+    check_keys,
+    close_sink,
+    is_table_sink,
+    open_dead_sink,
+    part_sinks,
+    unique_keys,
+    unwritable,
+)
+from inferline.engine.run_summary import RunStats, RunSummary
+from inferline.engine.stage_queue import DONE, TICK, Work, default_workers, drain, in_order
 from inferline.engine.streamstats import LatencyTracker, StreamStats
 from inferline.engine.window_stage import WindowStage
-from inferline.errors import InferlineError, SinkSchemaError
-from inferline.io.base import DeadLetter, Sink, Source, SourceBatch, dead_letter_batch, row_as_json
+from inferline.errors import SinkSchemaError
+from inferline.io.base import Sink, Source, SourceBatch, dead_letter_batch
 from inferline.io.factory import make_sink, make_source
 from inferline.io.loaders import ImageLoader, make_loader
-from inferline.io.parts import PartSink
-from inferline.io.split import SplitSink
 from inferline.io.targets import check_run_outputs
 from inferline.io.topic_source import TopicSource
 from inferline.models.base import LoadedModel
@@ -40,71 +46,7 @@ from inferline.models.registry import ModelRef
 from inferline.models.watch import open_model_ref
 from inferline.pipeline import FILE_SINK_KINDS, PipelineSpec
 
-log = logging.getLogger("inferline.engine")
-
-_DONE = object()
-_TICK = object()  # no batch came in time: look at the clock (stream stats)
-
-
-@dataclass
-class RunStats:
-    """Counters the engine updates as it goes; read by progress displays."""
-
-    rows_read: int = 0
-    rows_predicted: int = 0
-    rows_dead: int = 0
-    batches: int = 0
-    # Where the input stands after the rows written so far, of `progress_total` (the source's
-    # unit: bytes of rows for files, else rows); None when the source does not know its size.
-    progress_done: int = 0
-    progress_total: int | None = None
-    # Rows written whose key an earlier row of the run already had (bounded runs with `key:`).
-    duplicate_keys: int = 0
-    model_ids: set[str] = field(default_factory=set)
-    latencies: list[float] = field(default_factory=list)
-    # Model versions that failed to load while watching (one message per version).
-    model_errors: list[str] = field(default_factory=list)
-
-
-@dataclass
-class RunSummary:
-    """What a run did; printed by the CLI at the end."""
-
-    pipeline: str
-    rows_read: int
-    rows_predicted: int
-    rows_dead: int
-    seconds: float
-    model_ids: list[str]
-    output: str
-    dead_letter: str | None
-    status: str = "ok"
-    model_errors: list[str] = field(default_factory=list)
-    # Streams: end-to-end latency, publish -> committed, over the run.
-    latency_p50_ms: float | None = None
-    latency_p99_ms: float | None = None
-    # False for pure data preparation (no model): result rows are "written", not "predicted".
-    with_model: bool = True
-    # Rows whose key was already written in this run; a table sink keeps the last of each.
-    duplicate_keys: int = 0
-    table_sink: bool = False
-    # Interrupted: file outputs were removed rather than left partial.
-    outputs_discarded: bool = False
-    # `window:`: where the windowed rows went, how many were written, rows too late for any.
-    window_output: str | None = None
-    window_rows: int = 0
-    rows_late: int = 0
-
-    @property
-    def rows_per_second(self) -> float:
-        return self.rows_read / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass
-class _Work:
-    source: SourceBatch
-    results: pa.RecordBatch | None
-    dead: list[DeadLetter]
+__all__ = ["LocalEngine", "RunStats", "RunSummary", "run_pipeline"]
 
 
 class LocalEngine:
@@ -209,29 +151,29 @@ class LocalEngine:
         except BaseException as exc:  # handed to the writer, which re-raises it
             self._fail(exc)
         finally:
-            self._put(out, _DONE, force=True)
+            self._put(out, DONE, force=True)
 
     def _predict_stage(self, refs: list[ModelRef], inbox: queue.Queue[Any], out: queue.Queue[Any]) -> None:
         try:
             while True:
                 item = inbox.get()
-                if item is _DONE:
+                if item is DONE:
                     # Let the other predict workers see the end too.
-                    self._put(inbox, _DONE, force=True)
+                    self._put(inbox, DONE, force=True)
                     break
                 seq, batch = item
                 self._put(out, (seq, self.process(batch, [r.current() for r in refs])))
         except BaseException as exc:
             self._fail(exc)
         finally:
-            self._put(out, _DONE, force=True)
+            self._put(out, DONE, force=True)
 
-    def process(self, batch: SourceBatch, models: list[LoadedModel]) -> _Work:
+    def process(self, batch: SourceBatch, models: list[LoadedModel]) -> Work:
         """Steps -> model(s) -> steps for one batch; bad rows become dead letters."""
         dead = list(batch.dead)
         if batch.data.num_rows == 0:
-            return _Work(batch, None, dead)
-        keys = self._keys(batch)
+            return Work(batch, None, dead)
+        keys = batch_keys(self.spec, batch)
         results, more = self._processor(batch.data, keys, models)
         if more and self._stream and keys is not batch.keys:
             # A stream's dead letters are keyed by message id whatever failed, so a message that
@@ -242,18 +184,7 @@ class LocalEngine:
         dead.extend(more)
         if models:
             self.stats.model_ids.update(m.model_id for m in models)
-        return _Work(batch, results, dead)
-
-    def _keys(self, batch: SourceBatch) -> pa.Array:
-        if not self.spec.key or batch.data.num_rows == 0:
-            return batch.keys
-        try:
-            return resolve_column(batch.data, self.spec.key).cast(pa.string())
-        except KeyError:
-            raise InferlineError(
-                f"{self.spec.origin}: key column {self.spec.key!r} not found "
-                f"(columns: {', '.join(batch.data.schema.names)})"
-            ) from None
+        return Work(batch, results, dead)
 
     # --- run ------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -303,19 +234,19 @@ class LocalEngine:
             raise
         try:
             if eager_dead:
-                dead_sink = self._dead_sink()
+                dead_sink = open_dead_sink(self.spec, stream=self._stream)
             if windows is not None:
                 windows.open()
-            acks = AckGate(source, [p for s in (sink, dead_sink) for p in _part_sinks(s)])
+            acks = AckGate(source, [p for s in (sink, dead_sink) for p in part_sinks(s)])
             acks.recover()
         except BaseException:
-            _close(sink, False)
+            close_sink(sink, False)
             if dead_sink is not None:
-                _close(dead_sink, False)
+                close_sink(dead_sink, False)
             self._stop_reader(reader, read_q, source, refs)
             raise
         write_q: queue.Queue[Any] = queue.Queue(self.queue_depth)
-        workers = self.workers if self.workers is not None else _default_workers(refs)
+        workers = self.workers if self.workers is not None else default_workers(refs)
         threads = [
             reader
             or threading.Thread(target=self._read, args=(source, read_q), name="inferline-read", daemon=True)
@@ -336,11 +267,11 @@ class LocalEngine:
         self._last_stats = started
         self._next_stats = started + self.stats_every if self.stats_every else None
         try:
-            for item in _in_order(write_q, workers, wait=self._writer_wait):
+            for item in in_order(write_q, workers, wait=self._writer_wait):
                 if self._interrupting(source):
                     break
                 self._maybe_report(source)
-                if item is _TICK:
+                if item is TICK:
                     acks.idle(urgent=_settling(source))
                     continue
                 if item.results is not None:
@@ -348,18 +279,18 @@ class LocalEngine:
                         sink.write(item.results)
                     except SinkSchemaError as exc:
                         # A column changed type (a new model): these rows are dead-lettered.
-                        item.dead.extend(self._unwritable(item, str(exc)))
+                        item.dead.extend(unwritable(self.spec, item, str(exc), stream=self._stream))
                         item.results = None
                 if windows is not None:
                     item.dead.extend(windows.add(item.results))
                 if item.dead:
                     if dead_sink is None and dead_spec is not None:
-                        dead_sink = self._dead_sink(sink)
+                        dead_sink = open_dead_sink(self.spec, stream=self._stream, results=sink)
                     if dead_sink is not None:
-                        dead_sink.write(dead_letter_batch(_unique_keys(item.dead)))
+                        dead_sink.write(dead_letter_batch(unique_keys(item.dead)))
                 if item.results is not None:
                     if keys is not None:
-                        self._check_keys(keys, item.results)
+                        check_keys(self.spec, self.stats, keys, item.results)
                 sink.commit()
                 if dead_sink is not None:
                     dead_sink.commit()
@@ -376,20 +307,20 @@ class LocalEngine:
             if not ok:
                 self._abort.set()
             self.stop.set()
-            _drain(read_q)
-            _drain(write_q)
+            drain(read_q)
+            drain(write_q)
             for thread in threads:
                 # A second Ctrl-C does not wait for a model call in flight (daemon threads).
                 thread.join(timeout=0.2 if self.interrupt.is_set() else 10)
-            _close(sink, ok, discard=self._interrupted)
+            close_sink(sink, ok, discard=self._interrupted)
             if windows is not None:
                 try:
                     windows.finish(ok=ok, bounded=source.bounded)
                 finally:
                     if windows.sink is not None:
-                        _close(windows.sink, ok, discard=self._interrupted)
+                        close_sink(windows.sink, ok, discard=self._interrupted)
             if dead_sink is not None:
-                _close(dead_sink, ok, discard=self._interrupted)
+                close_sink(dead_sink, ok, discard=self._interrupted)
             source.close()
             for ref in refs:
                 ref.close()
@@ -419,7 +350,7 @@ class LocalEngine:
             latency_p99_ms=p99,
             with_model=bool(self.spec.all_models),
             duplicate_keys=self.stats.duplicate_keys,
-            table_sink=_is_table_sink(self.spec),
+            table_sink=is_table_sink(self.spec),
             status="interrupted" if self._interrupted else "ok",
             outputs_discarded=self._interrupted and self.spec.sink.kind in FILE_SINK_KINDS,
             window_output=windows.describe() if windows is not None else None,
@@ -442,27 +373,13 @@ class LocalEngine:
         self._abort.set()
         self.stop.set()
         if reader is not None:
-            _drain(read_q)
+            drain(read_q)
             reader.join(timeout=10)
         source.close()
         for ref in refs:
             ref.close()
         if self._loader is not None:
             self._loader.close()
-
-    def _dead_sink(self, results: Sink | None = None) -> Sink:
-        dead_spec = self.spec.dead_letter_spec()
-        assert dead_spec is not None
-        sink = make_sink(
-            dead_spec, origin=self.spec.origin, setting="--set dead_letter={}", stream=self._stream
-        )
-        sink.open()
-        if dead_spec.kind == "duckdb" and results is not None:
-            from inferline.io.duckdb import DuckDBSink
-
-            if isinstance(sink, DuckDBSink) and isinstance(results, DuckDBSink):
-                sink.join(results)  # same file: a batch's results and dead letters, one commit
-        return sink
 
     def _interrupting(self, source: Source) -> bool:
         """Whether the run ends now: a second signal, or the first one on a bounded source."""
@@ -479,38 +396,6 @@ class LocalEngine:
         # Wake up now and then to see a stop even while no batch is coming (a slow model).
         wait = self._stats_wait()
         return 0.1 if wait is None else min(wait, 0.1)
-
-    def _check_keys(self, keys: KeyTracker, results: pa.RecordBatch) -> None:
-        if "key" not in results.schema.names:
-            return
-        first = keys.duplicates == 0
-        self.stats.duplicate_keys += keys.add(results.column("key"))
-        if first and keys.duplicates:
-            kept = (
-                "rows with the same key replace each other in the table (the last one read is kept)"
-                if _is_table_sink(self.spec)
-                else "the output keeps every row"
-            )
-            log.warning(
-                "warning: key column %r is not unique (%r appears more than once): %s; "
-                "name a unique column in key:",
-                self.spec.key,
-                keys.example,
-                kept,
-            )
-
-    def _unwritable(self, item: _Work, error: str) -> list[DeadLetter]:
-        results = item.results
-        if results is None:
-            return []
-        keys = [str(k) for k in results.column("key").to_pylist()]
-        if self._stream and self.spec.key:  # stream dead letters are keyed by message id
-            by_key = dict(zip(self._keys(item.source).to_pylist(), item.source.keys.to_pylist(), strict=True))
-            keys = [by_key.get(k, k) for k in keys]
-        return [
-            DeadLetter(key=k, raw=row_as_json(results, i), error=error, stage="sink")
-            for i, k in enumerate(keys)
-        ]
 
     # --- stream stats -----------------------------------------------------------------
     def _stats_wait(self) -> float | None:
@@ -529,7 +414,7 @@ class LocalEngine:
         if self.on_stats is not None:
             self.on_stats(stats)
 
-    def _count(self, item: _Work) -> None:
+    def _count(self, item: Work) -> None:
         stats = self.stats
         stats.batches += 1
         stats.rows_read += item.source.data.num_rows + sum(1 for d in item.source.dead)
@@ -555,7 +440,7 @@ class LocalEngine:
                 if self._abort.is_set() and not force:
                     return
                 if self._abort.is_set():
-                    _drain(q)
+                    drain(q)
 
     def _fail(self, exc: BaseException) -> None:
         if self._failure is None:
@@ -564,83 +449,8 @@ class LocalEngine:
         self.stop.set()
 
 
-def _part_sinks(sink: Sink | None) -> list[PartSink]:
-    if isinstance(sink, SplitSink):
-        return [p for side in sink.sides() for p in _part_sinks(side)]
-    return [sink] if isinstance(sink, PartSink) else []
-
-
 def _settling(source: Source) -> bool:
     return isinstance(source, TopicSource) and source.settling.is_set()
-
-
-def _unique_keys(dead: list[DeadLetter]) -> list[DeadLetter]:
-    # A row can fail more than once (several models): each failure is its own dead letter.
-    seen: dict[str, int] = {}
-    for letter in dead:
-        count = seen.get(letter.key, 0)
-        seen[letter.key] = count + 1
-        if count:
-            letter.key = f"{letter.key}#{count + 1}"
-    return dead
-
-
-def _is_table_sink(spec: PipelineSpec) -> bool:
-    return spec.sink.kind == "duckdb"
-
-
-def _default_workers(refs: list[ModelRef]) -> int:
-    # Models that run single-threaded but release the GIL (scikit-learn) get one predict
-    # worker per core; frameworks with their own thread pools (onnxruntime, torch) get one.
-    hints = [getattr(ref.current().handler, "parallel_batches", 1) or 1 for ref in refs]
-    return max(1, min(hints)) if hints else 1
-
-
-def _in_order(
-    q: queue.Queue[Any], producers: int, *, wait: Callable[[], float | None] = lambda: None
-) -> Iterator[Any]:
-    """Items from `producers` workers, back in the order the reader numbered them.
-
-    Yields `_TICK` when nothing came within `wait()` seconds (None: wait as long as it takes).
-    """
-    pending: dict[int, _Work] = {}
-    expected = 0
-    done = 0
-    while done < producers:
-        try:
-            item = q.get(timeout=wait())
-        except queue.Empty:
-            yield _TICK
-            continue
-        if item is _DONE:
-            done += 1
-            continue
-        seq, work = item
-        pending[seq] = work
-        while expected in pending:
-            yield pending.pop(expected)
-            expected += 1
-    # After a failure some numbers never arrive; what did arrive is still written in order.
-    for seq in sorted(pending):
-        yield pending[seq]
-
-
-def _drain(q: queue.Queue[Any]) -> None:
-    while True:
-        try:
-            q.get_nowait()
-        except queue.Empty:
-            return
-
-
-def _close(sink: Sink, ok: bool, *, discard: bool = False) -> None:
-    # Interrupted: a file output is removed (it would be partial); after a failure it stays
-    # beside the previous output, as `<path>.partial`, for inspection.
-    action = getattr(sink, "discard" if discard else "abort", None) if not ok else None
-    if action is not None:
-        action()
-    else:
-        sink.close()
 
 
 def run_pipeline(spec: PipelineSpec, **options: Any) -> RunSummary:

@@ -26,7 +26,7 @@ from inferline.io.duckdb import quote
 from inferline.io.targets import check_output
 
 if TYPE_CHECKING:
-    from inferline.engine.local import RunStats, RunSummary
+    from inferline.engine.run_summary import RunStats, RunSummary
     from inferline.pipeline import PipelineSpec
 
 RUNS_TABLE = "inferline_runs"
