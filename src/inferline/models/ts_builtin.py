@@ -90,7 +90,8 @@ class ImageClassifier:
         if not isinstance(image, bytes | bytearray):
             raise ModelError(f"{self.where}: expected an image (bytes or base64 text) in data or body")
         with Image.open(io.BytesIO(image)) as opened:
-            return transform(opened.convert("RGB"))
+            # An RGB image needs no conversion (convert would only copy it).
+            return transform(opened if opened.mode == "RGB" else opened.convert("RGB"))
 
 
 def transform(image: Any) -> np.ndarray:
