@@ -2,7 +2,7 @@
 
 `POST|PUT /predictions/{name}[/{version}]` is nearly all of a busy server's traffic. Routed
 through Starlette it passes five middleware layers, the router's match over every route and
-an exception wrapper before reaching its endpoint: about 15% of the server's CPU per request
+an exception wrapper before reaching its endpoint: about 7-10% of the server's CPU per request
 for a small image model. `PredictionsFastPath` recognises those requests from the ASGI scope
 and calls the same endpoint (`inferline.serve.torchserve.predictions`) directly, so bodies,
 content types, answers, metrics and JSON errors are the routed ones by construction.
