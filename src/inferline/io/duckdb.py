@@ -1,29 +1,28 @@
-"""DuckDB table sink (upsert on `key`) and table source."""
+"""DuckDB table sink (upsert on `key`).
+
+The table source is `io/duckdb_source.py`; identifier quoting and error text, `io/duckdb_sql.py`
+(both importable from here too).
+"""
 
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterator
-from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from inferline.errors import InputError, SinkError, SinkSchemaError
+from inferline.errors import SinkError, SinkSchemaError
 from inferline.io import warehouse_writer
-from inferline.io.base import SourceBatch
+from inferline.io.duckdb_source import TableSource
+from inferline.io.duckdb_sql import quote, root_cause
 from inferline.io.key_index import TableKeys, key_hashes
 from inferline.io.targets import check_output
-from inferline.io.warehouse import Session, WarehouseError
+from inferline.io.warehouse import WarehouseError
+
+__all__ = ["DuckDBSink", "TableSource", "quote", "root_cause"]
 
 log = logging.getLogger("inferline.sinks")
-
-
-def quote(name: str) -> str:
-    """A DuckDB identifier, quoted; `schema.table` names are quoted part by part."""
-    return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
 
 
 class DuckDBSink:
@@ -337,26 +336,6 @@ class DuckDBSink:
                 warehouse_writer.release(writer)
 
 
-_WRAPPERS = ("TransactionContext Error: ", "Failed to commit: ", "IO Error: ")
-
-
-def root_cause(exc: BaseException) -> str:
-    """The first line of a DuckDB error without the layers around it ("Failed to commit: ...").
-
-    Example:
-        >>> root_cause(Exception('TransactionContext Error: Failed to commit: disk full'))
-        'disk full'
-    """
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in _WRAPPERS:
-            if text.startswith(prefix):
-                text, stripped = text[len(prefix) :], True
-    return text
-
-
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "FLOAT", "DOUBLE", "HUGEINT")
 
 
@@ -379,67 +358,6 @@ def _dedupe_last(batch: pa.RecordBatch, key: str) -> pa.RecordBatch:
     # The row numbers themselves, in order (not the order of the groups).
     taken = table.take(pc.take(last, pc.sort_indices(last))).drop_columns(["__i__"])
     return taken.combine_chunks().to_batches()[0]
-
-
-class TableSource:
-    """Rows of a DuckDB table or query (`table:` may be a name or a SELECT)."""
-
-    bounded = True
-
-    def __init__(self, path: str, table: str, *, batch_rows: int = 4096) -> None:
-        self.path = path
-        self.table = table
-        self.batch_rows = batch_rows
-        self._con: duckdb.DuckDBPyConnection | None = None
-        self._session: Session | None = None
-
-    def open(self) -> None:
-        if not os.path.exists(self.path):
-            raise InputError(f"source {self.path}: DuckDB database not found")
-        # A read turn for the whole run: a stream writing this file waits until the run ends.
-        self._session = Session(self.path, read_only=True, what="the run", long=True)
-        try:
-            self._con = self._session.open()
-        except WarehouseError as exc:
-            raise InputError(f"source {exc}") from None
-
-    def progress_total(self) -> int | None:
-        """Rows of a table (DuckDB knows them cheaply); None for a query (it would run twice)."""
-        if self._con is None or self.table.lstrip().lower().startswith("select"):
-            return None
-        try:
-            ((count,),) = self._con.sql(f"SELECT count(*) FROM {quote(self.table)}").fetchall()
-        except duckdb.Error:
-            return None  # batches() reports the missing table in its own words
-        return int(count)
-
-    def ack(self, position: Any) -> None:
-        """Tables need no acknowledgement."""
-
-    def batches(self) -> Iterator[SourceBatch]:
-        assert self._con is not None
-        query = (
-            self.table
-            if self.table.lstrip().lower().startswith("select")
-            else f"SELECT * FROM {quote(self.table)}"
-        )
-        try:
-            reader = self._con.sql(query).to_arrow_reader(self.batch_rows)
-        except duckdb.Error as exc:
-            raise InputError(f"source {self.path} table {self.table}: {exc}".splitlines()[0]) from None
-        row = 0
-        from inferline.io.files import row_keys
-
-        for batch in reader:
-            keys = row_keys(f"{self.path}#{self.table}", row, batch.num_rows)
-            row += batch.num_rows
-            yield SourceBatch(data=batch, keys=keys, progress=row)
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
-            self._con = None
 
 
 class _Transaction:

@@ -14,7 +14,7 @@ SOURCES: dict[str, str] = {
     "csv": "inferline.io.files:CsvSource",
     "jsonl": "inferline.io.files:JsonlSource",
     "parquet": "inferline.io.files:ParquetSource",
-    "table": "inferline.io.duckdb:TableSource",
+    "table": "inferline.io.duckdb_source:TableSource",
     "images": "inferline.io.images:ImagesSource",
     "objects": "inferline.io.objects:ObjectsSource",
     "topic": "inferline.io.topic_source:TopicSource",
