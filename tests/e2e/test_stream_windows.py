@@ -83,6 +83,24 @@ def late_keys(project: Path) -> int:
     return int(row[0])
 
 
+def kill_then_finish(project: Path, events: list[dict[str, Any]], *, after: int) -> None:
+    """Publish `events` to the project's topic, SIGKILL its run after `after` acks, rerun to the end."""
+    topic = open_topic(str(project / "queue.db"), "iris")
+    topic.publish([json.dumps(e).encode() for e in events])
+    topic.close()
+    probe = Probe(str(project / "queue.db"))
+    try:
+        kill_mid_stream(project, probe, len(events), after=after)
+        runner = start_runner(project, "--until-idle", "1")
+        try:
+            probe.wait(lambda: runner.poll() is not None, None, timeout=120)
+        finally:
+            stop(runner)
+    finally:
+        probe.close()
+    assert runner.returncode == 0
+
+
 def test_fixed_windows_from_a_file_and_from_the_topic_are_the_same(project: Path, cli: CliRunner) -> None:
     lines = "".join(json.dumps(message(*e)) + "\n" for e in EVENTS)
     (project / "events.jsonl").write_text(lines)
@@ -188,20 +206,7 @@ def test_a_sigkill_mid_window_neither_loses_nor_double_counts(project: Path, cli
     write_spec(
         project, '{kind: topic, url: "queue.db", topic: iris}', kind="sliding", extent=extent, max_size=25
     )
-    topic = open_topic(str(project / "queue.db"), "iris")
-    topic.publish([json.dumps(e).encode() for e in events])
-    topic.close()
-    probe = Probe(str(project / "queue.db"))
-    try:
-        kill_mid_stream(project, probe, 800, after=300)
-        runner = start_runner(project, "--until-idle", "1")
-        try:
-            probe.wait(lambda: runner.poll() is not None, None, timeout=120)
-        finally:
-            stop(runner)
-    finally:
-        probe.close()
-    assert runner.returncode == 0
+    kill_then_finish(project, events, after=300)
     assert windows(project) == expected
     assert late_keys(project) == expected_late
 
@@ -243,20 +248,7 @@ def test_pane_partials_survive_a_sigkill_like_rows(project: Path, cli: CliRunner
 
     (project / "warehouse.duckdb").unlink()
     spec('{kind: topic, url: "queue.db", topic: iris}', 15)
-    topic = open_topic(str(project / "queue.db"), "iris")
-    topic.publish([json.dumps(e).encode() for e in events])
-    topic.close()
-    probe = Probe(str(project / "queue.db"))
-    try:
-        kill_mid_stream(project, probe, 400, after=120)
-        runner = start_runner(project, "--until-idle", "1")
-        try:
-            probe.wait(lambda: runner.poll() is not None, None, timeout=120)
-        finally:
-            stop(runner)
-    finally:
-        probe.close()
-    assert runner.returncode == 0
+    kill_then_finish(project, events, after=120)
     assert panes(max(seconds)) == expected
     assert late_keys(project) == expected_late
     with duckdb.connect(str(project / "iris_windows_window_state.duckdb"), read_only=True) as con:
