@@ -199,14 +199,7 @@ def server(
             time.sleep(0.1)
         yield base
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(15)
-        # LitServe's workers outlive their parent on SIGTERM: kill what is left of the group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(15)
+        stop_group(proc, grace=15)
         log.close()
 
 
@@ -271,6 +264,20 @@ def check_answer(base: str, path: str, body: str) -> None:
         payload = json.loads(answer.read())
     if "predictions" not in payload:
         raise RuntimeError(f"{base}{path}: unexpected answer {payload}")
+
+
+def stop_group(proc: subprocess.Popen[bytes], *, grace: float) -> None:
+    """SIGTERM `proc`'s process group, then SIGKILL what is left of it after `grace` seconds.
+
+    LitServe's workers (and a server's worker processes) can outlive their parent on SIGTERM.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(15)
 
 
 def main() -> None:

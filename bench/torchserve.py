@@ -47,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serve import wrk_figures  # noqa: E402
+from serve import stop_group, wrk_figures  # noqa: E402
 
 MODELS = ("scripted", "cnn", "classifier")
 IMAGE_SIZE = (64, 64)
@@ -341,13 +341,7 @@ def inferline(store: Path, workdir: Path, extra: list[str]) -> Iterator[tuple[st
         wait_ready(base, MODELS, "inferline serve", lambda: proc.poll() is None)
         yield base, proc.pid
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(20)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        stop_group(proc, grace=20)
         log.close()
 
 
