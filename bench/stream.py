@@ -46,10 +46,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import inferline  # noqa: E402
 from inferline.engine.local import LocalEngine  # noqa: E402
+from inferline.engine.windows import WindowOperator  # noqa: E402
 from inferline.examples import iris, iris_stream  # noqa: E402
 from inferline.io.topics import open_topic  # noqa: E402
 from inferline.io.topics.publish import chunks  # noqa: E402
-from inferline.pipeline import parse_spec  # noqa: E402
+from inferline.pipeline import WindowSpec, parse_spec  # noqa: E402
 
 
 def _spec(root: Path, url: str, topic: str, table: str) -> dict[str, object]:
@@ -100,15 +101,11 @@ def windowed(root: Path, url: str, count: int) -> tuple[float, float, int]:
         summary = engine.run()
         rates.append(summary.rows_read / (time.perf_counter() - started))
         if with_window:
-            import duckdb
-
-            with duckdb.connect(str(root / f"{topic}.state.duckdb"), read_only=True) as con:
-                # Partial rows per pane and group (window_panes), or the rows (window_rows).
-                names = con.sql("SELECT table_name FROM information_schema.tables").fetchall()
-                tables = {name for (name,) in names}
-                state = "window_panes" if "window_panes" in tables else "window_rows"
-                (row,) = con.sql(f"SELECT count(*) FROM {state}").fetchall()
-            held = int(row[0])
+            # Partial rows per pane and group (count and mean are decomposable), as a restart reads them.
+            state = WindowOperator(WindowSpec.model_validate(raw["window"]))
+            state.open(str(root / f"{topic}.state.duckdb"))
+            held = state.open_rows()
+            state.close_state()
     return rates[0], rates[1], held
 
 

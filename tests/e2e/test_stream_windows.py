@@ -253,4 +253,4 @@ def test_pane_partials_survive_a_sigkill_like_rows(project: Path, cli: CliRunner
     assert late_keys(project) == expected_late
     with duckdb.connect(str(project / "iris_windows_window_state.duckdb"), read_only=True) as con:
         tables = {name for (name,) in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}
-    assert "window_panes" in tables and "window_rows" not in tables  # partials were kept, not rows
+    assert "window_pane_keys" in tables and "window_rows" not in tables  # partials were kept, not rows

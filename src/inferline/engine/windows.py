@@ -7,12 +7,13 @@ watermark of the rows before it (per row, vectorised), so a file and a stream of
 rows in the same order give the same windows whatever the batch sizes. A row whose windows
 have all closed is late: it is dead-lettered (stage `late`) and counted.
 
-Open windows are held in a DuckDB table: as partial aggregates per pane and group when every
-aggregate is decomposable (`engine/window_panes.py`; not for sessions), else as the rows
-themselves (each row once, with the first and last window start it still counts in);
-closing runs one GROUP BY over the closing windows. A stream keeps this table in a state
-file committed after the sink and before the ack, so a SIGKILL replays only unacked
-messages, and a replayed row whose key the state holds is skipped.
+Open windows are held as partial aggregates per pane and group, in memory, when every
+aggregate is decomposable (`engine/window_panes.py`, `window_pane_state.py`; not for sessions),
+else as the rows themselves in a DuckDB table (each row once, with the first and last window
+start it still counts in); closing combines the partials (`window_pane_close.py`) or runs one
+GROUP BY over the closing windows. A stream saves them in a state file committed after the
+sink and before the ack, so a SIGKILL replays only unacked messages, and a replayed row whose
+key the state holds is skipped.
 
 Example:
     >>> windows = WindowOperator(spec.window, origin="spec.yaml")  # doctest: +SKIP
@@ -33,7 +34,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from inferline.engine.window_panes import PANES, PaneState, pack_keys
+from inferline.engine.window_pane_close import ArrowClose
+from inferline.engine.window_pane_state import PaneState, pack_keys
 from inferline.engine.window_sql import aggregate_query, cast_aggregates, failing_aggregate
 from inferline.engine.window_times import event_times
 from inferline.errors import WindowError
@@ -44,6 +46,7 @@ from inferline.pipeline import WindowSpec
 _NEVER = -(2**62)  # a watermark before any event
 _ALWAYS = 2**62  # the watermark at the end of a bounded input: every window closes
 _STATE = "window_rows"
+_PANES = "_inferline_window_panes"  # the partials in memory, registered for a query
 
 
 class WindowOperator:
@@ -67,6 +70,8 @@ class WindowOperator:
         self._durable = False
         self._seq = 0  # the last batch the panes saved
         self._pending: tuple[int, bytes] | None = None  # this batch's (last window, keys), saved by commit
+        self._txn = False  # inside a transaction on the state (the rows' state is always)
+        self._closes: ArrowClose | bool | None = None  # closes by Arrow (False: by query; None: not known)
 
     # --- state ---------------------------------------------------------------------------
     def open(self, state_path: str | None) -> None:
@@ -101,9 +106,10 @@ class WindowOperator:
         else:
             _run(con, "INSERT INTO window_meta VALUES (?, ?, ?)", [self._fingerprint(), _NEVER, _NEVER])
         self._durable = state_path is not None
-        restored = PaneState.restore(con, group_by=self.spec.group_by, origin=self.origin)
+        restored = PaneState.restore(con, group_by=self.spec.group_by, size=self.size, origin=self.origin)
         if restored is not None:
             self._panes, saved = restored
+            self._panes.saving = self._durable
             self._seq, self._restored, self._created = saved.seq, saved.keys, True
             # window_meta holds the watermark only when no batch was saved since it was written.
             self.max_seen = max(self.max_seen, saved.max_seen)
@@ -120,7 +126,9 @@ class WindowOperator:
                 f"SELECT key FROM {_STATE} UNION SELECT key FROM window_last_keys"
             ).to_arrow_table()
             self._restored = keys.column("key").combine_chunks() if keys.num_rows else None
-        _run(con, "BEGIN TRANSACTION")
+        if self._panes is None:  # rows (or not known yet): one transaction per batch
+            _run(con, "BEGIN TRANSACTION")
+            self._txn = True
 
     def _fingerprint(self) -> str:
         spec = self.spec
@@ -146,16 +154,23 @@ class WindowOperator:
     def commit(self) -> None:
         """Make the open windows and the watermark durable (after the window sink committed)."""
         con = self.con
-        if self._panes is not None and self._pending is not None:
-            # The batch's keys and the watermark in one row, no second statement.
+        watermark: list[object] = [self.max_seen, self.closed_until]
+        if self._panes is None:
+            _run(con, "UPDATE window_meta SET max_seen = ?, closed_until = ?", watermark)
+            _run(con, "COMMIT")
+            _run(con, "BEGIN TRANSACTION")
+            return
+        # Panes: the batch's keys, partials and the watermark in one row, one statement.
+        if self._pending is not None:
             (last, keys), self._pending = self._pending, None
             self._seq += 1
-            self._panes.save(self._seq, last, self.max_seen, self.closed_until, keys)
-        else:
-            watermark: list[object] = [self.max_seen, self.closed_until]
+            saved = (self._seq, last, self.max_seen, self.closed_until, keys)
+            self._panes.save(*saved, in_transaction=self._txn)
+        elif self._durable:
             _run(con, "UPDATE window_meta SET max_seen = ?, closed_until = ?", watermark)
-        _run(con, "COMMIT")
-        _run(con, "BEGIN TRANSACTION")
+        if self._txn:  # the first batch's, begun before the panes were chosen
+            _run(con, "COMMIT")
+            self._txn = False
 
     def close_state(self) -> None:
         if self._con is not None:
@@ -166,12 +181,14 @@ class WindowOperator:
         """Rows (or partial rows, with panes) held for open windows: memory is bounded by these."""
         if not self._created:
             return 0
-        (row,) = self.con.execute(f"SELECT count(*) FROM {self._table}").fetchall()
+        if self._panes is not None:
+            return self._panes.rows()
+        (row,) = self.con.execute(f"SELECT count(*) FROM {_STATE}").fetchall()
         return int(row[0])
 
     @property
     def _table(self) -> str:
-        return PANES if self._panes is not None else _STATE
+        return _PANES if self._panes is not None else _STATE
 
     # --- adding rows ---------------------------------------------------------------------
     def add(self, results: pa.RecordBatch, *, ingest_time: float) -> list[DeadLetter]:
@@ -206,14 +223,24 @@ class WindowOperator:
             on_time = first <= last
         self.max_seen = max(self.max_seen, int(times.max()))
         late = self._late_letters(results, times, watermark, on_time)
-        mask = pa.array(on_time)
-        rows = results.filter(mask).drop_columns(["key"])
+        if late:  # else every row is kept: no copy
+            mask = pa.array(on_time)
+            results, kept, times, first, last = (
+                results.filter(mask),
+                keys.filter(mask),
+                times[on_time],
+                first[on_time],
+                last[on_time],
+            )
+        else:
+            kept = keys
+        rows = results.drop_columns(["key"])
         table = pa.table(
             {
-                "key": keys.filter(mask),
-                "__t": pa.array(times[on_time], pa.int64()),
-                "__first": pa.array(first[on_time], pa.int64()),
-                "__last": pa.array(last[on_time], pa.int64()),
+                "key": kept,
+                "__t": pa.array(times, pa.int64()),
+                "__first": pa.array(first, pa.int64()),
+                "__last": pa.array(last, pa.int64()),
                 **{name: rows.column(name) for name in rows.schema.names if not name.startswith("__")},
             }
         )
@@ -222,11 +249,13 @@ class WindowOperator:
             self._panes = PaneState.choose(
                 self.con, table, self.spec.aggregates, group_by=group_by, origin=self.origin
             )
+            if self._panes is not None:
+                self._panes.saving = self._durable
         if self._panes is not None:
             self._panes.add(table)
             self._created = True
             if self._durable:  # a replay after a SIGKILL skips the rows these panes count
-                self._pending = (int(last[on_time].max(initial=_NEVER)), pack_keys(keys))
+                self._pending = (int(last.max(initial=_NEVER)), pack_keys(keys))
         else:
             self._insert(table, keys)
         return late
@@ -287,12 +316,12 @@ class WindowOperator:
             _run(self.con, f"DELETE FROM {_STATE}")
             _run(self.con, f"INSERT INTO {_STATE} BY NAME SELECT * FROM _keep")
             _run(self.con, "DROP TABLE _keep")
+        elif self._panes is not None:
+            closed = self._pane_windows(self._panes, self.closed_until, until)
+            self._panes.drop_closed(until, self.size)
         else:
             closed = self._windows(self.closed_until, until)
-            if self._panes is not None:
-                self._panes.drop_closed(until, self.size)
-            else:
-                _run(self.con, f"DELETE FROM {_STATE} WHERE __last + {self.size} <= {until}")
+            _run(self.con, f"DELETE FROM {_STATE} WHERE __last + {self.size} <= {until}")
         self.closed_until = until
         return closed if closed.num_rows else None
 
@@ -308,8 +337,33 @@ class WindowOperator:
         """Results so far of the windows still open (upserted again when they close)."""
         if not self._created or self.spec.kind == "session":
             return None
-        table = self._windows(self.closed_until, _ALWAYS)
+        if self._panes is not None:
+            table = self._pane_windows(self._panes, self.closed_until, _ALWAYS)
+        else:
+            table = self._windows(self.closed_until, _ALWAYS)
         return table if table.num_rows else None
+
+    def _pane_windows(self, panes: PaneState, after: int, until: int) -> pa.Table:
+        """The windows ending in (after, until] from the partials in memory: by Arrow once its
+        first close gave the query's types, else by the query over the registered partials."""
+        table = panes.table()
+        if table.num_rows == 0:
+            return table
+        extent = {"after": after, "until": until, "size": self.size, "every": self.every}
+        if isinstance(self._closes, ArrowClose):
+            return self._closes.windows(table, **extent)
+        self.con.register(_PANES, table)
+        try:
+            rows = self._windows(after, until)
+        finally:
+            self.con.unregister(_PANES)
+        if self._closes is None and rows.num_rows:
+            fast = ArrowClose.for_plan(panes.plan, table.schema, group_by=self.spec.group_by)
+            same = fast is not None and bool(panes.arrow)
+            if fast is None or not same or not fast.windows(table, **extent).schema.equals(rows.schema):
+                fast = None  # the query's types differ (an integer sum widens in DuckDB)
+            self._closes = fast or False
+        return rows
 
     def _windows(self, after: int, until: int) -> pa.Table:
         # Only the starts of the windows ending in (after, until] are expanded: a row counts in

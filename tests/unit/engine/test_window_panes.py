@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 
 from inferline.engine import window_panes
-from inferline.engine.window_panes import PaneState, pane_plan
+from inferline.engine.window_pane_state import PaneState
+from inferline.engine.window_panes import pane_plan
 from inferline.engine.windows import WindowOperator
 from inferline.errors import WindowError
 from inferline.pipeline import WindowSpec
