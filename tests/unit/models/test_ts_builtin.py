@@ -12,7 +12,9 @@ from inferline.models.ts_compat import CenterCrop, Compose, Normalize, Resize, T
 torch = pytest.importorskip("torch")
 
 
-@pytest.mark.parametrize("size", [(64, 64), (40, 30), (300, 200)])
+# (64, 64), (300, 200), (512, 384): the crop alone is resampled (dyadic scales); (40, 30) and
+# (8, 400) (a 256 x 12800 resize) are resized whole; (256, 300) is only cropped.
+@pytest.mark.parametrize("size", [(64, 64), (40, 30), (300, 200), (512, 384), (8, 400), (256, 300)])
 def test_transform_matches_resize_crop_normalise(size: tuple[int, int]) -> None:
     pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     image = Image.fromarray(pixels)
@@ -20,4 +22,9 @@ def test_transform_matches_resize_crop_normalise(size: tuple[int, int]) -> None:
     expected = chain(image).numpy()
     got = transform(image)
     assert got.shape == (3, CROP, CROP) and got.dtype == np.float32 and got.flags.c_contiguous
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(got, expected)  # bit for bit, whichever way it was resampled
+    into = np.zeros((2, 3, CROP, CROP), dtype=np.float32)
+    row = into[1]
+    assert transform(image, out=row) is row
+    np.testing.assert_array_equal(row, expected)
+    assert not into[0].any()
