@@ -18,11 +18,12 @@ Example:
 from __future__ import annotations
 
 import base64
+import functools
 import importlib
 import io
 import json
+import math
 import os
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -105,14 +106,7 @@ def transform(image: Any, *, out: np.ndarray | None = None) -> np.ndarray:
 
     The values are written into `out` ((3, 224, 224) float32, e.g. a row of a batch) when given.
     """
-    width, height = image.size
-    if width <= height:
-        size = (RESIZE, int(RESIZE * height / width))
-    else:
-        size = (int(RESIZE * width / height), RESIZE)
-    left = int(round((size[0] - CROP) / 2.0))
-    top = int(round((size[1] - CROP) / 2.0))
-    pixels = np.asarray(resized_crop(image, size, (left, top)))
+    pixels = np.asarray(resized_crop(image))
     if out is None:
         out = np.empty((3, CROP, CROP), dtype=np.float32)
     for channel in range(3):  # a table look-up per value, not four passes over floats (uint8: no clipping)
@@ -120,36 +114,51 @@ def transform(image: Any, *, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def resized_crop(image: Any, size: tuple[int, int], corner: tuple[int, int]) -> Any:
-    """`image.resize(size, BILINEAR).crop(...)` of the CROP x CROP square at `corner`, pixel for pixel.
-
-    Pillow can resample only the crop (`box`): a fifth of the work less at 256 -> 224. Its
-    result is the same bit for bit when each axis's scale (input / output pixels) is a dyadic
-    fraction (64/256, 480/256, 200/256...): every sample position and filter weight is then the
-    same exact double either way (checked on 400 random sizes). Other scales (640/341) can move
-    a pixel by one level, and so can outputs with a side over ~25,000 pixels (an image 100 times
-    taller than wide) for a reason not found in Pillow's source: those are resized whole and
-    cropped, as torchvision does.
-    """
+def resized_crop(image: Any) -> Any:
+    """`image.resize(short side 256, BILINEAR).crop(centre 224 x 224)`, pixel for pixel."""
     from PIL import Image
 
-    left, top = corner
-    crop = (left, top, left + CROP, top + CROP)
+    size, crop, box = crop_plan(*image.size)
+    if box is not None:
+        return image.resize((CROP, CROP), Image.Resampling.BILINEAR, box=box)
     if tuple(image.size) == size:
         return image.crop(crop)
-    scale_x = Fraction(image.size[0], size[0])
-    scale_y = Fraction(image.size[1], size[1])
-    if max(size) <= BOX_MAX_SIDE and _dyadic(scale_x) and _dyadic(scale_y):
-        box = (left * scale_x, top * scale_y, (left + CROP) * scale_x, (top + CROP) * scale_y)
-        if all(float(np.float32(edge)) == edge for edge in box):  # Pillow takes the box as C floats
-            return image.resize((CROP, CROP), Image.Resampling.BILINEAR, box=tuple(map(float, box)))
     return image.resize(size, Image.Resampling.BILINEAR).crop(crop)
 
 
-def _dyadic(fraction: Fraction) -> bool:
-    """A power-of-two denominator: the fraction and its multiples by small integers are exact doubles."""
-    denominator = fraction.denominator
-    return denominator & (denominator - 1) == 0
+Box = tuple[float, float, float, float]
+
+
+@functools.lru_cache(maxsize=256)
+def crop_plan(width: int, height: int) -> tuple[tuple[int, int], Box, Box | None]:
+    """The resized size, the crop in it and, when it gives the same pixels, the crop's box in
+    the original image for Pillow to resample only the crop (a fifth of the work at 256 -> 224).
+
+    The box gives the same result bit for bit when each axis's scale (input / output pixels)
+    is a dyadic fraction (64/256, 480/256, 200/256...) and the box's edges are exact C floats
+    (Pillow's type for them): every sample position and filter weight is then the same exact
+    double either way (checked on 700 random sizes). Other scales (640/341) can move a pixel by
+    one level, and so can resized sides over ~25,000 pixels (an image 100 times taller than wide)
+    for a reason not found in Pillow's source: those are resized whole and cropped, as
+    torchvision does.
+    """
+    if width <= height:
+        size = (RESIZE, int(RESIZE * height / width))
+    else:
+        size = (int(RESIZE * width / height), RESIZE)
+    left = int(round((size[0] - CROP) / 2.0))
+    top = int(round((size[1] - CROP) / 2.0))
+    crop = (float(left), float(top), float(left + CROP), float(top + CROP))
+    if (width, height) == size or max(size) > BOX_MAX_SIDE:
+        return size, crop, None
+    edges = []
+    for edge, original, resized in zip(crop, (width, height) * 2, size * 2, strict=True):
+        shared = math.gcd(original, resized)
+        numerator, denominator = int(edge) * (original // shared), resized // shared
+        if denominator & (denominator - 1) or numerator >= 2**24:  # not dyadic, or not a C float
+            return size, crop, None
+        edges.append(numerator / denominator)
+    return size, crop, (edges[0], edges[1], edges[2], edges[3])
 
 
 def read_index_to_name(model_dir: str, where: str) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inferline.models.ts_builtin import CROP, MEAN, STD, transform
+from inferline.models.ts_builtin import CROP, MEAN, STD, crop_plan, transform
 from inferline.models.ts_compat import CenterCrop, Compose, Normalize, Resize, ToTensor
 
 torch = pytest.importorskip("torch")
@@ -28,3 +28,11 @@ def test_transform_matches_resize_crop_normalise(size: tuple[int, int]) -> None:
     assert transform(image, out=row) is row
     np.testing.assert_array_equal(row, expected)
     assert not into[0].any()
+
+
+def test_only_the_crop_is_resampled_when_that_gives_the_same_pixels() -> None:
+    assert crop_plan(64, 64)[2] == (4.0, 4.0, 60.0, 60.0)  # 64 -> 256: scale 1/4
+    assert crop_plan(300, 200)[2] == (62.5, 12.5, 237.5, 187.5)  # 300 x 200 -> 384 x 256: 25/32
+    assert crop_plan(40, 30)[2] is None  # 40 -> 341: not a dyadic scale
+    assert crop_plan(8, 400)[2] is None  # resized to 256 x 12800: over BOX_MAX_SIDE
+    assert crop_plan(256, 300) == ((256, 300), (16.0, 38.0, 240.0, 262.0), None)  # only cropped
