@@ -2,9 +2,10 @@
 
 Stages are joined by bounded queues, so reading the next batch, predicting this one and
 writing the last overlap (pyarrow, numpy and onnxruntime release the GIL) and memory
-stays flat. The writer commits the sink and only then acks the source, so a restarted
-stream neither loses nor duplicates rows (at-least-once delivery + upsert on key); a
-stream's file sinks write part files, acked once their part is committed (`engine/acks.py`).
+stays flat. The writer stage (`engine/run_writer.py`) commits the sinks and only then acks
+the source, so a restarted stream neither loses nor duplicates rows (at-least-once delivery +
+upsert on key); a stream's file sinks write part files, acked once their part is committed
+(`engine/acks.py`).
 """
 
 from __future__ import annotations
@@ -18,26 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from inferline.engine.acks import AckGate
-from inferline.engine.keys import KeyTracker
 from inferline.engine.process import BatchProcessor
-from inferline.engine.run_outputs import (
-    batch_keys,
-    check_keys,
-    close_sink,
-    is_table_sink,
-    open_dead_sink,
-    part_sinks,
-    unique_keys,
-    unwritable,
-)
+from inferline.engine.run_outputs import batch_keys, is_table_sink
 from inferline.engine.run_summary import RunStats, RunSummary
+from inferline.engine.run_writer import RunWriter
 from inferline.engine.stage_queue import DONE, TICK, Work, default_workers, drain, in_order
 from inferline.engine.streamstats import LatencyTracker, StreamStats
-from inferline.engine.window_stage import WindowStage
-from inferline.errors import SinkSchemaError
-from inferline.io.base import Sink, Source, SourceBatch, dead_letter_batch
-from inferline.io.factory import make_sink, make_source
+from inferline.io.base import Source, SourceBatch
+from inferline.io.factory import make_source
 from inferline.io.loaders import ImageLoader, make_loader
 from inferline.io.targets import check_run_outputs
 from inferline.io.topic_source import TopicSource
@@ -215,34 +204,13 @@ class LocalEngine:
                 clock=self.clock,
                 broker_timeout=self.broker_timeout,
             )
-        sink = make_sink(self.spec.sink, origin=self.spec.origin, stream=self._stream)
-        dead_spec = self.spec.dead_letter_spec()
-        dead_sink: Sink | None = None
-        # A stream's file dead-letter sink is a part directory, opened now: its parts commit
-        # with the sink's (one journal), and a killed run's are recovered before reading.
-        eager_dead = self._stream and dead_spec is not None and dead_spec.kind in FILE_SINK_KINDS
-        # A key column the user named may repeat; generated keys (uri:row, message ids) do not.
-        keys = KeyTracker() if self.spec.key and source.bounded else None
+        writer = RunWriter(self.spec, source, self.stats, stream=self._stream)
         if reader is None:
             source.open()
             self.stats.progress_total = source.progress_total()
-        windows = WindowStage(self.spec, stream=not source.bounded) if self.spec.window else None
         try:
-            sink.open()
+            writer.open()
         except BaseException:
-            self._stop_reader(reader, read_q, source, refs)
-            raise
-        try:
-            if eager_dead:
-                dead_sink = open_dead_sink(self.spec, stream=self._stream)
-            if windows is not None:
-                windows.open()
-            acks = AckGate(source, [p for s in (sink, dead_sink) for p in part_sinks(s)])
-            acks.recover()
-        except BaseException:
-            close_sink(sink, False)
-            if dead_sink is not None:
-                close_sink(dead_sink, False)
             self._stop_reader(reader, read_q, source, refs)
             raise
         write_q: queue.Queue[Any] = queue.Queue(self.queue_depth)
@@ -272,36 +240,14 @@ class LocalEngine:
                     break
                 self._maybe_report(source)
                 if item is TICK:
-                    acks.idle(urgent=_settling(source))
+                    writer.idle()
                     continue
-                if item.results is not None:
-                    try:
-                        sink.write(item.results)
-                    except SinkSchemaError as exc:
-                        # A column changed type (a new model): these rows are dead-lettered.
-                        item.dead.extend(unwritable(self.spec, item, str(exc), stream=self._stream))
-                        item.results = None
-                if windows is not None:
-                    item.dead.extend(windows.add(item.results))
-                if item.dead:
-                    if dead_sink is None and dead_spec is not None:
-                        dead_sink = open_dead_sink(self.spec, stream=self._stream, results=sink)
-                    if dead_sink is not None:
-                        dead_sink.write(dead_letter_batch(unique_keys(item.dead)))
-                if item.results is not None:
-                    if keys is not None:
-                        check_keys(self.spec, self.stats, keys, item.results)
-                sink.commit()
-                if dead_sink is not None:
-                    dead_sink.commit()
-                if windows is not None:
-                    windows.commit()
-                acks.committed(item.source.position, urgent=_settling(source))
+                writer.write(item)
                 self._count(item)
             if self._failure is not None:
                 raise self._failure
             if not self._interrupted:
-                acks.roll()  # the stream's last parts, then their acks
+                writer.finish()
             ok = not self._interrupted
         finally:
             if not ok:
@@ -312,15 +258,7 @@ class LocalEngine:
             for thread in threads:
                 # A second Ctrl-C does not wait for a model call in flight (daemon threads).
                 thread.join(timeout=0.2 if self.interrupt.is_set() else 10)
-            close_sink(sink, ok, discard=self._interrupted)
-            if windows is not None:
-                try:
-                    windows.finish(ok=ok, bounded=source.bounded)
-                finally:
-                    if windows.sink is not None:
-                        close_sink(windows.sink, ok, discard=self._interrupted)
-            if dead_sink is not None:
-                close_sink(dead_sink, ok, discard=self._interrupted)
+            writer.close(ok=ok, interrupted=self._interrupted)
             source.close()
             for ref in refs:
                 ref.close()
@@ -328,8 +266,6 @@ class LocalEngine:
                 self._processor.pool.shutdown(wait=False)
             if self._loader is not None:
                 self._loader.close()
-            if keys is not None:
-                keys.close()
         seconds = max(self.clock() - started, 1e-9)
         p50, p99 = self.latency.run_percentiles()
         return RunSummary(
@@ -339,12 +275,8 @@ class LocalEngine:
             rows_dead=self.stats.rows_dead,
             seconds=seconds,
             model_ids=sorted(self.stats.model_ids),
-            output=sink.describe(),
-            dead_letter=(
-                dead_sink.describe()
-                if dead_sink is not None and (self.stats.rows_dead or not eager_dead)
-                else None
-            ),
+            output=writer.sink.describe(),
+            dead_letter=writer.dead_letter_output(),
             model_errors=list(self.stats.model_errors),
             latency_p50_ms=p50,
             latency_p99_ms=p99,
@@ -353,9 +285,9 @@ class LocalEngine:
             table_sink=is_table_sink(self.spec),
             status="interrupted" if self._interrupted else "ok",
             outputs_discarded=self._interrupted and self.spec.sink.kind in FILE_SINK_KINDS,
-            window_output=windows.describe() if windows is not None else None,
-            window_rows=windows.rows_written if windows is not None else 0,
-            rows_late=windows.operator.late if windows is not None else 0,
+            window_output=writer.windows.describe() if writer.windows is not None else None,
+            window_rows=writer.windows.rows_written if writer.windows is not None else 0,
+            rows_late=writer.windows.operator.late if writer.windows is not None else 0,
         )
 
     def _start_reader(self, source: Source, out: queue.Queue[Any]) -> threading.Thread:
@@ -447,10 +379,6 @@ class LocalEngine:
             self._failure = exc
         self._abort.set()
         self.stop.set()
-
-
-def _settling(source: Source) -> bool:
-    return isinstance(source, TopicSource) and source.settling.is_set()
 
 
 def run_pipeline(spec: PipelineSpec, **options: Any) -> RunSummary:
