@@ -6,12 +6,9 @@ the input. Each row's key is `<file uri>:<row index>` unless the spec names a ke
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import json
-import threading
-from collections import Counter
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -19,12 +16,12 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from inferline.errors import InputError
 from inferline.io.base import DeadLetter, SourceBatch
+from inferline.io.csv_blocks import CsvBlocks, InvalidRows, streaming_blocks, typed_blocks
 
 
 def expand_paths(pattern: str) -> list[tuple[fsspec.AbstractFileSystem, str, str]]:
@@ -172,66 +169,6 @@ def _chain(
         before = end
 
 
-_BLOCK = 1 << 20  # CSV parse block, bytes
-
-
-def _bad_line_key(uri: str, number: int | None, text: str) -> str:
-    # Arrow's multi-threaded parser does not always know the line number; the line's own
-    # text then keeps the key stable across runs and distinct between bad lines.
-    if number is not None:
-        return f"{uri}:line{number}"
-    return f"{uri}:bad-{hashlib.sha256(text.encode('utf-8', 'replace')).hexdigest()[:16]}"
-
-
-class _InvalidRows:
-    """Arrow's `invalid_row_handler` for one CSV file: malformed lines become dead letters.
-
-    A re-read from the start (input columns as text) meets the lines already reported, and
-    those the parser's read-ahead reported for blocks not yet emitted: each line is reported
-    once. Lines are counted by (number, text), since without a line number (the threaded
-    parser) identical lines are told apart only by how many times they occur.
-    """
-
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
-        self._invalid: list[DeadLetter] = []
-        self._reported: Counter[tuple[int | None, str]] = Counter()
-        self._this_pass: Counter[tuple[int | None, str]] = Counter()
-        self._lock = threading.Lock()
-
-    def __call__(self, row: Any) -> str:
-        with self._lock:
-            line = (row.number, row.text)
-            self._this_pass[line] += 1
-            if self._this_pass[line] > self._reported[line]:
-                self._reported[line] += 1
-                key = _bad_line_key(self.uri, row.number, row.text)
-                if self._reported[line] > 1:
-                    key += f"-{self._reported[line]}"
-                where = f" line {row.number}" if row.number is not None else ""
-                self._invalid.append(
-                    DeadLetter(
-                        key=key,
-                        raw=row.text,
-                        error=f"{self.uri}{where}: expected {row.expected_columns} columns, "
-                        f"got {row.actual_columns}",
-                        stage="parse",
-                    )
-                )
-        return "skip"
-
-    def restart(self) -> None:
-        """The file is read again from its start."""
-        with self._lock:
-            self._this_pass.clear()
-
-    def drain(self) -> list[DeadLetter]:
-        """The dead letters reported since the last call."""
-        with self._lock:
-            dead, self._invalid = self._invalid, []
-        return dead
-
-
 class CsvSource(_FileSource):
     """CSV files with a header row; malformed lines become dead letters.
 
@@ -244,35 +181,32 @@ class CsvSource(_FileSource):
     def _read(
         self, handle: IO[bytes], uri: str, size: int
     ) -> Iterator[tuple[pa.RecordBatch, list[DeadLetter], int]]:
-        # Columns are typed by Arrow's inference. If a model-input column later holds a value
-        # that is not a number, the file is re-read from where it stopped with the input
-        # columns as text, so that the bad value dead-letters one row instead of the file.
-        on_invalid = _InvalidRows(uri)
+        # Columns are typed by Arrow's inference on the first block (`io/csv_blocks.py`). If a
+        # model-input column later holds a value that is not a number, the file is re-read
+        # from where it stopped with the input columns as text, so that the bad value
+        # dead-letters one row instead of the file.
+        on_invalid = InvalidRows(uri)
         drain = on_invalid.drain
-
         as_text = False
         emitted = 0
+        types: dict[str, pa.DataType] = {}
         while True:
-            reader = self._open_reader(handle, uri, on_invalid, as_text=as_text)
-            if reader is None:
+            blocks = self._open_blocks(handle, uri, on_invalid, size, types, as_text=as_text)
+            if blocks is None:
                 return
+            types = {f.name: f.type for f in blocks.schema}
             skip = emitted
-            blocks = 0
             try:
                 while True:
                     try:
-                        batch = reader.read_next_batch()
+                        batch = blocks.read_next_batch()
                     except StopIteration:
                         break
-                    # Arrow parses the file in blocks of _BLOCK bytes cut at the last whole row
-                    # and makes one batch of each, so the k-th batch's rows end within a line
-                    # of k * _BLOCK. (The handle's position is the reader's read-ahead.)
-                    blocks += 1
                     if skip:
                         dropped = min(skip, batch.num_rows)
                         batch, skip = batch.slice(dropped), skip - dropped
                     emitted += batch.num_rows
-                    yield batch, drain(), min(blocks * _BLOCK, size)
+                    yield batch, drain(), blocks.end
             except pa.ArrowInvalid as exc:
                 if as_text or not self.string_columns or "conversion error" not in str(exc).lower():
                     raise InputError(f"{uri}: {exc}") from None
@@ -282,27 +216,37 @@ class CsvSource(_FileSource):
                 continue
             leftover = drain()
             if leftover:
-                yield pa.RecordBatch.from_pylist([], schema=reader.schema), leftover, size
+                yield pa.RecordBatch.from_pylist([], schema=blocks.schema), leftover, size
             return
 
-    def _open_reader(
-        self, handle: IO[bytes], uri: str, on_invalid: _InvalidRows, *, as_text: bool
-    ) -> pa_csv.CSVStreamingReader | None:
-        types = {c: pa.string() for c in self.string_columns} if as_text else {}
+    def _open_blocks(
+        self,
+        handle: IO[bytes],
+        uri: str,
+        on_invalid: InvalidRows,
+        size: int,
+        inferred: dict[str, pa.DataType],
+        *,
+        as_text: bool,
+    ) -> CsvBlocks | None:
+        """The file's blocks: typed by its first block, else (that block does not parse
+        alone, or a re-read with the input columns as text) from Arrow's streaming reader."""
+        if not as_text:
+            blocks = typed_blocks(handle, on_invalid, size=size)
+            if blocks is not None:
+                return blocks
+        types = dict(inferred)
+        if as_text:
+            types.update({c: pa.string() for c in self.string_columns})
         try:
-            return pa_csv.open_csv(
-                handle,
-                read_options=pa_csv.ReadOptions(block_size=_BLOCK),
-                parse_options=pa_csv.ParseOptions(invalid_row_handler=on_invalid),
-                convert_options=pa_csv.ConvertOptions(column_types=types),
-            )
+            return streaming_blocks(handle, on_invalid, size=size, types=types)
         except pa.ArrowInvalid as exc:
             if "Empty CSV file" in str(exc):
                 return None
             if not as_text and self.string_columns and "conversion error" in str(exc).lower():
                 handle.seek(0)
                 on_invalid.restart()
-                return self._open_reader(handle, uri, on_invalid, as_text=True)
+                return self._open_blocks(handle, uri, on_invalid, size, inferred, as_text=True)
             raise InputError(f"{uri}: cannot read as CSV ({exc})") from None
 
 
