@@ -143,7 +143,7 @@ def test_a_failed_runs_partial_parquet_file_holds_the_rows_not_yet_in_a_row_grou
     assert not (tmp_path / "out.parquet").exists()
 
 
-def test_parquet_dictionary_encodes_flat_columns_but_not_keys_or_lists(tmp_path: Path) -> None:
+def test_parquet_dictionary_encodes_flat_columns_but_keys_and_lists_and_keys_have_no_stats(tmp_path: Path) -> None:
     path = str(tmp_path / "out.parquet")
     sink = ParquetSink(path)
     sink.open()
@@ -153,3 +153,6 @@ def test_parquet_dictionary_encodes_flat_columns_but_not_keys_or_lists(tmp_path:
     columns = [group.column(i) for i in range(group.num_columns)]
     dictionary = {c.path_in_schema: "RLE_DICTIONARY" in c.encodings for c in columns}
     assert dictionary == {"key": False, "label": True, "scores.list.element": False}
+    # Keys (`file:row`) sort as text, not by row: no min/max for them, the others keep theirs.
+    statistics = {c.path_in_schema: c.is_stats_set for c in columns}
+    assert statistics == {"key": False, "label": True, "scores.list.element": True}
