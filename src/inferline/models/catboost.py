@@ -72,9 +72,9 @@ class CatBoostHandler(TreeHandler):
         classes = wrapper_classes(wrapper)
         return catboost_model(wrapper, classes=classes if classes is not None and len(classes) else None)
 
-    def raw_values(self, model: TreeModel, inputs: np.ndarray) -> np.ndarray:
+    def raw_values(self, model: TreeModel, inputs: np.ndarray, *, threads: int | None = None) -> np.ndarray:
         if model.is_classifier:
             kind = "Probability"
         else:
             kind = "Exponent" if model.objective.startswith(EXPONENT) else "RawFormulaVal"
-        return np.asarray(model.booster.predict(inputs, prediction_type=kind))
+        return np.asarray(model.booster.predict(inputs, prediction_type=kind, thread_count=threads or -1))

@@ -65,5 +65,7 @@ class LightGBMHandler(TreeHandler):
     def from_wrapper(self, wrapper: Any) -> TreeModel:
         return booster_model(wrapper.booster_, classes=wrapper_classes(wrapper))
 
-    def raw_values(self, model: TreeModel, inputs: np.ndarray) -> np.ndarray:
-        return np.asarray(model.booster.predict(inputs))
+    def raw_values(self, model: TreeModel, inputs: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+        # num_threads is a prediction parameter: it sets the calling thread's OpenMP width.
+        options = {"num_threads": threads} if threads else {}
+        return np.asarray(model.booster.predict(inputs, **options))

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -77,5 +79,23 @@ class XGBoostHandler(TreeHandler):
     def from_wrapper(self, wrapper: Any) -> TreeModel:
         return booster_model(wrapper.get_booster(), classes=wrapper_classes(wrapper))
 
-    def raw_values(self, model: TreeModel, inputs: np.ndarray) -> np.ndarray:
-        return np.asarray(model.booster.inplace_predict(inputs, validate_features=False))
+    def raw_values(self, model: TreeModel, inputs: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+        booster = model.booster if threads is None else _threaded(model, threads)
+        return np.asarray(booster.inplace_predict(inputs, validate_features=False))
+
+
+_COPIES: weakref.WeakKeyDictionary[TreeModel, dict[int, Any]] = weakref.WeakKeyDictionary()
+_COPIES_LOCK = threading.Lock()
+
+
+def _threaded(model: TreeModel, threads: int) -> Any:
+    """A copy of the booster that predicts on `threads` threads, made on first use: XGBoost's
+    thread count is the booster's setting, not a predict argument, and setting it on a booster
+    that another thread predicts with is not safe."""
+    with _COPIES_LOCK:
+        copies = _COPIES.setdefault(model, {})
+        if threads not in copies:
+            copy = model.booster.copy()
+            copy.set_param({"nthread": threads})
+            copies[threads] = copy
+        return copies[threads]
