@@ -143,7 +143,7 @@ def test_a_failed_runs_partial_parquet_file_holds_the_rows_not_yet_in_a_row_grou
     assert not (tmp_path / "out.parquet").exists()
 
 
-def test_parquet_dictionary_encodes_flat_columns_but_keys_and_lists_and_keys_have_no_stats(tmp_path: Path) -> None:
+def test_parquet_dictionaries_for_flat_columns_but_keys_and_lists_no_stats_for_keys(tmp_path: Path) -> None:
     path = str(tmp_path / "out.parquet")
     sink = ParquetSink(path)
     sink.open()
