@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 
 import duckdb
@@ -134,10 +134,15 @@ class PaneState:
 
     @classmethod
     def restore(
-        cls, con: duckdb.DuckDBPyConnection, *, group_by: Sequence[str], size: int, origin: str
+        cls,
+        con: duckdb.DuckDBPyConnection,
+        tables: Set[str],
+        *,
+        group_by: Sequence[str],
+        size: int,
+        origin: str,
     ) -> tuple[PaneState, Saved] | None:
-        """The panes a state file holds, or None when it holds none."""
-        tables = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        """The panes a state file (holding `tables`) holds, or None when it holds none."""
         if not tables & {KEYS, PLAN, OLD_PANES}:
             return None
         try:

@@ -106,7 +106,11 @@ class WindowOperator:
         else:
             _run(con, "INSERT INTO window_meta VALUES (?, ?, ?)", [self._fingerprint(), _NEVER, _NEVER])
         self._durable = state_path is not None
-        restored = PaneState.restore(con, group_by=self.spec.group_by, size=self.size, origin=self.origin)
+        # duckdb_tables(), not information_schema (~10 ms of CPU at a connection's first look).
+        tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        restored = PaneState.restore(
+            con, tables, group_by=self.spec.group_by, size=self.size, origin=self.origin
+        )
         if restored is not None:
             self._panes, saved = restored
             self._panes.saving = self._durable
@@ -115,12 +119,7 @@ class WindowOperator:
             self.max_seen = max(self.max_seen, saved.max_seen)
             self.closed_until = max(self.closed_until, saved.closed_until)
         else:
-            self._created = bool(
-                con.execute(
-                    "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [_STATE]
-                ).fetchall()
-                == [(1,)]
-            )
+            self._created = _STATE in tables
         if self._created and self._panes is None:
             keys = con.sql(
                 f"SELECT key FROM {_STATE} UNION SELECT key FROM window_last_keys"
