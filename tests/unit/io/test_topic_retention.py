@@ -206,6 +206,27 @@ def test_embedded_retain_all_keeps_acked_messages(tmp_path: Path) -> None:
     topic.close()
 
 
+def test_embedded_keeps_the_oldest_message_any_group_has_pending(tmp_path: Path) -> None:
+    url = str(tmp_path / "q.db")
+    topic = open_topic(url, "t")
+    ids = topic.publish(_bodies(40))
+    fast = topic.consumer("fast", "c")
+    slow = topic.consumer("slow", "c")
+
+    def left() -> int:
+        with sqlite3.connect(url) as con:
+            return int(con.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    handed = _read_all(fast, 40)
+    fast.ack([m.id for m in handed if m.id != ids[2]])  # the third is still pending in "fast"
+    assert left() == 40  # "slow" was handed nothing yet
+    slow.ack([m.id for m in slow.read(10, timeout=1.0)])
+    assert left() == 38  # both acked ids[:10], but "fast" still needs ids[2]
+    fast.ack([ids[2]])
+    assert left() == 30  # every group acked ids[:10]; "slow" was not handed the rest
+    topic.close()
+
+
 def _source_spec(url: str, options: dict[str, Any]) -> Any:
     return parse_spec(
         {

@@ -341,11 +341,15 @@ class EmbeddedConsumer:
 
     def _delete_acked(self, con: sqlite3.Connection) -> int:
         # A message every group has been handed and acked is gone for good, so a queue that
-        # runs for months stays as small as its backlog.
+        # runs for months stays as small as its backlog. Each group's oldest pending message is
+        # one step down its primary key (topic, grp, seq); the topic's min over all pending rows
+        # read them all, ~5 ms per ack with 45,000 in flight (a writer behind its reader).
         return con.execute(
             "DELETE FROM messages WHERE topic = ?1 "
             "AND seq <= (SELECT min(last_seq) FROM cursors WHERE topic = ?1) "
-            "AND seq < coalesce((SELECT min(seq) FROM pending WHERE topic = ?1), 9223372036854775807)",
+            "AND seq < coalesce((SELECT min((SELECT min(seq) FROM pending AS p "
+            "WHERE p.topic = ?1 AND p.grp = c.grp)) FROM cursors AS c WHERE c.topic = ?1), "
+            "9223372036854775807)",
             (self.topic.name,),
         ).rowcount
 
