@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from inferline.errors import SpecError
-from inferline.models.outputs import check_output_mode, classify, declared_output_mode, probabilities
+from inferline.models.outputs import (
+    _distributions,
+    check_output_mode,
+    classify,
+    declared_output_mode,
+    from_named_outputs,
+    probabilities,
+    row_argmax,
+)
 
 
 def test_a_classifiers_logits_give_argmax_and_softmax() -> None:
@@ -53,3 +61,22 @@ def test_unknown_output_mode() -> None:
         SpecError, match="model m: output: 'softmax' is not supported; expected raw, classes or argmax"
     ):
         check_output_mode("softmax", where="model m")
+
+
+def test_row_argmax_is_numpys_argmax_with_ties_nans_and_infinities() -> None:
+    rng = np.random.default_rng(0)
+    for width in (1, 2, 3, 5, 8, 9):
+        for dtype in (np.float32, np.float64, np.int64):
+            values = rng.integers(0, 3, size=(400, width)).astype(dtype)  # many ties
+            if dtype is not np.int64:
+                values[rng.random(values.shape) < 0.05] = np.nan
+                values[rng.random(values.shape) < 0.03] = np.inf
+                values[rng.random(values.shape) < 0.03] = -np.inf
+            assert row_argmax(values).tolist() == values.argmax(axis=1).tolist(), (width, dtype)
+
+
+def test_rows_with_infinities_or_nans_are_no_probability_distributions() -> None:
+    # (pytest turns numpy's "invalid value" warnings into errors: none may escape.)
+    assert not _distributions(np.array([[0.5, np.inf, -np.inf], [0.2, 0.3, 0.5]]))
+    assert from_named_outputs({"y": np.array([[np.nan, 1.0]])}, output=None, scores=True).scores is None
+    assert _distributions(np.array([[0.2, 0.8], [1.0, 0.0]], dtype=np.float32))
