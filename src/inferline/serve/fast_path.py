@@ -86,4 +86,10 @@ class PredictionsFastPath:
             response: Response = await torchserve.predictions(request)
         except Exception as exc:  # what Starlette's exception middleware would answer
             response = await unexpected_error(request, exc)
-        await response(scope, receive, send)
+        if response.background is not None or type(response).__call__ is not Response.__call__:
+            await response(scope, receive, send)
+            return
+        # What `Response.__call__` sends, without its coroutine frame (it is this request's hot path).
+        headers = response.raw_headers
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})

@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 import numpy as np
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from inferline.errors import InferlineError
@@ -133,13 +133,24 @@ async def read_body(request: Request, max_body: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_body:
         raise too_large(int(declared), max_body)
+    # ASGI's receive() directly, not `request.stream()`: an async generator costs a few
+    # microseconds a request on the predictions hot path; the messages are read the same way.
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_body:
-            raise too_large(size, max_body)
-        chunks.append(chunk)
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunk: bytes = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > max_body:
+                    raise too_large(size, max_body)
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect()
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
