@@ -79,7 +79,7 @@ def test_a_hook_that_raises_dead_letters_only_its_batch_on_beam(
 
 def test_a_model_less_split_is_the_same_on_both_engines(project: Path, cli: CliRunner) -> None:
     rng = np.random.default_rng(7)
-    lines = ["id,x"] + [f"{i},{x:.4f}" for i, x in enumerate(rng.normal(size=5_000))]
+    lines = ["id,x"] + [f"{i},{x:.4f}" for i, x in enumerate(rng.normal(size=1_000))]
     Path("small.csv").write_text("\n".join(lines) + "\n")
     spec = {
         "name": "prep",

@@ -28,7 +28,9 @@ def _expected(project: Path, rows: list[dict[str, str]]) -> dict[str, int]:
     return {r["id"]: int(p) for r, p in zip(rows, model.predict(matrix), strict=True)}
 
 
-def test_quickstart_pipeline_predicts_every_row_like_the_model(project: Path, cli: CliRunner) -> None:
+def test_quickstart_pipeline_predicts_every_row_like_the_model_and_a_rerun_adds_none(
+    project: Path, cli: CliRunner
+) -> None:
     result = cli("run", "examples/iris/pipeline.yaml")
     assert "150 rows read, 150 predicted, 0 dead-lettered" in result.stdout
     assert "model: iris/1" in result.stdout
@@ -37,10 +39,7 @@ def test_quickstart_pipeline_predicts_every_row_like_the_model(project: Path, cl
         ids = {r[0] for r in con.execute("SELECT DISTINCT model_id FROM iris_predictions").fetchall()}
     assert got == _expected(project, _iris_rows(project))
     assert ids == {"iris/1"}
-
-
-def test_rerun_into_the_same_table_does_not_duplicate_rows(project: Path, cli: CliRunner) -> None:
-    cli("run", "examples/iris/pipeline.yaml")
+    # A rerun into the same table does not duplicate rows.
     cli("run", "examples/iris/pipeline.yaml")
     with duckdb.connect("warehouse.duckdb") as con:
         ((count,),) = con.execute("SELECT count(*) FROM iris_predictions").fetchall()

@@ -31,6 +31,15 @@ def test_beam_writes_the_same_predictions_as_the_local_engine(project: Path, cli
     assert beam.to_pylist() == local.to_pylist()
     assert len(beam["scores"][0]) == 3
     assert not [p.name for p in Path("out").iterdir() if p.name.startswith(".temp")]  # Beam's staging
+    # Run history (beside the output) records the Beam run with its runner and counts.
+    _, recorded = [json.loads(line) for line in Path("out/inferline_runs.jsonl").read_text().splitlines()]
+    assert (recorded["runner"], recorded["status"], recorded["rows_read"], recorded["rows_predicted"]) == (
+        "beam/DirectRunner",
+        "ok",
+        150,
+        150,
+    )
+    assert recorded["model_ids"] == ["iris/1"]
 
 
 def test_a_bad_row_lands_in_the_dead_letter_file(project: Path, cli: CliRunner) -> None:
@@ -76,10 +85,14 @@ def test_runner_and_argument_errors(project: Path, cli: CliRunner) -> None:
     )
 
 
-def test_a_missing_key_column_is_one_line(project: Path, cli: CliRunner) -> None:
+def test_a_missing_key_column_is_one_line_and_recorded(project: Path, cli: CliRunner) -> None:
     result = _run_failing(cli, "--set", "key=nokey")
     assert result.count("\n") == 1
     assert result.startswith("error: ") and "iris.csv: key column 'nokey' not found (columns: id," in result
+    # The failed run is in the history beside its output, with its runner and error.
+    (failed,) = [json.loads(line) for line in Path("inferline_runs.jsonl").read_text().splitlines()]
+    assert failed["runner"] == "beam/DirectRunner" and failed["status"] == "error"
+    assert "key column 'nokey' not found" in failed["error"]
 
 
 def _run_failing(cli: CliRunner, *extra: str) -> str:

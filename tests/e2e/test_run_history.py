@@ -1,4 +1,5 @@
-"""Every `inferline run` leaves a row in its sink's run history, failed runs included."""
+"""Every `inferline run` leaves a row in its sink's run history, failed runs included (Beam runs:
+test_run_beam.py records them beside the runs it already makes)."""
 
 from __future__ import annotations
 
@@ -57,28 +58,3 @@ def test_runs_into_files_append_to_a_jsonl_beside_the_output(project: Path, cli:
     result = cli("report", "out/p.parquet", "--label", "target", "-o", "out/report.html")
     assert "150 rows, 3 classes" in result.stdout
     assert 'id="chart-throughput"' in Path("out/report.html").read_text()
-
-
-def test_beam_runs_are_recorded_with_their_runner(project: Path, cli: CliRunner) -> None:
-    sink = ["--set", "sink.kind=parquet", "--set", "sink.path=out/p.parquet"]
-    cli("run", "examples/iris/pipeline.yaml", *sink, "--runner", "beam")
-    cli(
-        "run",
-        "examples/iris/pipeline.yaml",
-        *sink,
-        "--set",
-        "model.inputs=[nope]",
-        "--runner",
-        "beam",
-        check=False,
-    )
-    first, second = [json.loads(line) for line in Path("out/inferline_runs.jsonl").read_text().splitlines()]
-    assert (first["runner"], first["status"], first["rows_read"], first["rows_predicted"]) == (
-        "beam/DirectRunner",
-        "ok",
-        150,
-        150,
-    )
-    assert first["model_ids"] == ["iris/1"]
-    assert second["runner"] == "beam/DirectRunner" and second["status"] == "error"
-    assert "'nope' not found" in second["error"]
