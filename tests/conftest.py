@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-import inferline
+# One OpenMP thread per process (torch, and every CLI/server child, which inherits it): three
+# xdist workers share two cores, and torch's two-thread pool spin-waits for the core another
+# worker holds (training the digits CNN: 43.6 s CPU with two threads, 11.6 s with one, load 10).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import inferline  # noqa: E402
 
 # TensorFlow imports Keras when it is imported: whichever test imports it first must not
 # switch the Keras tests to the TensorFlow backend (inferline runs Keras on torch).

@@ -62,6 +62,17 @@ def test_feature_rows_and_other_frameworks_get_the_whole_chunk() -> None:
 
 
 def test_torch_uses_all_its_threads_unless_another_udf_call_runs() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the suite runs with OMP_NUM_THREADS=1 (conftest): make "all" differ from one
+    try:
+        _check_torch_threads()
+    finally:
+        torch.set_num_threads(before)
+        with calls.torch_threads():  # from the main thread: the setting UDF calls start from again
+            pass
+
+
+def _check_torch_threads() -> None:
     default = torch.get_num_threads()
     with calls.udf_call(), calls.torch_threads() as alone:
         assert alone == default == torch.get_num_threads()
