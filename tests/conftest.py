@@ -84,7 +84,7 @@ def cli(project: Path) -> CliRunner:
     def run(
         *args: str,
         check: bool = True,
-        timeout: float = 120,
+        timeout: float = 300,  # a hang detector: at load 10-15 a Beam run took over 120 s
         env: dict[str, str] | None = None,
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:

@@ -273,7 +273,7 @@ def run_readme_command(step: Command, command: str, project: Path, env: dict[str
             env=env,
             capture_output=True,
             text=True,
-            timeout=180,
+            timeout=300,  # a hang detector: at load 10-15 `quickstart digits` took over 180 s
         )
         problem = check_result(step, result)
         if problem is None:
