@@ -248,6 +248,7 @@ class LocalEngine:
                 raise self._failure
             if not self._interrupted:
                 writer.finish()
+                self._maybe_report(source, final=True)  # the stream's state as it ends
             ok = not self._interrupted
         finally:
             if not ok:
@@ -336,8 +337,8 @@ class LocalEngine:
             return None
         return max(self._next_stats - self.clock(), 0.001)
 
-    def _maybe_report(self, source: Source) -> None:
-        if self._next_stats is None or self.clock() < self._next_stats:
+    def _maybe_report(self, source: Source, *, final: bool = False) -> None:
+        if self._next_stats is None or (self.clock() < self._next_stats and not final):
             return
         now = self.clock()
         backlog = source.backlog() if isinstance(source, TopicSource) else None
