@@ -14,7 +14,7 @@ mypy_pid=$!
 # Three workers, a test file per worker: the end-to-end tests wait on the processes they start,
 # so three keep two cores busy; more would mostly share the same cores: a run is close to
 # CPU-bound (1,383 s CPU for 1,059 tests at load 10-15, ~690 s on two cores, vs 704-728 s of quiet
-# wall; see DESIGN.md "Tests run with").
+# wall; see DESIGN.md "Tests run torch on one thread").
 status=0
 .venv/bin/python -m pytest -q -n 3 --dist loadfile "$@" || status=$?
 mypy_status=0

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-# One OpenMP thread per process (torch, and every CLI/server child, which inherits it): three
-# xdist workers share two cores, and torch's two-thread pool spin-waits for the core another
-# worker holds (training the digits CNN: 43.6 s CPU with two threads, 11.6 s with one, load 10).
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+# One torch thread per process (and in every CLI/server child, which inherits it): three xdist
+# workers share two cores, and torch's two-thread pool spin-waits for the core another worker
+# holds (training the digits CNN: 43.6 s CPU with two threads, 11.6 s with one, load 10). Torch
+# reads MKL_NUM_THREADS when OMP_NUM_THREADS is unset; OMP_NUM_THREADS would also size pyarrow's
+# CPU pool (and `serve --processes` leaves it alone when set), which the tests must not change.
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import inferline  # noqa: E402
 

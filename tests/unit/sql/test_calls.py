@@ -63,7 +63,7 @@ def test_feature_rows_and_other_frameworks_get_the_whole_chunk() -> None:
 
 def test_torch_uses_all_its_threads_unless_another_udf_call_runs() -> None:
     before = torch.get_num_threads()
-    torch.set_num_threads(2)  # the suite runs with OMP_NUM_THREADS=1 (conftest): make "all" differ from one
+    torch.set_num_threads(2)  # the suite runs torch on one thread (conftest): make "all" differ from one
     try:
         _check_torch_threads()
     finally:
