@@ -13,6 +13,7 @@ from inferline.engine import window_pane_close
 from inferline.engine.window_pane_close import ArrowClose
 from inferline.engine.windows import WindowOperator
 from inferline.pipeline import WindowSpec
+from tests.unit.engine.test_windows import EVENTS
 
 PLAIN = {"n": "count(*)", "mean": "avg(score)", "top": "max(score)", "scored": "count(score)"}
 
@@ -56,15 +57,7 @@ def test_hand_computed_sliding_windows_closed_by_arrow(monkeypatch: pytest.Monke
     # size 20 every 10, lateness 5 s, one row a batch. (t, class, score):
     # t=3 comes at max 25 (watermark 20): its windows [-10,10) and [0,20) closed -> late.
     # t=14 comes at max 31 (watermark 26): only [10,30) is still open -> counted there only.
-    events: list[tuple[int, int, float | None]] = [
-        (1, 0, 0.1),
-        (5, 1, 0.9),
-        (12, 0, 0.2),
-        (8, 1, 0.8),
-        (25, 0, 0.3),
-        (3, 0, 0.5),
-    ]
-    events += [(31, 1, 0.7), (14, 1, None)]
+    events: list[tuple[int, int, float | None]] = [*EVENTS[:-1], (14, 1, None)]  # test_windows' events
     schema = pa.schema({"key": pa.string(), "t": pa.float64(), "cls": pa.int64(), "score": pa.float64()})
     parts = [
         pa.RecordBatch.from_pydict({"key": [f"m{i}"], "t": [float(t)], "cls": [c], "score": [s]}, schema)
