@@ -10,9 +10,14 @@ scale_features (default TRUE).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from inferline.models.trained import Centroids, Components
 from inferline.sql.training.options import TrainOptions
+
+# models/trained.py imports scikit-learn (~1.5 s CPU): imported where used, so `inferline sql`
+# runs that train nothing do not pay for it.
+if TYPE_CHECKING:
+    from inferline.models.trained import Centroids, Components
 
 MIN_CLUSTERS, MAX_CLUSTERS = 2, 100  # BigQuery's range for num_clusters
 DEFAULT_ITERATIONS = 20
@@ -35,6 +40,8 @@ def clusters(options: TrainOptions, rows: int) -> int:
 
 
 def kmeans(options: TrainOptions, rows: int) -> Centroids:
+    from inferline.models.trained import Centroids
+
     return Centroids(
         n_clusters=clusters(options, rows),
         distance_type=str(options.get("distance_type", "EUCLIDEAN")).lower(),
@@ -44,4 +51,6 @@ def kmeans(options: TrainOptions, rows: int) -> Centroids:
 
 
 def pca(options: TrainOptions) -> Components:
+    from inferline.models.trained import Components
+
     return Components(n_components=options.get("num_principal_components"))

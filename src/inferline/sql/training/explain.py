@@ -24,8 +24,10 @@ import numpy as np
 import pyarrow as pa
 
 from inferline.errors import SqlError
-from inferline.models.trained import BoostedTrees, Centroids
 from inferline.sql.training import layout
+
+# models/trained.py imports scikit-learn (~1.5 s CPU): the functions import it where they use it,
+# so `inferline sql` runs that touch no trained model do not pay for it.
 
 ATTRIBUTIONS = pa.list_(pa.struct([("feature", pa.string()), ("attribution", pa.float64())]))
 GLOBAL_EXPLAIN = pa.schema([("feature", pa.string()), ("attribution", pa.float64())])
@@ -37,6 +39,8 @@ def attributions(
     model: Any, features: list[str], matrix: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(attributions (n, features), baseline (n,), prediction value (n,)) for raw input rows."""
+    from inferline.models.trained import BoostedTrees
+
     processed = np.asarray(model[:-1].transform(matrix), dtype=np.float64)
     final = model[-1]
     if isinstance(final, BoostedTrees):
@@ -66,6 +70,8 @@ def attributions(
 def describe(model: Any, features: list[str], matrix: Any, *, global_explain: bool) -> None:
     """Record ML.DETECT_ANOMALIES' facts about the training rows, and ML.GLOBAL_EXPLAIN's when
     asked (`global_explain`)."""
+    from inferline.models.trained import BoostedTrees, Centroids
+
     final = model[-1]
     chosen = np.random.default_rng(0).permutation(len(matrix))[:GLOBAL_ROWS]
     sample = matrix.iloc[chosen] if hasattr(matrix, "iloc") else matrix[chosen]  # a DataFrame in training
@@ -117,6 +123,8 @@ def anomalies(
     model: Any, matrix: np.ndarray, contamination: float, where: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """(is_anomaly, normalized_distance) of k-means input rows."""
+    from inferline.models.trained import Centroids
+
     final = model[-1]
     if not isinstance(final, Centroids):
         raise SqlError(f"{where}: ML.DETECT_ANOMALIES takes kmeans models here, not {model.model_type_}")

@@ -18,7 +18,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from inferline.errors import SqlError
-from inferline.models.trained import Factorization
 from inferline.sql import evaluate
 from inferline.sql.training import data
 from inferline.sql.training.options import TrainOptions
@@ -71,6 +70,9 @@ def fit(
     evaluation = data.split_rows(table, options, where)
     train = table.filter(pa.array(~evaluation)) if evaluation.any() else table
     held = table.filter(pa.array(evaluation)) if evaluation.any() else train
+    # models/trained.py imports scikit-learn (~1.5 s CPU): only `inferline sql` runs that train pay.
+    from inferline.models.trained import Factorization
+
     model = Factorization(
         num_factors=int(options.get("num_factors", DEFAULT_FACTORS)),
         l2_reg=float(options.get("l2_reg", DEFAULT_L2)),

@@ -18,8 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from inferline.errors import SqlError
-from inferline.models.trained import Centroids
 from inferline.sql.training import layout
+
+# models/trained.py imports scikit-learn (~1.5 s CPU): the functions import it where they use it,
+# so `inferline sql` runs that touch no trained model do not pay for it.
 
 TRAINING_INFO = pa.schema(
     [
@@ -189,6 +191,8 @@ def _weight_rows(
 def centroids(loaded: Any, where: str, *, standardize: bool = False) -> pa.Table:
     """k-means centroids: one row per centroid and input; numbers on the input's own scale
     (standardised with STRUCT(TRUE AS standardize)), strings as {category, value} lists."""
+    from inferline.models.trained import Centroids
+
     model = _model(loaded, where)
     final = model[-1]
     if not isinstance(final, Centroids):

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from inferline.models.trained import Centroids, Components
+# models/trained.py imports scikit-learn (~1.5 s CPU): the functions import it where they use it,
+# so `inferline sql` runs that touch no trained model do not pay for it.
 
 DISTANCES = pa.list_(pa.struct([pa.field("CENTROID_ID", pa.int64()), pa.field("DISTANCE", pa.float64())]))
 
@@ -27,6 +28,10 @@ def _final(model: Any) -> Any:
 def shaped_outputs(model: Any) -> list[tuple[str, pa.DataType]] | None:
     """(name, type) of each output column, or None for models with the usual outputs."""
     final = _final(model)
+    if final is None:  # not a scikit-learn Pipeline: nothing to import scikit-learn for
+        return None
+    from inferline.models.trained import Centroids, Components
+
     if isinstance(final, Centroids):
         return [("CENTROID_ID", pa.int64()), ("NEAREST_CENTROIDS_DISTANCE", DISTANCES)]
     if isinstance(final, Components):
@@ -37,6 +42,8 @@ def shaped_outputs(model: Any) -> list[tuple[str, pa.DataType]] | None:
 
 def shaped_arrays(model: Any, matrix: np.ndarray) -> list[pa.Array]:
     """The output columns for a chunk's rows (`model` is a Pipeline shaped_outputs knows)."""
+    from inferline.models.trained import Components
+
     final = _final(model)
     processed = model[:-1].transform(matrix)
     if isinstance(final, Components):

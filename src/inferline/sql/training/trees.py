@@ -12,12 +12,16 @@ num_parallel_tree (default 100) trees with eta 1, subsample 0.8 and colsample_by
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from inferline.models.trained import BoostedTreeClassifier, BoostedTreeRegressor, BoostedTrees
 from inferline.sql.training.options import TrainOptions
+
+# models/trained.py imports scikit-learn (~1.5 s CPU): imported where used, so `inferline sql`
+# runs that train nothing do not pay for it.
+if TYPE_CHECKING:
+    from inferline.models.trained import BoostedTrees
 
 PARAMETERS = {
     "max_tree_depth": "max_depth",
@@ -63,6 +67,8 @@ def xgboost_params(options: TrainOptions) -> dict[str, Any]:
 
 
 def estimator(options: TrainOptions) -> BoostedTrees:
+    from inferline.models.trained import BoostedTreeClassifier, BoostedTreeRegressor
+
     forest = options.model_type.startswith("random_forest")
     early = not forest and options.get("early_stop", True)
     model = BoostedTreeClassifier if options.classifier else BoostedTreeRegressor
