@@ -317,7 +317,7 @@ def register(app: typer.Typer) -> None:
         require("starlette", "serve")
         uvicorn = require("uvicorn", "serve")
         from inferline.models.store import ModelStore
-        from inferline.serve.app import create_app, event_loop, freeze_heap
+        from inferline.serve.app import create_app, event_loop, freeze_heap, http_protocol
         from inferline.serve.models import BatchSettings
         from inferline.serve.state import ServerConfig, ServerState
 
@@ -399,6 +399,7 @@ def register(app: typer.Typer) -> None:
             log_level="warning",
             access_log=False,
             loop=event_loop(config),
+            http=http_protocol(),
         )
         sockets = listening
         if counts is not None:  # the inference socket is accepted in turn with the inference processes

@@ -46,7 +46,15 @@ ROUTE_MODULES: tuple[str, ...] = (
     "inferline.serve.openapi",
 )
 
-__all__ = ["ROUTE_MODULES", "ServerConfig", "ServerState", "create_app", "event_loop", "freeze_heap"]
+__all__ = [
+    "ROUTE_MODULES",
+    "ServerConfig",
+    "ServerState",
+    "create_app",
+    "event_loop",
+    "freeze_heap",
+    "http_protocol",
+]
 
 
 async def metrics(request: Request) -> Response:
@@ -90,6 +98,16 @@ def event_loop(config: ServerConfig) -> str:
     made for asyncio's own loop."""
     grpc = config.grpc_address or config.ts_grpc_address or config.ts_grpc_management_address
     return "asyncio" if grpc else "auto"
+
+
+def http_protocol() -> Any:
+    """uvicorn's `http`: its httptools protocol answering TorchServe's predictions itself
+    (`inferline.serve.protocol`); uvicorn's own choice when httptools is missing."""
+    try:
+        from inferline.serve.protocol import InferenceProtocol
+    except ImportError:
+        return "auto"
+    return InferenceProtocol
 
 
 def freeze_heap() -> None:

@@ -59,18 +59,20 @@ class PredictionsFastPath:
 
     def match(self, scope: Scope) -> tuple[str, str | None] | None:
         """`(name, version)` when the fast path answers this request, else None."""
-        if scope["type"] != "http" or scope["method"] not in METHODS or not self.enabled:
+        if scope["type"] != "http":
             return None
-        path: str = scope["path"]
-        if not path.startswith(PREFIX):
+        server = scope.get("server") or ("", 0)
+        return self.match_path(scope["method"], scope["path"], server[1])
+
+    def match_path(self, method: str, path: str, port: int | None) -> tuple[str, str | None] | None:
+        """`(name, version)` when the fast path answers `method path` arriving on `port`."""
+        if method not in METHODS or not self.enabled or not path.startswith(PREFIX):
             return None
         found = PATH.fullmatch(path)
         if found is None:
             return None
-        if self.inference_port is not None:
-            server = scope.get("server") or ("", 0)
-            if server[1] and server[1] != self.inference_port:
-                return None  # the port split answers it: predictions live on the inference port
+        if self.inference_port is not None and port and port != self.inference_port:
+            return None  # the port split answers it: predictions live on the inference port
         if any(regex.match(path) for regex in self.claimed):
             return None
         return found.group(1), found.group(2)

@@ -123,7 +123,7 @@ def serve_inference(
     import warnings
 
     from inferline.models.store import ModelStore
-    from inferline.serve.app import create_app, event_loop, freeze_heap
+    from inferline.serve.app import create_app, event_loop, freeze_heap, http_protocol
     from inferline.serve.peer_metrics import answer_metrics
     from inferline.serve.shared_accept import SharedSocketServer
     from inferline.serve.state import ServerState
@@ -136,7 +136,9 @@ def serve_inference(
     answer_metrics(metrics, state.metrics.render)
     app = create_app(state)
     freeze_heap()
-    uvicorn_config = uvicorn.Config(app, log_level="warning", access_log=False, loop=event_loop(config))
+    uvicorn_config = uvicorn.Config(
+        app, log_level="warning", access_log=False, loop=event_loop(config), http=http_protocol()
+    )
     SharedSocketServer(uvicorn_config, shared=listening, counts=counts, index=index).run(sockets=[])
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from inferline.models.base import Prediction
@@ -145,8 +145,8 @@ class ServerState:
             if status == 404:
                 label = ""  # unknown names must not grow the metrics' label sets
             raise
-        except asyncio.CancelledError:
-            status = 499  # the client went away (a cancelled gRPC call): not a server failure
+        except (asyncio.CancelledError, ClientDisconnect):
+            status = 499  # the client went away (a cancelled gRPC call, a closed connection)
             raise
         except QueueFullError as exc:
             status = 503
@@ -196,15 +196,24 @@ class ServerState:
             return response
         except ApiError as exc:
             return error_response(exc, request.url.path)
+        except ClientDisconnect:
+            return Response(status_code=499)  # nobody to send it to: uvicorn drops it
 
     async def _parse(
         self, parse: Parse, body: bytes, request: Request, served: ServedVersion
     ) -> tuple[np.ndarray, Any]:
-        """`parse` the body: on the loop when small, on a worker thread when large or an image."""
+        media = request.headers.get("content-type", "")
+        return await self.parse_body(lambda: parse(body, request, served), len(body), media, served)
+
+    async def parse_body(
+        self, parse: Callable[[], tuple[np.ndarray, Any]], size: int, content_type: str, served: ServedVersion
+    ) -> tuple[np.ndarray, Any]:
+        """`parse()` a body of `size` bytes: on the loop when small, on a worker thread when large
+        or an image; a failure no check foresaw is a 422 naming the model."""
 
         def run() -> tuple[np.ndarray, Any]:
             try:
-                return parse(body, request, served)
+                return parse()
             except (ValueError, TypeError, OverflowError, RecursionError, LookupError) as exc:
                 # A body no check foresaw is still the client's input, not a server failure.
                 log.warning("model %s: unreadable request body", served.model_id, exc_info=True)
@@ -217,10 +226,10 @@ class ServerState:
         # Images (image/*, raw bytes, forms) decode on a worker thread. A small body for a
         # TorchServe handler is only wrapped here (its handler decodes it, on the batch's
         # thread): a thread hop would cost more than the work.
-        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if served.framework == MAR and len(body) < THREAD_BODY_BYTES and not media.startswith("multipart/"):
+        media = content_type.split(";", 1)[0].strip().lower()
+        if served.framework == MAR and size < THREAD_BODY_BYTES and not media.startswith("multipart/"):
             return run()
-        if len(body) >= THREAD_BODY_BYTES or media != "application/json":
+        if size >= THREAD_BODY_BYTES or media != "application/json":
             return await self.offload.thread(run)
         return run()
 
