@@ -10,7 +10,11 @@ other command runs, so a new README command either runs or the test fails until 
 the previous one, which a reader would have stopped) and the README's `localhost:8080` /
 `127.0.0.1:8080` become that port — the only rewrite. Each command must exit 0 (or, for the
 few in EXPECTED_FAILURES, fail as the README says), print the JSON its `# -> {...}` comment
-promises, and print the key line in EXPECTED_OUTPUT.
+promises, and print the key line in EXPECTED_OUTPUT; readme_checks.py checks a few further (the
+SQL worked example's tables, the rows of the prepared example).
+
+`inferline` runs each command in a fork of a Python that has already imported inferline and its
+heavy dependencies (tests/e2e/zygote.py, checked against real processes by test_zygote.py).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, subprocess_env
-from tests.e2e import zygote
+from tests.e2e import readme_checks, zygote
 from tests.e2e.readme_commands import (
     Command,
     SavedFile,
@@ -120,6 +124,7 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
 
 def run_the_readme(project: Path, env: dict[str, str], port: int, done: list[str], logs: Path) -> None:
     server: subprocess.Popen[bytes] | None = None
+    notes: readme_checks.Notes = {}  # what readme_checks' checks recorded
     try:
         for step in readme_steps(README.read_text(encoding="utf-8")):
             if isinstance(step, SavedFile):
@@ -135,7 +140,7 @@ def run_the_readme(project: Path, env: dict[str, str], port: int, done: list[str
                 stop_server(server)
                 server = start_server(step, with_port(step.text, port), project, env, port, logs)
             else:
-                run_readme_command(step, with_port(step.text, port), project, env)
+                run_readme_command(step, with_port(step.text, port), project, env, notes)
             done.append(f"README:{step.line}  ran ({time.monotonic() - t0:.1f} s) {step.text}")
     finally:
         stop_server(server)
@@ -149,6 +154,39 @@ def test_every_rule_still_matches_a_readme_command(table: tuple[Rule, ...], name
     commands = [s.text for s in readme_steps(README.read_text(encoding="utf-8")) if isinstance(s, Command)]
     stale = [rule.pattern for rule in table if not any(rule.matches(c) for c in commands)]
     assert not stale, f"{name} entries that match no README command any more: {stale}"
+
+
+def test_every_check_matches_one_readme_command() -> None:
+    commands = [s.text for s in readme_steps(README.read_text(encoding="utf-8")) if isinstance(s, Command)]
+    matches = {pattern: [c for c in commands if re.search(pattern, c)] for pattern, _ in readme_checks.CHECKS}
+    assert all(len(found) == 1 for found in matches.values()), matches
+
+
+def test_a_wrong_sql_table_is_reported(tmp_path: Path) -> None:
+    table = (
+        "┏━━━━━━━━━━━━┳━━━━━━┳━━━━━━┳━━━━━━━━━━━━━┓\n"
+        "┃ file       ┃ rank ┃ name ┃ probability ┃\n"
+        "┡━━━━━━━━━━━━╇━━━━━━╇━━━━━━╇━━━━━━━━━━━━━┩\n"
+        + "".join(
+            f"│ 0_{n}.png │    1 │ {first} │         0.9 │\n│ 0_{n}.png │    2 │ five │         0.1 │\n"
+            for n, first in ((1, "zero"), (2, "zero"), (3, "six"))
+        )
+        + "└────────────┴──────┴──────┴─────────────┘\n6 rows\n"
+    )
+    rows = readme_checks.sql_table(table)
+    assert rows[0] == {"file": "0_1.png", "rank": "1", "name": "zero", "probability": "0.9"}
+    assert "expected the zeros' first class to be 'zero'" in str(
+        readme_checks.top_two_classes(table, tmp_path, {})
+    )
+    assert readme_checks.top_two_classes(table.replace("six", "zero"), tmp_path, {}) is None
+    notes: readme_checks.Notes = {}
+    accuracy = "┃ accuracy ┃\n│   0.9778 │\n"
+    assert readme_checks.hand_accuracy(accuracy, tmp_path, notes) is None and notes
+    metrics = "┃ accuracy ┃ f1_score ┃ log_loss ┃ roc_auc ┃\n│   {} │    0.978 │   0.0757 │  0.9997 │\n"
+    assert readme_checks.evaluation(metrics.format("0.9778"), tmp_path, notes) is None
+    assert "differs from the hand-written" in str(
+        readme_checks.evaluation(metrics.format("0.9"), tmp_path, notes)
+    )
 
 
 def test_the_readme_has_its_commands_and_promises() -> None:
@@ -312,7 +350,9 @@ def with_port(text: str, port: int) -> str:
     return re.sub(rf"(localhost:|127\.0\.0\.1:|--port ){PORT_IN_README}\b", rf"\g<1>{port}", text)
 
 
-def run_readme_command(step: Command, command: str, project: Path, env: dict[str, str]) -> None:
+def run_readme_command(
+    step: Command, command: str, project: Path, env: dict[str, str], notes: readme_checks.Notes
+) -> None:
     deadline = time.monotonic() + (CURL_RETRY_S if command.startswith("curl ") else 0)
     while True:
         result = subprocess.run(
@@ -323,7 +363,7 @@ def run_readme_command(step: Command, command: str, project: Path, env: dict[str
             text=True,
             timeout=300,  # a hang detector: at load 10-15 `quickstart digits` took over 180 s
         )
-        problem = check_result(step, result)
+        problem = check_result(step, result) or readme_checks.check(step.text, result.stdout, project, notes)
         if problem is None:
             return
         if time.monotonic() > deadline:
