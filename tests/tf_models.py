@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # TensorFlow imports Keras: keep ours on torch
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# As models/tensorflow.py sets it: TensorFlow then imports no Keras (and no torch), ~4.5 s CPU less.
+if importlib.util.find_spec("tf_keras") is None:
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
