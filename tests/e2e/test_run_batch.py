@@ -28,6 +28,18 @@ def _expected(project: Path, rows: list[dict[str, str]]) -> dict[str, int]:
     return {r["id"]: int(p) for r, p in zip(rows, model.predict(matrix), strict=True)}
 
 
+# Tests about sources and sinks run the ONNX model: unpickling the .joblib imports scikit-learn,
+# ~1.5 s CPU of each CLI process.
+ONNX = "model.uri=examples/iris/models/iris-*.onnx"
+
+
+def _expected_onnx(project: Path, rows: list[dict[str, str]]) -> dict[str, int]:
+    session = ort.InferenceSession(str(project / "examples/iris/models/iris-1.onnx"))
+    matrix = np.array([[float(r[f]) for f in FEATURES] for r in rows], dtype=np.float32)
+    labels = session.run(None, {"input": matrix})[0]
+    return {r["id"]: int(p) for r, p in zip(rows, labels, strict=True)}
+
+
 def test_quickstart_pipeline_predicts_every_row_like_the_model_and_a_rerun_adds_none(
     project: Path, cli: CliRunner
 ) -> None:
@@ -47,19 +59,44 @@ def test_quickstart_pipeline_predicts_every_row_like_the_model_and_a_rerun_adds_
 
 
 def test_file_sinks_hold_the_same_predictions(project: Path, cli: CliRunner) -> None:
-    expected = _expected(project, _iris_rows(project))
+    expected = _expected_onnx(project, _iris_rows(project))
     cli(
-        "run", "examples/iris/pipeline.yaml", "--set", "sink.kind=parquet", "--set", "sink.path=out/p.parquet"
+        "run",
+        "examples/iris/pipeline.yaml",
+        "--set",
+        ONNX,
+        "--set",
+        "sink.kind=parquet",
+        "--set",
+        "sink.path=out/p.parquet",
     )
     table = pq.read_table("out/p.parquet")
     assert dict(zip(table["key"].to_pylist(), table["prediction"].to_pylist(), strict=True)) == expected
 
-    cli("run", "examples/iris/pipeline.yaml", "--set", "sink.kind=jsonl", "--set", "sink.path=out/p.jsonl")
+    cli(
+        "run",
+        "examples/iris/pipeline.yaml",
+        "--set",
+        ONNX,
+        "--set",
+        "sink.kind=jsonl",
+        "--set",
+        "sink.path=out/p.jsonl",
+    )
     lines = [json.loads(line) for line in Path("out/p.jsonl").read_text().splitlines()]
     assert {r["key"]: r["prediction"] for r in lines} == expected
     assert lines[0]["sepal_length"] == float(_iris_rows(project)[0]["sepal_length"])
 
-    cli("run", "examples/iris/pipeline.yaml", "--set", "sink.kind=csv", "--set", "sink.path=out/p.csv")
+    cli(
+        "run",
+        "examples/iris/pipeline.yaml",
+        "--set",
+        ONNX,
+        "--set",
+        "sink.kind=csv",
+        "--set",
+        "sink.path=out/p.csv",
+    )
     with open("out/p.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert {r["key"]: int(r["prediction"]) for r in rows} == expected
@@ -82,7 +119,9 @@ def test_onnx_model_matches_onnxruntime(project: Path, cli: CliRunner) -> None:
         np.testing.assert_allclose(stored_scores, score, rtol=1e-6)
 
 
-def test_framework_override_loads_a_joblib_file_with_an_odd_name(project: Path, cli: CliRunner) -> None:
+def test_framework_override_loads_a_joblib_file_with_an_odd_name_and_limit_stops_after_n_rows(
+    project: Path, cli: CliRunner
+) -> None:
     Path("model.pkl2").write_bytes(Path("examples/iris/models/iris-1.joblib").read_bytes())
     result = cli(
         "run",
@@ -91,8 +130,10 @@ def test_framework_override_loads_a_joblib_file_with_an_odd_name(project: Path, 
         "model.uri=model.pkl2",
         "--set",
         "model.framework=sklearn",
+        "--limit",
+        "20",
     )
-    assert "150 predicted" in result.stdout
+    assert "20 rows read, 20 predicted" in result.stdout
 
 
 def test_skops_model_loads_safely(project: Path, cli: CliRunner) -> None:
@@ -112,11 +153,12 @@ def test_jsonl_and_parquet_sources_with_a_list_column(project: Path, cli: CliRun
     spec = yaml.safe_load(Path("examples/iris/pipeline.yaml").read_text())
     spec["source"] = {"kind": "jsonl", "path": "flowers.jsonl"}
     spec["model"]["inputs"] = "feature"
+    spec["model"]["uri"] = "examples/iris/models/iris-*.onnx"
     spec["sink"] = {"kind": "parquet", "path": "from_jsonl.parquet"}
     Path("jsonl.yaml").write_text(yaml.safe_dump(spec))
     cli("run", "jsonl.yaml")
     table = pq.read_table("from_jsonl.parquet")
-    expected = _expected(project, rows)
+    expected = _expected_onnx(project, rows)
     assert {
         str(k): p for k, p in zip(table["key"].to_pylist(), table["prediction"].to_pylist(), strict=True)
     } == expected
@@ -128,9 +170,4 @@ def test_jsonl_and_parquet_sources_with_a_list_column(project: Path, cli: CliRun
     cli("run", "parquet.yaml")
     again = [json.loads(line) for line in Path("again.jsonl").read_text().splitlines()]
     assert {r["key"]: r["prediction"] for r in again} == expected
-    assert set(again[0]) == {"key", "feature", "prediction", "model_id"}
-
-
-def test_limit_stops_after_n_rows(project: Path, cli: CliRunner) -> None:
-    result = cli("run", "examples/iris/pipeline.yaml", "--limit", "20")
-    assert "20 rows read, 20 predicted" in result.stdout
+    assert set(again[0]) == {"key", "feature", "prediction", "scores", "model_id"}  # ONNX gives scores
