@@ -20,7 +20,7 @@ PROBE = """
 import os, signal, sys, threading, time
 command = sys.argv[1:]
 print("argv", os.path.basename(sys.argv[0]), command, "cwd", os.getcwd(), "path0", sys.path[0])
-print("env", os.environ.get("PROBE"), "stdin", sys.stdin.read() if command == ["cat"] else "-")
+print("env", os.environ.get("PROBE"), "stdin", sys.stdin.read() if command == ["cat"] else sys.stdin is None)
 print("err", sys.stderr.line_buffering, file=sys.stderr)
 if command[:1] == ["exit"]:
     sys.exit(int(command[1]) if command[1].isdigit() else command[1])
@@ -40,6 +40,7 @@ if command == ["thread"]:  # a non-daemon thread finishes before the process exi
 def probe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("probe")
     (folder / "probe.py").write_text(PROBE, encoding="utf-8")
+    (folder / "work").mkdir()
     return folder
 
 
@@ -50,11 +51,20 @@ def client(probe_dir: Path) -> Iterator[list[str]]:
         yield command
 
 
-def both(client: list[str], cwd: Path, *args: str, stdin: str = "") -> list[subprocess.CompletedProcess[str]]:
-    env = subprocess_env({"PROBE": "yes", "PYTHONPATH": str(cwd.parent)})
+def both(
+    client: list[str],
+    probe_dir: Path,
+    *args: str,
+    cwd: Path | None = None,
+    stdin: str = "",
+    wrap: tuple[str, ...] = (),
+) -> list[subprocess.CompletedProcess[str]]:
+    """The probe run as `python -m probe ARGS` and through the zygote's client."""
+    env = subprocess_env({"PROBE": "yes", "PYTHONPATH": str(probe_dir)})
+    cwd = cwd or probe_dir
     return [
         subprocess.run(
-            [*prefix, *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=60
+            [*wrap, *prefix, *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=60
         )
         for prefix in ([sys.executable, "-m", "probe"], client)
     ]
@@ -64,10 +74,14 @@ def both(client: list[str], cwd: Path, *args: str, stdin: str = "") -> list[subp
 def test_output_and_exit_status_are_a_real_processes(
     client: list[str], probe_dir: Path, args: list[str]
 ) -> None:
-    cwd = probe_dir / "work"
-    cwd.mkdir(exist_ok=True)
-    real, forked = both(client, cwd, *args, stdin="typed\n")
+    real, forked = both(client, probe_dir, *args, cwd=probe_dir / "work", stdin="typed\n")
     assert (forked.returncode, forked.stdout, forked.stderr) == (real.returncode, real.stdout, real.stderr)
+
+
+def test_a_closed_stdin_stays_closed(client: list[str], probe_dir: Path) -> None:
+    real, forked = both(client, probe_dir, wrap=("bash", "-c", 'exec "$@" <&-', "-"))
+    assert real.returncode == forked.returncode == 0
+    assert "stdin True" in real.stdout and forked.stdout == real.stdout
 
 
 def test_an_uncaught_exception_exits_1_with_its_traceback(client: list[str], probe_dir: Path) -> None:

@@ -81,14 +81,21 @@ def client(path: str, module: str, args: list[str]) -> None:
     # Signals ignored here (SIGINT of a `&` job of a non-interactive shell, nohup's SIGHUP) are
     # ignored by the command too, as a real process inherits them.
     ignored = [int(s) for s in FORWARDED if signal.getsignal(s) == signal.SIG_IGN]
+    stdio = [fd for fd in (0, 1, 2) if _is_open(fd)]  # a closed one stays closed in the command
     request = json.dumps(
-        {"argv": [module, *args], "cwd": os.getcwd(), "env": dict(os.environ), "ignored": ignored}
+        {
+            "argv": [module, *args],
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "ignored": ignored,
+            "stdio": stdio,
+        }
     ).encode()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(path)
-    fds = array.array("i", [0, 1, 2])
     data = HEADER.pack(len(request)) + request
-    sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())])
+    fds = array.array("i", stdio).tobytes()
+    sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)] if stdio else [])
     sock.sendall(data[sent:])
     for signum in FORWARDED:
         if signum not in ignored:
@@ -107,6 +114,14 @@ def client(path: str, module: str, args: list[str]) -> None:
         signal.signal(int(number), signal.SIG_DFL)
         os.kill(os.getpid(), int(number))
     sys.exit(int(number))
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 # -- server ------------------------------------------------------------------------------------------
@@ -217,15 +232,17 @@ def _child(module: str, request: dict[str, Any], fds: list[int], inherited: list
             signal.signal(signum, signal.SIG_IGN)
         for fd in inherited:
             os.close(fd)
-        for target, fd in enumerate(fds):
+        for target, fd in zip(request["stdio"], fds, strict=True):
             os.dup2(fd, target)
             os.close(fd)
+        for target in {0, 1, 2} - set(request["stdio"]):
+            os.close(target)
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
         buffered = not os.environ.get("PYTHONUNBUFFERED")
         streams = [
-            _stdio(fd, mode, old, buffered=buffered)
+            _stdio(fd, mode, old, buffered=buffered) if fd in request["stdio"] else None  # as CPython
             for fd, mode, old in ((0, "r", sys.stdin), (1, "w", sys.stdout), (2, "w", sys.stderr))
         ]
         sys.stdin, sys.stdout, sys.stderr = streams
@@ -263,8 +280,9 @@ def _run_module(module: str) -> int:
     threading._shutdown()  # type: ignore[attr-defined]  # what CPython does at exit
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        with _suppress_oserror():
-            stream.flush()
+        if stream is not None:
+            with _suppress_oserror():
+                stream.flush()
     if interrupted:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
