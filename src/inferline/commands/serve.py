@@ -375,6 +375,10 @@ def register(app: typer.Typer) -> None:
             state.peers = PeerMetrics(pipes)
         assert state.catalog is not None
         loaded = state.catalog.load_all()
+        if helpers and counts is not None:
+            from inferline.serve.processes import wait_accepting
+
+            wait_accepting(helpers, counts)
         grpc_note = f" and gRPC {config.grpc_address}" if config.grpc_address else ""
         if ts_grpc or ts_grpc_management:
             apis = [f"inference {ts_grpc}"] if ts_grpc else []

@@ -8,7 +8,8 @@ loads the models from the same store, batches its own requests and follows the s
 changes (`--watch-interval`): registrations and `set-default` reach every process that way.
 
 Every process accepts on that socket in turn (`inferline.serve.shared_accept`), so each gets
-its share of the connections.
+its share of the connections; none accepts before all of them can (the main process waits
+for the others to load their models, `wait_accepting`, and they for it).
 
 Management and /metrics answer only in the main process (on `--management-port`, which N > 1
 needs, unless `--metrics-port` is given), so changes kept in memory (unregistering, scaling
@@ -31,6 +32,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import MutableSequence
 from dataclasses import replace
 from multiprocessing.connection import Connection
@@ -45,6 +47,7 @@ log = logging.getLogger("inferline.serve")
 
 PR_SET_PDEATHSIG = 1
 BACKLOG = 2048  # uvicorn's default
+START_TIMEOUT_S = 300.0  # how long the main process waits for the others to load and accept
 
 
 def share_cores(processes: int) -> None:
@@ -97,6 +100,26 @@ def start_inference_processes(
     return helpers, pipes
 
 
+def wait_accepting(
+    helpers: list[BaseProcess], counts: MutableSequence[int], *, timeout_s: float = START_TIMEOUT_S
+) -> None:
+    """Until every inference process is ready to accept on the shared socket (or has died, or
+    `timeout_s` passed): the server is announced, and the main process accepts (which lets the
+    others accept), only once they all can. A client opening its connections as soon as the
+    server answered (wrk) got them all in one process while the other still loaded its models."""
+    from inferline.serve.shared_accept import NOT_ACCEPTING
+
+    deadline = time.monotonic() + timeout_s
+    waiting = list(enumerate(helpers, start=1))
+    while waiting:
+        waiting = [(i, p) for i, p in waiting if counts[i] == NOT_ACCEPTING and p.is_alive()]
+        if waiting and time.monotonic() > deadline:
+            names = ", ".join(p.name for _, p in waiting)
+            log.warning("%s not accepting after %.0f s; serving without waiting for them", names, timeout_s)
+            return
+        time.sleep(0.05)
+
+
 def stop_processes(helpers: list[BaseProcess], *, timeout_s: float = 15.0) -> None:
     """SIGTERM each (uvicorn answers what it has, then exits), SIGKILL what is left."""
     for process in helpers:
@@ -139,7 +162,9 @@ def serve_inference(
     uvicorn_config = uvicorn.Config(
         app, log_level="warning", access_log=False, loop=event_loop(config), http=http_protocol()
     )
-    SharedSocketServer(uvicorn_config, shared=listening, counts=counts, index=index).run(sockets=[])
+    # Accepting only once the main process does, which waits for every inference process.
+    server = SharedSocketServer(uvicorn_config, shared=listening, counts=counts, index=index, opens_after=0)
+    server.run(sockets=[])
 
 
 def _die_with(parent: int) -> None:

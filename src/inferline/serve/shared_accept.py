@@ -2,10 +2,13 @@
 
 An event loop accepting for itself takes every pending connection at each wake-up, so when
 wrk opened its 32 keep-alive connections one process got 29 and the other 3, and one core sat
-idle. Here each process accepts on a thread, one connection at a time, and only while it has
-no more open connections than the least loaded process (`counts`, shared memory with one slot
-per process); a process ahead gives way, and takes a pending connection itself only when the
-others leave it waiting `GIVE_WAY_S` (stopped, or too busy to accept).
+idle. Here each process accepts on a thread, one connection at a time, in round-robin turns
+among the processes accepting (shared memory: each process's open connections, or
+`NOT_ACCEPTING`, and the process that accepted last); a process whose turn it is not takes a
+pending connection itself only when the others leave it waiting `GIVE_WAY_S` (stopped, or too
+busy to accept). Turns rather than "the least open connections": a client that closes its
+connections and opens new ones at once (wrk's next run) found the counts of the process that
+had its old ones not yet lowered, and the other process took all 32.
 
 The socket stays blocking: its flags are shared by every process holding it, and a thread
 blocked in `accept()` is woken by the kernel for exactly one connection.
@@ -41,10 +44,27 @@ NOT_ACCEPTING = 2**31 - 1  # the count of a process not accepting (yet, or any m
 
 
 def open_counts(processes: int) -> MutableSequence[int]:
-    """Shared memory for each process's open connections (pass it to spawned processes)."""
-    counts: MutableSequence[int] = multiprocessing.get_context("spawn").RawArray("i", processes)
-    counts[:] = [NOT_ACCEPTING] * processes  # until each process starts accepting
+    """Shared memory for each process's open connections (pass it to spawned processes), and
+    after them the index of the process that accepted last (whose successor has the turn)."""
+    counts: MutableSequence[int] = multiprocessing.get_context("spawn").RawArray("i", processes + 1)
+    counts[:] = [NOT_ACCEPTING] * processes + [processes - 1]  # process 0 has the first turn
     return counts
+
+
+def accepting(counts: MutableSequence[int]) -> list[int]:
+    """The processes of `counts` that accept connections now."""
+    return [index for index, count in enumerate(counts[:-1]) if count != NOT_ACCEPTING]
+
+
+def turn(counts: MutableSequence[int]) -> int | None:
+    """The accepting process whose turn it is to accept the next connection (None: none accepts)."""
+    processes = len(counts) - 1
+    last = counts[processes]
+    for step in range(1, processes + 1):
+        candidate = (last + step) % processes
+        if counts[candidate] != NOT_ACCEPTING:
+            return candidate
+    return None
 
 
 class SharedAccept:
@@ -59,6 +79,7 @@ class SharedAccept:
         counts: MutableSequence[int],
         index: int,
         give_way_s: float = GIVE_WAY_S,
+        opens_after: int | None = None,
     ) -> None:
         self.listening = listening
         self.loop = loop
@@ -66,6 +87,9 @@ class SharedAccept:
         self.counts = counts
         self.index = index
         self.give_way_s = give_way_s
+        # The process whose accepting opens this one's (an inference process waits for the main
+        # one, which waits for them all): the first connections split evenly too.
+        self.opens_after = opens_after
         self.stopped = False
         # Open connections = accepted - closed; each counter is written by one thread only
         # (accepted: the accepting thread, closed: the loop), so the count is never too low.
@@ -75,6 +99,7 @@ class SharedAccept:
 
     def start(self) -> None:
         self.listening.setblocking(True)
+        self.counts[self.index] = 0  # accepting from now on: the others leave it its turns
         threading.Thread(target=self._accept_all, name="inferline-accept", daemon=True).start()
 
     def stop(self) -> None:
@@ -83,14 +108,16 @@ class SharedAccept:
         self.counts[self.index] = NOT_ACCEPTING
 
     def my_turn(self) -> bool:
-        mine = self._accepted - self._closed
-        self.counts[self.index] = mine
-        return mine <= min(self.counts)
+        return turn(self.counts) in (self.index, None)
 
     def _accept_all(self) -> None:
+        while self.opens_after is not None and self.counts[self.opens_after] == NOT_ACCEPTING:
+            if self.stopped:
+                return
+            time.sleep(POLL_S / 5)
         pending_since: float | None = None
         while not self.stopped:
-            if not self.my_turn():  # another process has fewer connections: it accepts ...
+            if not self.my_turn():  # another process has the turn: it accepts ...
                 if not _readable(self.listening, POLL_S):
                     pending_since = None
                     continue
@@ -113,6 +140,8 @@ class SharedAccept:
                 return
             connection.setblocking(False)
             self._accepted += 1
+            self.counts[-1] = self.index  # the next accepting process has the turn
+            self.counts[self.index] = self._accepted - self._closed
             try:
                 self.loop.call_soon_threadsafe(self._adopt, connection)
             except RuntimeError:  # the loop is closed: the process is exiting
@@ -160,12 +189,19 @@ class SharedSocketServer(uvicorn.Server):
     """uvicorn serving its own sockets plus `shared`, accepted in turn by `SharedAccept`."""
 
     def __init__(
-        self, config: uvicorn.Config, *, shared: socket.socket, counts: MutableSequence[int], index: int
+        self,
+        config: uvicorn.Config,
+        *,
+        shared: socket.socket,
+        counts: MutableSequence[int],
+        index: int,
+        opens_after: int | None = None,
     ) -> None:
         super().__init__(config)
         self.shared = shared
         self.counts = counts
         self.index = index
+        self.opens_after = opens_after
         self.acceptor: SharedAccept | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -178,7 +214,12 @@ class SharedSocketServer(uvicorn.Server):
             protocol_class, config=self.config, server_state=self.server_state, app_state=self.lifespan.state
         )
         self.acceptor = SharedAccept(
-            self.shared, asyncio.get_running_loop(), protocol, counts=self.counts, index=self.index
+            self.shared,
+            asyncio.get_running_loop(),
+            protocol,
+            counts=self.counts,
+            index=self.index,
+            opens_after=self.opens_after,
         )
         self.acceptor.start()
 
