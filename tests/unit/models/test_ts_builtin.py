@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inferline.models.ts_builtin import CROP, MEAN, STD, crop_plan, transform
+from inferline.models.ts_builtin import CROP, MEAN, STD, crop_plan, rgb_pixels, transform
 from inferline.models.ts_compat import CenterCrop, Compose, Normalize, Resize, ToTensor
 
 torch = pytest.importorskip("torch")
@@ -36,3 +36,16 @@ def test_only_the_crop_is_resampled_when_that_gives_the_same_pixels() -> None:
     assert crop_plan(40, 30)[2] is None  # 40 -> 341: not a dyadic scale
     assert crop_plan(8, 400)[2] is None  # resized to 256 x 12800: over BOX_MAX_SIDE
     assert crop_plan(256, 300) == ((256, 300), (16.0, 38.0, 240.0, 262.0), None)  # only cropped
+
+
+def test_rgb_pixels_reads_pillows_memory_and_falls_back_to_a_copy() -> None:
+    pixels = np.random.default_rng(1).integers(0, 256, (30, 20, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels).crop((0, 0, 20, 30))  # Pillow's own memory, as transform's
+    exported = rgb_pixels(image)
+    assert exported.shape == (30, 20, 4)  # Pillow's RGBX, no copy
+    np.testing.assert_array_equal(exported[:, :, :3], pixels)
+    mapped = Image.fromarray(pixels[:, :, 0])  # maps the numpy buffer: never exported
+    assert mapped.readonly
+    np.testing.assert_array_equal(rgb_pixels(mapped), pixels[:, :, 0])
+    large = Image.new("RGB", (5000, 5000), (1, 2, 3))  # several memory blocks: copied
+    assert rgb_pixels(large).shape == (5000, 5000, 3)
