@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from transformers import (
-    BertConfig,
-    BertForSequenceClassification,
-    BertModel,
-    BertTokenizerFast,
-    ViTConfig,
-    ViTForImageClassification,
-)
+if TYPE_CHECKING:
+    from transformers import BertConfig, BertTokenizerFast
 
 WORDS = ["good", "bad", "great", "awful", "film", "plot", "the", "was", "a", "very"]
 
 
+# torch and transformers are imported in the functions: test modules import WORDS at collection.
+
+
 def _tokenizer(folder: Path) -> BertTokenizerFast:
+    from transformers import BertTokenizerFast
+
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
@@ -25,6 +24,8 @@ def _tokenizer(folder: Path) -> BertTokenizerFast:
 
 
 def _bert_config(**extra: object) -> BertConfig:
+    from transformers import BertConfig
+
     return BertConfig(
         vocab_size=len(WORDS) + 5,
         hidden_size=16,
@@ -38,6 +39,9 @@ def _bert_config(**extra: object) -> BertConfig:
 
 def save_sentiment(folder: Path) -> None:
     """A text classifier with labels NEGATIVE/POSITIVE, weights random (seeded)."""
+    import torch
+    from transformers import BertForSequenceClassification
+
     torch.manual_seed(0)
     tokenizer = _tokenizer(folder)
     config = _bert_config(
@@ -49,6 +53,9 @@ def save_sentiment(folder: Path) -> None:
 
 def save_encoder(folder: Path) -> None:
     """A sentence encoder (feature extraction)."""
+    import torch
+    from transformers import BertModel
+
     torch.manual_seed(1)
     tokenizer = _tokenizer(folder)
     BertModel(_bert_config()).save_pretrained(folder)
@@ -57,6 +64,9 @@ def save_encoder(folder: Path) -> None:
 
 def save_image_classifier(folder: Path) -> None:
     """A ViT over 16x16 RGB images with labels circle/square/cross."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification
+
     torch.manual_seed(2)
     config = ViTConfig(
         image_size=16,

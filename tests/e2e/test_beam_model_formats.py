@@ -14,13 +14,13 @@ import pytest
 from inferline.engine.local import run_pipeline
 from inferline.pipeline import load_spec
 from tests.conftest import CliRunner
+from tests.hf_models import WORDS, save_sentiment
+from tests.lazy import LazyModule, requires
+from tests.onnx_models import FEATURES, iris_frame, per_column_pipeline
 
-xgb = pytest.importorskip("xgboost")
-lgb = pytest.importorskip("lightgbm")
-pytest.importorskip("skl2onnx")
-pytest.importorskip("transformers")
-from tests.hf_models import WORDS, save_sentiment  # noqa: E402
-from tests.onnx_models import FEATURES, iris_frame, per_column_pipeline  # noqa: E402
+xgb = LazyModule("xgboost")
+lgb = LazyModule("lightgbm")
+pytestmark = requires("xgboost", "lightgbm", "skl2onnx", "transformers")
 
 SPEC = """
 name: formats

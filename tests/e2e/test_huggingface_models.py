@@ -16,10 +16,12 @@ import inferline.sql
 from inferline.models.store import ModelStore
 from tests.conftest import CliRunner
 from tests.e2e.server import running_server
+from tests.hf_models import save_encoder, save_sentiment
+from tests.lazy import LazyModule, requires
 
-transformers = pytest.importorskip("transformers")
+transformers = LazyModule("transformers")
 httpclient = pytest.importorskip("tritonclient.http")
-from tests.hf_models import save_encoder, save_sentiment  # noqa: E402
+pytestmark = requires("transformers")
 
 TOKEN = "hf-test-token"
 REVIEWS = ["the film was very good", "awful plot", "a great great film", "bad", "the plot was a film"]

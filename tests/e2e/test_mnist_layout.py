@@ -8,6 +8,7 @@ all answer what the model answers on the same pixels.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import httpx
@@ -18,7 +19,12 @@ import inferline.sql
 from inferline.models.store import ModelStore
 from tests.conftest import CliRunner
 from tests.e2e.server import running_server
-from tests.mnist import MnistNet, draw_digits, logits, pixels, save_models
+from tests.lazy import LazyModule
+
+if TYPE_CHECKING:
+    from tests.mnist import MnistNet
+
+mnist_net = LazyModule("tests.mnist")  # imports torch: only when a test runs
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_CLASS = "tests.mnist:MnistNet"
@@ -27,8 +33,8 @@ MODEL_CLASS = "tests.mnist:MnistNet"
 @pytest.fixture(scope="module")
 def mnist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, MnistNet, list[Path]]:
     root = tmp_path_factory.mktemp("mnist")
-    model = save_models(root)
-    return root, model, draw_digits(root / "png", 24)
+    model = mnist_net.save_models(root)
+    return root, model, mnist_net.draw_digits(root / "png", 24)
 
 
 def _softmax(values: np.ndarray) -> np.ndarray:
@@ -60,7 +66,7 @@ def test_pipeline_answers_what_the_model_does(
             k: (a, b)
             for k, a, b in con.execute("SELECT key, script_prediction, weights_scores FROM mnist").fetchall()
         }
-    want = logits(model, pixels(pngs))
+    want = mnist_net.logits(model, mnist_net.pixels(pngs))
     # Its last layer is a Linear: the TorchScript model's 10 logits come back as they are; the
     # state_dict one is declared `output: classes` and gives probabilities.
     script = np.array([rows[str(p)][0] for p in pngs])
@@ -93,7 +99,7 @@ def test_sql_ml_predict_over_an_object_table_of_pngs(
     assert table is not None
     rows = table.to_pylist()
     assert [r["uri"] for r in rows] == [str(p) for p in sorted(pngs)]
-    out = logits(model, pixels(sorted(pngs)))
+    out = mnist_net.logits(model, mnist_net.pixels(sorted(pngs)))
     np.testing.assert_allclose(np.array([r["probabilities"] for r in rows]), _softmax(out), atol=1e-5)
     assert [r["predicted_label"] for r in rows] == out.argmax(axis=1).tolist()
 
@@ -113,7 +119,7 @@ def test_sql_output_clause_with_one_array_gives_the_raw_output(
             "(SELECT uri, ML.DECODE_IMAGE(data) AS image FROM ds.digits)) ORDER BY uri"
         ).to_arrow_table()
     assert rows.column_names[0] == "feature_vector" and "probabilities" not in rows.column_names
-    want = logits(model, pixels(sorted(pngs)))  # all 10 values per image, not an argmax
+    want = mnist_net.logits(model, mnist_net.pixels(sorted(pngs)))  # all 10 values per image, not an argmax
     np.testing.assert_allclose(rows.column("feature_vector").to_pylist(), want, atol=1e-5)
 
 
@@ -125,7 +131,7 @@ def test_server_answers_png_bodies(mnist: tuple[Path, MnistNet, list[Path]], tmp
     ModelStore(str(store)).add(
         "mnist_weights", str(root / "mnist-1.pt"), metadata={**image, "model_class": MODEL_CLASS}
     )
-    want = logits(model, pixels(pngs[:4]))
+    want = mnist_net.logits(model, mnist_net.pixels(pngs[:4]))
     with running_server(store, env={"PYTHONPATH": str(REPO)}) as base:
         answers = {
             name: [

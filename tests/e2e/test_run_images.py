@@ -7,12 +7,13 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-import pytest
-import torch
 
-from inferline.examples.digits import ACCURACY_SQL, DigitsCNN
 from inferline.io.images import ImageSettings, decode_image
 from tests.conftest import CliRunner
+from tests.lazy import LazyModule, without_cuda
+
+torch = LazyModule("torch")
+digits = LazyModule("inferline.examples.digits")  # imports torch
 
 
 def _copy_digits(project: Path, digits_example: Path) -> Path:
@@ -33,14 +34,14 @@ def test_pipeline_predicts_like_a_direct_forward_pass_and_dead_letters_a_corrupt
     with duckdb.connect("warehouse.duckdb") as con:
         got = dict(con.execute("SELECT key, prediction FROM digits_predictions").fetchall())
         columns = [r[0] for r in con.execute("DESCRIBE digits_predictions").fetchall()]
-        (accuracy,) = con.execute(ACCURACY_SQL.format(table="digits_predictions")).fetchall()[0][1:]
+        (accuracy,) = con.execute(digits.ACCURACY_SQL.format(table="digits_predictions")).fetchall()[0][1:]
         dead = con.execute("SELECT key, error, stage FROM digits_predictions_errors").fetchall()
     assert columns == ["key", "uri", "width", "height", "prediction", "scores", "model_id"]
     assert accuracy >= 0.9
 
     settings = ImageSettings(mode="L", resize=(28, 28), scale=255)
     pixels = np.stack([decode_image(p.read_bytes(), settings) for p in pngs])
-    model = DigitsCNN(width=16)
+    model = digits.DigitsCNN(width=16)
     model.load_state_dict(torch.load(root / "models" / "digits-1.pt", weights_only=True))
     model.eval()
     with torch.no_grad():
@@ -60,7 +61,7 @@ def test_quickstart_digits_runs_the_example(project: Path, digits_example: Path,
     assert "accuracy" in result.stdout
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@without_cuda
 def test_cuda_on_a_cpu_machine_is_one_clear_line(project: Path, digits_example: Path, cli: CliRunner) -> None:
     _copy_digits(project, digits_example)
     result = cli("run", "examples/digits/pipeline.yaml", "--set", "model.device=cuda", check=False)

@@ -12,8 +12,10 @@ import pytest
 from inferline.io.images import ImageSettings, decode_image
 from inferline.models.store import ModelStore
 from tests.e2e.server import running_server
+from tests.lazy import LazyModule, requires
 
-torch = pytest.importorskip("torch")
+torch = LazyModule("torch")
+pytestmark = requires("torch")
 Image = pytest.importorskip("PIL.Image")
 ImageDraw = pytest.importorskip("PIL.ImageDraw")
 

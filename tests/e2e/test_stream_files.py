@@ -8,12 +8,14 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-import torch
 import yaml
 
-from inferline.examples.digits import DigitsCNN
 from inferline.io.images import ImageSettings, decode_image
 from tests.conftest import CliRunner
+from tests.lazy import LazyModule
+
+torch = LazyModule("torch")
+digits = LazyModule("inferline.examples.digits")  # imports torch
 
 
 def test_stream_of_image_paths_is_classified_and_a_missing_file_dead_lettered(
@@ -53,7 +55,7 @@ def test_stream_of_image_paths_is_classified_and_a_missing_file_dead_lettered(
         got = dict(con.execute("SELECT uri, prediction FROM arrivals").fetchall())
         dead = con.execute("SELECT raw, error, stage FROM arrivals_errors").fetchall()
     settings = ImageSettings(mode="L", resize=(28, 28), scale=255)
-    model = DigitsCNN(width=16)
+    model = digits.DigitsCNN(width=16)
     model.load_state_dict(torch.load(root / "models" / "digits-1.pt", weights_only=True))
     model.eval()
     with torch.no_grad():

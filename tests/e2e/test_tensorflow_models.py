@@ -20,11 +20,12 @@ from inferline.models.store import ModelStore
 from inferline.sql.decode import decode
 from tests.conftest import CliRunner
 from tests.e2e.server import running_server
+from tests.lazy import LazyModule, requires
 
-pytest.importorskip("tensorflow")
 Image = pytest.importorskip("PIL.Image")
 ImageDraw = pytest.importorskip("PIL.ImageDraw")
-from tests.tf_models import save_image_classifier, save_tflite, signature_outputs  # noqa: E402
+tf_models = LazyModule("tests.tf_models")  # imports TensorFlow: only when a test runs
+pytestmark = requires("tensorflow")
 
 COLOURS = [(220, 30, 30), (30, 200, 40), (40, 60, 230), (240, 240, 40), (200, 40, 200), (20, 20, 20)]
 
@@ -33,8 +34,8 @@ COLOURS = [(220, 30, 30), (30, 200, 40), (40, 60, 230), (240, 240, 40), (200, 40
 def walkthrough(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`resnet/` (a SavedModel image classifier), `classifier.tflite`, and 64x48 PNGs in `png/`."""
     root = tmp_path_factory.mktemp("walkthrough")
-    save_image_classifier(root / "resnet")
-    save_tflite(root / "resnet", root / "classifier.tflite")
+    tf_models.save_image_classifier(root / "resnet")
+    tf_models.save_tflite(root / "resnet", root / "classifier.tflite")
     (root / "png").mkdir()
     for i, colour in enumerate(COLOURS):
         image = Image.new("RGB", (64, 48), (255, 255, 255))
@@ -60,7 +61,7 @@ def test_pipeline_classifies_images_resized_to_224(walkthrough: Path, project: P
         rows = dict(con.execute("SELECT key, scores FROM labels").fetchall())
     settings = ImageSettings(mode="RGB", resize=(224, 224), scale=255.0, layout="NHWC")
     pixels = np.stack([decode_image(p.read_bytes(), settings) for p in pngs])
-    want = signature_outputs(walkthrough / "resnet", image=pixels)["probabilities"]
+    want = tf_models.signature_outputs(walkthrough / "resnet", image=pixels)["probabilities"]
     np.testing.assert_allclose([rows[str(p)] for p in pngs], want, rtol=1e-5, atol=1e-6)
 
 
@@ -79,7 +80,7 @@ def test_sql_ml_predict_over_an_object_table(walkthrough: Path, model_type: str,
             "(SELECT uri, decode_image(data, 224, 224) AS image FROM ds.images)) ORDER BY uri"
         ).fetchall()
     pixels = np.stack([decode(Path(uri).read_bytes(), height=224, width=224) for uri, *_ in rows])
-    both = signature_outputs(walkthrough / "resnet", image=pixels)
+    both = tf_models.signature_outputs(walkthrough / "resnet", image=pixels)
     want = both["probabilities"]
     np.testing.assert_allclose([r[2] for r in rows], want, rtol=1e-5, atol=1e-6)
     assert [r[1] for r in rows] == want.argmax(axis=1).tolist()
@@ -93,9 +94,9 @@ def test_server_answers_tflite_and_a_savedmodel_registered_with_its_signature(
     store = tmp_path / "store"
     ModelStore(str(store)).add("shapes", str(walkthrough / "classifier.tflite"))
     images = np.random.default_rng(0).random((3, 8, 8, 3), dtype=np.float32)
-    both = signature_outputs(walkthrough / "resnet", image=images)
+    both = tf_models.signature_outputs(walkthrough / "resnet", image=images)
     want = both["probabilities"]
-    embedded = signature_outputs(walkthrough / "resnet", "embed", image=images)["feature_vector"]
+    embedded = tf_models.signature_outputs(walkthrough / "resnet", "embed", image=images)["feature_vector"]
     # A SavedModel's graph may read files: registering one over HTTP needs its folder listed.
     trusted = {"INFERLINE_TRUSTED_PATHS": f"{walkthrough}:{store}"}
     with running_server(store, "--token", "tf", env=trusted, deadline_s=120) as base:

@@ -25,10 +25,12 @@ import pytest
 from tests.conftest import free_port, subprocess_env
 from tests.e2e.server import running_server
 from tests.e2e.torchserve import archive, png
+from tests.lazy import LazyModule, requires
 
-torch = pytest.importorskip("torch")
+torch = LazyModule("torch")
+torch_nets = LazyModule("tests.torch_nets")  # imports torch: only when a test runs
 Image = pytest.importorskip("PIL.Image")
-pytest.importorskip("model_archiver")
+pytestmark = requires("torch", "model_archiver")
 
 LABELS = {"0": "red", "1": "green", "2": "blue"}
 
@@ -76,19 +78,12 @@ def handle(data, context):
 """
 
 
-class Colors(torch.nn.Module):  # type: ignore[misc,name-defined]
-    """Logits are the mean of each normalised channel: the dominant colour wins."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[name-defined]
-        return x.mean(dim=(2, 3)) * 10.0
-
-
 @pytest.fixture(scope="module")
 def archives(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("mars")
     with warnings.catch_warnings():  # TorchScript is deprecated upstream; TorchServe archives use it
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.script(Colors()).save(str(folder / "colors.pt"))
+        torch.jit.script(torch_nets.Colors()).save(str(folder / "colors.pt"))
     (folder / "index_to_name.json").write_text(json.dumps(LABELS))
     archive(folder, "colors", "--version", "1.0", "--serialized-file", "colors.pt",
             "--handler", "image_classifier", "--extra-files", "index_to_name.json")  # fmt: skip

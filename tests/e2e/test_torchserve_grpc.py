@@ -31,13 +31,14 @@ import pytest
 
 from tests.conftest import port_pair
 from tests.e2e.server import running_server
+from tests.e2e.test_torchserve_archives import LABELS
+from tests.e2e.torchserve import archive, png
+from tests.lazy import LazyModule, requires
 
-torch = pytest.importorskip("torch")
-grpc = pytest.importorskip("grpc")
-pytest.importorskip("grpc_tools")
-pytest.importorskip("PIL.Image")
-pytest.importorskip("model_archiver")
-from tests.e2e.test_torchserve_archives import LABELS, Colors, archive, png  # noqa: E402
+torch = LazyModule("torch")
+grpc = LazyModule("grpc")
+torch_nets = LazyModule("tests.torch_nets")  # imports torch: only when a test runs
+pytestmark = requires("torch", "grpc", "grpc_tools", "PIL", "model_archiver")
 
 TOKEN = "grpc-test-token"
 AUTH = (("protocol", "gRPC"), ("session_id", "12345"), ("authorization", f"Bearer {TOKEN}"))
@@ -121,11 +122,6 @@ def handle(data, context):
 """
 
 
-class Summer(torch.nn.Module):  # type: ignore[misc,name-defined]
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[name-defined]
-        return x.sum(dim=1, keepdim=True)
-
-
 @pytest.fixture(scope="module")
 def archives(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """colors.mar 1.0 (English labels), v2/colors.mar 2.0 (French labels), streamer.mar (a
@@ -134,8 +130,8 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("ts-grpc")
     with warnings.catch_warnings():  # TorchScript is deprecated upstream; TorchServe archives use it
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.script(Colors()).save(str(folder / "colors.pt"))
-        torch.jit.script(Summer()).save(str(folder / "sum.pt"))
+        torch.jit.script(torch_nets.Colors()).save(str(folder / "colors.pt"))
+        torch.jit.script(torch_nets.Summer()).save(str(folder / "sum.pt"))
     args = (
         "--serialized-file",
         "colors.pt",

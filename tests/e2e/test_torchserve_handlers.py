@@ -20,45 +20,11 @@ import pytest
 
 from tests.e2e.server import running_server
 from tests.e2e.torchserve import archive, png
+from tests.lazy import LazyModule, requires
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("model_archiver")
-pytest.importorskip("ts")
-
-
-class Segmenter(torch.nn.Module):  # type: ignore[misc,name-defined]
-    """Each pixel's class is its dominant colour channel, as {"out": logits} like torchvision's."""
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[name-defined]
-        return {"out": x * 10.0}
-
-
-class Detector(torch.nn.Module):  # type: ignore[misc,name-defined]
-    """Two boxes per image: the whole image scored by its brightness, a tiny one scored low."""
-
-    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:  # type: ignore[name-defined]
-        out: list[dict[str, torch.Tensor]] = []  # type: ignore[name-defined]
-        for i in range(x.size(0)):
-            bright = x[i].mean()
-            boxes = torch.tensor([[0.0, 0.0, float(x.size(3)), float(x.size(2))], [1.0, 1.0, 2.0, 2.0]])
-            out.append(
-                {"boxes": boxes, "labels": torch.tensor([1, 2]), "scores": torch.stack([bright, bright / 10])}
-            )
-        return out
-
-
-class Bag(torch.nn.Module):  # type: ignore[misc,name-defined]
-    def __init__(self, words: int) -> None:
-        super().__init__()
-        self.embedding = torch.nn.EmbeddingBag(words, 2, mode="sum")
-
-    def forward(self, text: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:  # type: ignore[name-defined]
-        return self.embedding(text, offsets)
-
-
-class Colors(torch.nn.Module):  # type: ignore[misc,name-defined]
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[name-defined]
-        return x.mean(dim=(2, 3)) * 10.0
+torch = LazyModule("torch")
+torch_nets = LazyModule("tests.torch_nets")  # imports torch: only when a test runs
+pytestmark = requires("torch", "model_archiver", "ts")
 
 
 CUSTOM_CLASSIFIER = """
@@ -88,17 +54,17 @@ def script(module: Any, path: Path) -> None:
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store = work = tmp_path_factory.mktemp("handlers")  # serve reads only the .mar files
-    script(Segmenter(), work / "segmenter.pt")
+    script(torch_nets.Segmenter(), work / "segmenter.pt")
     archive(work, "segmenter", "--version", "1.0", "--serialized-file", "segmenter.pt",
             "--handler", "image_segmenter")  # fmt: skip
 
-    script(Detector(), work / "detector.pt")
+    script(torch_nets.Detector(), work / "detector.pt")
     (work / "index_to_name.json").write_text(json.dumps({"1": "sun", "2": "moon"}))
     archive(work, "detector", "--version", "1.0", "--serialized-file", "detector.pt",
             "--handler", "object_detector", "--extra-files", "index_to_name.json")  # fmt: skip
 
     vocab = {token: i for i, token in enumerate(sorted({t for text in TEXTS for t in bigrams(text)}))}
-    bag = Bag(len(vocab))
+    bag = torch_nets.Bag(len(vocab))
     with torch.no_grad():
         bag.embedding.weight.zero_()
         bag.embedding.weight[vocab["good"]] = torch.tensor([0.0, 3.0])
@@ -110,7 +76,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--handler", "text_classifier",
             "--extra-files", "index_to_name.json,source_vocab.pt")  # fmt: skip
 
-    script(Colors(), work / "colors.pt")
+    script(torch_nets.Colors(), work / "colors.pt")
     (work / "index_to_name.json").write_text(json.dumps({"0": "red", "1": "green", "2": "blue"}))
     (work / "tiny_colors.py").write_text(CUSTOM_CLASSIFIER)
     archive(work, "tiny", "--version", "1.0", "--serialized-file", "colors.pt",

@@ -19,10 +19,11 @@ import pytest
 
 from tests.e2e.server import running_server
 from tests.e2e.torchserve import archive, png
+from tests.lazy import LazyModule, requires
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("model_archiver")
-pytest.importorskip("ts")
+torch = LazyModule("torch")
+torch_nets = LazyModule("tests.torch_nets")  # imports torch: only when a test runs
+pytestmark = requires("torch", "model_archiver", "ts")
 
 PROBE_HANDLER = """
 import os
@@ -55,11 +56,6 @@ class Probe:
 """
 
 
-class Mean(torch.nn.Module):  # type: ignore[misc,name-defined]
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[name-defined]
-        return x.mean(dim=(1, 2, 3))
-
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     first, second = tmp_path_factory.mktemp("v1"), tmp_path_factory.mktemp("v2")
@@ -68,7 +64,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         archive(folder, "probe", "--version", version, "--handler", "probe_handler.py")
     with warnings.catch_warnings():  # TorchScript is deprecated upstream; it is still a safe format
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.script(Mean()).save(str(second / "mean.pt"))
+        torch.jit.script(torch_nets.Mean()).save(str(second / "mean.pt"))
     return first, second
 
 

@@ -24,13 +24,15 @@ from inferline.examples.iris import FEATURES
 from inferline.models.store import ModelStore
 from tests.conftest import free_port
 from tests.e2e.server import running_server
+from tests.lazy import LazyModule, requires
 from tests.onnx_models import iris_frame, per_column_pipeline
 
 httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-torch = pytest.importorskip("torch")
+torch = LazyModule("torch")
+pytestmark = requires("torch")
 Image = pytest.importorskip("PIL.Image")
 
 IRIS = load_iris()

@@ -11,18 +11,22 @@ import apache_beam as beam
 import joblib
 import numpy as np
 import pytest
-from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 from sklearn.datasets import load_iris
 from sklearn.dummy import DummyClassifier
 
 from inferline.beam import ModelHandler, row_features
+from inferline.beam_import import import_run_inference
 from inferline.errors import InputError
 from inferline.examples.iris import FEATURES
 from inferline.pipeline import BatchSpec, ModelSpec
 from tests.conftest import subprocess_env
 from tests.onnx_models import two_output_graph
+
+# Beam's RunInference module, imported as inferline imports it (without torch: collection stays cheap).
+PredictionResult = import_run_inference().PredictionResult
+RunInference = import_run_inference().RunInference
 
 
 @pytest.fixture

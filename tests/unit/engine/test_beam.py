@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub
-from apache_beam.ml.inference.base import ModelMetadata
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing import test_stream
 from apache_beam.testing.util import assert_that, equal_to
@@ -23,6 +22,7 @@ from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from sklearn.datasets import load_iris
 from sklearn.dummy import DummyClassifier
 
+from inferline.beam_import import import_run_inference
 from inferline.engine.beam import build, pipeline_options, process_rows, run_beam
 from inferline.engine.beam_io import DEAD, ParseMessage, bigquery_args, kafka_config, pubsub_read
 from inferline.engine.local import run_pipeline
@@ -30,6 +30,7 @@ from inferline.errors import MissingExtraError, SpecError
 from inferline.examples.iris import FEATURES
 from inferline.pipeline import PipelineSpec, SinkSpec, parse_spec
 
+ModelMetadata = import_run_inference().ModelMetadata  # as inferline imports it: without torch
 IRIS = load_iris()
 
 

@@ -13,10 +13,12 @@ from inferline.errors import ModelError
 from inferline.models.base import detect_framework, handler_for
 from inferline.models.registry import load_version
 from inferline.pipeline import ModelSpec
+from tests.hf_models import save_encoder, save_image_classifier, save_sentiment
+from tests.lazy import LazyModule, requires
 
-transformers = pytest.importorskip("transformers")
-torch = pytest.importorskip("torch")
-from tests.hf_models import save_encoder, save_image_classifier, save_sentiment  # noqa: E402
+transformers = LazyModule("transformers")
+torch = LazyModule("torch")
+pytestmark = requires("transformers", "torch")
 
 TEXTS = ["the film was very good", "awful plot", "a great great film", "bad"]
 

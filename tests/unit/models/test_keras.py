@@ -15,6 +15,7 @@ from inferline.errors import MissingExtraError, ModelError
 from inferline.models.keras import KerasHandler, keras_module
 from inferline.models.registry import load_model
 from inferline.pipeline import ModelSpec
+from tests.lazy import without_cuda
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +126,7 @@ def test_image_pipeline_feeds_nhwc_float32_to_a_keras_cnn(tmp_path: Path) -> Non
     assert table.column_names == ["key", "uri", "width", "height", "prediction", "model_id"]
 
 
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+@without_cuda
 def test_keras_cuda_without_cuda_is_a_clear_error(trained: tuple[Any, Path]) -> None:
     _, folder = trained
     with pytest.raises(ModelError, match=r"tiny-1\.keras: device cuda requested but CUDA is not available"):

@@ -5,7 +5,6 @@ import pytest
 
 from inferline.models.layout import standard_layout, standard_strides
 from inferline.models.torch import TorchHandler
-from tests.mnist import MnistNet, logits
 
 
 def test_size_one_axes_get_standard_strides_without_a_copy() -> None:
@@ -30,6 +29,8 @@ def test_non_contiguous_and_read_only_inputs_are_copied_when_asked() -> None:
 
 def test_torch_handler_runs_a_view_flattening_model_on_transposed_images() -> None:
     torch = pytest.importorskip("torch")
+    from tests.mnist import MnistNet, logits
+
     torch.manual_seed(0)
     model = MnistNet().eval()
     nhwc = np.random.default_rng(0).random((5, 28, 28, 1), dtype=np.float32)

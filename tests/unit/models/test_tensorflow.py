@@ -14,16 +14,10 @@ from inferline.models.base import detect_framework, handler_for
 from inferline.models.registry import load_version
 from inferline.models.store import ModelStore
 from inferline.pipeline import ModelSpec
+from tests.lazy import LazyModule, requires
 
-pytest.importorskip("tensorflow")
-from tests.tf_models import (  # noqa: E402
-    interpreter_outputs,
-    save_classes_and_embedding,
-    save_image_classifier,
-    save_price_model,
-    save_tflite,
-    signature_outputs,
-)
+tf_models = LazyModule("tests.tf_models")  # imports TensorFlow: only when a test runs
+pytestmark = requires("tensorflow")
 
 IMAGES = np.random.default_rng(0).random((5, 12, 10, 3), dtype=np.float32)
 
@@ -31,7 +25,7 @@ IMAGES = np.random.default_rng(0).random((5, 12, 10, 3), dtype=np.float32)
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tf") / "classifier"
-    save_image_classifier(path)
+    tf_models.save_image_classifier(path)
     return path
 
 
@@ -39,7 +33,7 @@ def test_a_probability_output_makes_a_classifier(classifier: Path) -> None:
     assert detect_framework(str(classifier)) == "tensorflow"
     handler = handler_for(str(classifier))
     got = handler.predict(handler.load(str(classifier)), IMAGES)
-    want = signature_outputs(classifier, image=IMAGES)["probabilities"]
+    want = tf_models.signature_outputs(classifier, image=IMAGES)["probabilities"]
     np.testing.assert_allclose(got.scores, want, rtol=1e-6)
     assert got.prediction.tolist() == want.argmax(axis=1).tolist()
 
@@ -49,7 +43,7 @@ def test_another_signature_gives_its_raw_feature_vector(classifier: Path) -> Non
     got = handler.predict(handler.load(str(classifier)), IMAGES)
     assert got.scores is None
     np.testing.assert_allclose(
-        got.prediction, signature_outputs(classifier, "embed", image=IMAGES)["feature_vector"]
+        got.prediction, tf_models.signature_outputs(classifier, "embed", image=IMAGES)["feature_vector"]
     )
     missing = handler_for(str(classifier), framework="tensorflow", options={"signature": "predict"})
     with pytest.raises(ModelError, match=r"has no signature 'predict' \(it has: embed, serving_default\)"):
@@ -57,7 +51,7 @@ def test_another_signature_gives_its_raw_feature_vector(classifier: Path) -> Non
 
 
 def test_named_inputs_take_their_columns_text_included(tmp_path: Path) -> None:
-    save_price_model(tmp_path / "price")
+    tf_models.save_price_model(tmp_path / "price")
     loaded = load_version(ModelSpec(name="price", uri=str(tmp_path / "price")), str(tmp_path / "price"), "1")
     assert loaded.inputs == ["area", "city", "rooms"] and loaded.text_inputs == ["city"]
     batch = pa.RecordBatch.from_pydict(
@@ -65,7 +59,7 @@ def test_named_inputs_take_their_columns_text_included(tmp_path: Path) -> None:
     )
     out = run_model(loaded, None, batch, pa.array(["1", "2", "3"]))
     assert out.prediction is not None
-    want = signature_outputs(
+    want = tf_models.signature_outputs(
         tmp_path / "price",
         rooms=np.array([[3.0], [2.0]], np.float32),
         area=np.array([[50.0], [80.0]], np.float32),
@@ -77,10 +71,10 @@ def test_named_inputs_take_their_columns_text_included(tmp_path: Path) -> None:
 
 def test_tflite_runs_any_batch_size_like_the_saved_model(classifier: Path, tmp_path: Path) -> None:
     pytest.importorskip("ai_edge_litert")
-    save_tflite(classifier, tmp_path / "classifier.tflite")
+    tf_models.save_tflite(classifier, tmp_path / "classifier.tflite")
     handler = handler_for(str(tmp_path / "classifier.tflite"))
     model = handler.load(str(tmp_path / "classifier.tflite"))
-    want = signature_outputs(classifier, image=IMAGES)["probabilities"]
+    want = tf_models.signature_outputs(classifier, image=IMAGES)["probabilities"]
     for rows in (5, 2, 5):  # resized between batches
         got = handler.predict(model, IMAGES[:rows])
         np.testing.assert_allclose(got.scores, want[:rows], rtol=1e-5, atol=1e-6)
@@ -98,7 +92,7 @@ def test_a_saved_model_folder_goes_into_the_store_whole(classifier: Path, tmp_pa
         p.relative_to(classifier) for p in classifier.rglob("*") if p.is_file()
     )
     loaded = store.load("resnet")  # what the server and SQL's store lookup call
-    want = signature_outputs(classifier, image=IMAGES)["probabilities"]
+    want = tf_models.signature_outputs(classifier, image=IMAGES)["probabilities"]
     np.testing.assert_allclose(loaded.predict(IMAGES).scores, want, rtol=1e-6)
 
 
@@ -111,8 +105,8 @@ def two_outputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A SavedModel classifier with a second output (embedding), and its TFLite conversion."""
     pytest.importorskip("ai_edge_litert")
     root = tmp_path_factory.mktemp("tf-two")
-    save_classes_and_embedding(root / "saved")
-    save_tflite(root / "saved", root / "two.tflite")
+    tf_models.save_classes_and_embedding(root / "saved")
+    tf_models.save_tflite(root / "saved", root / "two.tflite")
     return root / "saved", root / "two.tflite"
 
 
@@ -130,8 +124,8 @@ def _rows(path: Path, **options: object) -> pa.RecordBatch:
 def test_a_classifier_with_two_outputs_gives_the_other_one_a_column(two_outputs: tuple[Path, Path]) -> None:
     saved, lite = two_outputs
     wants = {
-        saved: signature_outputs(saved, features=FEATURES),
-        lite: interpreter_outputs(lite, features=FEATURES),
+        saved: tf_models.signature_outputs(saved, features=FEATURES),
+        lite: tf_models.interpreter_outputs(lite, features=FEATURES),
     }
     for path, want in wants.items():
         rows = _rows(path)
@@ -147,7 +141,7 @@ def test_tflite_with_two_outputs_gives_each_raw_or_those_outputs_selects(
     two_outputs: tuple[Path, Path],
 ) -> None:
     saved, lite = two_outputs
-    want = interpreter_outputs(lite, features=FEATURES)
+    want = tf_models.interpreter_outputs(lite, features=FEATURES)
     raw = _rows(lite, output="raw")
     assert raw.schema.names == ["key", "probabilities", "embedding", "model_id"]
     np.testing.assert_allclose(raw.column("probabilities").to_pylist(), want["probabilities"], rtol=1e-6)

@@ -8,14 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from inferline.errors import MissingExtraError, ModelError
-from inferline.examples.digits import DigitsCNN
 from inferline.models.registry import load_model
 from inferline.models.store import ModelStore
 from inferline.models.torch import TorchHandler
 from inferline.pipeline import ModelSpec
+from tests.lazy import LazyModule, without_cuda
+
+torch = LazyModule("torch")
+digits = LazyModule("inferline.examples.digits")  # imports torch
+torch_nets = LazyModule("tests.torch_nets")
 
 CLASS = "inferline.examples.digits:DigitsCNN"
 
@@ -33,7 +36,7 @@ def _forward(model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
 
 def test_state_dict_predictions_equal_a_direct_forward_pass(digits_example: Path, batch: np.ndarray) -> None:
     uri = str(digits_example / "models/digits-1.pt")
-    reference = DigitsCNN()
+    reference = digits.DigitsCNN()
     reference.load_state_dict(torch.load(uri, weights_only=True))
     reference.eval()
     probabilities = _forward(reference, batch)  # its last layer is a softmax: a classifier
@@ -103,7 +106,7 @@ def test_float64_features_are_fed_as_the_weights_dtype(tmp_path: Path) -> None:
     np.testing.assert_allclose(got.prediction, _forward(model, rows.astype(np.float32))[:, 0], rtol=1e-6)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@without_cuda
 def test_cuda_without_cuda_is_a_clear_error(digits_example: Path) -> None:
     handler = TorchHandler(model_class=CLASS, device="cuda")
     with pytest.raises(
@@ -151,7 +154,7 @@ def test_bad_model_class_or_params(
 def test_pickled_module_loads_only_from_trusted_paths(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: np.ndarray
 ) -> None:
-    model = DigitsCNN(width=4).eval()
+    model = digits.DigitsCNN(width=4).eval()
     path = tmp_path / "whole.pth"
     torch.save(model, path)
     got = TorchHandler().predict(TorchHandler().load(str(path)), batch)
@@ -184,21 +187,9 @@ def test_missing_torch_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path
         TorchHandler().load(str(tmp_path / "model.pt"))
 
 
-class _TwoHeads(torch.nn.Module):
-    """(n, 4) -> a value per row and a 3-vector per row: not a classifier."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.value = torch.nn.Linear(4, 1)
-        self.vector = torch.nn.Linear(4, 3)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.value(x), self.vector(x)
-
-
 def test_a_tuple_of_outputs_gives_each_output(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = _TwoHeads().eval()
+    model = torch_nets.TwoHeads().eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.script(model).save(str(tmp_path / "heads.pts"))
@@ -224,7 +215,7 @@ def test_outputs_added_with_a_model_are_stored_and_name_its_outputs(tmp_path: Pa
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.script(_TwoHeads().eval()).save(str(tmp_path / "heads.pts"))
+        torch.jit.script(torch_nets.TwoHeads().eval()).save(str(tmp_path / "heads.pts"))
     store = ModelStore(str(tmp_path / "store"))
     added = store.add("heads", str(tmp_path / "heads.pts"), metadata={"outputs": "price, embedding"})
     assert added.metadata == {"outputs": ["price", "embedding"]}
@@ -239,22 +230,9 @@ def test_outputs_added_with_a_model_are_stored_and_name_its_outputs(tmp_path: Pa
         store.add("heads", str(tmp_path / "heads.pts"), metadata={"outputs": 7})
 
 
-class _ClassesAndEmbedding(torch.nn.Module):
-    """(n, 4) -> 3 class probabilities (a softmax registered last: a classifier) and a 2-vector."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = torch.nn.Linear(4, 2)
-        self.logits = torch.nn.Linear(4, 3)
-        self.softmax = torch.nn.Softmax(dim=1)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.softmax(self.logits(x)), self.embed(x)
-
-
 def test_a_classifier_with_another_output_gives_that_output_a_column(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = _ClassesAndEmbedding().eval()
+    model = torch_nets.ClassesAndEmbedding().eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.script(model).save(str(tmp_path / "classes.pts"))

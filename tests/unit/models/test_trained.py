@@ -6,13 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import skops.io as sio
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from inferline.errors import ModelError
 from inferline.models.sklearn import SklearnHandler
 from inferline.models.trained import BoostedTreeClassifier, BoostedTreeRegressor, Centroids, Components
+from tests.lazy import LazyModule
+
+sio = LazyModule("skops.io")  # imports torch (through sklearn's array API support)
 
 X = np.array([[0.0, 1.0], [0.2, 0.9], [5.0, 4.0], [5.2, 4.1], [0.1, 1.1], [5.1, 3.9]])
 Y = np.array(["a", "a", "b", "b", "a", "b"], dtype=object)

@@ -8,8 +8,9 @@ from PIL import Image
 
 from inferline.models.ts_builtin import CROP, MEAN, STD, crop_plan, rgb_pixels, transform
 from inferline.models.ts_compat import CenterCrop, Compose, Normalize, Resize, ToTensor
+from tests.lazy import requires
 
-torch = pytest.importorskip("torch")
+pytestmark = requires("torch")  # ToTensor makes torch tensors
 
 
 # (64, 64), (300, 200), (512, 384): the crop alone is resampled (dyadic scales); (40, 30) and

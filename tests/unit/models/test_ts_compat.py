@@ -10,8 +10,9 @@ from PIL import Image
 
 from inferline.errors import ModelError
 from inferline.models.ts_compat import stand_ins
+from tests.lazy import requires
 
-torch = pytest.importorskip("torch")
+pytestmark = requires("torch")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="torchvision is installed")

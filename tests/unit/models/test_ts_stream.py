@@ -6,9 +6,11 @@ import pytest
 
 from inferline.errors import ModelError
 from inferline.models.ts_stream import IntermediateResponses, read_predict_response
+from tests.lazy import LazyModule, requires
 
-otf = pytest.importorskip("ts.protocol.otf_message_handler")
-ts_context = pytest.importorskip("ts.context")
+otf = LazyModule("ts.protocol.otf_message_handler")  # imports torch: only when a test runs
+ts_context = LazyModule("ts.context")
+pytestmark = requires("ts")
 
 
 def torchserve_context(requests: int) -> object:

@@ -7,14 +7,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 import inferline.sql
-from inferline.examples import digits
 from inferline.models.base import LoadedModel, Prediction
 from inferline.models.torch import TorchHandler
 from inferline.sql import calls
 from inferline.sql.decode import decode
+from tests.lazy import LazyModule
+
+torch = LazyModule("torch")
+digits = LazyModule("inferline.examples.digits")  # imports torch
 
 
 class CountingTorch(TorchHandler):

@@ -10,8 +10,10 @@ import pytest
 
 import inferline.sql
 from inferline.errors import SqlError
-from inferline.examples import digits
 from inferline.sql import SqlConnection, bigquery, fused
+from tests.lazy import LazyModule
+
+digits = LazyModule("inferline.examples.digits")  # imports torch: only when a test runs
 
 PREDICT = "SELECT * FROM ML.PREDICT(MODEL ds.digits, ({inner})) ORDER BY uri"
 
@@ -32,7 +34,8 @@ def _insert(con: SqlConnection, rows: list[tuple[str, bytes | None]]) -> None:
     con.raw.executemany("INSERT INTO blobs VALUES (?, ?)", rows)
 
 
-def _pngs(tmp_path: Path, count: int, side: int = digits.SIZE) -> list[tuple[str, bytes | None]]:
+def _pngs(tmp_path: Path, count: int, side: int | None = None) -> list[tuple[str, bytes | None]]:
+    side = side or digits.SIZE
     files = digits.write_pngs(str(tmp_path / f"png{side}"), count, side)
     return [(Path(f).name, Path(f).read_bytes()) for f in files]
 

@@ -12,8 +12,10 @@ from PIL import Image
 
 import inferline.sql
 from inferline.errors import SqlError
-from inferline.examples import digits
 from inferline.sql import SqlConnection, bigquery
+from tests.lazy import LazyModule
+
+digits = LazyModule("inferline.examples.digits")  # imports torch: only when a test runs
 
 
 @pytest.fixture
