@@ -20,10 +20,13 @@ from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
+from inferline.beam_import import import_run_inference
 from inferline.errors import InputError, MissingExtraError
 
 try:
     from apache_beam import PTransform as _beam_ptransform
+
+    import_run_inference()
     from apache_beam.ml.inference import base as _beam_base
 except ImportError as _exc:  # pragma: no cover - exercised without apache-beam installed
     raise MissingExtraError("apache_beam", "beam") from _exc

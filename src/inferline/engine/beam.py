@@ -26,9 +26,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from inferline.beam_import import import_run_inference
 from inferline.errors import InferlineError, SpecError, require
 
 require("apache_beam", "beam")
+import_run_inference()
 
 import apache_beam as beam  # noqa: E402
 from apache_beam.ml.inference.base import RunInference  # noqa: E402

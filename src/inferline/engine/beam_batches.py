@@ -17,9 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from inferline.beam_import import import_run_inference
 from inferline.errors import InferlineError, SpecError, require
 
 require("apache_beam", "beam")
+import_run_inference()
 
 import apache_beam as beam  # noqa: E402
 from apache_beam.metrics.metric import Metrics  # noqa: E402
