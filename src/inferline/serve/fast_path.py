@@ -38,6 +38,7 @@ PREFIX = "/predictions/"
 # Starlette's `{name}` matches one path segment, `[^/]+`, as here.
 PATH = re.compile(r"/predictions/([^/]+)(?:/([^/]+))?")
 METHODS = frozenset({"POST", "PUT"})
+MATCHES_KEPT = 1024
 
 
 class PredictionsFastPath:
@@ -47,6 +48,7 @@ class PredictionsFastPath:
         self.inference_port = ports["inference"] if ports else None
         self.claimed: list[re.Pattern[str]] = []
         self.enabled = True
+        self._matched: dict[tuple[str, str, int | None], tuple[str, str | None] | None] = {}
         for route in routes:
             if isinstance(route, Route) and route.endpoint is torchserve.predictions:
                 break  # the predictions routes themselves: later routes cannot claim their paths
@@ -65,7 +67,19 @@ class PredictionsFastPath:
         return self.match_path(scope["method"], scope["path"], server[1])
 
     def match_path(self, method: str, path: str, port: int | None) -> tuple[str, str | None] | None:
-        """`(name, version)` when the fast path answers `method path` arriving on `port`."""
+        """`(name, version)` when the fast path answers `method path` arriving on `port`
+        (remembered: a server sees few distinct paths, and this runs per request)."""
+        key = (method, path, port)
+        try:
+            return self._matched[key]
+        except KeyError:
+            pass
+        if len(self._matched) >= MATCHES_KEPT:  # paths from clients: keep the memory bounded
+            self._matched.clear()
+        found = self._matched[key] = self._match_path(method, path, port)
+        return found
+
+    def _match_path(self, method: str, path: str, port: int | None) -> tuple[str, str | None] | None:
         if method not in METHODS or not self.enabled or not path.startswith(PREFIX):
             return None
         found = PATH.fullmatch(path)

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -47,7 +48,7 @@ Headers = list[tuple[bytes, bytes]]
 
 FAST_METHODS = {b"POST": "POST", b"PUT": "PUT"}
 PREFIX = b"/predictions/"
-JSON_HEADER = (b"content-type", b"application/json")
+JSON_LINE = b"content-type: application/json\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -195,16 +196,16 @@ class PredictionsCycle:
     async def run_asgi(self, app: Any) -> None:
         """Answer the request (`app`, the ASGI app uvicorn passes, is not needed)."""
         try:
-            status, headers, body = await self.state.handle(self.name, self.version, self.decode, self.encode)
+            status, head, body = await self.state.handle(self.name, self.version, self.decode, self.encode)
         except ApiError as exc:
-            status, headers, body = response_parts(error_response(exc, self.path))
+            status, head, body = response_parts(error_response(exc, self.path))
         except ClientDisconnect:
             return  # counted as 499; nobody to answer
         except Exception as exc:  # what the app's exception handler answers
             log.exception("route %s failed", self.path)
             error = ApiError(500, "InternalServerException", f"{self.path}: {type(exc).__name__}: {exc}")
-            status, headers, body = response_parts(error_response(error, self.path))
-        self.respond(status, headers, body)
+            status, head, body = response_parts(error_response(error, self.path))
+        self.respond(status, head, body)
 
     async def decode(self, served: ServedVersion) -> tuple[Any, Any]:
         """The body as rows for `served`, as `ServerState.infer` reads and parses it."""
@@ -245,22 +246,12 @@ class PredictionsCycle:
             return self.state.offload.thread(answer_parts, served, prediction, context)
         return answer_parts(served, prediction, context)
 
-    def respond(self, status: int, headers: Headers, body: bytes) -> None:
-        """Write the answer in one piece, as uvicorn would have written it."""
+    def respond(self, status: int, head: bytes, body: bytes) -> None:
+        """Write the answer in one piece, as uvicorn would have written it; `head` is the
+        answer's own header lines."""
         protocol = self.protocol
         if self.disconnected:
             return  # as uvicorn's send(): nobody to answer
-        out = [STATUS_LINE[status]]
-        for name, value in protocol.server_state.default_headers:
-            out += (name, b": ", value, b"\r\n")
-        out += (b"content-length: ", str(len(body)).encode(), b"\r\n")
-        for name, value in headers:
-            if HEADER_VALUE_RE.search(value):
-                raise RuntimeError(f"{self.path}: invalid value of answer header {name.decode()}")
-            out += (name, b": ", value, b"\r\n")
-        if not self.keep_alive:
-            out.append(b"connection: close\r\n")
-        out += (b"\r\n", body)
         if protocol.access_log:
             client = f"{protocol.client[0]}:{protocol.client[1]}" if protocol.client else ""
             target = self.target.decode("latin-1")
@@ -268,33 +259,67 @@ class PredictionsCycle:
             protocol.access_logger.info(line, client, self.method, target, self.http_version, status)
         self.response_complete = True
         self.waiting_for_100_continue = False
-        protocol.transport.write(b"".join(out))
+        protocol.transport.write(
+            b"".join(
+                (
+                    STATUS_LINE[status],
+                    default_lines(protocol.server_state.default_headers),
+                    b"content-length: %d\r\n" % len(body),
+                    head,
+                    b"\r\n" if self.keep_alive else b"connection: close\r\n\r\n",
+                    body,
+                )
+            )
+        )
         if not self.keep_alive:
             protocol.transport.close()
         protocol.on_response_complete()
 
 
-def answer_parts(served: ServedVersion, prediction: Prediction, context: Any) -> tuple[int, Headers, bytes]:
-    """The predictions answer as `(status, headers, body)`: what `ServerState.infer` sends."""
+_DEFAULT_LINES: list[Any] = [None, b""]
+
+
+def default_lines(headers: Headers) -> bytes:
+    """uvicorn's default headers (`date`, `server`) as header lines; uvicorn replaces the list
+    once a second (the date), so the lines are made once per list."""
+    if headers is not _DEFAULT_LINES[0]:
+        _DEFAULT_LINES[:] = [headers, header_lines(headers)]
+    lines: bytes = _DEFAULT_LINES[1]
+    return lines
+
+
+def header_lines(headers: Headers) -> bytes:
+    """`name: value\\r\\n` lines, refusing values that would split the answer (as uvicorn)."""
+    for name, value in headers:
+        if HEADER_VALUE_RE.search(value):
+            raise RuntimeError(f"invalid value of answer header {name.decode('latin-1')}: {value!r}")
+    return b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+
+
+@functools.lru_cache(maxsize=1024)
+def model_id_line(model_id: str) -> bytes:
+    return header_lines([(b"x-model-id", model_id.encode("latin-1"))])
+
+
+def answer_parts(served: ServedVersion, prediction: Prediction, context: Any) -> tuple[int, bytes, bytes]:
+    """The predictions answer as `(status, header lines, body)`: what `ServerState.infer` sends."""
     answer = torchserve.render_predictions(served, prediction, context)
     if isinstance(answer, Response):
-        status, headers, body = response_parts(answer)
-    else:
-        body, replaced = encode_answer(answer)
-        if replaced:
-            log.warning("model %s: %d non-finite outputs sent as null", served.model_id, replaced)
-        warning = warning_header(served.model_id, replaced)
-        status = 200
-        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in warning.items()]
-        headers.append(JSON_HEADER)
-    headers.append((b"x-model-id", served.model_id.encode("latin-1")))
-    return status, headers, body
+        status, head, body = response_parts(answer)
+        return status, head + model_id_line(served.model_id), body
+    body, replaced = encode_answer(answer)
+    head = JSON_LINE + model_id_line(served.model_id)
+    if replaced:
+        log.warning("model %s: %d non-finite outputs sent as null", served.model_id, replaced)
+        warning = warning_header(served.model_id, replaced).items()
+        head = header_lines([(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in warning]) + head
+    return 200, head, body
 
 
-def response_parts(response: Response) -> tuple[int, Headers, bytes]:
-    """A Starlette response's status, headers (without content-length) and body."""
+def response_parts(response: Response) -> tuple[int, bytes, bytes]:
+    """A Starlette response's status, header lines (without content-length) and body."""
     headers = [(name, value) for name, value in response.raw_headers if name != b"content-length"]
-    return response.status_code, headers, bytes(response.body)
+    return response.status_code, header_lines(headers), bytes(response.body)
 
 
 def handler_headers(headers: Headers) -> dict[str, str]:
