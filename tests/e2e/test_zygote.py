@@ -24,6 +24,9 @@ print("env", os.environ.get("PROBE"), "stdin", sys.stdin.read() if command == ["
 print("err", sys.stderr.line_buffering, file=sys.stderr)
 if command[:1] == ["exit"]:
     sys.exit(int(command[1]) if command[1].isdigit() else command[1])
+if command == ["die"]:
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
 if command == ["raise"]:
     raise ValueError("boom")
 if command == ["wait"]:
@@ -70,7 +73,7 @@ def both(
     ]
 
 
-@pytest.mark.parametrize("args", [[], ["exit", "3"], ["exit", "text"], ["cat"], ["thread"]])
+@pytest.mark.parametrize("args", [[], ["exit", "3"], ["exit", "text"], ["cat"], ["thread"], ["die"]])
 def test_output_and_exit_status_are_a_real_processes(
     client: list[str], probe_dir: Path, args: list[str]
 ) -> None:
@@ -127,6 +130,8 @@ def test_a_killed_shim_takes_its_command_along(client: list[str], probe_dir: Pat
     while os.path.exists(f"/proc/{pid}") and "zombie" not in Path(f"/proc/{pid}/status").read_text():
         assert time.monotonic() < deadline, "the command outlived its shim"
         time.sleep(0.05)
+    real, forked = both(client, probe_dir, "exit", "4")  # and the zygote goes on
+    assert real.returncode == forked.returncode == 4
 
 
 def test_inferline_answers_as_a_real_process(tmp_path: Path) -> None:

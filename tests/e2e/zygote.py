@@ -59,7 +59,7 @@ def running(
         )
     try:
         deadline = time.monotonic() + 120
-        while not log.read_bytes().startswith(b"ready"):
+        while b"ready" not in log.read_bytes().splitlines():  # after any warning a preload printed
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"zygote: not started (exit {process.poll()}):\n{log.read_text()}")
             time.sleep(0.05)
@@ -76,8 +76,6 @@ def running(
 
 def client(path: str, module: str, args: list[str]) -> None:
     """Run `python -m module args` in the zygote at `path`; exit as that command exits."""
-    if os.environ.get("ZYGOTE") == "off":  # a command that must run as a real process
-        os.execv(sys.executable, [sys.executable, "-m", module, *args])
     # Signals ignored here (SIGINT of a `&` job of a non-interactive shell, nohup's SIGHUP) are
     # ignored by the command too, as a real process inherits them.
     ignored = [int(s) for s in FORWARDED if signal.getsignal(s) == signal.SIG_IGN]
@@ -92,14 +90,16 @@ def client(path: str, module: str, args: list[str]) -> None:
         }
     ).encode()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    forward = _Forward(sock)
+    for signum in FORWARDED:
+        if signum not in ignored:
+            signal.signal(signum, forward)
     sock.connect(path)
     data = HEADER.pack(len(request)) + request
     fds = array.array("i", stdio).tobytes()
     sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)] if stdio else [])
     sock.sendall(data[sent:])
-    for signum in FORWARDED:
-        if signum not in ignored:
-            signal.signal(signum, lambda n, _frame: sock.sendall(b"kill %d\n" % n))
+    forward.started()
     answer = b""
     while not answer.endswith(b"\n"):
         chunk = sock.recv(64)
@@ -108,12 +108,34 @@ def client(path: str, module: str, args: list[str]) -> None:
             sys.exit(255)
         answer += chunk
     kind, number = answer.split()
-    if kind == b"signal":
-        for signum in FORWARDED:
-            signal.signal(signum, signal.SIG_DFL)
-        signal.signal(int(number), signal.SIG_DFL)
+    if kind == b"signal":  # die of the same signal, so the shell sees 128 + N
+        for default in {*map(int, FORWARDED), int(number)}:
+            with _suppress_oserror():  # SIGKILL and SIGSTOP keep their action
+                signal.signal(default, signal.SIG_DFL)
         os.kill(os.getpid(), int(number))
+        sys.exit(128 + int(number))  # a signal whose default is to be ignored
     sys.exit(int(number))
+
+
+class _Forward:
+    """The client's handler of FORWARDED signals: sent to the command once it is started,
+    held until then."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.held: list[int] | None = []
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        if self.held is not None:
+            self.held.append(signum)
+            return
+        with _suppress_oserror():  # the command has just ended: its status is on the way
+            self.sock.sendall(b"kill %d\n" % signum)
+
+    def started(self) -> None:
+        held, self.held = self.held or [], None
+        for signum in held:
+            self(signum, None)
 
 
 def _is_open(fd: int) -> bool:
@@ -151,7 +173,12 @@ def serve_forever(path: str, module: str, preload: list[str]) -> None:
                 return
             if key.data == "accept":
                 conn, _ = listener.accept()
-                request, fds = _receive(conn)
+                try:
+                    request, fds = _receive(conn)
+                except (OSError, ValueError) as exc:  # a client gone mid-request: the others go on
+                    print(f"zygote: a request failed: {exc!r}", flush=True)
+                    conn.close()
+                    continue
                 keep = [listener.fileno(), selector.fileno(), conn.fileno()]
                 pid = os.fork()
                 if pid == 0:
@@ -168,9 +195,13 @@ def serve_forever(path: str, module: str, preload: list[str]) -> None:
                 selector.register(pidfd, selectors.EVENT_READ, ("exit", pid))
                 continue
             what, pid = key.data
+            if pid not in jobs:  # ended earlier in this round of events
+                continue
             conn, pidfd = jobs[pid]
             if what == "conn":
-                message = conn.recv(4096)
+                message = b""
+                with _suppress_oserror():
+                    message = conn.recv(4096)
                 if not message:  # the client died: so does its command
                     selector.unregister(conn)
                     _kill_group(pid, signal.SIGKILL)
@@ -184,7 +215,7 @@ def serve_forever(path: str, module: str, preload: list[str]) -> None:
                     conn.sendall(b"signal %d\n" % os.WTERMSIG(status))
                 else:
                     conn.sendall(b"exit %d\n" % os.WEXITSTATUS(status))
-            with _suppress_oserror():
+            if conn in selector.get_map():  # not if the client is gone
                 selector.unregister(conn)
             selector.unregister(pidfd)
             conn.close()
