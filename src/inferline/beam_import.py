@@ -28,8 +28,12 @@ def import_run_inference() -> ModuleType:
     sys.modules[MANAGER] = None  # type: ignore[assignment]  # importing it raises ImportError
     try:
         base = importlib.import_module(BASE)
-    finally:
+    except ImportError:
+        # A Beam whose base needs the manager unconditionally: pay for torch rather than fail.
+        sys.modules.pop(BASE, None)
         del sys.modules[MANAGER]
+        return importlib.import_module(BASE)
+    del sys.modules[MANAGER]
     if getattr(base, "resource", None) is None:
         # Beam imports `resource` in the same try block and set it to None with the manager;
         # it reads the process's memory with it after loading a model.

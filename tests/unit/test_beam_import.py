@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import subprocess_env
 
@@ -22,3 +24,22 @@ def test_the_beam_engine_imports_without_torch_and_keeps_memory_metrics() -> Non
     env = subprocess_env()
     out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=True)
     assert out.stdout.split() == ["False", "False", "True", "None"]  # the manager is imported when used
+
+
+def test_a_beam_that_needs_its_manager_is_imported_with_it(tmp_path: Path) -> None:
+    # A later Beam might import its manager outside the try block: importing must then still work.
+    package = tmp_path / "fakebeam"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "manager.py").write_text("MANAGER = 'loaded'\n")
+    (package / "base.py").write_text("from fakebeam.manager import MANAGER\n")
+    check = (
+        "import inferline.beam_import as b\n"
+        "b.BASE, b.MANAGER = 'fakebeam.base', 'fakebeam.manager'\n"
+        "print(b.import_run_inference().MANAGER)\n"
+    )
+    env = subprocess_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    command = [sys.executable, "-c", check]
+    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=True)
+    assert out.stdout.split() == ["loaded"]
