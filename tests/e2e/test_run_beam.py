@@ -9,59 +9,66 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from inferline.engine.local import run_pipeline
+from inferline.engine.run_summary import RunSummary
+from inferline.pipeline import load_spec
 from tests.conftest import CliRunner
 
 
-def _parquet_run(cli: CliRunner, path: str, *extra: str) -> str:
-    args = ["run", "examples/iris/pipeline.yaml", "--set", "sink.kind=parquet", "--set", f"sink.path={path}"]
-    return cli(*args, *extra).stdout
+def _local(spec: str, *overrides: str) -> RunSummary:
+    """The same spec on the local engine, in this process: the reference Beam is compared with
+    (the CLI's local path has its own tests; a CLI process here would cost ~3 s CPU more)."""
+    return run_pipeline(load_spec(spec, overrides=list(overrides)))
 
 
-def test_beam_writes_the_same_predictions_as_the_local_engine(project: Path, cli: CliRunner) -> None:
-    # ONNX gives scores too; without key: the keys are `<file uri>:<row index>`.
-    onnx = ("--set", "model.uri=examples/iris/models/iris-*.onnx", "--set", "key=")
-    _parquet_run(cli, "out/local.parquet", *onnx)
-    stdout = _parquet_run(cli, "out/beam.parquet", *onnx, "--runner", "beam", "--", "--direct_num_workers=1")
-    assert "150 rows read, 150 predicted, 0 dead-lettered" in stdout
+def test_beam_writes_the_local_engines_rows_and_dead_letters(project: Path, cli: CliRunner) -> None:
+    # One Beam run for both: predictions equal to the local engine's, and a bad value (row 1's
+    # sepal_length) dead-lettered as locally. ONNX gives scores too; without key: the keys are
+    # `<file uri>:<row index>`.
+    lines = Path("examples/iris/data/iris.csv").read_text().splitlines()
+    lines[2] = lines[2].replace(lines[2].split(",")[1], "abc", 1)
+    Path("bad.csv").write_text("\n".join(lines) + "\n")
+    common = [
+        "source.path=bad.csv",
+        "model.uri=examples/iris/models/iris-*.onnx",
+        "key=",
+        "sink.kind=parquet",
+    ]
+    local = _local("examples/iris/pipeline.yaml", *common, "sink.path=out/local.parquet")
+    assert (local.rows_read, local.rows_predicted, local.rows_dead) == (150, 149, 1)
+    args = [a for setting in common for a in ("--set", setting)]
+    stdout = cli(
+        "run", "examples/iris/pipeline.yaml", *args, "--set", "sink.path=out/beam.parquet",
+        "--runner", "beam", "--", "--direct_num_workers=1",
+    ).stdout  # fmt: skip
+    assert "150 rows read, 149 predicted, 1 dead-lettered" in stdout
     assert "model: iris/1" in stdout
-    local = pq.read_table("out/local.parquet").sort_by("key")
-    beam = pq.read_table("out/beam.parquet").sort_by("key")
-    assert local["key"][0].as_py() == str(project / "examples/iris/data/iris.csv") + ":0"
-    assert beam.schema == local.schema
-    assert beam.to_pylist() == local.to_pylist()
-    assert len(beam["scores"][0]) == 3
+    assert "dead letters: out/beam_errors.jsonl" in stdout
+    want = pq.read_table("out/local.parquet").sort_by("key")
+    got = pq.read_table("out/beam.parquet").sort_by("key")
+    bad_key = str(project / "bad.csv") + ":1"
+    assert want["key"][0].as_py() == str(project / "bad.csv") + ":0"
+    assert got.schema == want.schema
+    assert got.to_pylist() == want.to_pylist()
+    assert got.num_rows == 149 and bad_key not in got["key"].to_pylist()
+    assert len(got["scores"][0]) == 3
+    (dead,) = [json.loads(line) for line in Path("out/beam_errors.jsonl").read_text().splitlines()]
+    (local_dead,) = [json.loads(line) for line in Path("out/local_errors.jsonl").read_text().splitlines()]
+    assert dead["key"] == bad_key and dead["stage"] == "features"
+    assert dead["error"] == "field 'sepal_length': 'abc' is not a number"
+    assert {k: dead[k] for k in ("key", "raw", "error", "stage", "model_id")} == {
+        k: local_dead[k] for k in ("key", "raw", "error", "stage", "model_id")
+    }
     assert not [p.name for p in Path("out").iterdir() if p.name.startswith(".temp")]  # Beam's staging
     # Run history (beside the output) records the Beam run with its runner and counts.
-    _, recorded = [json.loads(line) for line in Path("out/inferline_runs.jsonl").read_text().splitlines()]
+    (recorded,) = [json.loads(line) for line in Path("out/inferline_runs.jsonl").read_text().splitlines()]
     assert (recorded["runner"], recorded["status"], recorded["rows_read"], recorded["rows_predicted"]) == (
         "beam/DirectRunner",
         "ok",
         150,
-        150,
+        149,
     )
     assert recorded["model_ids"] == ["iris/1"]
-
-
-def test_a_bad_row_lands_in_the_dead_letter_file(project: Path, cli: CliRunner) -> None:
-    lines = Path("examples/iris/data/iris.csv").read_text().splitlines()
-    lines[2] = lines[2].replace(lines[2].split(",")[1], "abc", 1)  # row id 1: sepal_length
-    Path("bad.csv").write_text("\n".join(lines) + "\n")
-    common = ("--set", "source.path=bad.csv", "--set", "sink.kind=jsonl")
-    cli("run", "examples/iris/pipeline.yaml", *common, "--set", "sink.path=local.jsonl")
-    stdout = cli(
-        "run", "examples/iris/pipeline.yaml", *common, "--set", "sink.path=beam.jsonl", "--runner", "beam"
-    ).stdout
-    assert "150 rows read, 149 predicted, 1 dead-lettered" in stdout
-    assert "dead letters: beam_errors.jsonl" in stdout
-    (dead,) = [json.loads(line) for line in Path("beam_errors.jsonl").read_text().splitlines()]
-    (local,) = [json.loads(line) for line in Path("local_errors.jsonl").read_text().splitlines()]
-    assert dead["key"] == "1" and dead["stage"] == "features"
-    assert dead["error"] == "field 'sepal_length': 'abc' is not a number"
-    assert {k: dead[k] for k in ("key", "raw", "error", "stage", "model_id")} == {
-        k: local[k] for k in ("key", "raw", "error", "stage", "model_id")
-    }
-    predicted = {json.loads(line)["key"] for line in Path("beam.jsonl").read_text().splitlines()}
-    assert len(predicted) == 149 and "1" not in predicted
 
 
 def test_a_duckdb_sink_is_refused_with_a_hint(project: Path, cli: CliRunner) -> None:
@@ -107,9 +114,10 @@ def test_digit_images_give_the_same_predictions_on_beam(
 ) -> None:
     shutil.copytree(digits_example, project / "examples" / "digits")
     (project / "examples/digits/images/7_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-    args = ["run", "examples/digits/pipeline.yaml", "--set", "sink.kind=parquet"]
-    cli(*args, "--set", "sink.path=local.parquet")
-    stdout = cli(*args, "--set", "sink.path=beam.parquet", "--runner", "beam").stdout
+    spec = "examples/digits/pipeline.yaml"
+    assert _local(spec, "sink.kind=parquet", "sink.path=local.parquet").rows_dead == 1
+    args = ["run", spec, "--set", "sink.kind=parquet", "--set", "sink.path=beam.parquet", "--runner", "beam"]
+    stdout = cli(*args).stdout
     assert "361 rows read, 360 predicted, 1 dead-lettered" in stdout
     local = pq.read_table("local.parquet").sort_by("key")
     beam = pq.read_table("beam.parquet").sort_by("key")
