@@ -128,8 +128,8 @@ def test_token_on_loopback_is_required_too(store: Path) -> None:
         assert httpx.get(f"{base}/models", headers={"Authorization": "Bearer abc"}).status_code == 200
 
 
-def test_hot_swap_under_load_fails_no_request(
-    store: Path, shifted_model: tuple[Path, DecisionTreeClassifier]
+def test_hot_swap_under_load_fails_no_request_and_a_corrupt_next_version_leaves_it_serving(
+    store: Path, tmp_path: Path, shifted_model: tuple[Path, DecisionTreeClassifier]
 ) -> None:
     path, model = shifted_model
     rows = IRIS.data[np.arange(0, 150, 7)]
@@ -176,6 +176,22 @@ def test_hot_swap_under_load_fails_no_request(
             ("2", True, True),
         ]
         assert httpx.post(f"{base}/predictions/iris/1", json=rows.tolist()).json()["predictions"] == want_v1
+
+        # A corrupt next version (same server: one start fewer) leaves version 2 serving.
+        broken = tmp_path / "broken.joblib"
+        broken.write_bytes(b"this is not a model")
+        ModelStore(str(store)).add("iris", str(broken), inputs=FEATURES)
+        deadline = time.monotonic() + 60
+        log = store.parent / next(p.name for p in store.parent.glob("server-*.log"))
+        while "model iris/3: cannot load, still serving version 2: " not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        answer = httpx.post(f"{base}/predictions/iris", json=list(IRIS.data[0]))
+        assert answer.status_code == 200 and answer.json()["model_id"] == "iris/2"
+        asked = httpx.post(f"{base}/predictions/iris/3", json=list(IRIS.data[0]))
+        assert asked.status_code == 500 and asked.json()["type"] == "InternalServerException"
+        assert "model iris/3: cannot load it (model " in asked.json()["message"]
+        assert "the default keeps serving" in asked.json()["message"]
     assert {status for status, _, _ in seen} == {200}, [s for s in seen if s[0] != 200][:3]
     ids = [model_id for _, model_id, _ in seen]
     assert ids[0] == "iris/1" and ids[-1] == "iris/2", (len(ids), ids[:3], ids[-3:])
@@ -183,24 +199,6 @@ def test_hot_swap_under_load_fails_no_request(
     assert set(ids[first_v2 + 8 :]) == {"iris/2"}, ids[first_v2 : first_v2 + 20]  # only in-flight ones on v1
     for _, model_id, predictions in seen:
         assert predictions == (want_v2 if model_id == "iris/2" else want_v1)
-
-
-def test_a_corrupt_new_version_leaves_the_old_one_serving(store: Path, tmp_path: Path) -> None:
-    broken = tmp_path / "broken.joblib"
-    broken.write_bytes(b"this is not a model")
-    with running_server(store, "--watch-interval", "0.1") as base:
-        ModelStore(str(store)).add("iris", str(broken), inputs=FEATURES)
-        deadline = time.monotonic() + 20
-        log = store.parent / next(p.name for p in store.parent.glob("server-*.log"))
-        while "model iris/2: cannot load, still serving version 1: " not in log.read_text():
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        answer = httpx.post(f"{base}/predictions/iris", json=list(IRIS.data[0]))
-        assert answer.status_code == 200 and answer.json()["model_id"] == "iris/1"
-        asked = httpx.post(f"{base}/predictions/iris/2", json=list(IRIS.data[0]))
-        assert asked.status_code == 500 and asked.json()["type"] == "InternalServerException"
-        assert "model iris/2: cannot load it (model " in asked.json()["message"]
-        assert "the default keeps serving" in asked.json()["message"]
 
 
 @pytest.mark.parametrize(
