@@ -63,6 +63,11 @@ def prob_model(project: Path) -> Path:
     return path
 
 
+# Tests about steps and sinks run the ONNX model: unpickling the .joblib imports scikit-learn,
+# ~1.5 s CPU of each CLI process.
+ONNX_MODEL = {"name": "iris", "uri": "examples/iris/models/iris-*.onnx", "inputs": FEATURES}
+
+
 def _spec(**changes: object) -> str:
     spec = yaml.safe_load(Path("examples/iris/pipeline.yaml").read_text())
     spec.update(changes)
@@ -149,7 +154,10 @@ def test_sql_step_filters_and_derives_like_duckdb_on_the_whole_file(project: Pat
     cli(
         "run",
         _spec(
-            steps=[{"sql": query}], batch={"max_size": 16}, sink={"kind": "parquet", "path": "steps.parquet"}
+            model=ONNX_MODEL,
+            steps=[{"sql": query}],
+            batch={"max_size": 16},
+            sink={"kind": "parquet", "path": "steps.parquet"},
         ),
     )
     got = pq.read_table("steps.parquet").to_pylist()
@@ -166,7 +174,7 @@ def test_map_step_and_after_step(project: Path, prob_model: Path, cli: CliRunner
         {"map": "my_hooks:add_ratio"},
         {"sql": "SELECT id, prediction, petal_ratio FROM input WHERE prediction = 2", "at": "after"},
     ]
-    spec = _spec(steps=steps, key=None, sink={"kind": "jsonl", "path": "after.jsonl"})
+    spec = _spec(model=ONNX_MODEL, steps=steps, key=None, sink={"kind": "jsonl", "path": "after.jsonl"})
     cli("run", spec)
     lines = [json.loads(line) for line in Path("after.jsonl").read_text().splitlines()]
     assert lines and all(r["prediction"] == 2 for r in lines)
@@ -179,7 +187,8 @@ def test_map_step_and_after_step(project: Path, prob_model: Path, cli: CliRunner
 
 
 def test_aggregate_sql_step_is_refused_with_the_reason(project: Path, cli: CliRunner) -> None:
-    result = cli("run", _spec(steps=[{"sql": "SELECT avg(sepal_length) AS m FROM input"}]), check=False)
+    steps = [{"sql": "SELECT avg(sepal_length) AS m FROM input"}]
+    result = cli("run", _spec(model=ONNX_MODEL, steps=steps), check=False)
     assert result.returncode == 1
     assert "uses an aggregate" in result.stderr and "row-wise" in result.stderr and "streams" in result.stderr
 
@@ -188,7 +197,7 @@ def test_pipeline_without_a_model_and_a_deterministic_split(project: Path, cli: 
     rng = np.random.default_rng(1)
     with open("big.csv", "w") as handle:
         handle.write("id,x\n")
-        for i, x in enumerate(rng.normal(size=100_000)):
+        for i, x in enumerate(rng.normal(size=20_000)):  # enough rows to see the fractions
             handle.write(f"{i},{x:.4f}\n")
     spec = {
         "name": "prep",
@@ -199,14 +208,14 @@ def test_pipeline_without_a_model_and_a_deterministic_split(project: Path, cli: 
     }
     Path("prep.yaml").write_text(yaml.safe_dump(spec))
     result = cli("run", "prep.yaml")
-    assert "100,000 rows read" in result.stdout
+    assert "20,000 rows read" in result.stdout
     first = {s: set(pq.read_table(f"out/prep/{s}.parquet")["key"].to_pylist()) for s in ("train", "eval")}
     cli("run", "prep.yaml")
     second = {s: set(pq.read_table(f"out/prep/{s}.parquet")["key"].to_pylist()) for s in ("train", "eval")}
     assert first == second
     assert not first["train"] & first["eval"]
-    assert len(first["train"]) + len(first["eval"]) == 100_000
-    assert abs(len(first["train"]) / 100_000 - 0.8) < 0.01
+    assert len(first["train"]) + len(first["eval"]) == 20_000
+    assert abs(len(first["train"]) / 20_000 - 0.8) < 0.01
     assert pq.read_table("out/prep/train.parquet").column_names == ["key", "id", "x", "x2"]
 
 
