@@ -10,6 +10,10 @@ import duckdb
 
 from tests.conftest import CliRunner
 
+# The history does not depend on the model's format: the ONNX iris model spares each run
+# unpickling the .joblib, which imports scikit-learn (~1.5 s CPU a process).
+ONNX = ["--set", "model.uri=examples/iris/models/iris-*.onnx"]
+
 
 def _runs() -> list[tuple[object, ...]]:
     with duckdb.connect("warehouse.duckdb", read_only=True) as con:
@@ -20,8 +24,8 @@ def _runs() -> list[tuple[object, ...]]:
 
 
 def test_runs_into_duckdb_are_recorded_with_their_counts_and_failures(project: Path, cli: CliRunner) -> None:
-    cli("run", "examples/iris/pipeline.yaml")
-    cli("run", "examples/iris/pipeline.yaml", "--limit", "40")
+    cli("run", "examples/iris/pipeline.yaml", *ONNX)
+    cli("run", "examples/iris/pipeline.yaml", *ONNX, "--limit", "40")
     failed = cli("run", "examples/iris/pipeline.yaml", "--set", "model.uri=missing/*.joblib", check=False)
     assert failed.returncode == 1
     assert [line for line in failed.stderr.splitlines() if line.strip()] == [
@@ -41,13 +45,13 @@ def test_dead_letters_count_in_the_history(project: Path, cli: CliRunner) -> Non
     lines = csv_path.read_text().splitlines()
     lines.insert(3, "1,2,3")
     csv_path.write_text("\n".join(lines) + "\n")
-    cli("run", "examples/iris/pipeline.yaml")
+    cli("run", "examples/iris/pipeline.yaml", *ONNX)
     ((_, _, read, predicted, dead, *_),) = _runs()
     assert (read, predicted, dead) == (151, 150, 1)
 
 
 def test_runs_into_files_append_to_a_jsonl_beside_the_output(project: Path, cli: CliRunner) -> None:
-    sink = ["--set", "sink.kind=parquet", "--set", "sink.path=out/p.parquet"]
+    sink = [*ONNX, "--set", "sink.kind=parquet", "--set", "sink.path=out/p.parquet"]
     cli("run", "examples/iris/pipeline.yaml", *sink)
     cli("run", "examples/iris/pipeline.yaml", *sink, "--set", "model.inputs=[nope]", check=False)
     first, second = [json.loads(line) for line in Path("out/inferline_runs.jsonl").read_text().splitlines()]
