@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT / "bench" / "out"))
     args = parser.parse_args()
     if args.smoke:
-        args.rows, args.beam_rows, args.rss_rows, args.repeat = 20_000, 2_000, 50_000, 1
+        args.rows, args.beam_rows, args.rss_rows, args.repeat = 2_000, 500, 5_000, 1
     data = Path(args.data)
     data.mkdir(parents=True, exist_ok=True)
     from sklearn.datasets import load_iris

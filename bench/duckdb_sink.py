@@ -1,7 +1,7 @@
 """DuckDB sink: the upsert writer vs a plain INSERT into a table without a key, same batches.
 
     python bench/duckdb_sink.py            # 250 x 4,096 rows, a 4M-row table; best of 3
-    python bench/duckdb_sink.py --smoke    # 20 batches, a 100k-row table, once: checks it runs
+    python bench/duckdb_sink.py --smoke    # 5 x 512 rows, a 10k-row table, once: checks it runs
 
 Every writer gets the same Arrow batches of iris-like results and commits after each batch,
 as the local engine does (streams must commit before they ack). Two result shapes: `labels`
@@ -248,18 +248,20 @@ def main() -> None:
     parser.add_argument("--shape", choices=["labels", "scores", "both"], default="both")
     parser.add_argument("--table-rows", type=int, default=4_000_000, help="rows of the big existing table")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the best time of each writer counts")
-    parser.add_argument("--smoke", action="store_true", help="20 batches, one round")
+    parser.add_argument("--smoke", action="store_true", help="5 batches of 512 rows, one round")
     args = parser.parse_args()
-    count, repeat = (20, 1) if args.smoke else (args.batches, args.repeat)
+    count, repeat = (5, 1) if args.smoke else (args.batches, args.repeat)
+    if args.smoke:
+        args.rows = 512
     shapes = ["labels", "scores"] if args.shape == "both" else [args.shape]
     print(f"duckdb {duckdb.__version__}, pyarrow {pa.__version__}, cores {os.cpu_count()}")
     with tempfile.TemporaryDirectory(prefix="inferline-bench-duckdb-") as tmp:
         for shape in shapes:
             batches = make_batches(count, args.rows, scores=shape == "scores")
             bench_shape(Path(tmp), shape, batches, repeat)
-        table_rows = 100_000 if args.smoke else args.table_rows
+        table_rows = 10_000 if args.smoke else args.table_rows
         for shape in shapes:
-            bench_big_table(Path(tmp), shape, table_rows, 10, args.rows, repeat)
+            bench_big_table(Path(tmp), shape, table_rows, count if args.smoke else 10, args.rows, repeat)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """HTTP serving: `inferline serve` vs a naive FastAPI endpoint vs LitServe, loaded by `wrk`.
 
     python bench/serve.py             # two models, c=1 and c=64, 15 s each
-    python bench/serve.py --smoke     # 2 s at c=8: checks the benchmark runs
+    python bench/serve.py --smoke     # 1 s at c=8: checks the benchmark runs
 
 Every server runs as its own process on 127.0.0.1 and serves two ONNX MLPs built here with
 random weights: `small` (784-256-10, HTTP and JSON dominate) and `large`
@@ -284,7 +284,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--smoke", action="store_true", help="2 s at c=8: proves the benchmark runs")
+    parser.add_argument("--smoke", action="store_true", help="1 s at c=8: proves the benchmark runs")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--concurrency", default="1,64")
     parser.add_argument("--servers", default=",".join(SERVERS))
@@ -296,7 +296,7 @@ def main() -> None:
         models = json.loads(args.models_json)
         (run_naive if args.run_server == "naive" else run_litserve)(models, args.port)
         return
-    seconds = 2.0 if args.smoke else args.seconds
+    seconds = 1.0 if args.smoke else args.seconds
     levels = [8] if args.smoke else [int(c) for c in args.concurrency.split(",")]
     kinds = [k for k in args.servers.split(",") if k and (k != "litserve" or ls is not None)]
 

@@ -372,7 +372,7 @@ def main() -> None:
         run_soak(args.soak, "redis" if args.backend == "redis" else "embedded")
         return
     if args.smoke:
-        args.messages, args.seconds = 5_000, 2.0
+        args.messages, args.rate, args.seconds = 500, 300, 1.0
     with tempfile.TemporaryDirectory(prefix="inferline-bench-stream-") as tmp:
         root = Path(tmp)
         iris.build(str(root))

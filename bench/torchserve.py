@@ -437,6 +437,9 @@ def report(all_setups: list[Setup], results: Results) -> None:
         if not ts:
             continue
         (best_rps, best_p99), best_label = max(ts)
+        if best_rps == 0:  # no answer within a run (a short smoke run on a loaded machine)
+            print(f"{model:10s} no ratio: TorchServe answered no request in its runs")
+            continue
         for setup in all_setups:
             if setup.server == "inferline" and (setup.label, model) in medians:
                 rps, p99 = medians[(setup.label, model)]

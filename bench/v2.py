@@ -1,7 +1,7 @@
 """Open Inference Protocol v2 on `inferline serve`: JSON vs binary REST, and gRPC, same run.
 
     python bench/v2.py             # one 784-float instance per request, c=64, 10 s each
-    python bench/v2.py --smoke     # 2 s at c=8: checks the benchmark runs
+    python bench/v2.py --smoke     # 1 s at c=8: checks the benchmark runs
 
 The model is bench/serve.py's `small` ONNX MLP (784-256-10), answering the class and 10
 logits. One load tool for all three, `h2load` (nghttp2-client; C, like wrk): `--h1` POSTing a
@@ -118,14 +118,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--smoke", action="store_true", help="2 s at c=8: proves the benchmark runs")
+    parser.add_argument("--smoke", action="store_true", help="1 s at c=8: proves the benchmark runs")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
     if shutil.which("h2load") is None:
         print("bench/v2.py: skipped, h2load not found (apt-get install nghttp2-client)")
         return
-    seconds, c = (2.0, 8) if args.smoke else (args.seconds, args.concurrency)
+    seconds, c = (1.0, 8) if args.smoke else (args.seconds, args.concurrency)
     from inferline.models.store import ModelStore
 
     work = Path(tempfile.mkdtemp(prefix="bench-v2-"))

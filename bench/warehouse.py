@@ -234,8 +234,8 @@ def main() -> None:
     parser.add_argument("--table-rows", type=int, default=0, help="rows in the table before the stream")
     args = parser.parse_args()
     if args.smoke:
-        args.messages, args.seconds = 5_000, 2.0
-        args.table_rows = min(args.table_rows, 10_000)
+        args.messages, args.rate, args.seconds = 300, 300, 1.0
+        args.table_rows = min(args.table_rows, 2_000)
     sys.path.insert(0, str(ROOT / "src"))
     from inferline.examples import iris
 
