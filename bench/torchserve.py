@@ -385,12 +385,12 @@ Results = dict[tuple[str, str], list[dict[str, float]]]
 
 
 def measure(all_setups: list[Setup], store: Path, workdir: Path, *, repeats: int, seconds: float,
-            connections: int) -> Results:  # fmt: skip
+            connections: int, models: tuple[str, ...] = MODELS) -> Results:  # fmt: skip
     results: Results = {}
     for repeat in range(repeats):
         for setup in all_setups:
             with setup.start(store, workdir) as (base, pid):
-                for model in MODELS:
+                for model in models:
                     wrk(
                         f"{base}/predictions/{model}",
                         workdir / "image.png",
@@ -459,7 +459,10 @@ def main() -> None:
     parser.add_argument("--inferline-config", action="append", default=None,
                         help="inferline serve arguments of one setup (repeatable)")  # fmt: skip
     parser.add_argument("--servers", default="torchserve,inferline")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help="the archives to load with wrk (every server serves all three)")  # fmt: skip
     args = parser.parse_args()
+    models = tuple(m for m in MODELS if m in args.models.split(","))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     missing = missing_tools()
     if missing:
@@ -482,8 +485,9 @@ def main() -> None:
         print(f"{len(IMAGE)}-byte {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} PNG, wrk -c{args.connections}, "
               f"{seconds:.0f} s per run, load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
         results = measure(
-            chosen, store, workdir, repeats=repeats, seconds=seconds, connections=args.connections
-        )
+            chosen, store, workdir, repeats=repeats, seconds=seconds, connections=args.connections,
+            models=models,
+        )  # fmt: skip
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report(chosen, results)
