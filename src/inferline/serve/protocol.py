@@ -40,7 +40,9 @@ from inferline.serve.answers import encode_answer, warning_header
 from inferline.serve.fast_path import PredictionsFastPath
 from inferline.serve.http import ApiError, error_response, too_large
 from inferline.serve.models import ServedVersion
+from inferline.serve.offload import THREAD_BODY_BYTES
 from inferline.serve.state import THREAD_ANSWER_ROWS, ServerState
+from inferline.serve.ts_bodies import is_json, is_multipart
 
 log = logging.getLogger("inferline.serve")
 
@@ -230,8 +232,12 @@ class PredictionsCycle:
         chunks = self.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         content_type = self.content_type
-        route = f"{self.method} /predictions/{served.name}"
         headers = handler_headers(self.headers) if served.framework == MAR else None
+        if headers is not None and len(body) < THREAD_BODY_BYTES and is_raw(content_type):
+            # What parse_body makes of raw bytes for a handler (`{"body": bytes}`), which no
+            # body can fail: without its layers, the common TorchServe request (`curl -T`).
+            return torchserve.mar_rows([{"body": body}], headers), None
+        route = f"{self.method} /predictions/{served.name}"
         offload = self.state.offload
 
         def parse() -> tuple[Any, Any]:
@@ -320,6 +326,11 @@ def response_parts(response: Response) -> tuple[int, bytes, bytes]:
     """A Starlette response's status, header lines (without content-length) and body."""
     headers = [(name, value) for name, value in response.raw_headers if name != b"content-length"]
     return response.status_code, header_lines(headers), bytes(response.body)
+
+
+def is_raw(content_type: str) -> bool:
+    """Bytes a TorchServe handler gets as they are (`ts_bodies.request_items`): not a form, not JSON."""
+    return not content_type or not (is_multipart(content_type) or is_json(content_type))
 
 
 def handler_headers(headers: Headers) -> dict[str, str]:

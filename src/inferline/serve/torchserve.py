@@ -71,11 +71,7 @@ def parse_body(
 
     A `.mar` handler sees `headers` through its context (`get_request_header`)."""
     if served.framework == MAR:  # TorchServe's handler reads TorchServe's request items
-        items = request_items(body, content_type, where=route)
-        rows = np.empty(len(items), dtype=object)
-        for i, item in enumerate(items):
-            rows[i] = TorchServeRequest(item, headers or {})
-        return rows, None
+        return mar_rows(request_items(body, content_type, where=route), headers), None
     if is_multipart(content_type):
         images = [
             decode_image_body(value, served)
@@ -104,6 +100,14 @@ def parse_body(
             return served.check_rows(np.asarray(inputs), input_name="instances"), batch
         return rows_of(instances, served.spec, input_name="instances", may_hold_bools=bools), batch
     return rows_of(instances, served.spec, input_name="instances", may_hold_bools=bools), None
+
+
+def mar_rows(items: list[dict[str, Any]], headers: dict[str, str] | None) -> np.ndarray:
+    """A `.mar` model's rows: one TorchServe request (item and headers) per item."""
+    rows = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        rows[i] = TorchServeRequest(item, headers or {})
+    return rows
 
 
 def handler_headers(request: Request) -> dict[str, str]:

@@ -1,6 +1,9 @@
-"""ServerMetrics.request: the direct value updates count exactly what inc()/observe() count."""
+"""ServerMetrics.request: the counts kept between renders and added to the values directly
+render exactly what inc()/observe() per request render."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
@@ -32,7 +35,11 @@ def rendered(server: ServerMetrics) -> list[str]:
 
 def test_direct_updates_render_as_the_public_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     direct = rendered(ServerMetrics())
-    monkeypatch.setattr(metrics_module, "_request_recorder", metrics_module._public_recorder)
+
+    def public(*args: Any) -> Any:
+        return metrics_module._public_recorder(*args), metrics_module._nothing
+
+    monkeypatch.setattr(metrics_module, "_request_recorder", public)
     public = rendered(ServerMetrics())
     assert direct == public
     assert 'inferline_requests_total{model="cnn",status="200"} 7.0' in direct
@@ -50,3 +57,21 @@ def test_unknown_internals_fall_back_to_the_public_calls(monkeypatch: pytest.Mon
     monkeypatch.undo()
     assert "_public_recorder" in server._children[("cnn", 200)].__qualname__
     assert 'inferline_request_latency_seconds_count{model="cnn"} 1.0' in server.render().decode()
+
+
+def test_requests_between_renders_are_added_once() -> None:
+    server = ServerMetrics()
+    server.request("cnn", 200, 0.002)
+    server.request("cnn", 200, 0.003)
+    first = server.render().decode()
+    assert 'inferline_requests_total{model="cnn",status="200"} 2.0' in first
+    server.request("cnn", 200, 0.02)
+    server.request("cnn", 500, None)
+    text = server.render().decode()
+    assert text == server.render().decode()  # a render adds nothing by itself
+    assert 'inferline_requests_total{model="cnn",status="200"} 3.0' in text
+    assert 'inferline_request_latency_seconds_bucket{le="0.005",model="cnn"} 2.0' in text
+    assert 'inferline_request_latency_seconds_bucket{le="0.025",model="cnn"} 3.0' in text
+    assert 'inferline_request_latency_seconds_count{model="cnn"} 3.0' in text
+    assert 'ts_inference_latency_microseconds{model_name="cnn"} 25000.0' in text
+    assert "Requests2XX 3.0" in text and "Requests5XX 1.0" in text
