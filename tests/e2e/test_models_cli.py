@@ -65,7 +65,8 @@ def test_errors_are_one_line(project: Path, cli: CliRunner) -> None:
 
 
 def test_pipeline_reads_its_model_from_the_store(project: Path, cli: CliRunner) -> None:
-    cli("models", "add", "iris", JOBLIB)
+    # Both versions ONNX: a .joblib version would import scikit-learn in its run (~1.5 s CPU).
+    cli("models", "add", "iris", ONNX)
     cli("models", "add", "iris", ONNX)
     store_model = ["--set", "model.uri=null", "--set", "model.store=model_store"]
     result = cli("run", "examples/iris/pipeline.yaml", *store_model)
