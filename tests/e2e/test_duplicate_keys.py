@@ -9,9 +9,13 @@ import duckdb
 
 from tests.conftest import CliRunner
 
+# The ONNX iris model: what these runs check does not depend on the model, and unpickling the
+# .joblib imports scikit-learn (~1.5 s CPU a process).
+ONNX = ("--set", "model.uri=examples/iris/models/iris-*.onnx")
+
 
 def test_duplicate_keys_are_counted_warned_and_the_last_row_wins(project: Path, cli: CliRunner) -> None:
-    result = cli("run", "examples/iris/pipeline.yaml", "--no-progress", "--set", "key=target")
+    result = cli("run", "examples/iris/pipeline.yaml", *ONNX, "--no-progress", "--set", "key=target")
     summary = "150 rows read, 150 predicted, 0 dead-lettered, 147 duplicate keys (last write wins)"
     assert summary in result.stdout
     assert [line for line in result.stderr.splitlines() if line.strip()] == [
@@ -31,6 +35,7 @@ def test_a_file_sink_keeps_every_row_and_says_how_many_keys_repeat(project: Path
     result = cli(
         "run",
         "examples/iris/pipeline.yaml",
+        *ONNX,
         "--no-progress",
         "--set",
         "key=target",

@@ -10,14 +10,18 @@ import pyarrow.parquet as pq
 
 from tests.conftest import CliRunner
 
+# The ONNX iris model: what these runs check does not depend on the model, and unpickling the
+# .joblib imports scikit-learn (~1.5 s CPU a process).
+ONNX = ("--set", "model.uri=examples/iris/models/iris-*.onnx")
+
 
 def _error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip()]
 
 
 def test_a_parquet_sink_without_a_path_leaves_the_warehouse_alone(project: Path, cli: CliRunner) -> None:
-    cli("run", "examples/iris/pipeline.yaml")
-    result = cli("run", "examples/iris/pipeline.yaml", "--set", "sink.kind=parquet", check=False)
+    cli("run", "examples/iris/pipeline.yaml", *ONNX)
+    result = cli("run", "examples/iris/pipeline.yaml", *ONNX, "--set", "sink.kind=parquet", check=False)
     assert result.returncode == 1
     assert _error_lines(result.stderr) == [
         "error: warehouse.duckdb is a DuckDB database, not Parquet output; refusing to replace it: "
@@ -35,7 +39,7 @@ def test_file_sinks_refuse_other_kinds_of_files_and_the_runs_own_input(project: 
     Path("out").write_text('{"key": "a", "prediction": 1}\n')  # JSON Lines, no extension
     names = ("scores.jsonl", "out", "examples/iris/data/iris.csv")
     before = {name: Path(name).read_bytes() for name in names}
-    run = ("run", "examples/iris/pipeline.yaml")
+    run = ("run", "examples/iris/pipeline.yaml", *ONNX)
     jsonl = cli(*run, "--set", "sink.kind=jsonl", "--set", "sink.path=scores.jsonl", check=False)
     csv = cli(*run, "--set", "sink.kind=csv", "--set", "sink.path=out", check=False)
     own_input = cli(
@@ -63,6 +67,7 @@ def test_a_dead_letter_path_never_replaces_another_kind_of_file(project: Path, c
     result = cli(
         "run",
         "examples/iris/pipeline.yaml",
+        *ONNX,
         "--set",
         "sink.kind=parquet",
         "--set",
