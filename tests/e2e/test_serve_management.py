@@ -33,6 +33,14 @@ def store(tmp_path: Path, iris_example: Path) -> Path:
 
 
 @pytest.fixture
+def onnx_store(tmp_path: Path, iris_example: Path) -> Path:
+    """For tests about tokens, not models: loading the .joblib imports scikit-learn (~1.5 s CPU)."""
+    root = tmp_path / "store"
+    ModelStore(str(root)).add("iris", str(iris_example / "models/iris-1.onnx"))
+    return root
+
+
+@pytest.fixture
 def shifted_model(tmp_path: Path) -> tuple[Path, DecisionTreeClassifier]:
     """A v2 that predicts differently: trained on labels shifted by one class."""
     model = DecisionTreeClassifier(random_state=0).fit(IRIS.data, (IRIS.target + 1) % 3)
@@ -97,7 +105,8 @@ def test_register_set_default_unregister(
         assert (store / "iris" / "2").is_dir()  # unregistering never deletes files
 
 
-def test_token_guards_management_on_a_network_bind(store: Path, project: Path) -> None:
+def test_token_guards_management_on_a_network_bind(onnx_store: Path, project: Path) -> None:
+    store = onnx_store
     refused = subprocess.run(
         [sys.executable, "-m", "inferline", "serve", "--models", str(store), "--host", "0.0.0.0"],
         capture_output=True,
@@ -119,8 +128,8 @@ def test_token_guards_management_on_a_network_bind(store: Path, project: Path) -
         assert httpx.get(f"{base}/metrics").status_code == 200
 
 
-def test_token_on_loopback_is_required_too(store: Path) -> None:
-    with running_server(store, "--token", "abc") as base:
+def test_token_on_loopback_is_required_too(onnx_store: Path) -> None:
+    with running_server(onnx_store, "--token", "abc") as base:
         unauthorized = httpx.get(f"{base}/models")
         assert unauthorized.status_code == 401
         assert unauthorized.headers["www-authenticate"] == "Bearer"
@@ -214,9 +223,9 @@ def test_hot_swap_under_load_fails_no_request_and_a_corrupt_next_version_leaves_
         ),
     ],
 )
-def test_bad_options_are_refused(store: Path, args: list[str], message: str) -> None:
+def test_bad_options_are_refused(onnx_store: Path, args: list[str], message: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "inferline", "serve", "--models", str(store), *args],
+        [sys.executable, "-m", "inferline", "serve", "--models", str(onnx_store), *args],
         capture_output=True,
         text=True,
         env=subprocess_env(),
