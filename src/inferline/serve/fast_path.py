@@ -7,6 +7,10 @@ for a small image model. `PredictionsFastPath` recognises those requests from th
 and calls the same endpoint (`inferline.serve.torchserve.predictions`) directly, so bodies,
 content types, answers, metrics and JSON errors are the routed ones by construction.
 
+The server's own HTTP protocol (`inferline.serve.protocol`) asks `match_path` before building
+any ASGI scope and answers those requests itself; this ASGI-level fast path still serves them
+when another protocol (h11, a test client) drives the app.
+
 Everything else goes through Starlette: other paths and methods (405 and 404 answers are the
 router's), a request on another port of TorchServe's port split (`serve/ports.py` answers it
 404), and a path an earlier route claims (Vertex AI's routes come first and may be any path).
