@@ -339,6 +339,7 @@ def register(app: typer.Typer) -> None:
             max_queue=max_queue,
             workers=workers,
             max_workers=workers,
+            await_answered=processes > 1,  # see DynamicBatcher: one process needs its overlap
         )
         config = ServerConfig(
             token=token,

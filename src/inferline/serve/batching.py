@@ -3,14 +3,21 @@
 A `DynamicBatcher` owns a bounded queue and one asyncio task. The task takes the first
 waiting request, then gathers more until the batch holds `batch_size` rows or the
 `max_batch_delay` deadline (on `time.monotonic()`) passes, runs the whole batch in one call
-and hands each request its own rows back. It never waits for requests that do not exist:
-when nothing else for this model is queued or still being received, the batch runs at once,
-so a lone request pays no delay. A batch whose model call is estimated (from the measured
-cost per row and this batch's size) cheaper than `inline_below_ms` runs on the event loop (a
-thread hop costs more); others run on a dedicated worker thread so the loop keeps serving
-sockets. A request larger than `batch_size` is predicted in model calls of `batch_size` rows.
-`workers` (TorchServe's scale workers) is how many model calls may run at once, each on its own
-thread; 0 refuses requests until scaled up again.
+and hands each request its own rows back. It waits only for requests likely to come: ones
+being received and, with `await_answered`, the clients the last model call answered (a client
+on a kept-alive connection sends its next request when answered), until as many requests came
+in since that answer as it answered, within `max_batch_delay` of it. Otherwise the batch runs
+at once, so a lone request (or a lone client's next one) pays no delay. Without waiting for
+them, 16 clients settle into two alternating batches of 8, each model call then costing more
+per request; that alternation is what keeps one process's event loop and model calls busy at
+once, so only `serve --processes N` (whose other processes use the core meanwhile) waits.
+
+A batch whose model call is estimated (from the measured cost per row and this batch's size)
+cheaper than `inline_below_ms` runs on the event loop (a thread hop costs more); others run on
+a dedicated worker thread so the loop keeps serving sockets. A request larger than
+`batch_size` is predicted in model calls of `batch_size` rows. `workers` (TorchServe's scale
+workers) is how many model calls may run at once, each on its own thread; 0 refuses requests
+until scaled up again.
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ class DynamicBatcher:
         on_wait: WaitObserver | None = None,
         name: str = "model",
         workers: int = 1,
+        await_answered: bool = False,
     ) -> None:
         self.predict_batch = predict
         self.workers = max(0, workers)
@@ -90,6 +98,11 @@ class DynamicBatcher:
         self._closing = False
         self._busy = 0  # model calls running on worker threads (workers > 1)
         self._running: set[asyncio.Task[None]] = set()
+        # The last model call's answered requests, when, and how many requests came since.
+        self.await_answered = await_answered
+        self._answered = 0
+        self._answered_at = float("-inf")
+        self._since_answer = 0
 
     @property
     def depth(self) -> int:
@@ -125,6 +138,7 @@ class DynamicBatcher:
             self._task = loop.create_task(self._run(), name=f"batcher:{self.name}")
         future: asyncio.Future[Prediction] = loop.create_future()
         self._queue.append(_Pending(rows, future, self.clock()))
+        self._since_answer += 1
         assert self._wakeup is not None
         self._wakeup.set()
         return await future
@@ -193,7 +207,7 @@ class DynamicBatcher:
                 batch.append(item)
                 rows += len(item.rows)
                 continue
-            if self._arriving <= 0:
+            if self._arriving <= 0 and not self._answered_coming_back():
                 break
             remaining = deadline - self.clock()
             if remaining <= 0:
@@ -204,6 +218,17 @@ class DynamicBatcher:
             except TimeoutError:
                 break
         return batch
+
+    def _answered_coming_back(self) -> bool:
+        """Whether the clients the last model call answered may still send their next request:
+        fewer requests came since than it answered, within `max_batch_delay` of the answer."""
+        return (
+            self.await_answered
+            and self.workers <= 1
+            and not self._closing
+            and self._since_answer < self._answered
+            and self.clock() < self._answered_at + self.max_batch_delay_ms / 1000.0
+        )
 
     async def _predict(self, batch: list[_Pending]) -> None:
         live = [p for p in batch if not p.future.done()]  # a client may have gone away
@@ -239,6 +264,7 @@ class DynamicBatcher:
                 pending.future.set_exception(result)
             else:
                 pending.future.set_result(result)
+        self._answered, self._answered_at, self._since_answer = len(live), self.clock(), 0
 
     def _call(self, live: list[_Pending], inputs: np.ndarray) -> list[Prediction | BaseException]:
         try:

@@ -38,6 +38,8 @@ class BatchSettings:
     max_queue: int = 1024
     workers: int = 1
     max_workers: int = 1
+    # Wait for the clients a model call answered (`DynamicBatcher`); `serve --processes N > 1`.
+    await_answered: bool = False
 
 
 class ServedVersion:
@@ -64,6 +66,7 @@ class ServedVersion:
             on_wait=metrics.queue_observer(loaded.name),
             name=loaded.model_id,
             workers=settings.workers,
+            await_answered=settings.await_answered,
         )
         self.max_workers = max(settings.workers, settings.max_workers)
         self.row_shape: tuple[int, ...] | None = feature_shape(loaded)

@@ -82,6 +82,56 @@ def test_waits_for_announced_requests_until_the_deadline() -> None:
     assert model.calls == [2]
 
 
+def test_the_clients_a_call_answered_are_waited_for_not_a_lone_one() -> None:
+    """Two clients on kept-alive connections: the one answered second still gets its next
+    request into the same call, as it comes back within the delay."""
+    model = DoublingModel()
+    batcher = DynamicBatcher(model.predict, batch_size=32, max_batch_delay_ms=30_000, await_answered=True)
+
+    async def client(value: float, pause_s: float) -> None:
+        await batcher.predict(np.array([[value]]))
+        await asyncio.sleep(pause_s)  # reads its answer, sends again
+        await batcher.predict(np.array([[value]]))
+
+    async def main() -> None:
+        await asyncio.gather(client(1.0, 0.0), client(2.0, 0.05))
+
+    asyncio.run(main())
+    assert model.calls == [2, 2]
+
+    alone = DoublingModel()
+    lone = DynamicBatcher(alone.predict, batch_size=32, max_batch_delay_ms=30_000, await_answered=True)
+
+    async def one_client() -> None:  # its next request is the one answered coming back: no wait
+        for value in (1.0, 2.0, 3.0):
+            await asyncio.wait_for(lone.predict(np.array([[value]])), 10)
+
+    asyncio.run(one_client())
+    assert alone.calls == [1, 1, 1]
+
+    # Without await_answered (one server process) the second client's request goes alone.
+    single = DoublingModel()
+    batcher = DynamicBatcher(single.predict, batch_size=32, max_batch_delay_ms=30_000)
+    asyncio.run(main())
+    assert single.calls == [2, 1, 1]
+
+
+def test_answered_clients_are_not_waited_for_past_the_delay() -> None:
+    now = [0.0]
+    model = DoublingModel()
+    batcher = DynamicBatcher(
+        model.predict, batch_size=32, max_batch_delay_ms=5, clock=lambda: now[0], await_answered=True
+    )
+
+    async def main() -> None:
+        await asyncio.gather(*(batcher.predict(np.array([[1.0]])) for _ in range(3)))
+        now[0] += 10.0  # idle far longer than the delay: the three are not coming back
+        await asyncio.wait_for(batcher.predict(np.array([[2.0]])), 10)
+
+    asyncio.run(main())
+    assert model.calls == [3, 1]
+
+
 def test_full_queue_raises_queue_full() -> None:
     gate = threading.Event()
     model = DoublingModel(gate=gate)
