@@ -52,6 +52,10 @@ FAST_METHODS = {b"POST": "POST", b"PUT": "PUT"}
 PREFIX = b"/predictions/"
 JSON_LINE = b"content-type: application/json\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+INTERNAL_ERROR = (
+    b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 21\r\nconnection: close\r\n\r\nInternal Server Error"
+)
 
 
 class InferenceProtocol(HttpToolsProtocol):
@@ -207,7 +211,13 @@ class PredictionsCycle:
             log.exception("route %s failed", self.path)
             error = ApiError(500, "InternalServerException", f"{self.path}: {type(exc).__name__}: {exc}")
             status, head, body = response_parts(error_response(error, self.path))
-        self.respond(status, head, body)
+        try:
+            self.respond(status, head, body)
+        except Exception:  # e.g. a header value that would split the answer: as uvicorn's run_asgi
+            log.exception("route %s: the answer could not be sent", self.path)
+            if not self.response_complete and not self.protocol.transport.is_closing():
+                self.protocol.transport.write(INTERNAL_ERROR)
+            self.protocol.transport.close()
 
     async def decode(self, served: ServedVersion) -> tuple[Any, Any]:
         """The body as rows for `served`, as `ServerState.infer` reads and parses it."""
