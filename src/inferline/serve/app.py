@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import gc
 import importlib
+import importlib.metadata
 import logging
+import re
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
@@ -100,9 +102,23 @@ def event_loop(config: ServerConfig) -> str:
     return "asyncio" if grpc else "auto"
 
 
-def http_protocol() -> Any:
+# The uvicorn releases whose httptools protocol `InferenceProtocol` was written against and
+# tested with (it drives that class's internals, which change between releases: 0.45's
+# keep-alive and header handling differ from 0.54's). Outside, uvicorn's own protocol serves
+# every request through the ASGI app: the same answers, ~70 us more CPU per prediction.
+PROTOCOL_RELEASES = ((0, 53), (0, 55))  # from, up to (not included)
+
+
+def http_protocol(uvicorn_version: str | None = None) -> Any:
     """uvicorn's `http`: its httptools protocol answering TorchServe's predictions itself
-    (`inferline.serve.protocol`); uvicorn's own choice when httptools is missing."""
+    (`inferline.serve.protocol`); uvicorn's own choice when httptools is missing or uvicorn
+    is a release the subclass was not made for."""
+    version = uvicorn_version or importlib.metadata.version("uvicorn")
+    release = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    first, stop = PROTOCOL_RELEASES
+    if not first <= release < stop:
+        log.debug("uvicorn %s: predictions through the ASGI app (own protocol: %s)", version, first)
+        return "auto"
     try:
         from inferline.serve.protocol import InferenceProtocol
     except ImportError:

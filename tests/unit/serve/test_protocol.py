@@ -33,3 +33,23 @@ def test_default_lines_follow_uvicorns_list() -> None:
 )
 def test_raw_bodies_are_what_a_handler_gets_as_bytes(content_type: str, raw: bool) -> None:
     assert is_raw(content_type) is raw
+
+
+@pytest.mark.parametrize(
+    ("version", "own"),
+    [("0.54.0", True), ("0.53.1", True), ("0.45.0", False), ("0.55.0", False), ("1.0.0", False)],
+)
+def test_the_own_protocol_serves_only_on_uvicorn_releases_it_was_made_for(version: str, own: bool) -> None:
+    from inferline.serve.app import http_protocol
+    from inferline.serve.protocol import InferenceProtocol
+
+    assert (http_protocol(version) is InferenceProtocol) is own
+    assert own or http_protocol(version) == "auto"
+
+
+def test_the_installed_uvicorn_gets_the_own_protocol() -> None:
+    # pyproject.toml caps uvicorn below PROTOCOL_RELEASES' end, so an install gets the fast path.
+    from inferline.serve.app import http_protocol
+    from inferline.serve.protocol import InferenceProtocol
+
+    assert http_protocol() is InferenceProtocol
