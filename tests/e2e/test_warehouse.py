@@ -141,7 +141,8 @@ def test_readers_see_counts_only_grow_while_a_stream_writes(project: Path, cli: 
                 "FROM iris_stream))",
             )
             panel.append(_dashboard_rows(base))
-            seen = [int(report.stdout.split("r.html: ")[1].split()[0]), int(bq.stdout.split()[1])]
+            reported = report.stdout.split("r.html: ")[1].split()[0]  # "1,875 rows, 3 classes"
+            seen = [int(reported.replace(",", "")), int(bq.stdout.split()[1])]
             assert 0 < seen[0] <= seen[1] and 0 < panel[0] and panel == sorted(panel), (seen, panel)
             assert runner.poll() is None, "the stream should still be running"
             publisher.done.set()
