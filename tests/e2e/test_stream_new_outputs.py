@@ -142,7 +142,9 @@ def test_a_column_that_changed_type_dead_letters_the_rows_and_the_run_goes_on(
 ) -> None:
     with duckdb.connect(str(project / "warehouse.duckdb")) as con:  # an older table's types
         con.execute("CREATE TABLE iris_predictions (key VARCHAR PRIMARY KEY, prediction BOOLEAN)")
-    result = cli("run", "examples/iris/pipeline.yaml", "--no-progress")
+    # The ONNX iris model: unpickling the .joblib imports scikit-learn (~1.5 s CPU).
+    onnx = ("--set", "model.uri=examples/iris/models/iris-*.onnx")
+    result = cli("run", "examples/iris/pipeline.yaml", *onnx, "--no-progress")
     assert "150 rows read, 0 predicted, 150 dead-lettered" in result.stdout
     with duckdb.connect(str(project / "warehouse.duckdb"), read_only=True) as con:
         errors = con.sql("SELECT DISTINCT stage, error FROM iris_predictions_errors").fetchall()
