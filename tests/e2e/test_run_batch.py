@@ -60,44 +60,29 @@ def test_quickstart_pipeline_predicts_every_row_like_the_model_and_a_rerun_adds_
 
 def test_file_sinks_hold_the_same_predictions(project: Path, cli: CliRunner) -> None:
     expected = _expected_onnx(project, _iris_rows(project))
-    cli(
-        "run",
-        "examples/iris/pipeline.yaml",
-        "--set",
-        ONNX,
-        "--set",
-        "sink.kind=parquet",
-        "--set",
-        "sink.path=out/p.parquet",
-    )
-    table = pq.read_table("out/p.parquet")
+
+    def run_into(kind: str) -> Path:
+        path = f"out/p.{kind}"
+        cli(
+            "run",
+            "examples/iris/pipeline.yaml",
+            "--set",
+            ONNX,
+            "--set",
+            f"sink.kind={kind}",
+            "--set",
+            f"sink.path={path}",
+        )
+        return Path(path)
+
+    table = pq.read_table(run_into("parquet"))
     assert dict(zip(table["key"].to_pylist(), table["prediction"].to_pylist(), strict=True)) == expected
 
-    cli(
-        "run",
-        "examples/iris/pipeline.yaml",
-        "--set",
-        ONNX,
-        "--set",
-        "sink.kind=jsonl",
-        "--set",
-        "sink.path=out/p.jsonl",
-    )
-    lines = [json.loads(line) for line in Path("out/p.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in run_into("jsonl").read_text().splitlines()]
     assert {r["key"]: r["prediction"] for r in lines} == expected
     assert lines[0]["sepal_length"] == float(_iris_rows(project)[0]["sepal_length"])
 
-    cli(
-        "run",
-        "examples/iris/pipeline.yaml",
-        "--set",
-        ONNX,
-        "--set",
-        "sink.kind=csv",
-        "--set",
-        "sink.path=out/p.csv",
-    )
-    with open("out/p.csv", newline="") as handle:
+    with run_into("csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert {r["key"]: int(r["prediction"]) for r in rows} == expected
 
