@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -79,9 +81,97 @@ def project(tmp_path: Path, iris_example: Path, monkeypatch: pytest.MonkeyPatch)
     return tmp_path
 
 
+# What every CLI command imports: a zygote (tests/e2e/zygote.py) imports it once and forks a
+# child per command. Beam is left out: importing it sets up root logging.
+CLI_PRELOAD = (
+    "inferline.cli",
+    "inferline.engine.local",
+    "inferline.pipeline",
+    "inferline.models.registry",
+    "inferline.models.sklearn",
+    "inferline.models.onnx",
+    "inferline.models.torch",
+    "inferline.io.warehouse",
+    "inferline.report.html",
+    "inferline.serve.app",
+    "inferline.sql.bigquery",
+    "sklearn.base",
+    "scipy.stats",
+    "pandas",
+    "pyarrow.dataset",
+    "pyarrow.parquet",
+    "duckdb",
+    "onnxruntime",
+    "torch",
+    "PIL.Image",
+)
+
+# Environment variables read when Python starts or a preloaded module is imported (thread pools,
+# sys.path, Keras/TensorFlow/Typer settings): a command whose value differs from the zygote's
+# runs as a real process, since the zygote's imports already saw the old value.
+IMPORT_TIME_ENV = re.compile(
+    r"^(PYTHON|MKL_|OMP_|OPENBLAS_|KMP_|TORCH|CUDA|KERAS_|TF_|HF_|TRANSFORMERS_|TOKENIZERS_|ORT_|ARROW_"
+    r"|DUCKDB_|TERMINAL_WIDTH$|FORCE_TERMINAL$|_TYPER_|NO_COLOR$|LD_)"
+)
+
+
+class CliZygote:
+    """A worker's zygote for `python -m inferline` (started on first use, stopped at the end of
+    the session); None from `client()` when a command must run as a real process."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.stack = contextlib.ExitStack()
+        self.env: dict[str, str] | None = None
+        self.command: list[str] | None = None
+        self.failed = os.environ.get("INFERLINE_TEST_ZYGOTE", "1") == "0"
+
+    def client(self, env: dict[str, str]) -> list[str] | None:
+        if self.failed:
+            return None
+        if self.command is None:
+            from tests.e2e import zygote
+
+            self.env = subprocess_env()
+            try:
+                self.command = self.stack.enter_context(
+                    zygote.running(
+                        "inferline", CLI_PRELOAD, cwd=self.folder, env=self.env, log=self.folder / "zygote.log"
+                    )
+                )
+            except RuntimeError as exc:  # run real processes: slower, still right
+                print(f"cli zygote not started, commands run as real processes: {exc}", file=sys.stderr)
+                self.failed = True
+                return None
+        assert self.env is not None
+        changed = {k for k in {*env, *self.env} if env.get(k) != self.env.get(k)}
+        if any(IMPORT_TIME_ENV.match(k) for k in changed):
+            return None
+        return self.command
+
+
+@pytest.fixture(scope="session")
+def cli_zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliZygote]:
+    zygote = CliZygote(tmp_path_factory.mktemp("cli-zygote"))
+    with zygote.stack:
+        yield zygote
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "real_process: the `cli` fixture runs each command as a fresh `python -m inferline` process "
+        "instead of a fork of the session's zygote (for tests about process-level behaviour)",
+    )
+
+
 @pytest.fixture
-def cli(project: Path) -> CliRunner:
-    """Run `inferline ...` in a subprocess in the project directory."""
+def cli(project: Path, cli_zygote: CliZygote, request: pytest.FixtureRequest) -> CliRunner:
+    """Run `inferline ...` in the project directory as a subprocess: a fork of the worker's
+    zygote that has already imported inferline's heavy modules (the same argv, cwd, environment,
+    stdio and exit status as `python -m inferline`, without its 1-3 s of imports), or a real
+    process for tests marked `real_process` and environments that act at import time."""
+    real = request.node.get_closest_marker("real_process") is not None
 
     def run(
         *args: str,
@@ -91,8 +181,11 @@ def cli(project: Path) -> CliRunner:
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         full_env = subprocess_env(env)
+        client = None if real else cli_zygote.client(full_env)
+        prefix = client if client is not None else [sys.executable, "-m", "inferline"]
+        # A timeout kills the client (SIGKILL); the zygote then kills the command's process group.
         result = subprocess.run(
-            [sys.executable, "-m", "inferline", *args],
+            [*prefix, *args],
             cwd=project,
             capture_output=True,
             text=True,
@@ -100,6 +193,7 @@ def cli(project: Path) -> CliRunner:
             env=full_env,
             input=input,
         )
+        result.args = [sys.executable, "-m", "inferline", *args]
         if check and result.returncode != 0:
             raise AssertionError(
                 f"inferline {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
