@@ -136,7 +136,11 @@ class CliZygote:
             try:
                 self.command = self.stack.enter_context(
                     zygote.running(
-                        "inferline", CLI_PRELOAD, cwd=self.folder, env=self.env, log=self.folder / "zygote.log"
+                        "inferline",
+                        CLI_PRELOAD,
+                        cwd=self.folder,
+                        env=self.env,
+                        log=self.folder / "zygote.log",
                     )
                 )
             except RuntimeError as exc:  # run real processes: slower, still right

@@ -3,6 +3,7 @@ the same output, exit status and signals, for a probe module and for inferline i
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import subprocess_env
+from tests.conftest import CliRunner, subprocess_env
 from tests.e2e import zygote
 
 PROBE = """
@@ -151,3 +152,46 @@ def test_inferline_answers_as_a_real_process(tmp_path: Path) -> None:
                 real.stdout,
                 real.stderr,
             )
+
+
+WHO_RUNS = """
+import os, time
+from pathlib import Path
+
+def who(batch):
+    parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().replace(b"\\0", b" ").decode()
+    Path("who").write_text(f"{os.getpid()}\\n{parent}\\n{os.environ.get('MKL_NUM_THREADS')}")
+    if Path("hang").exists():
+        time.sleep(600)
+    return batch
+"""
+
+
+def test_the_cli_fixture_forks_its_commands_from_a_zygote(project: Path, cli: CliRunner) -> None:
+    """A command runs in a fork of the worker's zygote; one whose environment acts at import
+    time runs as a real process; a timeout raises TimeoutExpired and kills the command."""
+    Path("who_hook.py").write_text(WHO_RUNS, encoding="utf-8")
+    spec = {
+        "name": "who",
+        "source": {"kind": "csv", "path": "examples/iris/data/iris.csv"},
+        "key": "id",
+        "steps": [{"map": "who_hook:who"}],
+        "sink": {"kind": "jsonl", "path": "out.jsonl"},
+    }
+    Path("who.yaml").write_text(json.dumps(spec), encoding="utf-8")
+    cli("run", "who.yaml")
+    _, parent, threads = Path("who").read_text().splitlines()
+    assert "zygote.sock" in parent and threads == os.environ["MKL_NUM_THREADS"]
+    other = str(int(os.environ["MKL_NUM_THREADS"]) + 1)
+    cli("run", "who.yaml", env={"MKL_NUM_THREADS": other})
+    _, parent, threads = Path("who").read_text().splitlines()
+    assert "zygote.sock" not in parent and threads == other
+    Path("hang").touch()
+    Path("who").unlink()
+    with pytest.raises(subprocess.TimeoutExpired):
+        cli("run", "who.yaml", timeout=30)
+    pid = int(Path("who").read_text().split()[0])
+    deadline = time.monotonic() + 60
+    while os.path.exists(f"/proc/{pid}") and "zombie" not in Path(f"/proc/{pid}/status").read_text():
+        assert time.monotonic() < deadline, "the command outlived its timeout"
+        time.sleep(0.05)
