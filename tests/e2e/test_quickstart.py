@@ -101,7 +101,8 @@ def test_the_readme_prepared_example_and_hook_run_on_the_quickstart_model(
     # its rows (readme_checks.prepared_rows), so this runs only the README's hook.
     shutil.copytree(REPO / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("__pycache__"))
     for built in ("data", "models"):
-        shutil.copytree(iris_example / built, tmp_path / "examples" / "iris" / built)
+        # A clone where `inferline quickstart` already ran (the README's first command) has them.
+        shutil.copytree(iris_example / built, tmp_path / "examples" / "iris" / built, dirs_exist_ok=True)
     prepared = tmp_path / "examples" / "iris" / "prepared.yaml"
     spec = yaml.safe_load(prepared.read_text(encoding="utf-8"))
     assert spec == readme_yaml_of_the_prepared_example()
