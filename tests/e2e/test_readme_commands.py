@@ -36,7 +36,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, subprocess_env
+from tests.conftest import CLI_PRELOAD, free_port, subprocess_env
 from tests.e2e import readme_checks, zygote
 from tests.e2e.readme_commands import (
     Command,
@@ -287,38 +287,13 @@ def fresh_project(project: Path) -> Path:
     return project
 
 
-# What every command imports: the zygote imports it once and forks a child per command.
-PRELOAD = (
-    "inferline.cli",
-    "inferline.engine.local",
-    "inferline.pipeline",
-    "inferline.models.registry",
-    "inferline.models.sklearn",
-    "inferline.models.onnx",
-    "inferline.models.torch",
-    "inferline.io.warehouse",
-    "inferline.report.html",
-    "inferline.serve.app",
-    "inferline.sql.bigquery",
-    "sklearn.base",
-    "scipy.stats",
-    "pandas",
-    "pyarrow.dataset",
-    "pyarrow.parquet",
-    "duckdb",
-    "onnxruntime",
-    "torch",
-    "PIL.Image",
-)
-
-
 @contextlib.contextmanager
 def zygote_shim(project: Path, env: dict[str, str], log: Path) -> Iterator[None]:
     """`inferline` in the project runs `python -m inferline` in a fork of a Python that has
-    already imported PRELOAD (tests/e2e/zygote.py): the same command line, cwd, environment,
+    already imported CLI_PRELOAD (tests/e2e/zygote.py): the same command line, cwd, environment,
     stdio, exit status and signals as a fresh process, without its ~0.5-3 s of imports."""
     try:
-        with zygote.running("inferline", PRELOAD, cwd=project, env=env, log=log) as client:
+        with zygote.running("inferline", CLI_PRELOAD, cwd=project, env=env, log=log) as client:
             shim = project / ".venv" / "bin" / "inferline"
             shim.write_text(f'#!/bin/sh\nexec {shlex.join(client)} "$@"\n', encoding="utf-8")
             yield
